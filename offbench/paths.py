@@ -1,0 +1,26 @@
+"""Where offbench keeps data, results and its shipped resources."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def data_dir() -> Path:
+    """Root of offbench's dataset storage: `$OFFBENCH_DATA_DIR`, else `~/.offbench/data`."""
+    return Path(os.environ.get("OFFBENCH_DATA_DIR", Path.home() / ".offbench" / "data")).expanduser()
+
+
+def results_dir(override: str | Path | None = None) -> Path:
+    """The results store: `--results-dir`, else `$OFFBENCH_RESULTS_DIR`, else `./results`."""
+    if override is not None:
+        return Path(override).expanduser()
+    return Path(os.environ.get("OFFBENCH_RESULTS_DIR", "results")).expanduser()
+
+
+def resource_dir(name: str) -> Path:
+    """A shipped data folder (`baselines`, `datasets`): the source checkout's, else the wheel's copy."""
+    checkout = Path(__file__).resolve().parent.parent / name
+    if checkout.is_dir():
+        return checkout
+    return Path(__file__).resolve().parent / "_resources" / name

@@ -1,0 +1,217 @@
+"""Results store: one directory per run plus an SQLite index.
+
+Layout under the store root (``results/`` by default)::
+
+    runs/<run_id>/config.json       resolved algorithm config + protocol + dataset identity
+    runs/<run_id>/provenance.json   git commit, package versions, hardware, command line
+    runs/<run_id>/curve.json        every evaluation: step, per-episode returns and scores
+    runs/<run_id>/summary.json      written last; its presence is what makes a run finished
+    checkpoints/<group_id>.pt       the resumable state of a seed group (all seeds of one process)
+    index.sqlite                    one row per run; rebuildable from runs/ with `reindex()`
+
+Every file is written atomically. A run is listed as finished only when its summary exists and its
+index row says so; a killed run stays `running` (or `failed`) and is never counted.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import pandas as pd
+
+from offbench.errors import OffbenchError
+from offbench.io import read_json, write_json
+
+INDEX_COLUMNS = {
+    "run_id": "TEXT PRIMARY KEY",
+    "group_id": "TEXT",
+    "algo": "TEXT",
+    "dataset_id": "TEXT",
+    "dataset_sha256": "TEXT",
+    "seed": "INTEGER",
+    "steps": "INTEGER",
+    "eval_every": "INTEGER",
+    "eval_episodes": "INTEGER",
+    "status": "TEXT",
+    "started_at": "REAL",
+    "finished_at": "REAL",
+    "final_score": "REAL",
+    "last10_score": "REAL",
+    "best_score": "REAL",
+    "steps_per_s": "REAL",
+    "device": "TEXT",
+}
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """Everything stored for one run (one seed).
+
+    config:     {"run_id", "group_id", "algo", "seed",
+                 "dataset": {"id", "requested", "sha256", "source", "env_id", "ref_min_score", "ref_max_score"},
+                 "protocol": {"steps", "eval_every", "eval_episodes", ...},
+                 "algo_config": {...resolved hyperparameters...}, "overrides": {...}}
+    curve:      [{"step", "normalized_score", "return_mean", "return_std", "returns": [...],
+                  "normalized_scores": [...], "time_s", <training metrics>}, ...]
+    summary:    {"status": "finished", "final_score", "last10_score", "best_score", "final_return",
+                 "steps", "wall_time_s", "steps_per_s", "finished_at"}
+    provenance: {"started_at", "git_commit", "git_dirty", "packages": {...}, "device", "cpu", "gpu",
+                 "python", "platform", "command", "wall_time_s", "steps_per_s"}
+    Scores are D4RL-style normalised scores (x100).
+    """
+
+    run_id: str
+    config: dict[str, Any]
+    provenance: dict[str, Any]
+    curve: list[dict[str, Any]]
+    summary: dict[str, Any] | None
+
+    @property
+    def finished(self) -> bool:
+        return self.summary is not None and self.summary.get("status") == "finished"
+
+
+class ResultsStore:
+    """The embedded results store (a directory and an SQLite index)."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.runs_dir = self.root / "runs"
+        self.checkpoints_dir = self.root / "checkpoints"
+        self.index_path = self.root / "index.sqlite"
+
+    # ---- writing -----------------------------------------------------------------------------
+
+    def start_run(self, run_id: str, config: dict[str, Any], provenance: dict[str, Any]) -> None:
+        """Create the run directory and index it as `running`."""
+        run_dir = self.run_dir(run_id)
+        if (run_dir / "summary.json").exists():
+            raise OffbenchError(f"run {run_id} is already finished in {self.root}", "choose another run id")
+        write_json(run_dir / "config.json", config)
+        write_json(run_dir / "provenance.json", provenance)
+        if not (run_dir / "curve.json").exists():
+            write_json(run_dir / "curve.json", [])
+        self._upsert(self._row(run_id, config, status="running", started_at=time.time()))
+
+    def write_curve(self, run_id: str, curve: list[dict[str, Any]]) -> None:
+        write_json(self.run_dir(run_id) / "curve.json", curve)
+
+    def finish_run(self, run_id: str, summary: dict[str, Any], provenance: dict[str, Any]) -> None:
+        """Write the final provenance and the summary (last), then mark the index row finished."""
+        run_dir = self.run_dir(run_id)
+        write_json(run_dir / "provenance.json", provenance)
+        write_json(run_dir / "summary.json", {**summary, "status": "finished"})
+        config = read_json(run_dir / "config.json")
+        self._upsert(self._row(run_id, config, status="finished", summary=summary, provenance=provenance))
+
+    def mark_failed(self, run_id: str, reason: str) -> None:
+        config = read_json(self.run_dir(run_id) / "config.json")
+        self._upsert(self._row(run_id, config, status=f"failed: {reason}"[:200]))
+
+    # ---- reading -----------------------------------------------------------------------------
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.runs_dir / run_id
+
+    def checkpoint_path(self, group_id: str) -> Path:
+        return self.checkpoints_dir / f"{group_id}.pt"
+
+    def load(self, run_id: str) -> RunRecord:
+        run_dir = self.run_dir(run_id)
+        if not (run_dir / "config.json").exists():
+            raise OffbenchError(f"no run {run_id} in {self.root}", "list runs with `offbench runs`")
+        summary_path = run_dir / "summary.json"
+        return RunRecord(
+            run_id=run_id,
+            config=read_json(run_dir / "config.json"),
+            provenance=read_json(run_dir / "provenance.json"),
+            curve=read_json(run_dir / "curve.json"),
+            summary=read_json(summary_path) if summary_path.exists() else None,
+        )
+
+    def runs(self, status: str | None = "finished") -> pd.DataFrame:
+        """The index as a DataFrame; `status=None` lists every run, finished or not."""
+        if not self.index_path.exists():
+            return pd.DataFrame(columns=list(INDEX_COLUMNS))
+        query = "SELECT * FROM runs" + (" WHERE status = ?" if status else "") + " ORDER BY started_at, run_id"
+        with closing(self._connect()) as conn:
+            frame = pd.read_sql_query(query, conn, params=(status,) if status else ())
+        if status == "finished":  # the summary file is the ground truth for "finished"
+            frame = frame[[(self.run_dir(r) / "summary.json").exists() for r in frame["run_id"]]]
+        return frame.reset_index(drop=True)
+
+    def finished_records(self) -> Iterator[RunRecord]:
+        for run_id in self.runs("finished")["run_id"]:
+            yield self.load(run_id)
+
+    def reindex(self) -> int:
+        """Rebuild the index from the run directories (after a lost or damaged index file)."""
+        rows = []
+        for run_dir in sorted(p for p in self.runs_dir.glob("*") if (p / "config.json").exists()):
+            record = self.load(run_dir.name)
+            status = "finished" if record.finished else "running"
+            started_at = record.provenance.get("started_at")
+            rows.append(self._row(record.run_id, record.config, status, record.summary, record.provenance, started_at))
+        self.index_path.unlink(missing_ok=True)
+        for row in rows:
+            self._upsert(row)
+        return len(rows)
+
+    # ---- index internals -----------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        self.root.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.index_path, timeout=60.0, isolation_level=None)
+        columns = ", ".join(f"{name} {kind}" for name, kind in INDEX_COLUMNS.items())
+        conn.execute(f"CREATE TABLE IF NOT EXISTS runs ({columns})")
+        return conn
+
+    def _upsert(self, row: dict[str, Any]) -> None:
+        names = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        updates = ", ".join(f"{k} = excluded.{k}" for k in row if k not in ("run_id", "started_at"))
+        with closing(self._connect()) as conn:
+            conn.execute("BEGIN IMMEDIATE")  # one writer at a time; others wait up to the timeout
+            conn.execute(
+                f"INSERT INTO runs ({names}) VALUES ({marks}) ON CONFLICT(run_id) DO UPDATE SET {updates}",
+                tuple(row.values()),
+            )
+            conn.execute("COMMIT")
+
+    @staticmethod
+    def _row(
+        run_id: str,
+        config: dict[str, Any],
+        status: str,
+        summary: dict[str, Any] | None = None,
+        provenance: dict[str, Any] | None = None,
+        started_at: float | None = None,
+    ) -> dict[str, Any]:
+        protocol = config["protocol"]
+        summary = summary or {}
+        row = {
+            "run_id": run_id,
+            "group_id": config["group_id"],
+            "algo": config["algo"],
+            "dataset_id": config["dataset"]["id"],
+            "dataset_sha256": config["dataset"]["sha256"],
+            "seed": config["seed"],
+            "steps": protocol["steps"],
+            "eval_every": protocol["eval_every"],
+            "eval_episodes": protocol["eval_episodes"],
+            "status": status,
+            "finished_at": summary.get("finished_at"),
+            "final_score": summary.get("final_score"),
+            "last10_score": summary.get("last10_score"),
+            "best_score": summary.get("best_score"),
+            "steps_per_s": summary.get("steps_per_s"),
+            "device": (provenance or {}).get("device"),
+        }
+        if started_at is not None:
+            row["started_at"] = started_at
+        return row
