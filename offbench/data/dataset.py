@@ -1,0 +1,194 @@
+"""`OfflineDataset`: the one in-memory form of every offline dataset, whatever its source format."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from offbench.errors import OffbenchError
+
+FLOAT_FIELDS = ("observations", "actions", "rewards", "next_observations")
+BOOL_FIELDS = ("terminals", "timeouts")
+
+
+@dataclass(frozen=True)
+class DatasetMetadata:
+    """Where a dataset came from and how its returns are normalised.
+
+    `ref_min_score`/`ref_max_score` give the normalised score 100 * (R - min) / (max - min),
+    the D4RL convention; `ref_source` says whose reference numbers they are.
+    """
+
+    id: str
+    source: str  # "d4rl" | "minari" | "local" | "test" ...
+    env_id: str  # the Gymnasium env the dataset is evaluated in
+    observation_dim: int
+    action_dim: int
+    action_low: tuple[float, ...]
+    action_high: tuple[float, ...]
+    ref_min_score: float | None = None
+    ref_max_score: float | None = None
+    ref_source: str | None = None
+    sha256: str = ""
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+
+
+@dataclass(frozen=True)
+class OfflineDataset:
+    """Columnar transitions (s, a, r, s', terminal, timeout) plus an episode index.
+
+    Arrays are float32 except `terminals` and `timeouts` (bool). A time-out marks an episode cut by a
+    time limit (or the end of the data) and is never a terminal: only terminals stop bootstrapping.
+    `episode_starts[i]` is the index of the first transition of episode i.
+    """
+
+    observations: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    next_observations: np.ndarray
+    terminals: np.ndarray
+    timeouts: np.ndarray
+    episode_starts: np.ndarray
+    metadata: DatasetMetadata
+
+    @classmethod
+    def build(
+        cls,
+        metadata: DatasetMetadata,
+        observations: np.ndarray,
+        actions: np.ndarray,
+        rewards: np.ndarray,
+        next_observations: np.ndarray,
+        terminals: np.ndarray,
+        timeouts: np.ndarray,
+        episode_starts: np.ndarray,
+        validate: bool = True,
+    ) -> OfflineDataset:
+        """Cast the arrays to the canonical dtypes, validate them and stamp the content hash."""
+        dataset = cls(
+            observations=np.ascontiguousarray(observations, dtype=np.float32),
+            actions=np.ascontiguousarray(actions, dtype=np.float32),
+            rewards=np.ascontiguousarray(rewards, dtype=np.float32).reshape(-1),
+            next_observations=np.ascontiguousarray(next_observations, dtype=np.float32),
+            terminals=np.ascontiguousarray(terminals, dtype=bool).reshape(-1),
+            timeouts=np.ascontiguousarray(timeouts, dtype=bool).reshape(-1),
+            episode_starts=np.ascontiguousarray(episode_starts, dtype=np.int64).reshape(-1),
+            metadata=metadata,
+        )
+        if validate:
+            dataset.validate()
+        return replace(dataset, metadata=replace(metadata, sha256=dataset.content_hash()))
+
+    def __len__(self) -> int:
+        return int(self.rewards.shape[0])
+
+    @property
+    def num_episodes(self) -> int:
+        return int(self.episode_starts.shape[0])
+
+    @property
+    def episode_ends(self) -> np.ndarray:
+        """Index one past the last transition of each episode."""
+        return np.append(self.episode_starts[1:], len(self))
+
+    def episode_returns(self) -> np.ndarray:
+        """Undiscounted return of every episode, in float64."""
+        return np.add.reduceat(self.rewards.astype(np.float64), self.episode_starts) if len(self) else np.zeros(0)
+
+    def episode_lengths(self) -> np.ndarray:
+        return self.episode_ends - self.episode_starts
+
+    def normalized_score(self, returns: np.ndarray | float) -> np.ndarray:
+        """D4RL-style normalised score x100 under this dataset's reference returns."""
+        lo, hi = self.metadata.ref_min_score, self.metadata.ref_max_score
+        if lo is None or hi is None:
+            raise OffbenchError(f"dataset {self.metadata.id} has no reference scores to normalise returns with")
+        return 100.0 * (np.asarray(returns, dtype=np.float64) - lo) / (hi - lo)
+
+    def content_hash(self) -> str:
+        """sha256 over the arrays (shape, dtype and bytes, in a fixed order): the dataset's identity."""
+        digest = hashlib.sha256()
+        for name in (*FLOAT_FIELDS, *BOOL_FIELDS, "episode_starts"):
+            array = getattr(self, name)
+            digest.update(f"{name}:{array.dtype.str}:{array.shape}".encode())
+            digest.update(np.ascontiguousarray(array).tobytes())
+        return digest.hexdigest()
+
+    def validate(self) -> None:
+        """Raise one `OffbenchError` naming the dataset, the field and the first bad index."""
+        name = self.metadata.id
+        n = len(self)
+
+        def fail(field_name: str, index: int | None, problem: str) -> None:
+            where = f" at index {index}" if index is not None else ""
+            raise OffbenchError(f"dataset {name}: field '{field_name}'{where}: {problem}")
+
+        if n == 0:
+            fail("rewards", None, "the dataset is empty")
+        for field_name in (*FLOAT_FIELDS, *BOOL_FIELDS):
+            length = getattr(self, field_name).shape[0]
+            if length != n:
+                fail(field_name, None, f"has {length} rows but 'rewards' has {n}")
+        for field_name, width in (
+            ("observations", self.metadata.observation_dim),
+            ("next_observations", self.metadata.observation_dim),
+            ("actions", self.metadata.action_dim),
+        ):
+            array = getattr(self, field_name)
+            if array.ndim != 2 or array.shape[1] != width:
+                fail(field_name, None, f"has shape {array.shape}, expected (N, {width})")
+        for field_name in FLOAT_FIELDS:
+            bad = _first(~np.isfinite(getattr(self, field_name)).reshape(n, -1).any(axis=1))
+            if bad is not None:
+                fail(field_name, bad, "value is not finite (NaN or inf)")
+        both = _first(self.terminals & self.timeouts)
+        if both is not None:
+            fail("timeouts", both, "a transition is marked both terminal and time-out")
+        low = np.asarray(self.metadata.action_low, dtype=np.float32)
+        high = np.asarray(self.metadata.action_high, dtype=np.float32)
+        tolerance = 1e-5 * np.maximum(1.0, np.abs(high - low))
+        outside = _first(((self.actions < low - tolerance) | (self.actions > high + tolerance)).any(axis=1))
+        if outside is not None:
+            fail("actions", outside, f"action {self.actions[outside].tolist()} is outside the bounds [{low.tolist()}, {high.tolist()}]")
+        self._validate_episodes(fail)
+
+    def _validate_episodes(self, fail: Any) -> None:
+        starts, n = self.episode_starts, len(self)
+        if starts.size == 0 or starts[0] != 0 or np.any(np.diff(starts) <= 0) or starts[-1] >= n:
+            fail("episode_starts", None, "must start at 0 and increase strictly inside the data")
+        last = self.episode_ends - 1
+        open_end = _first(~(self.terminals[last] | self.timeouts[last]))
+        if open_end is not None:
+            fail("timeouts", int(last[open_end]), "an episode ends without a terminal or a time-out")
+        inside = np.ones(n, dtype=bool)
+        inside[last] = False  # the transition after an episode's last one belongs to the next episode
+        early_end = _first(inside & (self.terminals | self.timeouts))
+        if early_end is not None:
+            fail("terminals", early_end, "a terminal or time-out falls inside an episode")
+        continuity = np.zeros(n, dtype=bool)
+        continuity[:-1] = inside[:-1]
+        mismatch = np.zeros(n, dtype=bool)
+        gap = np.abs(self.next_observations[:-1] - self.observations[1:])
+        mismatch[:-1] = (gap > 1e-5 * (1.0 + np.abs(self.observations[1:]))).any(axis=1)
+        bad = _first(continuity & mismatch)
+        if bad is not None:
+            fail("next_observations", bad, "differs from the next transition's observation inside an episode")
+
+
+def _first(mask: np.ndarray) -> int | None:
+    hits = np.flatnonzero(mask)
+    return int(hits[0]) if hits.size else None
+
+
+def episode_starts_from_ends(ends: np.ndarray) -> np.ndarray:
+    """Episode starts from a bool array that is True on the last transition of each episode."""
+    ends = np.asarray(ends, dtype=bool)
+    starts = np.flatnonzero(np.concatenate([[True], ends[:-1]]))
+    return starts.astype(np.int64)

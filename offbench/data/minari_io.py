@@ -1,0 +1,182 @@
+"""Minari datasets, read and written through the `minari` package, offline.
+
+Reading never downloads: a dataset is opened from its directory (`<root>/<id>/data`). Writing uses
+`minari.create_dataset_from_buffers` (no jax needed), into a chosen root directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import gymnasium as gym
+import numpy as np
+
+from offbench.data.dataset import DatasetMetadata, OfflineDataset
+from offbench.errors import OffbenchError
+
+OFFBENCH_METADATA = "offbench.json"  # our sidecar beside Minari's data/ folder
+
+
+def minari_root() -> Path:
+    """The user's Minari root: `$MINARI_DATASETS_PATH`, else `~/.minari/datasets` (Minari's default)."""
+    return Path(os.environ.get("MINARI_DATASETS_PATH", Path.home() / ".minari" / "datasets")).expanduser()
+
+
+def dataset_path(root: Path, minari_id: str) -> Path:
+    return root / minari_id
+
+
+def exists(root: Path, minari_id: str) -> bool:
+    return (dataset_path(root, minari_id) / "data" / "metadata.json").exists()
+
+
+@contextlib.contextmanager
+def _datasets_root(root: Path) -> Iterator[None]:
+    """Minari reads its root from the environment at call time; point it at `root` for one call."""
+    previous = os.environ.get("MINARI_DATASETS_PATH")
+    os.environ["MINARI_DATASETS_PATH"] = str(root)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("MINARI_DATASETS_PATH", None)
+        else:
+            os.environ["MINARI_DATASETS_PATH"] = previous
+
+
+def write_minari(
+    root: Path,
+    minari_id: str,
+    episodes: Sequence[dict[str, np.ndarray]],
+    env_id: str,
+    ref_min_score: float | None,
+    ref_max_score: float | None,
+    description: str,
+    offbench_metadata: dict[str, Any],
+    overwrite: bool = False,
+) -> Path:
+    """Write episodes (`observations` T+1 rows; `actions`, `rewards`, `terminations`, `truncations` T rows)."""
+    import minari
+    from minari.data_collector import EpisodeBuffer
+
+    path = dataset_path(root, minari_id)
+    if path.exists():
+        if not overwrite:
+            raise OffbenchError(f"dataset {minari_id} already exists at {path}")
+        shutil.rmtree(path)
+    buffers = [
+        EpisodeBuffer(
+            id=i,
+            observations=episode["observations"],
+            actions=episode["actions"],
+            rewards=list(episode["rewards"]),
+            terminations=list(episode["terminations"]),
+            truncations=list(episode["truncations"]),
+            infos={},
+        )
+        for i, episode in enumerate(episodes)
+    ]
+    env = gym.make(env_id)
+    try:
+        with _datasets_root(root):
+            minari.create_dataset_from_buffers(
+                minari_id,
+                buffers,
+                env=env_id,
+                eval_env=env_id,
+                observation_space=env.observation_space,
+                action_space=env.action_space,
+                ref_min_score=ref_min_score,
+                ref_max_score=ref_max_score,
+                algorithm_name=offbench_metadata.get("recipe", "offbench"),
+                author="offbench",
+                author_email="offbench@users.noreply.github.com",
+                code_permalink="https://github.com/offbench/offbench",
+                description=description,
+                requirements=offbench_metadata.get("requirements"),
+            )
+    finally:
+        env.close()
+    (path / OFFBENCH_METADATA).write_text(json.dumps(offbench_metadata, indent=2, sort_keys=True))
+    return path
+
+
+def read_episodes(path: Path, dataset_id: str) -> tuple[list[dict[str, np.ndarray]], dict[str, Any]]:
+    """All episodes of the Minari dataset at `path` and its Minari metadata."""
+    import minari
+
+    try:
+        dataset = minari.MinariDataset(path / "data")
+        episodes = list(dataset.storage.get_episodes(range(dataset.total_episodes)))
+    except (OSError, KeyError, ValueError) as error:
+        raise OffbenchError(f"dataset {dataset_id}: cannot read the Minari files in {path} ({error})") from None
+    return episodes, dict(dataset.storage.metadata)
+
+
+def episodes_to_transitions(episodes: Sequence[dict[str, np.ndarray]], dataset_id: str) -> dict[str, np.ndarray]:
+    """Flatten episodes to transition arrays. An episode that ends unterminated counts as a time-out."""
+    if not episodes:
+        raise OffbenchError(f"dataset {dataset_id}: it holds no episodes")
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts")}
+    starts, offset = [], 0
+    for index, episode in enumerate(episodes):
+        observations = np.asarray(episode["observations"])
+        length = len(episode["actions"])
+        for key in ("rewards", "terminations", "truncations"):
+            if len(episode[key]) != length:
+                raise OffbenchError(f"dataset {dataset_id}: episode {index} field '{key}' has {len(episode[key])} rows, 'actions' has {length}")
+        if observations.shape[0] != length + 1:
+            raise OffbenchError(f"dataset {dataset_id}: episode {index} field 'observations' has {observations.shape[0]} rows, expected {length + 1}")
+        terminals = np.asarray(episode["terminations"], dtype=bool)
+        timeouts = np.asarray(episode["truncations"], dtype=bool) & ~terminals
+        if length and not (terminals[-1] or timeouts[-1]):
+            timeouts[-1] = True
+        parts["observations"].append(observations[:-1])
+        parts["next_observations"].append(observations[1:])
+        parts["actions"].append(np.asarray(episode["actions"]))
+        parts["rewards"].append(np.asarray(episode["rewards"]))
+        parts["terminals"].append(terminals)
+        parts["timeouts"].append(timeouts)
+        starts.append(offset)
+        offset += length
+    arrays = {key: np.concatenate(value) for key, value in parts.items()}
+    arrays["episode_starts"] = np.asarray(starts, dtype=np.int64)
+    return arrays
+
+
+def load_minari(path: Path, dataset_id: str, env_id: str | None = None, ref_source: str | None = None) -> OfflineDataset:
+    """Load the Minari dataset at `path` (the folder holding `data/`) as an `OfflineDataset`."""
+    episodes, minari_meta = read_episodes(path, dataset_id)
+    arrays = episodes_to_transitions(episodes, dataset_id)
+    sidecar_path = path / OFFBENCH_METADATA
+    sidecar = json.loads(sidecar_path.read_text()) if sidecar_path.exists() else {}
+    action_space = minari_meta["action_space"]
+    if not isinstance(action_space, gym.spaces.Box):
+        raise OffbenchError(f"dataset {dataset_id}: only Box action spaces are supported, got {action_space}")
+    env_spec = minari_meta.get("env_spec")
+    metadata = DatasetMetadata(
+        id=dataset_id,
+        source=dataset_id.split("/")[0],
+        env_id=env_id or sidecar.get("env_id") or (env_spec.id if env_spec is not None else ""),
+        observation_dim=arrays["observations"].shape[1],
+        action_dim=arrays["actions"].shape[1],
+        action_low=tuple(float(x) for x in action_space.low),
+        action_high=tuple(float(x) for x in action_space.high),
+        ref_min_score=minari_meta.get("ref_min_score"),
+        ref_max_score=minari_meta.get("ref_max_score"),
+        ref_source=sidecar.get("ref_source", ref_source or "minari metadata"),
+        extra={"path": str(path), **{k: v for k, v in sidecar.items() if k not in ("env_id", "ref_source")}},
+    )
+    dataset = OfflineDataset.build(metadata, **arrays)
+    recorded = sidecar.get("sha256")
+    if recorded and recorded != dataset.metadata.sha256:
+        raise OffbenchError(
+            f"dataset {dataset_id}: content hash {dataset.metadata.sha256[:12]} differs from the recorded {recorded[:12]}",
+            f"the files in {path} changed since they were made; remake with `offbench data make {dataset_id} --force`",
+        )
+    return dataset

@@ -1,0 +1,295 @@
+"""Dataset ids, aliases, the catalogue of locally made datasets, and loading by name.
+
+Canonical ids name their source:
+
+    d4rl/<name>              a D4RL HDF5 file, e.g. d4rl/hopper-medium-v2
+    minari/<minari id>       a Minari dataset on disk, e.g. minari/mujoco/hopper/medium-v0
+    local/<name>             made here by a recipe in datasets/catalogue.toml, e.g. local/hopper-random-v5
+
+A short alias `<task>-<kind>` (e.g. `hopper-medium`) resolves to the first candidate that is present,
+in this order: d4rl/<task>-<kind>-v2, minari/mujoco/<task>/<kind>-v0, local/<task>-<kind>-v5; if none
+is present, to the first that can be made here. Run records keep the resolved id.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable
+
+import gymnasium as gym
+
+from offbench.data import d4rl, minari_io
+from offbench.data.dataset import DatasetMetadata, OfflineDataset
+from offbench.data.generate import Policy, collect_episodes, uniform_random_policy
+from offbench.errors import OffbenchError
+from offbench.paths import data_dir, resource_dir
+
+SOURCES = ("d4rl", "minari", "local")
+D4RL_DOWNLOAD_URL = "http://rail.eecs.berkeley.edu/datasets/offline_rl/gym_mujoco_v2/"
+
+
+@dataclass(frozen=True)
+class DatasetStatus:
+    id: str
+    state: str  # "present" | "makeable" | "needs file"
+    location: str
+    note: str = ""
+
+
+# ---- catalogue and recipes ------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def catalogue() -> dict[str, dict[str, Any]]:
+    """The recipes of datasets offbench can make (`datasets/catalogue.toml`)."""
+    with open(resource_dir("datasets") / "catalogue.toml", "rb") as f:
+        return tomllib.load(f)["datasets"]
+
+
+def _random_recipe(recipe: dict[str, Any], env: gym.Env) -> Policy:
+    return uniform_random_policy(env.action_space, seed=recipe["seed"])
+
+
+# recipe name -> builder of the batched behaviour policy for that recipe
+RECIPES: dict[str, Callable[[dict[str, Any], gym.Env], Policy]] = {"random": _random_recipe}
+
+
+def reference_for(recipe: dict[str, Any]) -> tuple[float, float, str]:
+    """(min, max, source) of the reference returns a recipe names, e.g. `d4rl:hopper`."""
+    kind, _, family = recipe["reference"].partition(":")
+    if kind != "d4rl":
+        raise OffbenchError(f"unknown reference '{recipe['reference']}' in the dataset catalogue")
+    low, high = d4rl.REFERENCE_SCORES[family]
+    return low, high, f"d4rl/infos.py {family} (D4RL's random/expert returns of the same robot)"
+
+
+def make_dataset(
+    dataset_id: str,
+    recipe: dict[str, Any] | None = None,
+    overwrite: bool = False,
+    on_steps: Callable[[int], None] | None = None,
+) -> OfflineDataset:
+    """Make `local/<name>` by its catalogue recipe (or the `recipe` given) and store it in Minari format."""
+    source, name = split_id(dataset_id)
+    if source != "local":
+        raise OffbenchError(f"only local/ datasets can be made here, not {dataset_id}", _how_to_get(dataset_id))
+    recipe = recipe or catalogue().get(dataset_id)
+    if recipe is None:
+        raise OffbenchError(f"no recipe for {dataset_id}", "see `offbench data list` for makeable datasets")
+    if recipe["recipe"] not in RECIPES:
+        raise OffbenchError(f"dataset {dataset_id}: unknown recipe '{recipe['recipe']}'")
+    env = gym.make(recipe["env_id"])
+    try:
+        policy = RECIPES[recipe["recipe"]](recipe, env)
+    finally:
+        env.close()
+    episodes = collect_episodes(
+        recipe["env_id"],
+        policy,
+        total_steps=recipe["steps"],
+        seed=recipe["seed"],
+        num_envs=recipe.get("num_envs", 8),
+        max_episode_steps=recipe.get("max_episode_steps", 1000),
+        on_steps=on_steps,
+    )
+    ref_min, ref_max, ref_source = reference_for(recipe)
+    dataset = _dataset_from_episodes(dataset_id, episodes, recipe["env_id"], ref_min, ref_max, ref_source)
+    sidecar = {
+        "env_id": recipe["env_id"],
+        "ref_source": ref_source,
+        "recipe": recipe["recipe"],
+        "recipe_config": {k: v for k, v in recipe.items() if k != "sha256"},
+        "sha256": dataset.metadata.sha256,
+        "requirements": _generator_requirements(),
+    }
+    description = f"offbench local dataset {dataset_id}: recipe '{recipe['recipe']}' in {recipe['env_id']}."
+    minari_io.write_minari(data_dir(), dataset_id, episodes, recipe["env_id"], ref_min, ref_max, description, sidecar, overwrite)
+    return dataset
+
+
+def recorded_hash_mismatch(dataset: OfflineDataset) -> str | None:
+    """A message when a made dataset's hash differs from the one the catalogue recorded, else None."""
+    recorded = catalogue().get(dataset.metadata.id, {}).get("sha256")
+    if recorded and recorded != dataset.metadata.sha256:
+        return (
+            f"{dataset.metadata.id}: content hash {dataset.metadata.sha256[:12]} differs from the catalogue's "
+            f"{recorded[:12]} (different simulator/library versions or machine); results are recorded with the new hash"
+        )
+    return None
+
+
+def _dataset_from_episodes(dataset_id, episodes, env_id, ref_min, ref_max, ref_source) -> OfflineDataset:
+    arrays = minari_io.episodes_to_transitions(episodes, dataset_id)
+    env = gym.make(env_id)
+    try:
+        low, high = env.action_space.low, env.action_space.high
+    finally:
+        env.close()
+    metadata = DatasetMetadata(
+        id=dataset_id,
+        source="local",
+        env_id=env_id,
+        observation_dim=arrays["observations"].shape[1],
+        action_dim=arrays["actions"].shape[1],
+        action_low=tuple(float(x) for x in low),
+        action_high=tuple(float(x) for x in high),
+        ref_min_score=ref_min,
+        ref_max_score=ref_max,
+        ref_source=ref_source,
+    )
+    return OfflineDataset.build(metadata, **arrays)
+
+
+def _generator_requirements() -> list[str]:
+    from importlib.metadata import version
+
+    return [f"{package}=={version(package)}" for package in ("gymnasium", "mujoco", "minari", "numpy")]
+
+
+# ---- ids and resolution ---------------------------------------------------------------------------
+
+
+def split_id(dataset_id: str) -> tuple[str, str]:
+    source, _, name = dataset_id.partition("/")
+    if source not in SOURCES or not name:
+        raise OffbenchError(f"'{dataset_id}' is not a dataset id", f"ids look like {', '.join(s + '/...' for s in SOURCES)} or an alias like hopper-medium")
+    return source, name
+
+
+def location(dataset_id: str) -> Path:
+    """Where a canonical dataset id lives on disk (whether or not it is there)."""
+    source, name = split_id(dataset_id)
+    if source == "d4rl":
+        return _d4rl_path(name)
+    if source == "minari":
+        return minari_io.dataset_path(minari_io.minari_root(), name)
+    return minari_io.dataset_path(data_dir(), dataset_id)
+
+
+def _d4rl_path(name: str) -> Path:
+    """offbench's d4rl folder first, then D4RL's own cache (`$D4RL_DATASET_DIR` or ~/.d4rl/datasets)."""
+    file_name = d4rl.file_name(name)
+    ours = data_dir() / "d4rl" / file_name
+    theirs = Path(os.environ.get("D4RL_DATASET_DIR", Path.home() / ".d4rl" / "datasets")).expanduser() / file_name
+    return theirs if theirs.exists() and not ours.exists() else ours
+
+
+def is_present(dataset_id: str) -> bool:
+    source, _ = split_id(dataset_id)
+    path = location(dataset_id)
+    return path.is_file() if source == "d4rl" else (path / "data" / "metadata.json").exists()
+
+
+def is_makeable(dataset_id: str) -> bool:
+    return dataset_id in catalogue()
+
+
+def alias_candidates(alias: str) -> list[str]:
+    """Canonical ids an alias like `hopper-medium` may stand for, in resolution order."""
+    task, _, kind = alias.partition("-")
+    if not kind:
+        return []
+    return [f"d4rl/{alias}-v2", f"minari/mujoco/{task}/{kind}-v0", f"local/{alias}-v5"]
+
+
+def resolve(name: str) -> str:
+    """The canonical id for an id or alias; raises with the fix when nothing fits."""
+    if "/" in name:
+        split_id(name)
+        return name
+    candidates = alias_candidates(name)
+    for candidate in candidates:
+        if is_present(candidate):
+            return candidate
+    for candidate in candidates:
+        if is_makeable(candidate):
+            return candidate
+    tried = ", ".join(candidates) if candidates else "no candidates"
+    raise OffbenchError(f"unknown dataset '{name}' (tried {tried})", "see `offbench data list`")
+
+
+def load_dataset(
+    name: str,
+    make_missing: bool = True,
+    on_make: Callable[[str], Callable[[int], None] | None] | None = None,
+) -> OfflineDataset:
+    """Load a dataset by id or alias; a makeable local dataset that is absent is made first.
+
+    `on_make(dataset_id)` is called before making; it may return a progress callback.
+    """
+    dataset_id = resolve(name)
+    source, rest = split_id(dataset_id)
+    if not is_present(dataset_id):
+        if not (make_missing and is_makeable(dataset_id)):
+            raise OffbenchError(f"dataset {dataset_id} is missing: expected {location(dataset_id)}", _how_to_get(dataset_id))
+        progress = on_make(dataset_id) if on_make else None
+        return make_dataset(dataset_id, on_steps=progress)
+    if source == "d4rl":
+        return d4rl.load_d4rl_file(location(dataset_id), rest)
+    return minari_io.load_minari(location(dataset_id), dataset_id)
+
+
+def _how_to_get(dataset_id: str) -> str:
+    source, name = split_id(dataset_id)
+    if source == "d4rl":
+        return f"download {D4RL_DOWNLOAD_URL}{d4rl.file_name(name)} and put it at {location(dataset_id)}"
+    if source == "minari":
+        return f"copy the Minari dataset folder to {location(dataset_id)} (e.g. from a machine where `minari download {name}` works)"
+    if is_makeable(dataset_id):
+        return f"make it with `offbench data make {dataset_id}`"
+    return "no recipe makes it; see `offbench data list`"
+
+
+def list_datasets() -> list[DatasetStatus]:
+    """Every known dataset: present on disk, makeable here, or needing a file."""
+    ids = set(catalogue())
+    ids |= {f"local/{p.name}" for p in (data_dir() / "local").glob("*") if (p / "data").is_dir()}
+    for task in d4rl.EVAL_ENVS:
+        for kind in ("random", "medium", "medium-replay", "medium-expert", "expert"):
+            ids.add(f"d4rl/{task}-{kind}-v2")
+    ids |= {f"minari/{p.parent.relative_to(minari_io.minari_root())}" for p in minari_io.minari_root().glob("**/data/metadata.json")} if minari_io.minari_root().exists() else set()
+    rows = []
+    for dataset_id in sorted(ids):
+        if is_present(dataset_id):
+            state = "present"
+        elif is_makeable(dataset_id):
+            state = "makeable"
+        else:
+            state = "needs file"
+        rows.append(DatasetStatus(dataset_id, state, str(location(dataset_id)), "" if state == "present" else _how_to_get(dataset_id)))
+    return rows
+
+
+def describe(dataset: OfflineDataset) -> dict[str, Any]:
+    """Episode, transition and return statistics of a dataset (raw and normalised)."""
+    returns = dataset.episode_returns()
+    info: dict[str, Any] = {
+        "id": dataset.metadata.id,
+        "source": dataset.metadata.source,
+        "env_id": dataset.metadata.env_id,
+        "sha256": dataset.metadata.sha256,
+        "transitions": len(dataset),
+        "episodes": dataset.num_episodes,
+        "terminals": int(dataset.terminals.sum()),
+        "timeouts": int(dataset.timeouts.sum()),
+        "episode_length_mean": float(dataset.episode_lengths().mean()),
+        "return_mean": float(returns.mean()),
+        "return_std": float(returns.std()),
+        "return_min": float(returns.min()),
+        "return_max": float(returns.max()),
+        "observation_dim": dataset.metadata.observation_dim,
+        "action_dim": dataset.metadata.action_dim,
+        "ref_min_score": dataset.metadata.ref_min_score,
+        "ref_max_score": dataset.metadata.ref_max_score,
+        "ref_source": dataset.metadata.ref_source,
+    }
+    if dataset.metadata.ref_min_score is not None:
+        normalized = dataset.normalized_score(returns)
+        info.update(normalized_mean=float(normalized.mean()), normalized_std=float(normalized.std()),
+                    normalized_min=float(normalized.min()), normalized_max=float(normalized.max()))
+    return info
+
