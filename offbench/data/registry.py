@@ -24,7 +24,7 @@ import gymnasium as gym
 
 from offbench.data import d4rl, minari_io
 from offbench.data.dataset import DatasetMetadata, OfflineDataset
-from offbench.data.generate import Policy, collect_episodes, uniform_random_policy
+from offbench.data.recipes import RECIPES
 from offbench.errors import OffbenchError
 from offbench.paths import data_dir, resource_dir
 
@@ -48,14 +48,6 @@ def catalogue() -> dict[str, dict[str, Any]]:
     """The recipes of datasets offbench can make (`datasets/catalogue.toml`)."""
     with open(resource_dir("datasets") / "catalogue.toml", "rb") as f:
         return tomllib.load(f)["datasets"]
-
-
-def _random_recipe(recipe: dict[str, Any], env: gym.Env) -> Policy:
-    return uniform_random_policy(env.action_space, seed=recipe["seed"])
-
-
-# recipe name -> builder of the batched behaviour policy for that recipe
-RECIPES: dict[str, Callable[[dict[str, Any], gym.Env], Policy]] = {"random": _random_recipe}
 
 
 def reference_for(recipe: dict[str, Any]) -> tuple[float, float, str]:
@@ -82,20 +74,7 @@ def make_dataset(
         raise OffbenchError(f"no recipe for {dataset_id}", "see `offbench data list` for makeable datasets")
     if recipe["recipe"] not in RECIPES:
         raise OffbenchError(f"dataset {dataset_id}: unknown recipe '{recipe['recipe']}'")
-    env = gym.make(recipe["env_id"])
-    try:
-        policy = RECIPES[recipe["recipe"]](recipe, env)
-    finally:
-        env.close()
-    episodes = collect_episodes(
-        recipe["env_id"],
-        policy,
-        total_steps=recipe["steps"],
-        seed=recipe["seed"],
-        num_envs=recipe.get("num_envs", 8),
-        max_episode_steps=recipe.get("max_episode_steps", 1000),
-        on_steps=on_steps,
-    )
+    episodes = RECIPES[recipe["recipe"]](recipe, on_steps)
     ref_min, ref_max, ref_source = reference_for(recipe)
     dataset = _dataset_from_episodes(dataset_id, episodes, recipe["env_id"], ref_min, ref_max, ref_source)
     sidecar = {
