@@ -2,20 +2,37 @@
 
 Each recipe is `recipe(entry, on_steps) -> list of episodes`, where an episode holds `observations`
 (T+1 rows), `actions`, `rewards`, `terminations` and `truncations` (T rows), and `entry` is the
-dataset's table from `datasets/catalogue.toml`.
+dataset's table from `datasets/catalogue.toml`. Behaviour policies are snapshot files under
+`datasets/policies/` (see `offbench.behavior.policy`); entries name them relative to that folder.
+
+    random              uniform-random actions (D4RL's random)
+    policy              one policy's sampled (tanh-Gaussian) actions (D4RL's medium and expert)
+    snapshot-sequence   the learner's snapshots in training order, each acting for as many steps as the
+                        learner took between it and the next one, the first `random_steps` uniform as in
+                        the learner's warm-up, ending at the `until` policy (stand-in for medium-replay)
+    union               the episodes of other recipes, in order (D4RL's medium-expert)
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable
 
 import gymnasium as gym
 import numpy as np
 
-from offbench.data.generate import collect_episodes, uniform_random_policy
+from offbench.behavior.policy import TanhGaussianActor, load_snapshot
+from offbench.data.generate import Policy, collect_episodes, uniform_random_policy
+from offbench.errors import OffbenchError
+from offbench.paths import resource_dir
 
 Episodes = list[dict[str, np.ndarray]]
 Recipe = Callable[[dict[str, Any], Callable[[int], None] | None], Episodes]
+
+
+def policies_dir() -> Path:
+    """The committed behaviour policies (`datasets/policies`)."""
+    return resource_dir("datasets") / "policies"
 
 
 def random_recipe(entry: dict[str, Any], on_steps: Callable[[int], None] | None) -> Episodes:
@@ -25,10 +42,114 @@ def random_recipe(entry: dict[str, Any], on_steps: Callable[[int], None] | None)
         policy = uniform_random_policy(env.action_space, seed=entry["seed"])
     finally:
         env.close()
+    return _collect(entry, policy, entry["steps"], on_steps)
+
+
+def policy_recipe(entry: dict[str, Any], on_steps: Callable[[int], None] | None) -> Episodes:
+    """Rollouts of one behaviour policy, actions sampled from its tanh-Gaussian (or its mean if `sampled = false`)."""
+    actor = TanhGaussianActor.from_snapshot(_snapshot(entry, entry["policy"]))
+    rng = np.random.default_rng(entry["seed"])
+    policy = (lambda obs: actor.sample(obs, rng)) if entry.get("sampled", True) else actor.mean_action
+    return _collect(entry, policy, entry["steps"], on_steps)
+
+
+def snapshot_sequence_recipe(entry: dict[str, Any], on_steps: Callable[[int], None] | None) -> Episodes:
+    """The learner's snapshots in order up to `until`: a reproducible stand-in for its replay buffer."""
+    schedule, total_steps = snapshot_schedule(entry)
+    env = gym.make(entry["env_id"])
+    try:
+        action_space = env.action_space
+    finally:
+        env.close()
+    return _collect(entry, ScheduledPolicy(schedule, action_space, seed=entry["seed"]), total_steps, on_steps)
+
+
+def union_recipe(entry: dict[str, Any], on_steps: Callable[[int], None] | None) -> Episodes:
+    """The episodes of each part in order; a part is a catalogue id or an inline recipe table."""
+    episodes: Episodes = []
+    for part in _parts(entry):
+        episodes += RECIPES[part["recipe"]](part, on_steps)
+    return episodes
+
+
+RECIPES: dict[str, Recipe] = {
+    "random": random_recipe,
+    "policy": policy_recipe,
+    "snapshot-sequence": snapshot_sequence_recipe,
+    "union": union_recipe,
+}
+
+
+def recipe_available(entry: dict[str, Any]) -> bool:
+    """Whether every behaviour-policy file the recipe needs is present (a random recipe needs none)."""
+    kind = entry.get("recipe")
+    if kind == "random":
+        return True
+    if kind == "policy":
+        return (policies_dir() / entry["policy"]).is_file()
+    if kind == "snapshot-sequence":
+        return (policies_dir() / entry["until"]).is_file() and any((policies_dir() / entry["snapshots"]).glob("*.pt"))
+    if kind == "union":
+        try:
+            return all(recipe_available(part) for part in _parts(entry))
+        except OffbenchError:
+            return False
+    return False
+
+
+# ---- snapshot sequences ---------------------------------------------------------------------------
+
+
+class ScheduledPolicy:
+    """Acts with the policy whose phase covers the steps taken so far (counted over all envs).
+
+    `schedule` is [(first step, actor), ...] in increasing order; steps before the first phase are
+    uniform-random actions (the learner's warm-up). One seeded generator draws all the randomness.
+    The phase is chosen once per batched call, so phase boundaries fall on multiples of the number of
+    running envs.
+    """
+
+    def __init__(self, schedule: list[tuple[int, TanhGaussianActor]], action_space: gym.spaces.Box, seed: int) -> None:
+        self.starts = [start for start, _ in schedule]
+        self.actors = [actor for _, actor in schedule]
+        self.low, self.high = action_space.low, action_space.high
+        self.rng = np.random.default_rng(seed)
+        self.taken = 0
+
+    def __call__(self, observations: np.ndarray) -> np.ndarray:
+        phase = int(np.searchsorted(self.starts, self.taken, side="right")) - 1
+        self.taken += observations.shape[0]
+        if phase < 0:
+            return self.rng.uniform(self.low, self.high, size=(observations.shape[0], self.low.shape[0])).astype(np.float32)
+        return self.actors[phase].sample(observations, self.rng)
+
+
+def snapshot_schedule(entry: dict[str, Any]) -> tuple[list[tuple[int, TanhGaussianActor]], int]:
+    """([(first step, actor)], total steps) for a snapshot-sequence entry.
+
+    Snapshot k acts from max(its env step, random_steps) until the next snapshot's env step; the
+    sequence ends at the env step of the `until` policy, so the total equals the steps the learner
+    had taken when that policy was saved.
+    """
+    until = int(_snapshot(entry, entry["until"])["env_steps"])
+    folder = policies_dir() / entry["snapshots"]
+    snapshots = sorted((load_snapshot(path) for path in folder.glob("*.pt")), key=lambda s: s["env_steps"])
+    snapshots = [s for s in snapshots if s["env_steps"] < until]
+    if not snapshots or snapshots[0]["env_steps"] != 0:
+        raise OffbenchError(f"{folder} must hold the learner's snapshots from env step 0 up to {until}")
+    random_steps = entry.get("random_steps", 0)
+    schedule = [(max(int(s["env_steps"]), random_steps), TanhGaussianActor.from_snapshot(s)) for s in snapshots]
+    return [(start, actor) for start, actor in schedule if start < until], until
+
+
+# ---- helpers --------------------------------------------------------------------------------------
+
+
+def _collect(entry: dict[str, Any], policy: Policy, steps: int, on_steps: Callable[[int], None] | None) -> Episodes:
     return collect_episodes(
         entry["env_id"],
         policy,
-        total_steps=entry["steps"],
+        total_steps=steps,
         seed=entry["seed"],
         num_envs=entry.get("num_envs", 8),
         max_episode_steps=entry.get("max_episode_steps", 1000),
@@ -36,4 +157,21 @@ def random_recipe(entry: dict[str, Any], on_steps: Callable[[int], None] | None)
     )
 
 
-RECIPES: dict[str, Recipe] = {"random": random_recipe}
+def _snapshot(entry: dict[str, Any], relative_path: str) -> dict[str, Any]:
+    snapshot = load_snapshot(policies_dir() / relative_path)
+    if snapshot["env_id"] != entry["env_id"]:
+        raise OffbenchError(f"policy {relative_path} was trained in {snapshot['env_id']}, not {entry['env_id']}")
+    return snapshot
+
+
+def _parts(entry: dict[str, Any]) -> list[dict[str, Any]]:
+    from offbench.data.registry import catalogue  # imported here: the registry imports this module
+
+    parts = []
+    for part in entry["parts"]:
+        if isinstance(part, str):
+            if part not in catalogue():
+                raise OffbenchError(f"union part '{part}' is not in the dataset catalogue")
+            part = catalogue()[part]
+        parts.append(part)
+    return parts

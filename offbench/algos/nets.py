@@ -1,0 +1,74 @@
+"""Building blocks shared by every algorithm: networks with a leading member axis, seeded noise, Polyak.
+
+A member is one independent network. Training S seeds at once gives S members; twin critics for S
+seeds give 2S members (twin-major: member q * S + s). Inputs and outputs carry the member axis first:
+(members, batch, features). Each member is initialised from its own generator, in a fixed order, so a
+seed's networks do not depend on how many other seeds share the process.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import nn
+
+
+class EnsembleLinear(nn.Module):
+    """`members` independent linear layers applied with one batched matmul."""
+
+    def __init__(self, members: int, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(members, in_features, out_features))
+        self.bias = nn.Parameter(torch.empty(members, 1, out_features))
+
+    def reset_parameters(self, generators: Sequence[torch.Generator]) -> None:
+        """PyTorch's default `nn.Linear` init (uniform in ±1/sqrt(fan_in)), one generator per member."""
+        bound = 1.0 / math.sqrt(self.weight.shape[1])
+        with torch.no_grad():
+            for member, generator in enumerate(generators):
+                for tensor in (self.weight[member], self.bias[member]):
+                    values = torch.rand(tensor.shape, generator=generator, device=generator.device)
+                    tensor.copy_(values.mul_(2 * bound).sub_(bound))
+
+    def forward(self, x: torch.Tensor, members: slice | None = None) -> torch.Tensor:
+        if members is None:
+            return torch.baddbmm(self.bias, x, self.weight)
+        return torch.baddbmm(self.bias[members], x, self.weight[members])
+
+
+class EnsembleMLP(nn.Module):
+    """ReLU MLP of `EnsembleLinear` layers: (members, batch, in) -> (members, batch, out)."""
+
+    def __init__(self, members: int, in_dim: int, hidden: Sequence[int], out_dim: int) -> None:
+        super().__init__()
+        dims = [in_dim, *hidden, out_dim]
+        self.layers = nn.ModuleList(EnsembleLinear(members, a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.members = members
+
+    def reset_parameters(self, generators: Sequence[torch.Generator]) -> None:
+        for layer in self.layers:
+            layer.reset_parameters(generators)
+
+    def forward(self, x: torch.Tensor, members: slice | None = None) -> torch.Tensor:
+        """Apply all members, or only `members` (a slice of the member axis) to an input of that size."""
+        for layer in self.layers[:-1]:
+            x = torch.relu(layer(x, members))
+        return self.layers[-1](x, members)
+
+
+def seeded_normal(generators: Sequence[torch.Generator], shape: Sequence[int]) -> torch.Tensor:
+    """Standard normal noise of shape (S, *shape), seed s drawn from generator s."""
+    return torch.stack([torch.randn(tuple(shape), generator=g, device=g.device) for g in generators])
+
+
+@torch.no_grad()
+def polyak_update(target: nn.Module, source: nn.Module, tau: float) -> None:
+    """target <- (1 - tau) * target + tau * source, for every parameter."""
+    torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
+
+
+def per_seed_mean(x: torch.Tensor) -> torch.Tensor:
+    """Mean over every axis but the leading seed axis: (S, ...) -> (S,)."""
+    return x.reshape(x.shape[0], -1).mean(dim=1)

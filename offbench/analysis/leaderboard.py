@@ -1,0 +1,475 @@
+"""Leaderboard: frozen reference scores, and the score-regression check that gates CI on them.
+
+The leaderboard is one JSON file committed with the project (`results/leaderboard.json` by default;
+`.gitignore` keeps `/results/leaderboard*`). It holds one entry per algorithm x dataset x protocol,
+where a protocol is (steps, eval_every, eval_episodes, statistic); each entry pins the dataset's sha256
+and keeps every seed's score with its run id and provenance. See docs/analysis.md for the format.
+
+The check compares new runs with an entry only under the entry's protocol: same dataset id and
+sha256, same steps, eval_every and eval_episodes, and the new runs scored with the entry's statistic.
+Runs of the same algorithm and dataset under another protocol are refused, never compared.
+
+Regression test, per cell: d = mean(new) - mean(reference) over seeds, with a 95% bootstrap CI that
+resamples the new and the reference seeds independently. The cell has *regressed* when the whole CI
+lies below -margin (significantly worse by more than the margin), *improved* when it lies above
++margin, and *passes* otherwise.
+"""
+
+from __future__ import annotations
+
+import itertools
+import tomllib
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from offbench.analysis.scores import (
+    STATISTICS,
+    ScoreSet,
+    Statistic,
+    latest_run_per_seed,
+    score_runs,
+    select_algos,
+    select_datasets,
+)
+from offbench.analysis.stats import DEFAULT_REPS, Interval, difference_of_means, stream_seed
+from offbench.analysis.tables import Table
+from offbench.errors import OffbenchError
+from offbench.io import read_json, write_json
+from offbench.paths import resource_dir
+from offbench.store import ResultsStore
+
+LEADERBOARD_FORMAT = "offbench-leaderboard"
+FORMAT_VERSION = 1
+DEFAULT_LEADERBOARD = Path("results/leaderboard.json")
+DEFAULT_MARGIN = 5.0
+BUDGET_KEYS = ("steps", "eval_every", "eval_episodes")
+FAILING_VERDICTS = ("regressed", "no new runs", "no reference", "too few seeds")
+
+
+# ---- protocols -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A named benchmark protocol (protocols/<name>.toml): what to train, how long, how to score."""
+
+    name: str
+    algos: tuple[str, ...]
+    datasets: tuple[str, ...]
+    seeds: int
+    steps: int
+    eval_every: int
+    eval_episodes: int
+    statistic: Statistic = field(default_factory=Statistic)
+    margin: float = DEFAULT_MARGIN
+    description: str = ""
+
+    @property
+    def budget(self) -> dict[str, int]:
+        return {"steps": self.steps, "eval_every": self.eval_every, "eval_episodes": self.eval_episodes}
+
+    def select(self, algos: Sequence[str] | None, datasets: Sequence[str] | None) -> tuple[list[str], list[str]]:
+        """The protocol's algorithms and datasets, or the given subset of them."""
+        chosen = []
+        for kind, listed, wanted in (("algorithm", self.algos, algos), ("dataset", self.datasets, datasets)):
+            if outside := [w for w in wanted or () if w not in listed]:
+                raise OffbenchError(f"{', '.join(outside)}: not a {kind} of protocol {self.name}", f"it lists {', '.join(listed)}")
+            chosen.append(list(wanted or listed))
+        return chosen[0], chosen[1]
+
+
+_PROTOCOL_TYPES = {
+    "name": str, "description": str, "algos": list, "datasets": list, "seeds": int, "steps": int,
+    "eval_every": int, "eval_episodes": int, "statistic": str, "k": int, "margin": (int, float),
+}  # fmt: skip
+
+
+def load_protocol(name_or_path: str | Path) -> Protocol:
+    """A protocol by name (`ci` -> protocols/ci.toml) or by path to a TOML file."""
+    path = Path(name_or_path)
+    if path.suffix != ".toml":
+        path = resource_dir("protocols") / f"{name_or_path}.toml"
+    if not path.is_file():
+        shipped = sorted(p.stem for p in resource_dir("protocols").glob("*.toml"))
+        raise OffbenchError(f"no protocol {name_or_path!r} ({path})", f"protocols: {', '.join(shipped) or 'none'}")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise OffbenchError(f"{path} is not valid TOML: {exc}") from None
+    if unknown := sorted(set(data) - set(_PROTOCOL_TYPES)):
+        raise OffbenchError(f"{path}: unknown keys {', '.join(unknown)}", f"allowed: {', '.join(_PROTOCOL_TYPES)}")
+    if missing := [k for k in ("algos", "datasets", "seeds", *BUDGET_KEYS) if k not in data]:
+        raise OffbenchError(f"{path}: missing {', '.join(missing)}")
+    for key, value in data.items():
+        if not isinstance(value, _PROTOCOL_TYPES[key]) or isinstance(value, bool):
+            raise OffbenchError(f"{path}: {key} has the wrong type ({type(value).__name__})")
+    return Protocol(
+        name=data.get("name", path.stem),
+        algos=tuple(data["algos"]),
+        datasets=tuple(data["datasets"]),
+        seeds=data["seeds"],
+        steps=data["steps"],
+        eval_every=data["eval_every"],
+        eval_episodes=data["eval_episodes"],
+        statistic=Statistic(data.get("statistic", "last-k"), data.get("k", 10)),
+        margin=float(data.get("margin", DEFAULT_MARGIN)),
+        description=data.get("description", ""),
+    )
+
+
+# ---- the leaderboard file ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Entry:
+    """Reference scores of one algorithm on one dataset under one protocol."""
+
+    algo: str
+    dataset: dict[str, Any]  # id, sha256, source, env_id, ref_min_score, ref_max_score
+    protocol: dict[str, Any]  # steps, eval_every, eval_episodes, statistic, k (last-k), name
+    seeds: list[dict[str, Any]]  # seed, score, run_id, git_commit, git_dirty, finished_at
+    provenance: dict[str, Any]  # packages {name: [versions]}, python [...], hardware [...]
+    frozen_at: str
+
+    @property
+    def statistic(self) -> Statistic:
+        return Statistic.from_dict(self.protocol)
+
+    @property
+    def budget(self) -> dict[str, int]:
+        return {key: self.protocol[key] for key in BUDGET_KEYS}
+
+    @property
+    def key(self) -> tuple[Any, ...]:
+        """One reference per algorithm, dataset, budget and statistic (the sha256 is checked, not keyed)."""
+        return (self.algo, self.dataset["id"], *self.budget.values(), self.statistic.label)
+
+    def scores(self) -> np.ndarray:
+        return np.array([s["score"] for s in self.seeds], float)
+
+    def describe_protocol(self) -> str:
+        return _describe(self.dataset["sha256"], self.budget) + f", statistic {self.statistic.label}"
+
+
+@dataclass(frozen=True)
+class Leaderboard:
+    entries: tuple[Entry, ...] = ()
+    revision: int = 0
+    updated_at: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": LEADERBOARD_FORMAT,
+            "version": FORMAT_VERSION,
+            "revision": self.revision,
+            "updated_at": self.updated_at,
+            "entries": [{f.name: getattr(e, f.name) for f in fields(Entry)} for e in self.entries],
+        }
+
+    def updated(self, new: Sequence[Entry], now: str) -> tuple[Leaderboard, list[Entry], list[Entry]]:
+        """A new revision with `new` added or replacing the entries with the same key; (board, added, replaced)."""
+        incoming = {e.key: e for e in new}
+        replaced = [e for e in self.entries if e.key in incoming]
+        kept = [e for e in self.entries if e.key not in incoming]
+        entries = sorted([*kept, *incoming.values()], key=lambda e: tuple(map(str, e.key)))
+        added = [e for e in new if e.key not in {r.key for r in replaced}]
+        return Leaderboard(tuple(entries), self.revision + 1, now), added, replaced
+
+
+def load_leaderboard(path: Path, missing_ok: bool = False) -> Leaderboard:
+    """Read and validate a leaderboard file; a damaged one is an OffbenchError, never a traceback."""
+    if not path.exists():
+        if missing_ok:
+            return Leaderboard()
+        raise OffbenchError(f"no leaderboard at {path}", "freeze one with `offbench leaderboard update` and commit it")
+    hint = f"restore it with `git checkout -- {path}` or rebuild it with `offbench leaderboard update`"
+    try:
+        data = read_json(path)
+        if data.get("format") != LEADERBOARD_FORMAT:
+            raise ValueError(f"format is {data.get('format')!r}, not {LEADERBOARD_FORMAT!r}")
+        if data.get("version") != FORMAT_VERSION:
+            raise ValueError(f"version {data.get('version')!r} is not supported (this offbench reads {FORMAT_VERSION})")
+        entries = tuple(_parse_entry(raw) for raw in data["entries"])
+        return Leaderboard(entries, int(data["revision"]), data.get("updated_at"))
+    except (ValueError, KeyError, TypeError, AttributeError, OffbenchError) as exc:
+        raise OffbenchError(f"{path} is not a valid leaderboard: {exc}", hint) from None
+
+
+def save_leaderboard(board: Leaderboard, path: Path) -> None:
+    write_json(path, board.to_json())
+
+
+def freeze_entries(scores: ScoreSet, protocol_name: str | None = None, now: str | None = None) -> list[Entry]:
+    """Leaderboard entries for every cell of `scores` (each needs at least two seeds to be checkable)."""
+    now = now or utc_now()
+    entries = []
+    for algo, dataset in itertools.product(scores.algos, scores.datasets):
+        runs = scores.cell_runs(algo, dataset)
+        if runs.empty:
+            continue
+        if len(runs) < 2:
+            raise OffbenchError(
+                f"{algo} on {dataset} has one seed: a reference needs at least two to be checked against",
+                "train more seeds (offbench run --seeds N) before freezing it",
+            )
+        records = [scores.records[r] for r in runs["run_id"]]
+        dataset_info = {k: v for k, v in records[0].config["dataset"].items() if k != "requested"}
+        first = runs.iloc[0]
+        protocol = {key: int(first[key]) for key in BUDGET_KEYS} | scores.statistic.to_dict()
+        if protocol_name:
+            protocol["name"] = protocol_name
+        seeds = [
+            {
+                "seed": int(row.seed),
+                "score": float(row.score),
+                "run_id": row.run_id,
+                "git_commit": record.provenance.get("git_commit"),
+                "git_dirty": record.provenance.get("git_dirty"),
+                "finished_at": record.summary.get("finished_at") if record.summary else None,
+            }
+            for row, record in zip(runs.itertuples(), records)
+        ]
+        entries.append(Entry(algo, dataset_info, protocol, seeds, _provenance(r.provenance for r in records), now))
+    return entries
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# ---- the regression check ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CellCheck:
+    """The verdict for one leaderboard cell."""
+
+    algo: str
+    dataset: str
+    reference: np.ndarray
+    new: np.ndarray
+    difference: Interval | None
+    verdict: str  # pass | improved | regressed | no new runs | no reference | too few seeds
+
+    @property
+    def failed(self) -> bool:
+        return self.verdict in FAILING_VERDICTS
+
+
+def regression_verdict(difference: Interval, margin: float) -> str:
+    """`regressed` when the CI of mean(new) - mean(reference) lies entirely below -margin."""
+    if difference.high < -margin:
+        return "regressed"
+    if difference.low > margin:
+        return "improved"
+    return "pass"
+
+
+def check_runs(
+    board: Leaderboard,
+    store: ResultsStore,
+    *,
+    protocol: Protocol | None = None,
+    algos: Sequence[str] | None = None,
+    datasets: Sequence[str] | None = None,
+    margin: float = DEFAULT_MARGIN,
+    reps: int = DEFAULT_REPS,
+    seed: int = 0,
+) -> list[CellCheck]:
+    """Compare the store's new runs with the leaderboard, cell by cell.
+
+    With a protocol, every algorithm x dataset it lists (or the `algos`/`datasets` subset of them) must
+    have a reference and new runs: a missing one fails. Without, every selected entry that has new runs
+    of its algorithm and dataset is checked.
+    Runs frozen into the leaderboard are not "new" and are never compared with themselves.
+    """
+    entries = _select_entries(board, protocol, algos, datasets)
+    checks = [] if protocol is None else _missing_references(entries, *protocol.select(algos, datasets))
+    entries.sort(key=lambda e: (e.algo, e.dataset["id"]))
+    index = store.runs("finished")
+    for (algo, dataset), group in itertools.groupby(entries, key=lambda e: (e.algo, e.dataset["id"])):
+        checks += _check_cell(list(group), index, store, protocol is not None, margin, reps, seed)
+    if not checks:
+        raise OffbenchError(
+            f"no new runs in {store.root} match a leaderboard entry",
+            "train them under the leaderboard's protocol first (see protocols/ and `offbench leaderboard show`)",
+        )
+    return checks
+
+
+def check_table(checks: Sequence[CellCheck], margin: float, reps: int) -> Table:
+    def scores(values: np.ndarray) -> str:
+        if len(values) == 0:
+            return "–"
+        std = f"{np.std(values, ddof=1):.1f}" if len(values) > 1 else "–"
+        return f"{np.mean(values):.1f} ± {std} (n={len(values)})"
+
+    rows = [
+        {
+            "Algorithm": c.algo,
+            "Dataset": c.dataset,
+            "Reference": scores(c.reference),
+            "New": scores(c.new),
+            "New - reference [95% CI]": "–"
+            if c.difference is None
+            else f"{c.difference.estimate:+.1f} [{c.difference.low:+.1f}, {c.difference.high:+.1f}]",
+            "Verdict": c.verdict,
+        }
+        for c in checks
+    ]
+    data = pd.DataFrame(
+        [
+            {
+                "algo": c.algo,
+                "dataset": c.dataset,
+                "reference_mean": np.mean(c.reference) if len(c.reference) else np.nan,
+                "new_mean": np.mean(c.new) if len(c.new) else np.nan,
+                "difference": c.difference.estimate if c.difference else np.nan,
+                "ci_low": c.difference.low if c.difference else np.nan,
+                "ci_high": c.difference.high if c.difference else np.nan,
+                "verdict": c.verdict,
+            }
+            for c in checks
+        ]
+    )
+    caption = (
+        f"Score regression check: a cell has regressed when the 95% bootstrap CI of mean(new) - "
+        f"mean(reference) ({reps} resamples) lies entirely below -{margin:g} normalised points."
+    )
+    return Table(data, pd.DataFrame(rows), caption, "offbench-check", "llllll")
+
+
+def entries_table(board: Leaderboard) -> Table:
+    rows = [
+        {
+            "Algorithm": e.algo,
+            "Dataset": e.dataset["id"],
+            "Protocol": e.protocol.get("name", "–"),
+            "Steps": f"{e.protocol['steps']:,}",
+            "Eval": f"every {e.protocol['eval_every']:,} x {e.protocol['eval_episodes']}",
+            "Statistic": e.statistic.label,
+            "Score": f"{e.scores().mean():.1f} ± {e.scores().std(ddof=1):.1f} (n={len(e.seeds)})",
+            "Frozen": e.frozen_at,
+        }
+        for e in board.entries
+    ]
+    data = pd.DataFrame([{"algo": e.algo, "dataset": e.dataset["id"], **e.protocol} for e in board.entries])
+    caption = f"Leaderboard revision {board.revision} ({board.updated_at or 'never updated'})."
+    return Table(data, pd.DataFrame(rows), caption, "offbench-leaderboard", "lllrllll")
+
+
+# ---- internals ---------------------------------------------------------------------------------
+
+
+def _parse_entry(raw: Mapping[str, Any]) -> Entry:
+    entry = Entry(**{f.name: raw[f.name] for f in fields(Entry)})
+    for key in ("id", "sha256"):
+        if not isinstance(entry.dataset[key], str):
+            raise ValueError(f"dataset {key} must be a string")
+    for key in BUDGET_KEYS:
+        if not isinstance(entry.protocol[key], int):
+            raise ValueError(f"protocol {key} must be an integer")
+    if entry.protocol["statistic"] not in STATISTICS:
+        raise ValueError(f"unknown statistic {entry.protocol['statistic']!r}")
+    for s in entry.seeds:
+        if not isinstance(s["seed"], int) or not isinstance(s["score"], (int, float)):
+            raise ValueError(f"{entry.algo} on {entry.dataset['id']}: a seed needs an integer seed and a numeric score")
+    return entry
+
+
+def _provenance(provenances: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    packages: dict[str, dict[str, None]] = {}
+    python: dict[str, None] = {}
+    hardware: dict[str, None] = {}
+    for p in provenances:
+        for name, version in p.get("packages", {}).items():
+            packages.setdefault(name, {})[str(version)] = None
+        python[str(p.get("python"))] = None
+        hardware[" / ".join(str(p.get(k)) for k in ("device", "cpu", "gpu"))] = None
+    return {
+        "packages": {name: list(versions) for name, versions in sorted(packages.items())},
+        "python": list(python),
+        "hardware": list(hardware),
+    }
+
+
+def _select_entries(
+    board: Leaderboard, protocol: Protocol | None, algos: Sequence[str] | None, datasets: Sequence[str] | None
+) -> list[Entry]:
+    entries = list(board.entries)
+    if not entries:
+        raise OffbenchError("the leaderboard is empty", "freeze references with `offbench leaderboard update`")
+    if protocol is not None:
+        wanted_algos, wanted_datasets = protocol.select(algos, datasets)
+        return [
+            e
+            for e in entries
+            if e.algo in wanted_algos
+            and e.dataset["id"] in wanted_datasets
+            and e.budget == protocol.budget
+            and e.statistic.label == protocol.statistic.label
+        ]
+    wanted_algos = set(select_algos((e.algo for e in entries), algos))
+    wanted_datasets = set(select_datasets((e.dataset["id"] for e in entries), datasets))
+    return [e for e in entries if e.algo in wanted_algos and e.dataset["id"] in wanted_datasets]
+
+
+def _missing_references(entries: Sequence[Entry], algos: Sequence[str], datasets: Sequence[str]) -> list[CellCheck]:
+    present = {(e.algo, e.dataset["id"]) for e in entries}
+    empty = np.array([])
+    return [
+        CellCheck(algo, dataset, empty, empty, None, "no reference")
+        for algo, dataset in itertools.product(algos, datasets)
+        if (algo, dataset) not in present
+    ]
+
+
+def _check_cell(
+    entries: list[Entry], index: pd.DataFrame, store: ResultsStore, required: bool, margin: float, reps: int, seed: int
+) -> list[CellCheck]:
+    """Check the entries of one (algo, dataset); refuse when its new runs match none of their protocols."""
+    algo, dataset = entries[0].algo, entries[0].dataset["id"]
+    frozen = {s["run_id"] for e in entries for s in e.seeds}
+    runs = index[(index["algo"] == algo) & (index["dataset_id"] == dataset) & ~index["run_id"].isin(frozen)]
+    comparable = [runs[_same_protocol(runs, e)] for e in entries]
+    if not runs.empty and all(c.empty for c in comparable):
+        found = "; ".join(
+            dict.fromkeys(_describe(r.dataset_sha256, {k: getattr(r, k) for k in BUDGET_KEYS}) for r in runs.itertuples())
+        )
+        expected = "; ".join(e.describe_protocol() for e in entries)
+        raise OffbenchError(
+            f"refusing to compare {algo} on {dataset} across protocols: the leaderboard holds {expected}; "
+            f"the new runs have {found}",
+            "rerun under the leaderboard's protocol, or freeze a new reference with `offbench leaderboard update`",
+        )
+    checks = []
+    for entry, candidates in zip(entries, comparable):
+        reference = entry.scores()
+        if candidates.empty:
+            if required:
+                checks.append(CellCheck(algo, dataset, reference, np.array([]), None, "no new runs"))
+            continue
+        candidates, _ = latest_run_per_seed(candidates)
+        new = score_runs(store, candidates, entry.statistic)[0]["score"].to_numpy(float)
+        if len(new) < 2 or len(reference) < 2:
+            checks.append(CellCheck(algo, dataset, reference, new, None, "too few seeds"))
+            continue
+        difference = difference_of_means(new, reference, reps, stream_seed(seed, "check", algo, dataset))
+        checks.append(CellCheck(algo, dataset, reference, new, difference, regression_verdict(difference, margin)))
+    return checks
+
+
+def _same_protocol(runs: pd.DataFrame, entry: Entry) -> pd.Series:
+    same = runs["dataset_sha256"] == entry.dataset["sha256"]
+    for key, value in entry.budget.items():
+        same &= runs[key] == value
+    return same
+
+
+def _describe(sha256: str, budget: Mapping[str, Any]) -> str:
+    return f"dataset sha256 {str(sha256)[:12]}, " + ", ".join(f"{k}={int(v)}" for k, v in budget.items())

@@ -1,0 +1,274 @@
+"""`offbench report`: run records in, publishable tables, figures and report.md out.
+
+Output layout under the report directory::
+
+    report.md                     everything below, embedded, with a protocol section from the records
+    scores.csv                    one row per run used: run id, algorithm, dataset, seed, protocol, score
+    tables/per_dataset.{md,tex,csv}
+    tables/aggregate.{md,tex,csv}
+    tables/improvement.{md,tex,csv}        (two or more algorithms)
+    figures/aggregate_intervals.{png,pdf}
+    figures/performance_profiles.{png,pdf}
+    figures/probability_of_improvement.{png,pdf}   (two or more algorithms)
+    figures/learning_curves.{png,pdf}
+
+The same records, selection, statistic, `reps` and `seed` give byte-identical tables.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from offbench.analysis import plots
+from offbench.analysis.scores import PROTOCOL_COLUMNS, ScoreSet, Statistic, collect_scores
+from offbench.analysis.stats import (
+    DEFAULT_REPS,
+    aggregate_intervals,
+    curve_band,
+    pairwise_improvement,
+    performance_profiles,
+    profile_thresholds,
+    stream_seed,
+)
+from offbench.analysis.tables import Table, aggregate_table, improvement_table, per_dataset_data, per_dataset_table
+from offbench.io import atomic_write
+from offbench.store import ResultsStore
+
+ANALYSIS_PACKAGES = ("offbench", "rliable", "arch", "numpy", "scipy", "pandas", "matplotlib")
+SCORE_COLUMNS = ["run_id", "algo", "dataset_id", "dataset_sha256", "seed", "steps", "eval_every", "eval_episodes", "score"]
+
+
+@dataclass(frozen=True)
+class Report:
+    out_dir: Path
+    files: tuple[Path, ...]
+    warnings: tuple[str, ...]
+
+
+def build_report(
+    store: ResultsStore,
+    out_dir: Path,
+    *,
+    name: str = "main",
+    algos: Sequence[str] | None = None,
+    datasets: Sequence[str] | None = None,
+    statistic: Statistic = Statistic(),
+    where: Mapping[str, Any] | None = None,
+    reps: int = DEFAULT_REPS,
+    seed: int = 0,
+) -> Report:
+    """Compute every table and figure for the selected runs and write them, with report.md, to `out_dir`."""
+    scores = collect_scores(store, algos, datasets, statistic, where)
+    matrices, aggregated, aggregate_warnings = scores.aggregate_matrices()
+    warnings = [*scores.warnings, *_mixed_protocol_warnings(scores), *aggregate_warnings]
+
+    per_dataset = per_dataset_table(per_dataset_data(scores, reps, seed), reps)
+    intervals = aggregate_intervals(matrices, reps, seed)
+    runs = {algo: matrix.shape[0] for algo, matrix in matrices.items()}
+    aggregate = aggregate_table(intervals, runs, len(aggregated), statistic.label, reps)
+    poi = pairwise_improvement(matrices, reps, seed)
+    improvement = improvement_table(poi, len(aggregated), reps) if len(poi) else None
+
+    colors = plots.algo_colors(scores.algos)
+    figures = {
+        "aggregate_intervals": plots.aggregate_figure(intervals, colors),
+        "performance_profiles": plots.profile_figure(
+            performance_profiles(matrices, profile_thresholds(matrices), reps, seed), colors
+        ),
+        "learning_curves": plots.curves_figure(learning_curves(scores, reps, seed), colors),
+    }
+    if improvement is not None:
+        figures["probability_of_improvement"] = plots.improvement_figure(poi, colors)
+
+    files = [_write_text(out_dir / "scores.csv", scores.runs[SCORE_COLUMNS].to_csv(index=False, lineterminator="\n"))]
+    tables = {"per_dataset": per_dataset, "aggregate": aggregate, "improvement": improvement}
+    for table_name, table in tables.items():
+        if table is not None:
+            files += _write_table(table, out_dir / "tables" / table_name)
+    for figure_name, fig in figures.items():
+        files += plots.save_figure(fig, out_dir / "figures" / figure_name)
+    markdown = _report_markdown(name, scores, per_dataset, aggregate, improvement, aggregated, warnings, reps, seed)
+    files.append(_write_text(out_dir / "report.md", markdown))
+    return Report(out_dir, tuple(files), tuple(warnings))
+
+
+def learning_curves(scores: ScoreSet, reps: int, seed: int) -> dict[str, dict[str, plots.Curve]]:
+    """Per dataset and algorithm: evaluation steps, mean score over seeds, pointwise 95% CI."""
+    curves: dict[str, dict[str, plots.Curve]] = {}
+    for dataset in scores.datasets:
+        curves[dataset] = {}
+        for algo in scores.algos:
+            if scores.has_cell(algo, dataset):
+                steps, values = scores.curves(algo, dataset)
+                band = curve_band(values, reps, stream_seed(seed, "curve", algo, dataset))
+                curves[dataset][algo] = (steps, *band)
+    return curves
+
+
+def protocol_markdown(scores: ScoreSet, reps: int, seed: int) -> str:
+    """The protocol section of report.md, generated from the run records."""
+    records = [scores.records[r] for r in scores.runs["run_id"]]
+    runs = scores.runs
+    seeds = runs.groupby(["algo", "dataset_id"], sort=False).size()
+    seed_counts = []
+    for algo in scores.algos:
+        low, high = seeds[algo].min(), seeds[algo].max()
+        seed_counts.append(f"{algo} {low}" + (f"-{high}" if high > low else ""))
+    packages = _package_versions(r.provenance.get("packages", {}) for r in records)
+    commits = _distinct(str(r.provenance.get("git_commit", "unknown"))[:10] for r in records)
+    dirty = sum(bool(r.provenance.get("git_dirty")) for r in records)
+    hardware = _distinct(_hardware(r.provenance) for r in records)
+    python = _distinct(str(r.provenance.get("python", "unknown")) for r in records)
+    analysis = ", ".join(f"{p} {_version(p)}" for p in ANALYSIS_PACKAGES)
+    lines = [
+        f"{len(runs)} finished runs: {', '.join(scores.algos)} on {len(scores.datasets)} datasets.",
+        "",
+        "**Datasets.**",
+        "",
+        *(_dataset_line(scores, d) for d in scores.datasets),
+        "",
+        f"**Budget.** Training steps: {_distinct(f'{s:,}' for s in runs['steps'])}; evaluation every "
+        f"{_distinct(f'{s:,}' for s in runs['eval_every'])} steps with "
+        f"{_distinct(str(e) for e in runs['eval_episodes'])} episodes.",
+        "",
+        f"**Seeds** per dataset: {', '.join(seed_counts)}.",
+        "",
+        f"**Statistic.** A run's score is {scores.statistic.description} (`{scores.statistic.label}`); "
+        "scores are normalised as 100 x (return - reference min) / (reference max - reference min).",
+        "",
+        "**Intervals.** 95% percentile-bootstrap confidence intervals, "
+        f"{reps} resamples, seed {seed} (the same inputs and seed give identical intervals). Per-dataset "
+        "intervals resample seeds; aggregate metrics (rliable) resample seeds within each dataset "
+        "(stratified bootstrap); learning-curve bands are pointwise.",
+        "",
+        f"**Software.** Python {python}; {packages}; git commit {commits}"
+        + (f" ({dirty} runs from a working tree with uncommitted changes)" if dirty else "")
+        + ".",
+        "",
+        f"**Hardware.** {hardware}.",
+        "",
+        f"**Analysis.** {analysis}.",
+    ]
+    return "\n".join(lines)
+
+
+def _report_markdown(
+    name: str,
+    scores: ScoreSet,
+    per_dataset: Table,
+    aggregate: Table,
+    improvement: Table | None,
+    aggregated: Sequence[str],
+    warnings: Sequence[str],
+    reps: int,
+    seed: int,
+) -> str:
+    parts = [
+        f"# offbench report: {name}",
+        f"Statistic: **{scores.statistic.label}**. Every number is recomputed from the run records listed "
+        "in [scores.csv](scores.csv).",
+        "## Protocol",
+        protocol_markdown(scores, reps, seed),
+    ]
+    if warnings:
+        parts += ["## Caveats", "\n".join(f"- {w}" for w in warnings)]
+    parts += [
+        "## Per-dataset scores",
+        per_dataset.markdown() + _links("per_dataset"),
+        "## Aggregate performance",
+        f"Aggregated over {len(aggregated)} datasets: {', '.join(aggregated)}.",
+        aggregate.markdown() + _links("aggregate"),
+        "![Aggregate metrics with 95% CIs](figures/aggregate_intervals.png)",
+        "## Performance profiles",
+        "Fraction of all runs (every seed on every aggregated dataset) scoring above each threshold, "
+        "with 95% stratified-bootstrap bands.",
+        "![Performance profiles](figures/performance_profiles.png)",
+        "## Probability of improvement",
+    ]
+    if improvement is None:
+        parts.append("Needs at least two algorithms.")
+    else:
+        parts += [
+            improvement.markdown() + _links("improvement"),
+            "![Probability of improvement](figures/probability_of_improvement.png)",
+        ]
+    parts += [
+        "## Learning curves",
+        "Mean normalised score over seeds against training steps, with pointwise 95% bootstrap bands.",
+        "![Learning curves](figures/learning_curves.png)",
+    ]
+    return "\n\n".join(parts) + "\n"
+
+
+def _dataset_line(scores: ScoreSet, dataset: str) -> str:
+    runs = scores.dataset_runs(dataset)
+    info = scores.records[runs["run_id"].iloc[0]].config["dataset"]
+    hashes = ", ".join(f"`{h[:12]}`" for h in dict.fromkeys(runs["dataset_sha256"]))
+    return (
+        f"- `{dataset}`: source {info.get('source', 'unknown')}, evaluated in {info.get('env_id', 'unknown')}, "
+        f"reference returns [{info.get('ref_min_score')}, {info.get('ref_max_score')}], sha256 {hashes}"
+    )
+
+
+def _mixed_protocol_warnings(scores: ScoreSet) -> list[str]:
+    """Algorithms compared on one dataset should share its contents and budget; say so when they do not."""
+    warnings = []
+    for dataset in scores.datasets:
+        protocols = scores.dataset_runs(dataset).groupby(list(PROTOCOL_COLUMNS))["algo"].unique()
+        if len(protocols) > 1:
+            listed = "; ".join(
+                ", ".join(f"{c}={str(v)[:12]}" for c, v in zip(PROTOCOL_COLUMNS, key)) + f": {', '.join(algos)}"
+                for key, algos in protocols.items()
+            )
+            warnings.append(f"{dataset}: algorithms ran under different protocols ({listed})")
+    return warnings
+
+
+def _package_versions(package_dicts: Iterable[Mapping[str, str]]) -> str:
+    versions: dict[str, dict[str, None]] = {}
+    for packages in package_dicts:
+        for package, version in packages.items():
+            versions.setdefault(package, {})[str(version)] = None
+    return ", ".join(f"{p} {' / '.join(v)}" for p, v in sorted(versions.items())) or "package versions not recorded"
+
+
+def _hardware(provenance: Mapping[str, Any]) -> str:
+    parts = [f"{key} {provenance[key]}" for key in ("device", "cpu", "gpu") if provenance.get(key)]
+    return ", ".join(parts) or "not recorded"
+
+
+def _distinct(values: Iterable[str]) -> str:
+    """`v` when all values agree, else `v1 (n1 runs), v2 (n2 runs)`."""
+    counts = Counter(values)
+    if len(counts) == 1:
+        return next(iter(counts))
+    return ", ".join(f"{value} ({n} runs)" for value, n in counts.items())
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _links(stem: str) -> str:
+    return f"\nAlso as [CSV](tables/{stem}.csv) and [LaTeX](tables/{stem}.tex).\n"
+
+
+def _write_table(table: Table, stem: Path) -> list[Path]:
+    return [
+        _write_text(stem.with_suffix(".md"), table.markdown()),
+        _write_text(stem.with_suffix(".tex"), table.latex()),
+        _write_text(stem.with_suffix(".csv"), table.csv()),
+    ]
+
+
+def _write_text(path: Path, text: str) -> Path:
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+    return path
+

@@ -1,0 +1,167 @@
+"""Result tables: tidy numbers for CSV, formatted cells for Markdown and LaTeX (booktabs).
+
+Every table carries a caption that states its statistic and how its intervals were computed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from offbench.analysis.scores import MIN_SEEDS, ScoreSet
+from offbench.analysis.stats import AGGREGATE_METRICS, mean_interval, stream_seed
+
+FEW_SEEDS_MARK = "†"
+_LATEX_ESCAPES = {
+    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+    "±": r"$\pm$", FEW_SEEDS_MARK: r"$^\dagger$", "–": "--", ">": r"$>$",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Table:
+    """One result table. `data`: tidy numbers (the CSV); `display`: formatted strings (Markdown, LaTeX)."""
+
+    data: pd.DataFrame
+    display: pd.DataFrame
+    caption: str
+    label: str
+    align: str  # one "l" or "r" per display column
+    notes: tuple[str, ...] = ()
+
+    def markdown(self) -> str:
+        header = "| " + " | ".join(self.display.columns) + " |"
+        rule = "| " + " | ".join(":---" if a == "l" else "---:" for a in self.align) + " |"
+        rows = ["| " + " | ".join(str(v).replace("|", r"\|") for v in row) + " |" for row in self.display.to_numpy()]
+        notes = "".join(f"\n{note}\n" for note in self.notes)
+        return f"{self.caption}\n\n" + "\n".join([header, rule, *rows]) + "\n" + notes
+
+    def latex(self) -> str:
+        def line(cells: object) -> str:
+            return "    " + " & ".join(_latex_escape(str(c)) for c in cells) + r" \\"
+
+        notes = [r"  \par\smallskip\footnotesize " + _latex_escape(n) for n in self.notes]
+        return "\n".join(
+            [
+                r"\begin{table}[htbp]",
+                r"  \centering",
+                r"  \caption{" + _latex_escape(self.caption) + "}",
+                r"  \label{tab:" + self.label + "}",
+                r"  \begin{tabular}{" + self.align + "}",
+                r"    \toprule",
+                line(self.display.columns),
+                r"    \midrule",
+                *(line(row) for row in self.display.to_numpy()),
+                r"    \bottomrule",
+                r"  \end{tabular}",
+                *notes,
+                r"\end{table}",
+                "",
+            ]
+        )
+
+    def csv(self) -> str:
+        return self.data.to_csv(index=False, lineterminator="\n")
+
+
+def per_dataset_data(scores: ScoreSet, reps: int, seed: int) -> pd.DataFrame:
+    """Mean, std and 95% bootstrap CI over seeds for every (dataset, algo) cell, with its protocol."""
+    rows = []
+    for dataset in scores.datasets:
+        for algo in scores.algos:
+            cell = scores.cell_runs(algo, dataset)
+            if cell.empty:
+                continue
+            values = cell["score"].to_numpy(float)
+            ci = mean_interval(values, reps, stream_seed(seed, "cell", algo, dataset))
+            first = cell.iloc[0]
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "algo": algo,
+                    "statistic": scores.statistic.label,
+                    "seeds": len(values),
+                    "steps": int(first["steps"]),
+                    "eval_every": int(first["eval_every"]),
+                    "eval_episodes": int(first["eval_episodes"]),
+                    "mean": ci.estimate,
+                    "std": float(np.std(values, ddof=1)) if len(values) > 1 else float("nan"),
+                    "ci_low": ci.low,
+                    "ci_high": ci.high,
+                    "dataset_sha256": first["dataset_sha256"],
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def per_dataset_table(data: pd.DataFrame, reps: int) -> Table:
+    """Datasets as rows, algorithms as columns; each cell `mean ± std [CI] n=seeds`."""
+    algos = list(dict.fromkeys(data["algo"]))
+    rows = []
+    for dataset, group in data.groupby("dataset", sort=False):
+        cells = {row.algo: _score_cell(row) for row in group.itertuples()}
+        rows.append(
+            {
+                "Dataset": dataset,
+                "Steps": _distinct(f"{s:,}" for s in group["steps"]),
+                "Eval episodes": _distinct(str(e) for e in group["eval_episodes"]),
+                **{algo: cells.get(algo, "–") for algo in algos},
+            }
+        )
+    statistics = ", ".join(dict.fromkeys(data["statistic"]))
+    caption = (
+        f"Normalised score per dataset (statistic: {statistics}): mean ± std over seeds "
+        f"[95% bootstrap CI of the mean, {reps} resamples of the seeds]; n = seeds."
+    )
+    notes = (f"{FEW_SEEDS_MARK} fewer than {MIN_SEEDS} seeds: treat the interval with caution.",)
+    few = bool((data["seeds"] < MIN_SEEDS).any())
+    return Table(data, pd.DataFrame(rows), caption, "offbench-per-dataset", "lrr" + "l" * len(algos), notes if few else ())
+
+
+def aggregate_table(intervals: pd.DataFrame, runs: dict[str, int], datasets: int, statistic: str, reps: int) -> Table:
+    """Algorithms as rows, aggregate metrics as columns; each cell `estimate [CI]`."""
+    data = intervals.assign(runs_per_dataset=intervals["algo"].map(runs), datasets=datasets, statistic=statistic)
+    rows = []
+    for algo, group in intervals.groupby("algo", sort=False):
+        cells = {row.metric: f"{row.estimate:.1f} [{row.ci_low:.1f}, {row.ci_high:.1f}]" for row in group.itertuples()}
+        rows.append({"Algorithm": algo, "Runs": str(runs[algo]), **{m: cells[m] for m in AGGREGATE_METRICS}})
+    caption = (
+        f"Aggregate normalised score over {datasets} datasets (statistic: {statistic}): point estimate "
+        f"[95% stratified-bootstrap CI, rliable, {reps} resamples]. Runs = seeds per dataset. "
+        "Optimality gap = mean shortfall below 100; lower is better."
+    )
+    return Table(data, pd.DataFrame(rows), caption, "offbench-aggregate", "lr" + "l" * len(AGGREGATE_METRICS))
+
+
+def improvement_table(poi: pd.DataFrame, datasets: int, reps: int) -> Table:
+    """One row per algorithm pair: P(X > Y) [CI]."""
+    display = pd.DataFrame(
+        {
+            "X": poi["algo_x"],
+            "Y": poi["algo_y"],
+            "P(X > Y)": [f"{r.estimate:.2f} [{r.ci_low:.2f}, {r.ci_high:.2f}]" for r in poi.itertuples()],
+        }
+    )
+    caption = (
+        f"Probability of improvement P(X > Y) averaged over {datasets} datasets "
+        f"[95% stratified independent-bootstrap CI, {reps} resamples]; 0.5 = no difference."
+    )
+    return Table(poi, display, caption, "offbench-improvement", "lll")
+
+
+def _score_cell(row: object) -> str:
+    std = "–" if np.isnan(row.std) else f"{row.std:.1f}"
+    mark = FEW_SEEDS_MARK if row.seeds < MIN_SEEDS else ""
+    return f"{row.mean:.1f} ± {std} [{row.ci_low:.1f}, {row.ci_high:.1f}] n={row.seeds}{mark}"
+
+
+def _distinct(values: object) -> str:
+    """The distinct values of a row, in order (one value when the row's algorithms agree)."""
+    return " / ".join(dict.fromkeys(values))
+
+
+def _latex_escape(text: str) -> str:
+    return "".join(_LATEX_ESCAPES.get(ch, ch) for ch in text)

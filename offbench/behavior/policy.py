@@ -1,0 +1,210 @@
+"""A saved SAC actor as a batched numpy policy: `(n, obs_dim) -> (n, act_dim)`.
+
+The snapshot file (written by `offbench.behavior.sac`) is a `torch.save` dict:
+
+    format        "offbench-sac-actor-v1"
+    env_id        the Gymnasium id it was trained in
+    env_steps     environment steps the learner had taken when it was saved
+    action_low, action_high   the action box (actions are tanh-squashed into it)
+    actor         float32 tensors, named as in D4RL's policy metadata: fc0, fc1 (ReLU hidden layers),
+                  last_fc (mean) and last_fc_log_std (log standard deviation, clipped to [-20, 2])
+    eval          {"return_mean", "return_std", "episodes", "seed"} of the deterministic (mean-action)
+                  policy, when it was evaluated
+
+Exporting a training run into committed policies (`python -m offbench.behavior.policy export ...`)
+picks the expert (the best snapshot) and the medium policy (closest to a third of the expert's return,
+as in D4RL), copies them with the snapshot sequence up to medium, and writes a JSON card for each.
+
+The forward pass runs in float32 numpy, so data generation needs no torch threads and, on one machine,
+gives the same bits for the same batch of observations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from offbench.errors import OffbenchError
+
+SNAPSHOT_FORMAT = "offbench-sac-actor-v1"
+LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # rlkit's TanhGaussianPolicy bounds, as in D4RL's behaviour policies
+LAYERS = ("fc0", "fc1", "last_fc", "last_fc_log_std")
+
+Policy = Callable[[np.ndarray], np.ndarray]
+
+
+def load_snapshot(path: str | Path) -> dict[str, Any]:
+    """Read a snapshot file; raises OffbenchError if it is missing or not an offbench actor."""
+    path = Path(path)
+    if not path.is_file():
+        raise OffbenchError(f"behaviour policy {path} is missing", "see datasets/README.md for how to train it")
+    try:
+        snapshot = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for a corrupt or foreign file
+        raise OffbenchError(f"{path} is not a readable policy snapshot ({error})") from error
+    if not isinstance(snapshot, dict) or snapshot.get("format") != SNAPSHOT_FORMAT:
+        raise OffbenchError(f"{path} is not an {SNAPSHOT_FORMAT} snapshot")
+    return snapshot
+
+
+class TanhGaussianActor:
+    """The numpy forward pass of a 2-hidden-layer tanh-Gaussian actor."""
+
+    def __init__(self, actor: dict[str, Any], action_low: np.ndarray, action_high: np.ndarray) -> None:
+        def array(name: str) -> np.ndarray:
+            value = actor[name]
+            return (value.numpy() if isinstance(value, torch.Tensor) else np.asarray(value)).astype(np.float32)
+
+        # Weights are stored as (out, in) like torch.nn.Linear; keep them transposed for obs @ W.
+        self.layers = [(array(f"{n}.weight").T.copy(), array(f"{n}.bias")) for n in LAYERS]
+        self.scale = ((np.asarray(action_high) - np.asarray(action_low)) / 2).astype(np.float32)
+        self.bias = ((np.asarray(action_high) + np.asarray(action_low)) / 2).astype(np.float32)
+
+    @classmethod
+    def from_snapshot(cls, snapshot: dict[str, Any]) -> "TanhGaussianActor":
+        return cls(snapshot["actor"], np.asarray(snapshot["action_low"]), np.asarray(snapshot["action_high"]))
+
+    def mean_and_log_std(self, observations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        (w0, b0), (w1, b1), (wm, bm), (ws, bs) = self.layers
+        h = np.maximum(np.asarray(observations, dtype=np.float32) @ w0 + b0, 0)
+        h = np.maximum(h @ w1 + b1, 0)
+        return h @ wm + bm, np.clip(h @ ws + bs, LOG_STD_MIN, LOG_STD_MAX)
+
+    def mean_action(self, observations: np.ndarray) -> np.ndarray:
+        mean, _ = self.mean_and_log_std(observations)
+        return np.tanh(mean) * self.scale + self.bias
+
+    def sample(self, observations: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        mean, log_std = self.mean_and_log_std(observations)
+        noise = rng.standard_normal(mean.shape, dtype=np.float32)
+        return np.tanh(mean + np.exp(log_std) * noise) * self.scale + self.bias
+
+
+def make_policy(path: str | Path, sampled: bool, seed: int = 0) -> Policy:
+    """A batched policy from a snapshot file: tanh-Gaussian samples (seeded) or the mean action."""
+    actor = TanhGaussianActor.from_snapshot(load_snapshot(path))
+    if not sampled:
+        return actor.mean_action
+    rng = np.random.default_rng(seed)
+    return lambda observations: actor.sample(observations, rng)
+
+
+def evaluate_policy(policy: Policy, env_id: str, episodes: int, seed: int, max_episode_steps: int = 1000) -> np.ndarray:
+    """Returns of `episodes` episodes run in lockstep envs (env i reset with `seed + i`)."""
+    envs = [gym.make(env_id, max_episode_steps=max_episode_steps) for _ in range(episodes)]
+    try:
+        observations = np.stack([env.reset(seed=seed + i)[0] for i, env in enumerate(envs)])
+        returns = np.zeros(episodes)
+        running = np.ones(episodes, dtype=bool)
+        while running.any():
+            index = np.flatnonzero(running)
+            actions = policy(observations[index])
+            for i, action in zip(index, actions):
+                observations[i], reward, terminated, truncated, _ = envs[i].step(action)
+                returns[i] += reward
+                running[i] = not (terminated or truncated)
+        return returns
+    finally:
+        for env in envs:
+            env.close()
+
+
+# ---- exporting a training run into committed policies ----------------------------------------------
+
+
+def select_medium(snapshots: Sequence[tuple[int, float]], expert_return: float) -> int:
+    """The env step of the snapshot whose return is closest to a third of `expert_return` (earliest on ties)."""
+    if not snapshots:
+        raise OffbenchError("no snapshots to choose a medium policy from")
+    target = expert_return / 3.0
+    return min(snapshots, key=lambda s: (abs(s[1] - target), s[0]))[0]
+
+
+def export_run(run_dir: Path, dest: Path, expert_target: float, eval_episodes: int = 10) -> dict[str, Any]:
+    """Copy a SAC run's expert (or best-so-far), medium and replay snapshots to `dest`, with cards.
+
+    The expert is the best snapshot by evaluation return. It is written as `expert.pt` only if it
+    reaches `expert_target`, else as `expert-so-far.pt`; the medium policy is then chosen against a
+    third of the target rather than of the best return, and its card says so.
+    """
+    log = json.loads((run_dir / "log.json").read_text())
+    records = {r["step"]: r for r in log["snapshots"]}
+    best = max(records.values(), key=lambda r: (r["return_mean"], -r["step"]))
+    reached = best["return_mean"] >= expert_target
+    reference_return = best["return_mean"] if reached else expert_target
+    medium_step = select_medium([(r["step"], r["return_mean"]) for r in records.values()], reference_return)
+    basis = "the expert's return" if reached else f"the expert target {expert_target:g} (not reached by this run)"
+    common = {
+        "env_id": log["config"]["env"],
+        "trained_by": log["command"],
+        "trainer": "offbench/behavior/sac.py (online SAC, 2x256 MLPs, tanh-Gaussian actor, learned temperature)",
+        "git_commit": log["git_commit"],
+        "run_steps_reached": max(records),
+        "run_wall_s": max(r["wall_s"] for r in records.values()),
+    }
+    dest.mkdir(parents=True, exist_ok=True)
+    cards = {}
+    expert_name = "expert" if reached else "expert-so-far"
+    roles = {
+        expert_name: (best, f"best snapshot of the run ({'reaches' if reached else 'below'} the expert target {expert_target:g})"),
+        "medium": (records[medium_step], f"snapshot whose return is closest to a third of {basis}"),
+    }
+    for name, (record, role) in roles.items():
+        shutil.copyfile(run_dir / record["path"], dest / f"{name}.pt")
+        cards[name] = _card(dest / f"{name}.pt", record, role, common, eval_episodes)
+    replay = dest / "replay"
+    shutil.rmtree(replay, ignore_errors=True)
+    replay.mkdir()
+    sequence = [records[step] for step in sorted(records) if step < medium_step]
+    for record in sequence:
+        shutil.copyfile(run_dir / record["path"], replay / Path(record["path"]).name)
+    cards["replay"] = {
+        **common,
+        "role": f"the learner's snapshots before medium (env step {medium_step}), for the snapshot-sequence recipe",
+        "snapshots": [{"file": Path(r["path"]).name, "env_steps": r["step"], "return_mean": round(r["return_mean"], 1), "return_std": round(r["return_std"], 1)} for r in sequence],
+    }
+    for name, card in cards.items():
+        (dest / f"{name}.json").write_text(json.dumps(card, indent=2) + "\n")
+    return cards
+
+
+def _card(path: Path, record: dict[str, Any], role: str, common: dict[str, Any], episodes: int) -> dict[str, Any]:
+    snapshot = load_snapshot(path)
+    actor = TanhGaussianActor.from_snapshot(snapshot)
+    seed = int(record["seed"])
+    rng = np.random.default_rng(seed)
+    sampled = evaluate_policy(lambda obs: actor.sample(obs, rng), common["env_id"], episodes, seed)
+    return {
+        **common,
+        "role": role,
+        "env_steps": int(snapshot["env_steps"]),
+        "eval_deterministic": {"return_mean": round(record["return_mean"], 1), "return_std": round(record["return_std"], 1), "episodes": record["episodes"], "seed": seed, "actions": "tanh(mean)"},
+        "eval_sampled": {"return_mean": round(float(sampled.mean()), 1), "return_std": round(float(sampled.std()), 1), "episodes": episodes, "seed": seed, "actions": "tanh-Gaussian samples, as in the datasets"},
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Export a SAC run's snapshots as committed behaviour policies.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    export = sub.add_parser("export", help="copy expert, medium and replay snapshots with cards")
+    export.add_argument("--run", type=Path, required=True, help="the SAC run's --out folder")
+    export.add_argument("--dest", type=Path, required=True, help="e.g. datasets/policies/hopper")
+    export.add_argument("--expert-target", type=float, required=True, help="raw return an expert must reach")
+    args = parser.parse_args(argv)
+    cards = export_run(args.run, args.dest, args.expert_target)
+    for name, card in cards.items():
+        summary = card.get("eval_deterministic", {}).get("return_mean", f"{len(card.get('snapshots', []))} snapshots")
+        print(f"{name}: {summary}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,217 @@
+"""The `offbench` command line: a thin skin over the library (parse, call, print)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Callable, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from offbench.errors import OffbenchError
+from offbench.paths import results_dir
+
+app = typer.Typer(help="Offline-RL baselines under one protocol, with honest statistics.", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+data_app = typer.Typer(help="Datasets: list, inspect, make.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+out = Console()
+err = Console(stderr=True)
+
+ResultsDirOption = typer.Option(None, "--results-dir", help="Results store directory [default: $OFFBENCH_RESULTS_DIR or ./results].")
+
+
+class ProgressReporter:
+    """A rich progress bar with steps/s and the latest normalised score."""
+
+    def __init__(self, description: str) -> None:
+        self.description = description
+        self.progress: Progress | None = None
+        self.task = None
+        self.score = "-"
+
+    def message(self, text: str) -> None:
+        err.print(text)
+
+    def start(self, total: int, completed: int) -> None:
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
+            TextColumn("{task.fields[rate]} steps/s"), TextColumn("score {task.fields[score]}"),
+            TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=False,
+        )
+        self.progress.start()
+        self.task = self.progress.add_task(self.description, total=total, completed=completed, rate="-", score="-")
+
+    def advance(self, step: int, steps_per_s: float, score: float | None) -> None:
+        if score is not None:
+            self.score = f"{score:.1f}"
+        self.progress.update(self.task, completed=step, rate=f"{steps_per_s:.0f}", score=self.score)
+
+    def making(self, dataset_id: str) -> Callable[[int], None]:
+        return _making_progress(dataset_id)
+
+    def stop(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+def _making_progress(dataset_id: str) -> Callable[[int], None]:
+    from offbench.data.registry import catalogue
+
+    total = catalogue()[dataset_id].get("steps")
+    progress = Progress(TextColumn(f"making {dataset_id}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(), console=err)
+    task = progress.add_task("make", total=total)
+    progress.start()
+
+    def advance(steps: int) -> None:
+        progress.advance(task, steps)
+        if progress.tasks[0].finished:
+            progress.stop()
+
+    return advance
+
+
+# ---- run / runs ----------------------------------------------------------------------------------
+
+
+@app.command()
+def run(
+    algo: Optional[str] = typer.Option(None, "--algo", help="Algorithm (e.g. td3bc)."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Dataset id or alias (e.g. hopper-medium, local/hopper-random-v5)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Gradient steps [default: the algorithm's protocol, 1M for TD3+BC]."),
+    seeds: int = typer.Option(1, "--seeds", help="Number of seeds, trained together on the seed axis; one record each."),
+    seed_start: int = typer.Option(0, "--seed-start", help="First seed; seeds are seed-start .. seed-start+seeds-1."),
+    eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Evaluate every K steps [default: the algorithm's protocol]."),
+    eval_episodes: Optional[int] = typer.Option(None, "--eval-episodes", help="Evaluation episodes per seed [default: the algorithm's protocol]."),
+    device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto."),
+    set_: list[str] = typer.Option([], "--set", help="Override a config key: --set alpha=2.5 (repeatable)."),
+    resume: Optional[str] = typer.Option(None, "--resume", help="Resume a killed seed group by its group id (other options are taken from it)."),
+    results: Optional[Path] = ResultsDirOption,
+) -> None:
+    """Train ALGO on DATASET for one or more seeds under the unified protocol and record each run."""
+    from offbench import train
+    from offbench.config import parse_overrides
+    from offbench.store import ResultsStore
+
+    store = ResultsStore(results_dir(results))
+    if resume:
+        run_ids = train.resume(resume, store, ProgressReporter(resume))
+    else:
+        if not algo or not dataset:
+            raise OffbenchError("--algo and --dataset are required (or --resume GROUP_ID)", "e.g. offbench run --algo td3bc --dataset hopper-medium --steps 5000")
+        if seeds < 1 or seed_start < 0:
+            raise OffbenchError("--seeds must be at least 1 and --seed-start non-negative")
+        plan = train.RunPlan(
+            algo=algo, dataset=dataset, seeds=list(range(seed_start, seed_start + seeds)), steps=steps,
+            eval_every=eval_every, eval_episodes=eval_episodes, overrides=parse_overrides(set_), device=device,
+        )
+        run_ids = train.run(plan, store, ProgressReporter(f"{algo} {dataset}"))
+    _print_run_summaries(store, run_ids)
+
+
+def _print_run_summaries(store, run_ids: list[str]) -> None:
+    import numpy as np
+
+    finals = []
+    for run_id in run_ids:
+        record = store.load(run_id)
+        summary = record.summary
+        finals.append(summary["final_score"])
+        out.print(f"{run_id}: normalised score {summary['final_score']:.1f} (return {summary['final_return']:.1f}) "
+                  f"after {summary['steps']} steps, {summary['seed_steps_per_s']:.0f} seed-steps/s")
+    dataset_id = store.load(run_ids[0]).config["dataset"]["id"]
+    out.print(f"[bold]{dataset_id}: final normalised score {np.mean(finals):.1f} ± {np.std(finals):.1f} over {len(finals)} seed(s)[/bold]")
+    out.print(f"records in {store.root}")
+
+
+@app.command()
+def runs(
+    all_: bool = typer.Option(False, "--all", help="Also list unfinished (running, interrupted) runs."),
+    results: Optional[Path] = ResultsDirOption,
+) -> None:
+    """List the runs in the results store."""
+    from offbench.store import ResultsStore
+
+    frame = ResultsStore(results_dir(results)).runs(status=None if all_ else "finished")
+    if frame.empty:
+        out.print(f"no {'' if all_ else 'finished '}runs in {results_dir(results)}")
+        return
+    table = Table("run id", "algo", "dataset", "seed", "steps", "status", "final", "last-10", "steps/s")
+    for row in frame.itertuples():
+        table.add_row(row.run_id, row.algo, row.dataset_id, str(row.seed), str(row.steps), row.status,
+                      _fmt(row.final_score), _fmt(row.last10_score), _fmt(row.steps_per_s, "{:.0f}"))
+    out.print(table)
+
+
+def _fmt(value, pattern: str = "{:.1f}") -> str:
+    return "-" if value is None or value != value else pattern.format(value)
+
+
+# ---- data ----------------------------------------------------------------------------------------
+
+
+@data_app.command("list")
+def data_list() -> None:
+    """Known datasets: present on this machine, makeable here, or needing a file."""
+    from offbench.data.registry import list_datasets
+
+    table = Table("dataset", "state", "location / how to get it")
+    for status in list_datasets():
+        table.add_row(status.id, status.state, status.location if status.state == "present" else status.note)
+    out.print(table)
+
+
+@data_app.command("info")
+def data_info(dataset: str = typer.Argument(..., help="Dataset id or alias.")) -> None:
+    """Episodes, transitions, return statistics (raw and normalised), hash and source of a dataset."""
+    from offbench.data.registry import describe, load_dataset, resolve
+
+    dataset_id = resolve(dataset)
+    info = describe(load_dataset(dataset_id, make_missing=False))
+    table = Table("field", "value", title=dataset_id)
+    for key, value in info.items():
+        table.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))
+    out.print(table)
+
+
+@data_app.command("make")
+def data_make(
+    dataset: str = typer.Argument(..., help="A local/ dataset id or alias with a recipe."),
+    force: bool = typer.Option(False, "--force", help="Remake it even if it is present."),
+) -> None:
+    """Make a local dataset by its recipe (datasets/catalogue.toml)."""
+    from offbench.data.registry import describe, is_present, make_dataset, recorded_hash_mismatch, resolve
+
+    dataset_id = resolve(dataset)
+    if is_present(dataset_id) and not force:
+        out.print(f"{dataset_id} is already present (use --force to remake it)")
+        return
+    made = make_dataset(dataset_id, overwrite=force, on_steps=_making_progress(dataset_id))
+    info = describe(made)
+    out.print(f"made {dataset_id}: {info['transitions']} transitions, {info['episodes']} episodes, "
+              f"normalised return {info.get('normalized_mean', float('nan')):.1f}, sha256 {info['sha256']}")
+    mismatch = recorded_hash_mismatch(made)
+    if mismatch:
+        err.print(f"warning: {mismatch}")
+
+
+# ---- entry point ---------------------------------------------------------------------------------
+
+
+def main() -> None:
+    """Console entry: user errors become one line on stderr and exit code 2, never a traceback."""
+    try:
+        app()
+    except OffbenchError as error:
+        err.print(f"error: {error.message}" + (f" — {error.hint}" if error.hint else ""), highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("interrupted; a seed group resumes with `offbench run --resume GROUP_ID`")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

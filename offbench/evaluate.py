@@ -1,0 +1,44 @@
+"""Evaluation: every seed's policy, several episodes each, all in one Gymnasium vector env."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import gymnasium as gym
+import numpy as np
+
+EVAL_SEED_OFFSET = 100  # as the TD3+BC reference code: the eval env is seeded with seed + 100
+
+
+def episode_seeds(seeds: list[int], episodes: int) -> list[int]:
+    """Env seed of episode j for training seed s: (s + 100) * 1000 + j; fixed across evaluations."""
+    return [(seed + EVAL_SEED_OFFSET) * 1000 + j for seed in seeds for j in range(episodes)]
+
+
+def evaluate(
+    act: Callable[[np.ndarray], np.ndarray],
+    env_id: str,
+    seeds: list[int],
+    episodes: int,
+    env_kwargs: dict | None = None,
+) -> np.ndarray:
+    """Undiscounted returns, shape (S, episodes).
+
+    `act` maps observations (S, episodes, obs_dim) to actions (S, episodes, act_dim). Each sub-env
+    runs exactly one episode; sub-envs that finished keep stepping (the vector env autoresets them)
+    until the slowest is done, and their extra rewards are ignored.
+    """
+    num_envs = len(seeds) * episodes
+    envs = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync", **(env_kwargs or {}))
+    try:
+        observations, _ = envs.reset(seed=episode_seeds(seeds, episodes))
+        returns = np.zeros(num_envs)
+        running = np.ones(num_envs, dtype=bool)
+        while running.any():
+            actions = act(observations.reshape(len(seeds), episodes, -1)).reshape(num_envs, -1)
+            observations, rewards, terminated, truncated, _ = envs.step(actions)
+            returns += rewards * running
+            running &= ~(terminated | truncated)
+    finally:
+        envs.close()
+    return returns.reshape(len(seeds), episodes)

@@ -1,0 +1,393 @@
+"""The unified protocol: one training loop for every algorithm.
+
+One process trains a *seed group*: S independent runs batched on the seed axis. The loop samples
+per-seed minibatch indices, calls `algorithm.update(batch, step)`, evaluates every `eval_every` steps
+(and at the end), writes each seed's curve, and checkpoints the whole group atomically, so a killed
+group resumes (`offbench run --resume GROUP_ID`) and ends exactly as an uninterrupted run would on CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from offbench import provenance
+from offbench.algos import get_algorithm
+from offbench.algos.base import Batch, OfflineAlgorithm, Problem
+from offbench.config import protocol_defaults, resolve_config
+from offbench.data import OfflineDataset, load_dataset
+from offbench.data.registry import recorded_hash_mismatch
+from offbench.errors import OffbenchError
+from offbench.evaluate import evaluate
+from offbench.io import atomic_write
+from offbench.store import ResultsStore
+
+CHECKPOINT_VERSION = 1
+LAST_K = 10  # the TD3+BC paper's metric: mean over the final 10 evaluations
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What to train: one algorithm on one dataset for a group of seeds, under one budget."""
+
+    algo: str
+    dataset: str  # as requested (id or alias)
+    seeds: list[int]
+    steps: int | None = None  # None: the algorithm's protocol default
+    eval_every: int | None = None
+    eval_episodes: int | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    device: str = "auto"
+
+
+class Reporter:
+    """What the loop tells the user; the CLI supplies a rich progress bar, tests a silent one."""
+
+    def message(self, text: str) -> None: ...
+    def start(self, total: int, completed: int) -> None: ...
+    def advance(self, step: int, steps_per_s: float, score: float | None) -> None: ...
+    def making(self, dataset_id: str) -> Callable[[int], None] | None:
+        return None
+    def stop(self) -> None: ...
+
+
+# ---- data on the device ---------------------------------------------------------------------------
+
+
+@dataclass
+class DeviceData:
+    """The dataset as tensors on the training device; batches are index gathers."""
+
+    observations: torch.Tensor
+    actions: torch.Tensor
+    rewards: torch.Tensor
+    next_observations: torch.Tensor
+    not_dones: torch.Tensor
+    obs_mean: torch.Tensor
+    obs_std: torch.Tensor
+
+    @classmethod
+    def from_dataset(cls, dataset: OfflineDataset, device: torch.device, normalize_states: bool) -> DeviceData:
+        mean, std = state_normalizer(dataset.observations) if normalize_states else (
+            np.zeros(dataset.metadata.observation_dim), np.ones(dataset.metadata.observation_dim))
+        to = lambda a: torch.as_tensor(a, dtype=torch.float32, device=device)  # noqa: E731
+        return cls(
+            observations=to((dataset.observations - mean) / std),
+            actions=to(dataset.actions),
+            rewards=to(dataset.rewards),
+            next_observations=to((dataset.next_observations - mean) / std),
+            not_dones=to(1.0 - dataset.terminals),
+            obs_mean=to(mean),
+            obs_std=to(std),
+        )
+
+    def sample(self, generators: list[torch.Generator], batch_size: int) -> Batch:
+        """Uniform indices with replacement, drawn per seed from that seed's generator: (S, B)."""
+        n = self.rewards.shape[0]
+        idx = torch.stack([torch.randint(n, (batch_size,), generator=g, device=g.device) for g in generators])
+        return Batch(self.observations[idx], self.actions[idx], self.rewards[idx], self.next_observations[idx], self.not_dones[idx])
+
+
+def state_normalizer(observations: np.ndarray, eps: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dimension mean and std + eps over the dataset's states (TD3+BC's normalisation)."""
+    mean = observations.mean(axis=0, dtype=np.float64)
+    std = observations.std(axis=0, dtype=np.float64) + eps
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+# ---- the seed group ------------------------------------------------------------------------------
+
+
+@dataclass
+class SeedGroup:
+    """Everything one training process holds; `checkpoint()` captures all of it."""
+
+    group_id: str
+    run_ids: list[str]
+    plan: RunPlan
+    protocol: dict[str, Any]
+    dataset: OfflineDataset
+    data: DeviceData
+    algorithm: OfflineAlgorithm
+    generators: list[torch.Generator]
+    device: torch.device
+    step: int = 0
+    curves: list[list[dict[str, Any]]] = field(default_factory=list)
+    train_time_s: float = 0.0
+    eval_time_s: float = 0.0
+
+    def act(self, observations: np.ndarray) -> np.ndarray:
+        obs = torch.as_tensor(observations, dtype=torch.float32, device=self.device)
+        obs = (obs - self.data.obs_mean) / self.data.obs_std
+        return self.algorithm.act(obs).cpu().numpy()
+
+    def checkpoint(self) -> dict[str, Any]:
+        return {
+            "version": CHECKPOINT_VERSION,
+            "group_id": self.group_id,
+            "run_ids": self.run_ids,
+            "plan": dataclasses.asdict(self.plan),
+            "protocol": self.protocol,
+            "dataset_sha256": self.dataset.metadata.sha256,
+            "step": self.step,
+            "algorithm": self.algorithm.training_state(),
+            "generators": [g.get_state() for g in self.generators],
+            "curves": self.curves,
+            "train_time_s": self.train_time_s,
+            "eval_time_s": self.eval_time_s,
+        }
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise OffbenchError(f"unknown device '{name}'", "use cpu, cuda, cuda:N or auto") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise OffbenchError(f"device '{name}' requested but CUDA is not available", "use --device cpu")
+    return device
+
+
+def build_group(plan: RunPlan, reporter: Reporter, group_id: str | None = None) -> SeedGroup:
+    """Load the data, resolve the config and build the seeded networks for a plan."""
+    algorithm_class = get_algorithm(plan.algo)
+    if not plan.seeds or len(set(plan.seeds)) != len(plan.seeds) or min(plan.seeds) < 0:
+        raise OffbenchError(f"seeds must be distinct non-negative integers, got {plan.seeds}")
+    device = pick_device(plan.device)
+    dataset = load_dataset(plan.dataset, on_make=lambda d: _announce_make(reporter, d))
+    config = resolve_config(plan.algo, algorithm_class.config_class, dataset.metadata.id, plan.overrides)
+    protocol = _protocol(plan, dataset, config)
+    generators = [_generator(seed, device) for seed in plan.seeds]
+    problem = Problem(dataset.metadata.observation_dim, dataset.metadata.action_dim, _max_action(dataset))
+    algorithm = algorithm_class(config, problem, generators).to(device)
+    group_id = group_id or _new_group_id(plan.algo, dataset.metadata.id)
+    return SeedGroup(
+        group_id=group_id,
+        run_ids=[f"{group_id}-s{seed}" for seed in plan.seeds],
+        plan=plan,
+        protocol=protocol,
+        dataset=dataset,
+        data=DeviceData.from_dataset(dataset, device, getattr(config, "normalize_states", False)),
+        algorithm=algorithm,
+        generators=generators,
+        device=device,
+        curves=[[] for _ in plan.seeds],
+    )
+
+
+def _announce_make(reporter: Reporter, dataset_id: str) -> Callable[[int], None] | None:
+    reporter.message(f"{dataset_id} is not on this machine: making it by its recipe first")
+    return reporter.making(dataset_id)
+
+
+def _protocol(plan: RunPlan, dataset: OfflineDataset, config: Any) -> dict[str, Any]:
+    defaults = protocol_defaults(plan.algo)
+    protocol = {
+        "steps": plan.steps or defaults.get("steps", 1_000_000),
+        "eval_every": plan.eval_every or defaults.get("eval_every", 5000),
+        "eval_episodes": plan.eval_episodes or defaults.get("eval_episodes", 10),
+        "batch_sampling": "uniform with replacement, independent indices per seed",
+        "normalize_states": bool(getattr(config, "normalize_states", False)),
+        "eval_env": dataset.metadata.env_id,
+        "eval_env_kwargs": dataset.metadata.env_kwargs,
+        "score": "normalised return x100 under the dataset's reference min/max",
+    }
+    for key in ("steps", "eval_every", "eval_episodes"):
+        if protocol[key] <= 0:
+            raise OffbenchError(f"--{key.replace('_', '-')} must be positive, got {protocol[key]}")
+    if not dataset.metadata.env_id:
+        raise OffbenchError(f"dataset {dataset.metadata.id} names no environment to evaluate in")
+    return protocol
+
+
+def _max_action(dataset: OfflineDataset) -> float:
+    low, high = np.asarray(dataset.metadata.action_low), np.asarray(dataset.metadata.action_high)
+    if not np.allclose(low, -high) or not np.allclose(high, high[0]):
+        raise OffbenchError(f"dataset {dataset.metadata.id}: actions must lie in a symmetric box [-m, m], got [{low}, {high}]")
+    return float(high[0])
+
+
+def _generator(seed: int, device: torch.device) -> torch.Generator:
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed)
+    return generator
+
+
+def _new_group_id(algo: str, dataset_id: str) -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return f"{algo}__{dataset_id.replace('/', '-')}__{stamp}-{secrets.token_hex(2)}"
+
+
+# ---- running -------------------------------------------------------------------------------------
+
+
+def run(plan: RunPlan, store: ResultsStore, reporter: Reporter | None = None) -> list[str]:
+    """Train a new seed group; returns its run ids (one finished record per seed)."""
+    reporter = reporter or Reporter()
+    group = build_group(plan, reporter)
+    for mismatch in _hash_warnings(group.dataset):
+        reporter.message(f"warning: {mismatch}")
+    _start_records(group, store)
+    return _train(group, store, reporter)
+
+
+def resume(group_id: str, store: ResultsStore, reporter: Reporter | None = None) -> list[str]:
+    """Continue a killed seed group from its last checkpoint."""
+    reporter = reporter or Reporter()
+    state = load_checkpoint(store, group_id)
+    plan = RunPlan(**state["plan"])
+    group = build_group(plan, reporter, group_id=group_id)
+    if group.dataset.metadata.sha256 != state["dataset_sha256"]:
+        raise OffbenchError(f"dataset {group.dataset.metadata.id} changed since group {group_id} started (hash differs)", "start a new run")
+    group.algorithm.load_training_state(state["algorithm"])
+    for generator, generator_state in zip(group.generators, state["generators"]):
+        generator.set_state(generator_state)
+    group.step, group.curves = state["step"], state["curves"]
+    group.train_time_s, group.eval_time_s = state["train_time_s"], state["eval_time_s"]
+    _start_records(group, store)
+    reporter.message(f"resuming {group_id} at step {group.step}")
+    return _train(group, store, reporter)
+
+
+def load_checkpoint(store: ResultsStore, group_id: str) -> dict[str, Any]:
+    path = store.checkpoint_path(group_id)
+    if not path.exists():
+        raise OffbenchError(f"no checkpoint for group {group_id} at {path}", "list groups with `offbench runs --all`")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # any unpickling failure means the file is unusable
+        raise OffbenchError(f"checkpoint {path} is unreadable ({type(error).__name__})", "start a new run; the stored records are untouched") from None
+    if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
+        raise OffbenchError(f"checkpoint {path} is not an offbench v{CHECKPOINT_VERSION} checkpoint")
+    return state
+
+
+def _start_records(group: SeedGroup, store: ResultsStore) -> None:
+    info = provenance.collect(group.device)
+    for seed, run_id, curve in zip(group.plan.seeds, group.run_ids, group.curves):
+        store.start_run(run_id, _record_config(group, seed, run_id), {**info, "started_at": time.time()})
+        store.write_curve(run_id, curve)
+
+
+def _record_config(group: SeedGroup, seed: int, run_id: str) -> dict[str, Any]:
+    meta = group.dataset.metadata
+    return {
+        "run_id": run_id,
+        "group_id": group.group_id,
+        "algo": group.plan.algo,
+        "seed": seed,
+        "seeds_in_group": group.plan.seeds,
+        "dataset": {
+            "id": meta.id,
+            "requested": group.plan.dataset,
+            "sha256": meta.sha256,
+            "source": meta.source,
+            "env_id": meta.env_id,
+            "ref_min_score": meta.ref_min_score,
+            "ref_max_score": meta.ref_max_score,
+            "ref_source": meta.ref_source,
+            "transitions": len(group.dataset),
+        },
+        "protocol": group.protocol,
+        "algo_config": dataclasses.asdict(group.algorithm.config),
+        "overrides": group.plan.overrides,
+        "device": str(group.device),
+    }
+
+
+def _train(group: SeedGroup, store: ResultsStore, reporter: Reporter) -> list[str]:
+    steps, eval_every = group.protocol["steps"], group.protocol["eval_every"]
+    batch_size = group.algorithm.config.batch_size
+    metrics: dict[str, torch.Tensor] = {}
+    reporter.start(steps, group.step)
+    try:
+        segment_start, segment_steps = time.perf_counter(), 0
+        while group.step < steps:
+            group.step += 1
+            metrics.update(group.algorithm.update(group.data.sample(group.generators, batch_size), group.step))
+            segment_steps += 1
+            if group.step % eval_every == 0 or group.step == steps:
+                group.train_time_s += _elapsed(segment_start, group.device)
+                _evaluate_and_record(group, store, metrics)
+                _save_checkpoint(store, group)
+                score = float(np.mean([curve[-1]["normalized_score"] for curve in group.curves]))
+                reporter.advance(group.step, group.step / max(group.train_time_s, 1e-9), score)
+                segment_start, segment_steps = time.perf_counter(), 0
+            elif segment_steps % 100 == 0:
+                reporter.advance(group.step, group.step / max(group.train_time_s + time.perf_counter() - segment_start, 1e-9), None)
+    except BaseException as error:
+        for run_id in group.run_ids:
+            store.mark_failed(run_id, f"interrupted at step {group.step}: {type(error).__name__}; resume with --resume {group.group_id}")
+        raise
+    finally:
+        reporter.stop()
+    _finish_records(group, store)
+    return group.run_ids
+
+
+def _elapsed(start: float, device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def _evaluate_and_record(group: SeedGroup, store: ResultsStore, metrics: dict[str, torch.Tensor]) -> None:
+    start = time.perf_counter()
+    returns = evaluate(group.act, group.protocol["eval_env"], group.plan.seeds, group.protocol["eval_episodes"], group.protocol["eval_env_kwargs"])
+    group.eval_time_s += time.perf_counter() - start
+    scores = group.dataset.normalized_score(returns)
+    per_seed_metrics = {name: value.float().cpu().numpy() for name, value in metrics.items()}
+    for s, (run_id, curve) in enumerate(zip(group.run_ids, group.curves)):
+        curve.append({
+            "step": group.step,
+            "normalized_score": float(scores[s].mean()),
+            "return_mean": float(returns[s].mean()),
+            "return_std": float(returns[s].std()),
+            "returns": returns[s].tolist(),
+            "normalized_scores": scores[s].tolist(),
+            "time_s": group.train_time_s + group.eval_time_s,
+            **{name: float(value[s]) for name, value in per_seed_metrics.items()},
+        })
+        store.write_curve(run_id, curve)
+
+
+def _save_checkpoint(store: ResultsStore, group: SeedGroup) -> None:
+    state = group.checkpoint()
+    atomic_write(store.checkpoint_path(group.group_id), lambda tmp: torch.save(state, tmp))
+
+
+def _finish_records(group: SeedGroup, store: ResultsStore) -> None:
+    info = provenance.collect(group.device)
+    steps_per_s = group.step / max(group.train_time_s, 1e-9)
+    wall = group.train_time_s + group.eval_time_s
+    for run_id, curve in zip(group.run_ids, group.curves):
+        scores = [entry["normalized_score"] for entry in curve]
+        summary = {
+            "final_score": scores[-1],
+            "last10_score": float(np.mean(scores[-LAST_K:])),
+            "best_score": float(np.max(scores)),
+            "final_return": curve[-1]["return_mean"],
+            "evaluations": len(curve),
+            "steps": group.step,
+            "train_time_s": group.train_time_s,
+            "eval_time_s": group.eval_time_s,
+            "wall_time_s": wall,
+            "steps_per_s": steps_per_s,
+            "seed_steps_per_s": steps_per_s * len(group.run_ids),
+            "finished_at": time.time(),
+        }
+        store.finish_run(run_id, summary, {**store.load(run_id).provenance, **info, "wall_time_s": wall, "steps_per_s": steps_per_s})
+
+
+def _hash_warnings(dataset: OfflineDataset) -> list[str]:
+    mismatch = recorded_hash_mismatch(dataset)
+    return [mismatch] if mismatch else []

@@ -1,0 +1,47 @@
+"""Shared fixtures: an isolated data directory with a tiny locally made dataset, and a results store."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+torch.set_num_threads(1)  # the CI box has 2 cores; oversubscribed OpenMP threads are very slow
+
+TINY_ID = "local/hopper-tiny-v5"
+TINY_RECIPE = {
+    "env_id": "Hopper-v5", "recipe": "random", "steps": 3000, "seed": 0, "num_envs": 4,
+    "max_episode_steps": 1000, "reference": "d4rl:hopper",
+}
+FAST_SETTINGS = ["--set", "hidden_dims=[32, 32]", "--set", "batch_size=32"]
+
+
+@pytest.fixture(scope="session")
+def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("offbench-data")
+    previous = os.environ.get("OFFBENCH_DATA_DIR")
+    os.environ["OFFBENCH_DATA_DIR"] = str(root)
+    from offbench.data.registry import make_dataset
+
+    make_dataset(TINY_ID, recipe=TINY_RECIPE)
+    yield root
+    if previous is None:
+        os.environ.pop("OFFBENCH_DATA_DIR", None)
+    else:
+        os.environ["OFFBENCH_DATA_DIR"] = previous
+
+
+@pytest.fixture()
+def results(tmp_path: Path) -> Path:
+    return tmp_path / "results"
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run `python -m offbench ARGS` as a user would, with one torch thread."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "offbench", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout)

@@ -1,0 +1,76 @@
+"""SAC behaviour-policy trainer: a short run writes finite losses, snapshots and a log."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from offbench.behavior import sac
+from offbench.behavior.policy import TanhGaussianActor, load_snapshot, make_policy, select_medium
+from offbench.errors import OffbenchError
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch, tmp_path):
+    monkeypatch.setenv("OFFBENCH_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    torch.set_num_threads(1)
+
+
+def test_short_run_writes_snapshots_and_finite_losses(tmp_path):
+    cfg = sac.Config(env="Hopper-v5", steps=300, seed=0, out=str(tmp_path / "run"), snapshot_every=150,
+                     eval_episodes=2, learning_starts=100, buffer_size=1000, batch_size=32, hidden=32)
+    sac.train(cfg)
+    log = json.loads((tmp_path / "run" / "log.json").read_text())
+    assert [s["step"] for s in log["snapshots"]] == [0, 150, 300]
+    last = log["snapshots"][-1]
+    assert all(math.isfinite(last[k]) for k in ("critic_loss", "actor_loss", "alpha", "return_mean"))
+    snapshot = load_snapshot(tmp_path / "run" / last["path"])
+    assert snapshot["env_steps"] == 300 and snapshot["eval"]["episodes"] == 2
+    assert all(t.dtype == torch.float32 for t in snapshot["actor"].values())
+
+
+def test_numpy_policy_matches_torch_actor():
+    torch.manual_seed(0)
+    actor = sac.Actor(11, 3, 32, -np.ones(3), np.ones(3))
+    obs = np.random.default_rng(0).standard_normal((5, 11)).astype(np.float32)
+    numpy_actor = TanhGaussianActor.from_snapshot(sac.snapshot_dict(actor, "Hopper-v5", 0))
+    with torch.no_grad():
+        mean, _ = actor(torch.from_numpy(obs))
+    np.testing.assert_allclose(numpy_actor.mean_action(obs), torch.tanh(mean).numpy(), atol=1e-5)
+
+
+def test_log_prob_matches_torch_distributions():
+    torch.manual_seed(0)
+    actor = sac.Actor(11, 3, 32, -np.ones(3), np.ones(3))
+    obs = torch.randn(64, 11)
+    torch.manual_seed(1)
+    action, log_prob = actor.sample(obs)
+    torch.manual_seed(1)
+    mean, log_std = actor(obs)
+    base = torch.distributions.Normal(mean, log_std.exp())
+    pre_tanh = mean + log_std.exp() * torch.randn_like(mean)
+    expected = (base.log_prob(pre_tanh) - torch.log1p(-torch.tanh(pre_tanh).square())).sum(-1)
+    torch.testing.assert_close(action, torch.tanh(pre_tanh))
+    torch.testing.assert_close(log_prob, expected, atol=1e-3, rtol=1e-4)
+
+
+def test_select_medium_picks_closest_to_a_third_of_expert():
+    snapshots = [(0, 15.0), (10_000, 400.0), (20_000, 950.0), (30_000, 1100.0), (40_000, 3000.0)]
+    assert select_medium(snapshots, expert_return=3000.0) == 20_000  # |950-1000| < |1100-1000|
+    assert select_medium(snapshots, expert_return=3300.0) == 30_000
+    assert select_medium([(0, 900.0), (5, 1100.0)], expert_return=3000.0) == 0  # tie: the earlier one
+    with pytest.raises(OffbenchError):
+        select_medium([], expert_return=3000.0)
+
+
+def test_missing_or_foreign_policy_file_is_a_user_error(tmp_path):
+    with pytest.raises(OffbenchError):
+        make_policy(tmp_path / "absent.pt", sampled=True)
+    torch.save({"something": 1}, tmp_path / "foreign.pt")
+    with pytest.raises(OffbenchError):
+        load_snapshot(tmp_path / "foreign.pt")
