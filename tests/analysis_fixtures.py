@@ -1,4 +1,5 @@
-"""Synthetic run records written through the real ResultsStore API (tests and benchmarks/report_speed.py).
+"""Synthetic run records written through the real ResultsStore API (tests and benchmarks/report_speed.py),
+and the analysis CLI as the main app registers it.
 
 Records follow the format in `offbench.store.RunRecord`'s docstring.
 """
@@ -10,7 +11,9 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
+import typer
 
+from offbench.analysis.commands import check, leaderboard_app, report
 from offbench.store import ResultsStore
 
 REF_MIN, REF_MAX = -20.0, 3000.0
@@ -117,3 +120,12 @@ def _evaluation(step: int, score: float, episodes: int) -> dict[str, object]:
         "normalized_scores": normalized.tolist(),
         "time_s": step / 1000,
     }
+
+
+def analysis_cli() -> typer.Typer:
+    """The analysis commands registered exactly as offbench/cli.py registers them."""
+    app = typer.Typer()
+    app.command("report")(report)
+    app.command("check")(check)
+    app.add_typer(leaderboard_app, name="leaderboard")
+    return app

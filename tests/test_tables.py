@@ -135,7 +135,7 @@ def test_few_seeds_warn_and_aggregates_use_the_common_datasets(store: ResultsSto
 def test_unequal_seed_counts_truncate_to_the_lowest_seeds(store: ResultsStore) -> None:
     matrices, _, warnings = collect_scores(store, algos=["td3bc"]).aggregate_matrices()
     assert matrices["td3bc"].shape == (3, 2)
-    np.testing.assert_allclose(matrices["td3bc"][:, 0], [25.0, 25.5, 26.0])  # seeds 0-2 on hopper (last-10 mean)
+    np.testing.assert_allclose(matrices["td3bc"][:, 0], np.array([30.0, 31.0, 32.0]) / 3)  # seeds 0-2, mean of [0, 10, 20 + seed]
     assert any("3 lowest-numbered seeds" in w for w in warnings)
 
 
@@ -147,7 +147,7 @@ def test_a_cell_mixing_protocols_is_refused(store: ResultsStore) -> None:
 
 
 def test_a_rerun_seed_counts_once(store: ResultsStore) -> None:
-    write_run(store, "iql", HOPPER, 0, [0.0, 99.0], tag="rerun")
+    write_run(store, "iql", HOPPER, 0, [0.0, 10.0, 99.0], tag="rerun")
     scores = collect_scores(store, statistic=Statistic("final"))
     assert scores.cell("iql", HOPPER).tolist() == [99.0, 41.0, 42.0, 43.0, 44.0]
     assert any("seed 0: ignoring run iql__local_hopper-random-v5__s0__a" in w for w in scores.warnings)

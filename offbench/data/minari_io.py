@@ -159,10 +159,11 @@ def load_minari(path: Path, dataset_id: str, env_id: str | None = None, ref_sour
     if not isinstance(action_space, gym.spaces.Box):
         raise OffbenchError(f"dataset {dataset_id}: only Box action spaces are supported, got {action_space}")
     env_spec = minari_meta.get("env_spec")
+    spec_id = json.loads(env_spec)["id"] if isinstance(env_spec, str) else getattr(env_spec, "id", "")
     metadata = DatasetMetadata(
         id=dataset_id,
         source=dataset_id.split("/")[0],
-        env_id=env_id or sidecar.get("env_id") or (env_spec.id if env_spec is not None else ""),
+        env_id=env_id or sidecar.get("env_id") or spec_id,
         observation_dim=arrays["observations"].shape[1],
         action_dim=arrays["actions"].shape[1],
         action_low=tuple(float(x) for x in action_space.low),

@@ -1,0 +1,70 @@
+"""Dataset ids, alias resolution order, and the one-line message for a missing dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from offbench.config import dataset_key
+from offbench.data import registry
+from offbench.errors import OffbenchError
+
+from test_d4rl import write_d4rl_file
+
+
+@pytest.fixture()
+def empty_roots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("OFFBENCH_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    monkeypatch.setenv("D4RL_DATASET_DIR", str(tmp_path / "d4rl-cache"))
+    return tmp_path
+
+
+def test_alias_resolves_to_makeable_local_when_nothing_is_present(empty_roots: Path) -> None:
+    assert registry.resolve("hopper-random") == "local/hopper-random-v5"
+
+
+def test_alias_prefers_a_present_d4rl_file(empty_roots: Path) -> None:
+    path = empty_roots / "data" / "d4rl" / "hopper_random-v2.hdf5"
+    path.parent.mkdir(parents=True)
+    write_d4rl_file(path, [5, 5], [True, False], obs_dim=11, act_dim=3)
+    assert registry.resolve("hopper-random") == "d4rl/hopper-random-v2"
+    assert registry.load_dataset("hopper-random").metadata.id == "d4rl/hopper-random-v2"
+
+
+def test_d4rl_cache_directory_is_searched(empty_roots: Path) -> None:
+    path = empty_roots / "d4rl-cache" / "walker2d_medium-v2.hdf5"
+    path.parent.mkdir(parents=True)
+    write_d4rl_file(path, [5, 5], [True, False], obs_dim=17, act_dim=6)
+    assert registry.location("d4rl/walker2d-medium-v2") == path
+    assert registry.resolve("walker2d-medium") == "d4rl/walker2d-medium-v2"
+
+
+def test_missing_d4rl_file_names_the_file_and_the_fix(empty_roots: Path) -> None:
+    with pytest.raises(OffbenchError) as info:
+        registry.load_dataset("d4rl/hopper-medium-v2")
+    text = str(info.value)
+    assert "hopper_medium-v2.hdf5" in text and str(empty_roots / "data" / "d4rl") in text
+    assert "http://rail.eecs.berkeley.edu/datasets/offline_rl/gym_mujoco_v2/hopper_medium-v2.hdf5" in text
+
+
+def test_unknown_names_are_rejected(empty_roots: Path) -> None:
+    with pytest.raises(OffbenchError, match="unknown dataset 'unicorn-flying'"):
+        registry.resolve("unicorn-flying")
+    with pytest.raises(OffbenchError, match="is not a dataset id"):
+        registry.resolve("zenodo/hopper")
+
+
+def test_list_shows_states(empty_roots: Path) -> None:
+    states = {row.id: row.state for row in registry.list_datasets()}
+    assert states["local/hopper-random-v5"] == "makeable"
+    assert states["d4rl/hopper-medium-v2"] == "needs file"
+
+
+@pytest.mark.parametrize("dataset_id, key", [
+    ("d4rl/hopper-medium-v2", "hopper-medium"), ("local/walker2d-medium-replay-v5", "walker2d-medium-replay"),
+    ("minari/mujoco/hopper/medium-v0", "hopper-medium"),
+])
+def test_dataset_key_for_overrides(dataset_id: str, key: str) -> None:
+    assert dataset_key(dataset_id) == key
