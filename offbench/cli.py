@@ -18,8 +18,9 @@ app = typer.Typer(help="Offline-RL baselines under one protocol, with honest sta
 data_app = typer.Typer(help="Datasets: list, inspect, make.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
-out = Console()
-err = Console(stderr=True)
+# Piped output (logs, CI) gets wide lines instead of rich's 80-column default, so ids are never cut.
+out = Console(width=None if sys.stdout.isatty() else 220)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 220)
 
 ResultsDirOption = typer.Option(None, "--results-dir", help="Results store directory [default: $OFFBENCH_RESULTS_DIR or ./results].")
 

@@ -192,9 +192,9 @@ def _announce_make(reporter: Reporter, dataset_id: str) -> Callable[[int], None]
 def _protocol(plan: RunPlan, dataset: OfflineDataset, config: Any) -> dict[str, Any]:
     defaults = protocol_defaults(plan.algo)
     protocol = {
-        "steps": plan.steps or defaults.get("steps", 1_000_000),
-        "eval_every": plan.eval_every or defaults.get("eval_every", 5000),
-        "eval_episodes": plan.eval_episodes or defaults.get("eval_episodes", 10),
+        "steps": _given_or(plan.steps, defaults.get("steps", 1_000_000)),
+        "eval_every": _given_or(plan.eval_every, defaults.get("eval_every", 5000)),
+        "eval_episodes": _given_or(plan.eval_episodes, defaults.get("eval_episodes", 10)),
         "batch_sampling": "uniform with replacement, independent indices per seed",
         "normalize_states": bool(getattr(config, "normalize_states", False)),
         "eval_env": dataset.metadata.env_id,
@@ -207,6 +207,10 @@ def _protocol(plan: RunPlan, dataset: OfflineDataset, config: Any) -> dict[str, 
     if not dataset.metadata.env_id:
         raise OffbenchError(f"dataset {dataset.metadata.id} names no environment to evaluate in")
     return protocol
+
+
+def _given_or(value: int | None, default: int) -> int:
+    return default if value is None else value
 
 
 def _max_action(dataset: OfflineDataset) -> float:

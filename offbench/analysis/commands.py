@@ -11,12 +11,14 @@ inside the commands: rliable takes seconds to import, and `offbench --help` shou
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Iterable, Optional, Sequence
 
 import typer
 from rich.console import Console
 from rich.table import Table as RichTable
+from rich.text import Text
 
 from offbench.errors import OffbenchError
 from offbench.paths import results_dir
@@ -26,25 +28,26 @@ if TYPE_CHECKING:
     from offbench.analysis.scores import Statistic
     from offbench.analysis.tables import Table
 
-_out = Console()
-_err = Console(stderr=True)
+# Piped output (CI logs) gets wide lines instead of rich's 80-column default, as in offbench.cli.
+_out = Console(width=None if sys.stdout.isatty() else 220)
+_err = Console(stderr=True, width=None if sys.stderr.isatty() else 220)
 
 ResultsDirOption = Annotated[
-    Optional[Path], typer.Option("--results-dir", help="Results store [default: $OFFBENCH_RESULTS_DIR or ./results].")
+    Optional[Path], typer.Option("--results-dir", help="Results store (default: $OFFBENCH_RESULTS_DIR or ./results).")
 ]
 AlgosOption = Annotated[
-    Optional[list[str]], typer.Option("--algos", help="Algorithms, comma-separated or repeated [default: all].")
+    Optional[list[str]], typer.Option("--algos", help="Algorithms, comma-separated or repeated (default: all).")
 ]
 DatasetsOption = Annotated[
     Optional[list[str]],
-    typer.Option("--datasets", help="Dataset ids, globs (local/hopper-*) or short names (hopper-random) [default: all]."),
+    typer.Option("--datasets", help="Dataset ids, globs (local/hopper-*) or short names (hopper-random) (default: all)."),
 ]
 StatisticOption = Annotated[
-    Optional[str], typer.Option("--statistic", help="Run score: final | last-k | best [default: last-k].")
+    Optional[str], typer.Option("--statistic", help="Run score: final | last-k | best (default: last-k).")
 ]
-KOption = Annotated[Optional[int], typer.Option("--k", help="k of last-k: mean of the last k evaluations [default: 10].")]
+KOption = Annotated[Optional[int], typer.Option("--k", help="k of last-k: mean of the last k evaluations (default: 10).")]
 StepsOption = Annotated[Optional[int], typer.Option("--steps", help="Only runs with this training budget.")]
-RepsOption = Annotated[Optional[int], typer.Option("--reps", help="Bootstrap resamples [default: 2000].")]
+RepsOption = Annotated[Optional[int], typer.Option("--reps", help="Bootstrap resamples (default: 2000).")]
 SeedOption = Annotated[int, typer.Option("--seed", help="Bootstrap seed: the same inputs and seed give identical intervals.")]
 ProtocolOption = Annotated[
     Optional[str], typer.Option("--protocol", help="Protocol name (protocols/NAME.toml) or path to a protocol TOML.")
@@ -66,7 +69,7 @@ def report(
     paper: Annotated[bool, typer.Option("--paper", help="50 000 bootstrap resamples (publication).")] = False,
     seed: SeedOption = 0,
     name: Annotated[str, typer.Option("--name", help="Report name: writes reports/NAME/.")] = "main",
-    out: Annotated[Optional[Path], typer.Option("--out", help="Output directory [default: reports/NAME].")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Output directory (default: reports/NAME).")] = None,
     results: ResultsDirOption = None,
 ) -> None:
     """Tables (Markdown, LaTeX, CSV), figures and report.md from the finished runs in the store."""
@@ -89,7 +92,7 @@ def report(
         seed=seed,
     )
     _warn(result.warnings)
-    _out.print(f"report written to {out_dir / 'report.md'} ({len(result.files)} files)")
+    _out.print(Text(f"report written to {out_dir / 'report.md'} ({len(result.files)} files)"))
 
 
 def check(
@@ -97,7 +100,7 @@ def check(
     algos: AlgosOption = None,
     datasets: DatasetsOption = None,
     margin: Annotated[
-        Optional[float], typer.Option("--margin", help="Normalised points of tolerated drop [default: protocol's, else 5].")
+        Optional[float], typer.Option("--margin", help="Normalised points of tolerated drop (default: protocol's, else 5).")
     ] = None,
     reps: RepsOption = None,
     seed: SeedOption = 0,
@@ -131,9 +134,9 @@ def check(
         atomic_write(summary, lambda tmp: tmp.write_text(table.markdown()))
     failed = [c for c in checks if c.failed]
     if failed:
-        _err.print(f"[bold red]{len(failed)} of {len(checks)} cells failed[/]")
+        _err.print(Text(f"{len(failed)} of {len(checks)} cells failed", style="bold red"))
         raise typer.Exit(code=1)
-    _out.print(f"all {len(checks)} cells passed")
+    _out.print(Text(f"all {len(checks)} cells passed"))
 
 
 @leaderboard_app.command("update")
@@ -169,8 +172,8 @@ def update(
         freeze_entries(scores, protocol_name=chosen.name if chosen else None, now=now), now
     )
     save_leaderboard(board, leaderboard)
-    _out.print(f"{leaderboard}: revision {board.revision}, {len(added)} entries added, {len(replaced)} replaced")
-    _out.print("commit it to make it the reference: git add " + str(leaderboard))
+    _out.print(Text(f"{leaderboard}: revision {board.revision}, {len(added)} entries added, {len(replaced)} replaced"))
+    _out.print(Text(f"commit it to make it the reference: git add {leaderboard}"))
 
 
 @leaderboard_app.command("show")
@@ -203,7 +206,7 @@ def _reps(reps: int | None) -> int:
 
 def _warn(warnings: Sequence[str]) -> None:
     for warning in warnings:
-        _err.print(f"[yellow]warning:[/] {warning}", highlight=False)
+        _err.print(Text.assemble(("warning: ", "yellow"), warning))
 
 
 def _warn_missing_cells(protocol: Protocol, present: Iterable[tuple[str, str]]) -> None:
@@ -219,9 +222,10 @@ def _warn_missing_cells(protocol: Protocol, present: Iterable[tuple[str, str]]) 
 
 
 def _print(table: Table, styles: Sequence[str] | None = None) -> None:
-    rich_table = RichTable(caption=table.caption, caption_justify="left")
+    """Render a result table with rich; cells are plain Text, so brackets are never read as markup."""
+    rich_table = RichTable(caption=Text(table.caption), caption_justify="left")
     for column, align in zip(table.display.columns, table.align):
-        rich_table.add_column(str(column), justify="left" if align == "l" else "right")
+        rich_table.add_column(Text(str(column)), justify="left" if align == "l" else "right")
     for i, row in enumerate(table.display.itertuples(index=False)):
-        rich_table.add_row(*map(str, row), style=styles[i] if styles else None)
+        rich_table.add_row(*(Text(str(v)) for v in row), style=styles[i] if styles else None)
     _out.print(rich_table)

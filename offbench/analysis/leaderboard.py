@@ -388,7 +388,8 @@ def _provenance(provenances: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     hardware: dict[str, None] = {}
     for p in provenances:
         for name, version in p.get("packages", {}).items():
-            packages.setdefault(name, {})[str(version)] = None
+            if version is not None:  # None: not installed where the run trained
+                packages.setdefault(name, {})[str(version)] = None
         python[str(p.get("python"))] = None
         hardware[" / ".join(str(p.get(k)) for k in ("device", "cpu", "gpu"))] = None
     return {

@@ -125,7 +125,7 @@ def protocol_markdown(scores: ScoreSet, reps: int, seed: int) -> str:
     python = _distinct(str(r.provenance.get("python", "unknown")) for r in records)
     analysis = ", ".join(f"{p} {_version(p)}" for p in ANALYSIS_PACKAGES)
     lines = [
-        f"{len(runs)} finished runs: {', '.join(scores.algos)} on {len(scores.datasets)} datasets.",
+        f"{_count(len(runs), 'finished run')}: {', '.join(scores.algos)} on {_count(len(scores.datasets), 'dataset')}.",
         "",
         "**Datasets.**",
         "",
@@ -178,10 +178,12 @@ def _report_markdown(
         parts += ["## Caveats", "\n".join(f"- {w}" for w in warnings)]
     parts += [
         "## Per-dataset scores",
-        per_dataset.markdown() + _links("per_dataset"),
+        per_dataset.markdown().rstrip(),
+        _links("per_dataset"),
         "## Aggregate performance",
-        f"Aggregated over {len(aggregated)} datasets: {', '.join(aggregated)}.",
-        aggregate.markdown() + _links("aggregate"),
+        f"Aggregated over {_count(len(aggregated), 'dataset')}: {', '.join(aggregated)}.",
+        aggregate.markdown().rstrip(),
+        _links("aggregate"),
         "![Aggregate metrics with 95% CIs](figures/aggregate_intervals.png)",
         "## Performance profiles",
         "Fraction of all runs (every seed on every aggregated dataset) scoring above each threshold, "
@@ -193,7 +195,8 @@ def _report_markdown(
         parts.append("Needs at least two algorithms.")
     else:
         parts += [
-            improvement.markdown() + _links("improvement"),
+            improvement.markdown().rstrip(),
+            _links("improvement"),
             "![Probability of improvement](figures/probability_of_improvement.png)",
         ]
     parts += [
@@ -232,7 +235,8 @@ def _package_versions(package_dicts: Iterable[Mapping[str, str]]) -> str:
     versions: dict[str, dict[str, None]] = {}
     for packages in package_dicts:
         for package, version in packages.items():
-            versions.setdefault(package, {})[str(version)] = None
+            if version is not None:  # None: not installed where the run trained
+                versions.setdefault(package, {})[str(version)] = None
     return ", ".join(f"{p} {' / '.join(v)}" for p, v in sorted(versions.items())) or "package versions not recorded"
 
 
@@ -249,6 +253,10 @@ def _distinct(values: Iterable[str]) -> str:
     return ", ".join(f"{value} ({n} runs)" for value, n in counts.items())
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _version(package: str) -> str:
     try:
         return metadata.version(package)
@@ -257,7 +265,7 @@ def _version(package: str) -> str:
 
 
 def _links(stem: str) -> str:
-    return f"\nAlso as [CSV](tables/{stem}.csv) and [LaTeX](tables/{stem}.tex).\n"
+    return f"Also as [CSV](tables/{stem}.csv) and [LaTeX](tables/{stem}.tex)."
 
 
 def _write_table(table: Table, stem: Path) -> list[Path]:

@@ -129,7 +129,7 @@ def aggregate_table(intervals: pd.DataFrame, runs: dict[str, int], datasets: int
         cells = {row.metric: f"{row.estimate:.1f} [{row.ci_low:.1f}, {row.ci_high:.1f}]" for row in group.itertuples()}
         rows.append({"Algorithm": algo, "Runs": str(runs[algo]), **{m: cells[m] for m in AGGREGATE_METRICS}})
     caption = (
-        f"Aggregate normalised score over {datasets} datasets (statistic: {statistic}): point estimate "
+        f"Aggregate normalised score over {datasets} dataset{'s' * (datasets != 1)} (statistic: {statistic}): point estimate "
         f"[95% stratified-bootstrap CI, rliable, {reps} resamples]. Runs = seeds per dataset. "
         "Optimality gap = mean shortfall below 100; lower is better."
     )
@@ -146,7 +146,7 @@ def improvement_table(poi: pd.DataFrame, datasets: int, reps: int) -> Table:
         }
     )
     caption = (
-        f"Probability of improvement P(X > Y) averaged over {datasets} datasets "
+        f"Probability of improvement P(X > Y) averaged over {datasets} dataset{'s' * (datasets != 1)} "
         f"[95% stratified independent-bootstrap CI, {reps} resamples]; 0.5 = no difference."
     )
     return Table(poi, display, caption, "offbench-improvement", "lll")

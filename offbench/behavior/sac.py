@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import platform
 import subprocess
 import sys
@@ -208,17 +209,17 @@ class SAC:
 # ---- snapshots and the loop -----------------------------------------------------------------------
 
 
-def save_snapshot(path: Path, agent: SAC, cfg: Config, step: int, low: np.ndarray, high: np.ndarray) -> dict:
+def save_snapshot(path: Path, agent: SAC, cfg: Config, step: int) -> dict:
     """Evaluate the mean-action policy and write the actor-only snapshot; returns its log record."""
-    weights = agent.actor.weights()
-    returns = evaluate_policy(TanhGaussianActor(weights, low, high).mean_action, cfg.env, cfg.eval_episodes, seed=eval_seed(cfg.seed))
-    evaluation = {"return_mean": float(returns.mean()), "return_std": float(returns.std()), "episodes": cfg.eval_episodes, "seed": eval_seed(cfg.seed)}
-    snapshot = snapshot_dict(agent.actor, cfg.env, step, evaluation)
+    snapshot = snapshot_dict(agent.actor, cfg.env, step)
+    seed = eval_seed(cfg.seed)
+    returns = evaluate_policy(TanhGaussianActor.from_snapshot(snapshot).mean_action, cfg.env, cfg.eval_episodes, seed)
+    snapshot["eval"] = {"return_mean": float(returns.mean()), "return_std": float(returns.std()), "episodes": cfg.eval_episodes, "seed": seed}
     atomic_write(path, lambda tmp: torch.save(snapshot, tmp))
-    return {"step": step, "path": str(path.relative_to(Path(cfg.out))), **evaluation, "returns": returns.round(2).tolist()}
+    return {"step": step, "path": str(path.relative_to(Path(cfg.out))), **snapshot["eval"], "returns": returns.round(2).tolist()}
 
 
-def snapshot_dict(actor: Actor, env_id: str, step: int, evaluation: dict | None = None) -> dict:
+def snapshot_dict(actor: Actor, env_id: str, step: int) -> dict:
     """The actor-only snapshot format read by `offbench.behavior.policy.load_snapshot`."""
     return {
         "format": SNAPSHOT_FORMAT,
@@ -227,7 +228,7 @@ def snapshot_dict(actor: Actor, env_id: str, step: int, evaluation: dict | None 
         "action_low": (actor.bias - actor.scale).tolist(),
         "action_high": (actor.bias + actor.scale).tolist(),
         "actor": actor.weights(),
-        "eval": evaluation or {},
+        "eval": {},
     }
 
 
@@ -259,14 +260,14 @@ def train(cfg: Config) -> dict:
         "git_commit": git_commit(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
-        "machine": f"{platform.processor() or platform.machine()} ({platform.system()})",
+        "machine": f"{platform.machine()} {platform.system()}, {os.cpu_count()} logical cores",
         "snapshots": [],
         "train_episodes": [],
     }
     start = time.perf_counter()
 
     def snapshot(step: int, metrics: dict[str, torch.Tensor]) -> None:
-        record = save_snapshot(out / "snapshots" / f"step_{step:07d}.pt", agent, cfg, step, low, high)
+        record = save_snapshot(out / "snapshots" / f"step_{step:07d}.pt", agent, cfg, step)
         record.update({k: float(v) for k, v in metrics.items()}, wall_s=round(time.perf_counter() - start, 1))
         log["snapshots"].append(record)
         write_json(out / "log.json", log)

@@ -1,0 +1,126 @@
+"""`offbench report` end to end on a synthetic store: files, numbers, protocol text, reproducibility."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from analysis_fixtures import analysis_cli, write_synthetic_store
+from typer.testing import CliRunner, Result
+
+from offbench.errors import OffbenchError
+from offbench.store import ResultsStore
+
+DATASETS = ["local/hopper-random-v5", "local/walker2d-random-v5", "local/halfcheetah-random-v5"]
+ALGOS = ["td3bc", "iql", "cql"]
+TABLES = ["per_dataset", "aggregate", "improvement"]
+FIGURES = ["aggregate_intervals", "performance_profiles", "probability_of_improvement", "learning_curves"]
+
+
+def invoke(*args: object) -> Result:
+    return CliRunner().invoke(analysis_cli(), [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> ResultsStore:
+    """3 algorithms x 3 datasets x 5 seeds, except cql with 3 seeds on walker2d."""
+    root = tmp_path_factory.mktemp("store") / "results"
+    levels = {(a, d): 20.0 + 15 * i + 5 * j for i, a in enumerate(ALGOS) for j, d in enumerate(DATASETS)}
+    write_synthetic_store(root, {c: v for c, v in levels.items() if c != ("cql", DATASETS[1])}, range(5), n_evals=12)
+    return write_synthetic_store(root, {("cql", DATASETS[1]): levels[("cql", DATASETS[1])]}, range(3), n_evals=12)
+
+
+@pytest.fixture(scope="module")
+def report_dir(store: ResultsStore, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("report") / "r"
+    result = invoke("report", "--results-dir", store.root, "--algos", ",".join(ALGOS), "--reps", 200, "--out", out, "--name", "demo")
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_report_writes_every_table_and_figure(report_dir: Path) -> None:
+    for table in TABLES:
+        for suffix in ("md", "tex", "csv"):
+            assert (report_dir / "tables" / f"{table}.{suffix}").stat().st_size > 0
+    for figure in FIGURES:
+        assert (report_dir / "figures" / f"{figure}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (report_dir / "figures" / f"{figure}.pdf").read_bytes()[:5] == b"%PDF-"
+    markdown = (report_dir / "report.md").read_text()
+    for link in re.findall(r"\]\(([^)]+)\)", markdown):
+        assert (report_dir / link).exists(), link
+    assert set(re.findall(r"!\[[^]]*\]\(figures/(\w+)\.png\)", markdown)) == set(FIGURES)
+    assert (report_dir / "tables" / "per_dataset.md").read_text().strip() in markdown
+
+
+def test_report_numbers_are_recomputed_from_the_records(store: ResultsStore, report_dir: Path) -> None:
+    scores = pd.read_csv(report_dir / "scores.csv")
+    assert len(scores) == 3 * 3 * 5 - 2
+    record = store.load(scores["run_id"][0])
+    assert scores["score"][0] == pytest.approx(sum(e["normalized_score"] for e in record.curve[-10:]) / 10)
+    per_dataset = pd.read_csv(report_dir / "tables" / "per_dataset.csv").set_index(["dataset", "algo"])
+    means = scores.groupby(["dataset_id", "algo"])["score"].mean()
+    for (dataset, algo), mean in means.items():
+        assert per_dataset.loc[(dataset, algo), "mean"] == pytest.approx(mean)
+    assert (per_dataset["statistic"] == "last-10 mean").all()
+    # cql has 3 seeds on one dataset, so its aggregates use seeds 0-2 everywhere
+    aggregate = pd.read_csv(report_dir / "tables" / "aggregate.csv").set_index(["algo", "metric"])
+    cql = scores[(scores["algo"] == "cql") & (scores["seed"] < 3)]
+    assert aggregate.loc[("cql", "Mean"), "estimate"] == pytest.approx(cql["score"].mean())
+    assert aggregate.loc[("cql", "Mean"), "runs_per_dataset"] == 3
+    assert aggregate.loc[("td3bc", "Mean"), "estimate"] == pytest.approx(scores[scores["algo"] == "td3bc"]["score"].mean())
+
+
+def test_report_states_its_protocol_and_caveats(report_dir: Path) -> None:
+    markdown = (report_dir / "report.md").read_text()
+    protocol = markdown.split("## Protocol")[1].split("## Caveats")[0]
+    for dataset in DATASETS:
+        assert f"`{dataset}`: source local" in protocol
+    assert "Training steps: 1,000; evaluation every 83 steps with 5 episodes" in protocol
+    assert "td3bc 5, iql 5, cql 3-5" in protocol
+    assert "mean normalised score of its last 10 evaluations" in protocol
+    assert "200 resamples, seed 0" in protocol
+    assert "torch 2.13.0" in protocol and "Synthetic CPU (2 cores)" in protocol and "rliable 1.2.0" in protocol
+    caveats = markdown.split("## Caveats")[1].split("## Per-dataset")[0]
+    assert "cql on local/walker2d-random-v5: only 3 seeds" in caveats
+    assert "cql: aggregates use its 3 lowest-numbered seeds" in caveats
+    assert "n=3†" in markdown
+
+
+def test_same_seed_same_report_other_seed_other_intervals(store: ResultsStore, report_dir: Path, tmp_path: Path) -> None:
+    args = ("report", "--results-dir", store.root, "--algos", ",".join(ALGOS), "--reps", 200, "--name", "demo")
+    assert invoke(*args, "--out", tmp_path / "same").exit_code == 0
+    for name in ["report.md", "scores.csv", *(f"tables/{t}.{s}" for t in TABLES for s in ("md", "tex", "csv"))]:
+        assert (tmp_path / "same" / name).read_bytes() == (report_dir / name).read_bytes(), name
+    assert invoke(*args, "--seed", 1, "--out", tmp_path / "other").exit_code == 0
+    ours, other = (pd.read_csv(d / "tables" / "per_dataset.csv") for d in (report_dir, tmp_path / "other"))
+    pd.testing.assert_series_equal(ours["mean"], other["mean"])
+    assert not ours["ci_low"].equals(other["ci_low"])
+
+
+def test_single_algorithm_report_skips_pairwise_comparison(store: ResultsStore, tmp_path: Path) -> None:
+    result = invoke("report", "--results-dir", store.root, "--algos", "td3bc", "--statistic", "final", "--reps", 200, "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "Needs at least two algorithms" in (tmp_path / "report.md").read_text()
+    assert not (tmp_path / "figures" / "probability_of_improvement.png").exists()
+    assert "statistic: final" in (tmp_path / "tables" / "per_dataset.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--algos", "sac"), "no finished runs of sac"),
+        (("--paper", "--reps", "500"), "--paper sets --reps"),
+        (("--statistic", "median"), "unknown statistic"),
+        (("--steps", "7"), "no finished runs match the selection with steps=7"),
+    ],
+)
+def test_report_user_errors(store: ResultsStore, tmp_path: Path, args: tuple[str, ...], message: str) -> None:
+    result = invoke("report", "--results-dir", store.root, "--out", tmp_path, *args)
+    assert isinstance(result.exception, OffbenchError) and message in str(result.exception)
+
+
+def test_report_on_an_empty_store(tmp_path: Path) -> None:
+    result = invoke("report", "--results-dir", tmp_path / "empty", "--out", tmp_path / "out")
+    assert isinstance(result.exception, OffbenchError) and "no finished runs in" in str(result.exception)

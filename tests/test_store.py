@@ -1,0 +1,85 @@
+"""Results store: atomic records, unfinished runs never listed as finished, concurrent writers."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+from pathlib import Path
+
+import pytest
+
+from offbench.errors import OffbenchError
+from offbench.store import ResultsStore
+
+
+def config_for(run_id: str, seed: int = 0) -> dict:
+    return {
+        "run_id": run_id, "group_id": run_id.rsplit("-s", 1)[0], "algo": "td3bc", "seed": seed,
+        "dataset": {"id": "local/hopper-random-v5", "sha256": "ab" * 32},
+        "protocol": {"steps": 10, "eval_every": 5, "eval_episodes": 2},
+    }
+
+
+def write_run(root: Path, run_id: str, score: float = 1.0) -> None:
+    store = ResultsStore(root)
+    store.start_run(run_id, config_for(run_id), {"started_at": 0.0})
+    store.write_curve(run_id, [{"step": 5, "normalized_score": score}, {"step": 10, "normalized_score": score}])
+    store.finish_run(run_id, {"final_score": score, "last10_score": score, "best_score": score, "steps_per_s": 1.0, "finished_at": 1.0}, {"device": "cpu"})
+
+
+def test_finished_and_unfinished_runs(tmp_path: Path) -> None:
+    store = ResultsStore(tmp_path)
+    write_run(tmp_path, "a-s0", 3.0)
+    store.start_run("b-s0", config_for("b-s0"), {"started_at": 0.0})
+    finished = store.runs()
+    assert list(finished["run_id"]) == ["a-s0"]
+    assert finished.loc[0, "final_score"] == 3.0
+    assert set(store.runs(status=None)["run_id"]) == {"a-s0", "b-s0"}
+    assert not store.load("b-s0").finished and store.load("a-s0").finished
+    store.mark_failed("b-s0", "killed")
+    assert store.runs(status=None).set_index("run_id").loc["b-s0", "status"].startswith("failed: killed")
+
+
+def test_a_row_without_its_summary_file_is_not_finished(tmp_path: Path) -> None:
+    store = ResultsStore(tmp_path)
+    write_run(tmp_path, "a-s0")
+    (store.run_dir("a-s0") / "summary.json").unlink()
+    assert store.runs().empty
+
+
+def test_finished_run_cannot_be_restarted(tmp_path: Path) -> None:
+    write_run(tmp_path, "a-s0")
+    with pytest.raises(OffbenchError, match="already finished"):
+        ResultsStore(tmp_path).start_run("a-s0", config_for("a-s0"), {})
+
+
+def test_reindex_rebuilds_a_lost_index(tmp_path: Path) -> None:
+    store = ResultsStore(tmp_path)
+    write_run(tmp_path, "a-s0", 2.0)
+    store.start_run("b-s0", config_for("b-s0"), {"started_at": 0.0})
+    store.index_path.unlink()
+    assert store.reindex() == 2
+    assert list(store.runs()["run_id"]) == ["a-s0"]
+    assert store.runs()["final_score"].tolist() == [2.0]
+
+
+def test_no_temporary_files_are_left_behind(tmp_path: Path) -> None:
+    write_run(tmp_path, "a-s0")
+    assert sorted(p.name for p in (tmp_path / "runs" / "a-s0").iterdir()) == ["config.json", "curve.json", "provenance.json", "summary.json"]
+
+
+def _writer(root: str, prefix: str, count: int) -> None:
+    for i in range(count):
+        write_run(Path(root), f"{prefix}{i}-s0", float(i))
+
+
+def test_two_processes_writing_at_once_corrupt_nothing(tmp_path: Path) -> None:
+    context = mp.get_context("spawn")
+    workers = [context.Process(target=_writer, args=(str(tmp_path), prefix, 15)) for prefix in ("x", "y")]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+        assert worker.exitcode == 0
+    frame = ResultsStore(tmp_path).runs()
+    assert len(frame) == 30
+    assert sorted(frame["final_score"]) == sorted([float(i) for i in range(15)] * 2)

@@ -1,0 +1,72 @@
+"""The unified protocol: records per seed, and resume after a kill ending exactly as an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from conftest import FAST_SETTINGS, TINY_ID
+from offbench.store import ResultsStore
+from offbench.train import RunPlan, run
+
+RESUME_ARGS = ["--algo", "td3bc", "--dataset", TINY_ID, "--steps", "1500", "--eval-every", "100", "--eval-episodes", "2", "--seeds", "2", *FAST_SETTINGS]
+
+
+def start_cli(results: Path) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "offbench", "run", *RESUME_ARGS, "--results-dir", str(results)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def curves(results: Path) -> list[list[float]]:
+    runs = sorted((results / "runs").iterdir(), key=lambda p: p.name[-2:])
+    return [[entry["normalized_score"] for entry in json.loads((r / "curve.json").read_text())] for r in runs]
+
+
+def final_parameters(results: Path) -> dict[str, torch.Tensor]:
+    checkpoint = next((results / "checkpoints").glob("*.pt"))
+    return torch.load(checkpoint, weights_only=False)["algorithm"]["modules"]
+
+
+def test_library_run_records_each_seed(data_root: Path, tmp_path: Path) -> None:
+    store = ResultsStore(tmp_path)
+    plan = RunPlan("td3bc", TINY_ID, seeds=[3, 5], steps=40, eval_every=20, eval_episodes=2, overrides={"hidden_dims": [16, 16], "batch_size": 16})
+    run_ids = run(plan, store)
+    frame = store.runs()
+    assert sorted(frame["seed"]) == [3, 5] and set(frame["run_id"]) == set(run_ids)
+    assert (frame["steps"] == 40).all() and frame["final_score"].notna().all()
+
+
+def test_resume_after_kill_matches_uninterrupted_run(data_root: Path, tmp_path: Path) -> None:
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    reference = start_cli(straight)
+    assert reference.wait(timeout=600) == 0, reference.stderr.read()
+
+    victim = start_cli(killed)
+    deadline = time.time() + 300
+    while not list((killed / "checkpoints").glob("*.pt")) and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)
+    victim.send_signal(signal.SIGKILL)
+    assert victim.wait(timeout=60) == -signal.SIGKILL, "the run finished before it could be killed"
+    group_id = next((killed / "checkpoints").glob("*.pt")).stem
+    assert ResultsStore(killed).runs().empty  # a killed run is never listed as finished
+    step_at_kill = torch.load(killed / "checkpoints" / f"{group_id}.pt", weights_only=False)["step"]
+    assert 0 < step_at_kill < 1500
+
+    resumed = subprocess.run([sys.executable, "-m", "offbench", "run", "--resume", group_id, "--results-dir", str(killed)],
+                             env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert len(ResultsStore(killed).runs()) == 2
+    assert curves(killed) == curves(straight)
+    expected, actual = final_parameters(straight), final_parameters(killed)
+    assert expected.keys() == actual.keys()
+    for name in expected:
+        assert torch.equal(expected[name], actual[name]), name
