@@ -1,4 +1,4 @@
-"""Shared fixtures: an isolated data directory with a tiny locally made dataset, and a results store."""
+"""Shared fixtures: an isolated data directory (for every test) holding a tiny locally made dataset."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ TINY_RECIPE = {
 FAST_SETTINGS = ["--set", "hidden_dims=[32, 32]", "--set", "batch_size=32"]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("offbench-data")
     previous = os.environ.get("OFFBENCH_DATA_DIR")
@@ -34,11 +34,6 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
         os.environ.pop("OFFBENCH_DATA_DIR", None)
     else:
         os.environ["OFFBENCH_DATA_DIR"] = previous
-
-
-@pytest.fixture()
-def results(tmp_path: Path) -> Path:
-    return tmp_path / "results"
 
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:

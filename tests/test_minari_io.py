@@ -71,7 +71,7 @@ def test_tampered_files_are_reported(tmp_path: Path) -> None:
     with pytest.raises(OffbenchError, match="content hash .* differs from the recorded 000000000000"):
         minari_io.load_minari(path, "local/toy-v0")
     (path / "data" / "main_data.hdf5").write_bytes(b"not hdf5")
-    with pytest.raises(OffbenchError, match="cannot read the Minari files"):
+    with pytest.raises(OffbenchError, match="cannot read the Minari"):
         minari_io.load_minari(path, "local/toy-v0")
 
 
@@ -80,3 +80,20 @@ def test_episode_field_lengths_are_checked() -> None:
             "terminations": np.zeros(2, bool), "truncations": np.zeros(2, bool)}]
     with pytest.raises(OffbenchError, match="episode 0 field 'rewards' has 1 rows, 'actions' has 2"):
         minari_io.episodes_to_transitions(bad, "local/bad-v0")
+
+
+def test_flat_cache_is_used_and_invalidated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OFFBENCH_DATA_DIR", str(tmp_path))
+    made = make_dataset("local/hopper-1k-v5", recipe={**TINY_RECIPE, "steps": 1000})
+    cache = tmp_path / "cache" / "local__hopper-1k-v5.npz"
+    assert cache.exists()  # primed by make
+    with np.load(cache) as stored:
+        np.testing.assert_array_equal(stored["rewards"], made.rewards)
+    assert load_dataset("local/hopper-1k-v5").metadata.sha256 == made.metadata.sha256
+    cache.unlink()
+    assert load_dataset("local/hopper-1k-v5").metadata.sha256 == made.metadata.sha256  # rebuilt from Minari
+    assert cache.exists()
+    main = tmp_path / "local" / "hopper-1k-v5" / "data" / "main_data.hdf5"
+    main.write_bytes(b"changed")  # the Minari file changed: the cache must not hide it
+    with pytest.raises(OffbenchError, match="cannot read the Minari"):
+        load_dataset("local/hopper-1k-v5")

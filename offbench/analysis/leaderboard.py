@@ -292,7 +292,7 @@ def check_runs(
     checks = [] if protocol is None else _missing_references(entries, *protocol.select(algos, datasets))
     entries.sort(key=lambda e: (e.algo, e.dataset["id"]))
     index = store.runs("finished")
-    for (algo, dataset), group in itertools.groupby(entries, key=lambda e: (e.algo, e.dataset["id"])):
+    for _, group in itertools.groupby(entries, key=lambda e: (e.algo, e.dataset["id"])):
         checks += _check_cell(list(group), index, store, protocol is not None, margin, reps, seed)
     if not checks:
         raise OffbenchError(
@@ -391,7 +391,7 @@ def _provenance(provenances: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
             if version is not None:  # None: not installed where the run trained
                 packages.setdefault(name, {})[str(version)] = None
         python[str(p.get("python"))] = None
-        hardware[" / ".join(str(p.get(k)) for k in ("device", "cpu", "gpu"))] = None
+        hardware[" / ".join(str(p[k]) for k in ("device", "cpu", "gpu") if p.get(k))] = None
     return {
         "packages": {name: list(versions) for name, versions in sorted(packages.items())},
         "python": list(python),

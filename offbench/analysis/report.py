@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from offbench.analysis import plots
-from offbench.analysis.scores import PROTOCOL_COLUMNS, ScoreSet, Statistic, collect_scores
+from offbench.analysis.scores import DEFAULT_STATISTIC, PROTOCOL_COLUMNS, ScoreSet, Statistic, collect_scores
 from offbench.analysis.stats import (
     DEFAULT_REPS,
     aggregate_intervals,
@@ -56,7 +56,7 @@ def build_report(
     name: str = "main",
     algos: Sequence[str] | None = None,
     datasets: Sequence[str] | None = None,
-    statistic: Statistic = Statistic(),
+    statistic: Statistic = DEFAULT_STATISTIC,
     where: Mapping[str, Any] | None = None,
     reps: int = DEFAULT_REPS,
     seed: int = 0,

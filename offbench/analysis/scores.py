@@ -78,6 +78,9 @@ class Statistic:
         return float(np.mean(curve_scores[-self.k :]))
 
 
+DEFAULT_STATISTIC = Statistic()
+
+
 @dataclass(frozen=True)
 class ScoreSet:
     """Scores of the selected finished runs: one row per run, plus the records they came from.
@@ -152,7 +155,7 @@ def collect_scores(
     store: ResultsStore,
     algos: Sequence[str] | None = None,
     datasets: Sequence[str] | None = None,
-    statistic: Statistic = Statistic(),
+    statistic: Statistic = DEFAULT_STATISTIC,
     where: Mapping[str, Any] | None = None,
 ) -> ScoreSet:
     """Score the finished runs of the chosen algorithms and datasets (all when None).

@@ -6,6 +6,7 @@ Every table carries a caption that states its statistic and how its intervals we
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
@@ -152,13 +153,13 @@ def improvement_table(poi: pd.DataFrame, datasets: int, reps: int) -> Table:
     return Table(poi, display, caption, "offbench-improvement", "lll")
 
 
-def _score_cell(row: object) -> str:
+def _score_cell(row: Any) -> str:
     std = "–" if np.isnan(row.std) else f"{row.std:.1f}"
     mark = FEW_SEEDS_MARK if row.seeds < MIN_SEEDS else ""
     return f"{row.mean:.1f} ± {std} [{row.ci_low:.1f}, {row.ci_high:.1f}] n={row.seeds}{mark}"
 
 
-def _distinct(values: object) -> str:
+def _distinct(values: Iterable[str]) -> str:
     """The distinct values of a row, in order (one value when the row's algorithms agree)."""
     return " / ".join(dict.fromkeys(values))
 

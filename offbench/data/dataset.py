@@ -12,6 +12,7 @@ from offbench.errors import OffbenchError
 
 FLOAT_FIELDS = ("observations", "actions", "rewards", "next_observations")
 BOOL_FIELDS = ("terminals", "timeouts")
+TRANSITION_FIELDS = (*FLOAT_FIELDS, *BOOL_FIELDS, "episode_starts")
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,7 @@ class OfflineDataset:
     def content_hash(self) -> str:
         """sha256 over the arrays (shape, dtype and bytes, in a fixed order): the dataset's identity."""
         digest = hashlib.sha256()
-        for name in (*FLOAT_FIELDS, *BOOL_FIELDS, "episode_starts"):
+        for name in TRANSITION_FIELDS:
             array = getattr(self, name)
             digest.update(f"{name}:{array.dtype.str}:{array.shape}".encode())
             digest.update(np.ascontiguousarray(array).tobytes())

@@ -23,7 +23,7 @@ from typing import Any, Callable
 import gymnasium as gym
 
 from offbench.data import d4rl, minari_io
-from offbench.data.dataset import DatasetMetadata, OfflineDataset
+from offbench.data.dataset import TRANSITION_FIELDS, DatasetMetadata, OfflineDataset
 from offbench.data.recipes import RECIPES
 from offbench.errors import OffbenchError
 from offbench.paths import data_dir, resource_dir
@@ -86,7 +86,8 @@ def make_dataset(
         "requirements": _generator_requirements(),
     }
     description = f"offbench local dataset {dataset_id}: recipe '{recipe['recipe']}' in {recipe['env_id']}."
-    minari_io.write_minari(data_dir(), dataset_id, episodes, recipe["env_id"], ref_min, ref_max, description, sidecar, overwrite)
+    path = minari_io.write_minari(data_dir(), dataset_id, episodes, recipe["env_id"], ref_min, ref_max, description, sidecar, overwrite)
+    minari_io.write_cache(path, dataset_id, {name: getattr(dataset, name) for name in TRANSITION_FIELDS})
     return dataset
 
 
