@@ -52,8 +52,6 @@ def test_policy_recipe_is_deterministic(policies):
     first = registry.make_dataset("local/tiny-a-v5", recipe=_entry())
     second = registry.make_dataset("local/tiny-a-v5", recipe=_entry(), overwrite=True)
     assert len(first) == 5000 and first.metadata.sha256 == second.metadata.sha256
-    other_seed = registry.make_dataset("local/tiny-a-v5", recipe=_entry(seed=2), overwrite=True)
-    assert other_seed.metadata.sha256 != first.metadata.sha256
 
 
 def test_timeouts_are_not_terminals(policies):
@@ -105,7 +103,7 @@ def test_sampled_returns_match_the_policy_card(policies, monkeypatch):
         card = json.loads(card_path.read_text())
         policy_file, mean, std = "hopper/medium.pt", card["eval_sampled"]["return_mean"], card["eval_sampled"]["return_std"]
         monkeypatch.setattr(recipes, "policies_dir", lambda: resource_dir("datasets") / "policies")
-        steps = 20_000
+        steps = 10_000
     else:  # no committed policy: a card computed here for a tiny actor
         actor = TanhGaussianActor.from_snapshot(torch.load(policies / "tiny/a.pt", weights_only=True))
         rng = np.random.default_rng(0)

@@ -52,6 +52,7 @@ SeedOption = Annotated[int, typer.Option("--seed", help="Bootstrap seed: the sam
 ProtocolOption = Annotated[
     Optional[str], typer.Option("--protocol", help="Protocol name (protocols/NAME.toml) or path to a protocol TOML.")
 ]
+DEFAULT_LEADERBOARD = Path("results/leaderboard.json")  # cwd-relative: the project's committed file
 LeaderboardOption = Annotated[
     Path, typer.Option("--leaderboard", help="Leaderboard file (committed with the project).")
 ]
@@ -104,7 +105,7 @@ def check(
     ] = None,
     reps: RepsOption = None,
     seed: SeedOption = 0,
-    leaderboard: LeaderboardOption = Path("results/leaderboard.json"),
+    leaderboard: LeaderboardOption = DEFAULT_LEADERBOARD,
     summary: Annotated[
         Optional[Path], typer.Option("--summary", help="Also write the table as Markdown (e.g. $GITHUB_STEP_SUMMARY).")
     ] = None,
@@ -147,7 +148,7 @@ def update(
     statistic: StatisticOption = None,
     k: KOption = None,
     steps: StepsOption = None,
-    leaderboard: LeaderboardOption = Path("results/leaderboard.json"),
+    leaderboard: LeaderboardOption = DEFAULT_LEADERBOARD,
     results: ResultsDirOption = None,
 ) -> None:
     """Freeze the selected finished runs (per-seed scores and provenance) into the leaderboard file."""
@@ -177,7 +178,7 @@ def update(
 
 
 @leaderboard_app.command("show")
-def show(leaderboard: LeaderboardOption = Path("results/leaderboard.json")) -> None:
+def show(leaderboard: LeaderboardOption = DEFAULT_LEADERBOARD) -> None:
     """List the leaderboard's entries."""
     from offbench.analysis.leaderboard import entries_table, load_leaderboard
 

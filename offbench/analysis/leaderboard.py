@@ -45,7 +45,6 @@ from offbench.store import ResultsStore
 
 LEADERBOARD_FORMAT = "offbench-leaderboard"
 FORMAT_VERSION = 1
-DEFAULT_LEADERBOARD = Path("results/leaderboard.json")
 DEFAULT_MARGIN = 5.0
 BUDGET_KEYS = ("steps", "eval_every", "eval_episodes")
 FAILING_VERDICTS = ("regressed", "no new runs", "no reference", "too few seeds")

@@ -1,0 +1,125 @@
+"""TD3+BC update speed: offbench's seed-axis implementation for S seeds vs a plain single-seed step.
+
+    python benchmarks/update_speed.py [--device cpu|cuda] [--seconds 10] [--seeds 1 5 10] [--threads N]
+
+Prints seed-steps/s (gradient steps x seeds per second) for each S and for the baseline: a plain
+PyTorch TD3+BC step (nn.Linear networks, one seed, the reference code's structure) written inline
+below. Data: a synthetic 1M-transition hopper-sized dataset on the device, sampled as the protocol does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import platform
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from offbench.algos.td3bc import TD3BC, TD3BCConfig
+from offbench.algos.base import Problem
+from offbench.provenance import cpu_model
+from offbench.train import DeviceData
+
+OBS, ACT, N, BATCH = 11, 3, 1_000_000, 256
+
+
+def synthetic_data(device: torch.device) -> DeviceData:
+    g = torch.Generator().manual_seed(0)
+    obs = torch.randn(N, OBS, generator=g)
+    return DeviceData(
+        observations=obs.to(device), actions=(torch.rand(N, ACT, generator=g) * 2 - 1).to(device),
+        rewards=torch.randn(N, generator=g).to(device), next_observations=obs.roll(-1, 0).to(device),
+        not_dones=torch.ones(N, device=device), obs_mean=torch.zeros(OBS, device=device), obs_std=torch.ones(OBS, device=device),
+    )
+
+
+def timed(step_fn, seconds: float, device: torch.device, warmup: int = 20) -> float:
+    """Steps per second of `step_fn(i)` over about `seconds` of wall time."""
+    for i in range(1, warmup + 1):
+        step_fn(i)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    steps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for _ in range(10):
+            steps += 1
+            step_fn(warmup + steps)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    return steps / (time.perf_counter() - start)
+
+
+def offbench_rate(num_seeds: int, data: DeviceData, device: torch.device, seconds: float) -> float:
+    generators = [torch.Generator(device=device).manual_seed(s) for s in range(num_seeds)]
+    algo = TD3BC(TD3BCConfig(), Problem(OBS, ACT, 1.0), generators).to(device)
+    return timed(lambda i: algo.update(data.sample(generators, BATCH), i), seconds, device) * num_seeds
+
+
+# ---- the baseline: a plain single-seed TD3+BC step, as in the reference code -----------------------
+
+
+def mlp(in_dim: int, out_dim: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(in_dim, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, out_dim))
+
+
+def plain_rate(data: DeviceData, device: torch.device, seconds: float) -> float:
+    actor, q1, q2 = mlp(OBS, ACT).to(device), mlp(OBS + ACT, 1).to(device), mlp(OBS + ACT, 1).to(device)
+    actor_t, q1_t, q2_t = (copy.deepcopy(m) for m in (actor, q1, q2))
+    actor_opt = torch.optim.Adam(actor.parameters(), lr=3e-4)
+    critic_opt = torch.optim.Adam([*q1.parameters(), *q2.parameters()], lr=3e-4)
+
+    def step(i: int) -> None:
+        idx = torch.randint(N, (BATCH,), device=device)
+        s, a, r, s2, nd = data.observations[idx], data.actions[idx], data.rewards[idx], data.next_observations[idx], data.not_dones[idx]
+        with torch.no_grad():
+            noise = (torch.randn_like(a) * 0.2).clamp(-0.5, 0.5)
+            a2 = (torch.tanh(actor_t(s2)) + noise).clamp(-1, 1)
+            sa2 = torch.cat([s2, a2], 1)
+            y = r + 0.99 * nd * torch.min(q1_t(sa2), q2_t(sa2)).squeeze(-1)
+        sa = torch.cat([s, a], 1)
+        critic_loss = F.mse_loss(q1(sa).squeeze(-1), y) + F.mse_loss(q2(sa).squeeze(-1), y)
+        critic_opt.zero_grad()
+        critic_loss.backward()
+        critic_opt.step()
+        if i % 2 == 0:
+            pi = torch.tanh(actor(s))
+            q = q1(torch.cat([s, pi], 1))
+            actor_loss = -2.5 / q.abs().mean().detach() * q.mean() + F.mse_loss(pi, a)
+            actor_opt.zero_grad()
+            actor_loss.backward()
+            actor_opt.step()
+            with torch.no_grad():
+                for net, target in ((actor, actor_t), (q1, q1_t), (q2, q2_t)):
+                    for p, tp in zip(net.parameters(), target.parameters()):
+                        tp.lerp_(p, 0.005)
+
+    return timed(step, seconds, device)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--seconds", type=float, default=10.0, help="measuring time per configuration")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 5, 10])
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    data = synthetic_data(device)
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "-"
+    print(f"machine: {cpu_model()} ({platform.machine()}), torch {torch.__version__}, threads {torch.get_num_threads()}, device {device}, gpu {gpu}")
+    print(f"TD3+BC, 2x256 MLPs, batch {BATCH}, {OBS}-d observations, {ACT}-d actions, ~{args.seconds:.0f} s per row")
+    print(f"{'implementation':<32}{'seeds':>6}{'steps/s':>10}{'seed-steps/s':>14}")
+    baseline = plain_rate(data, device, args.seconds)
+    print(f"{'plain PyTorch (baseline)':<32}{1:>6}{baseline:>10.1f}{baseline:>14.1f}")
+    for num_seeds in args.seeds:
+        rate = offbench_rate(num_seeds, data, device, args.seconds)
+        print(f"{'offbench seed axis':<32}{num_seeds:>6}{rate / num_seeds:>10.1f}{rate:>14.1f}   x{rate / baseline:.2f} vs baseline")
+
+
+if __name__ == "__main__":
+    main()
