@@ -27,19 +27,10 @@ from analysis_fixtures import write_synthetic_store  # noqa: E402
 
 from offbench.analysis.report import build_report  # noqa: E402
 from offbench.analysis.stats import probability_of_improvement  # noqa: E402
+from offbench.provenance import cpu_model  # noqa: E402
 
 ALGOS = ["td3bc", "iql", "cql", "bcq", "driftql", "sparse_reg"]
 DATASETS = [f"local/{env}-{kind}-v5" for env in ("hopper", "halfcheetah", "walker2d") for kind in ("random", "medium", "expert")]
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def rliable_poi_seconds(x: np.ndarray, y: np.ndarray, reps: int) -> float:

@@ -11,12 +11,16 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from offbench.analysis.commands import check, leaderboard_app, report
 from offbench.errors import OffbenchError
 from offbench.paths import results_dir
 
 app = typer.Typer(help="Offline-RL baselines under one protocol, with honest statistics.", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 data_app = typer.Typer(help="Datasets: list, inspect, make.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+app.command("report")(report)
+app.command("check")(check)
+app.add_typer(leaderboard_app, name="leaderboard")
 
 # Piped output (logs, CI) gets wide lines instead of rich's 80-column default, so ids are never cut.
 out = Console(width=None if sys.stdout.isatty() else 220)

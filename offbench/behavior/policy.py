@@ -128,7 +128,7 @@ def select_medium(snapshots: Sequence[tuple[int, float]], expert_return: float) 
     return min(snapshots, key=lambda s: (abs(s[1] - target), s[0]))[0]
 
 
-def export_run(run_dir: Path, dest: Path, expert_target: float, eval_episodes: int = 10) -> dict[str, Any]:
+def export_run(run_dir: Path, dest: Path, expert_target: float, note: str = "", eval_episodes: int = 10) -> dict[str, Any]:
     """Copy a SAC run's expert (or best-so-far), medium and replay snapshots to `dest`, with cards.
 
     The expert is the best snapshot by evaluation return. It is written as `expert.pt` only if it
@@ -149,10 +149,14 @@ def export_run(run_dir: Path, dest: Path, expert_target: float, eval_episodes: i
         "git_commit": log["git_commit"],
         "run_steps_reached": max(records),
         "run_wall_s": max(r["wall_s"] for r in records.values()),
+        **({"note": note} if note else {}),
     }
     dest.mkdir(parents=True, exist_ok=True)
     cards = {}
     expert_name = "expert" if reached else "expert-so-far"
+    for stale in {"expert", "expert-so-far"} - {expert_name}:  # from an earlier export of the same run
+        for suffix in (".pt", ".json"):
+            (dest / f"{stale}{suffix}").unlink(missing_ok=True)
     roles = {
         expert_name: (best, f"best snapshot of the run ({'reaches' if reached else 'below'} the expert target {expert_target:g})"),
         "medium": (records[medium_step], f"snapshot whose return is closest to a third of {basis}"),
@@ -199,8 +203,9 @@ def main(argv: list[str] | None = None) -> None:
     export.add_argument("--run", type=Path, required=True, help="the SAC run's --out folder")
     export.add_argument("--dest", type=Path, required=True, help="e.g. datasets/policies/hopper")
     export.add_argument("--expert-target", type=float, required=True, help="raw return an expert must reach")
+    export.add_argument("--note", default="", help="free text added to every card")
     args = parser.parse_args(argv)
-    cards = export_run(args.run, args.dest, args.expert_target)
+    cards = export_run(args.run, args.dest, args.expert_target, args.note)
     for name, card in cards.items():
         summary = card.get("eval_deterministic", {}).get("return_mean", f"{len(card.get('snapshots', []))} snapshots")
         print(f"{name}: {summary}")
