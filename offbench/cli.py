@@ -93,6 +93,9 @@ def run(
     eval_episodes: Optional[int] = typer.Option(None, "--eval-episodes", help="Evaluation episodes per seed [default: the algorithm's protocol]."),
     device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto."),
     set_: list[str] = typer.Option([], "--set", help="Override a config key: --set alpha=2.5 (repeatable)."),
+    subset: Optional[int] = typer.Option(None, "--subset", help="Small-data protocol: train on N transitions of the dataset (recorded in the dataset id)."),
+    subset_mode: str = typer.Option("first", "--subset-mode", help="first: the first N transitions (Sparse-Reg's code); episodes: random whole episodes."),
+    data_seed: int = typer.Option(0, "--data-seed", help="Seed of data transforms (random-episode subsets), shared by all training seeds."),
     resume: Optional[str] = typer.Option(None, "--resume", help="Resume a killed seed group by its group id (other options are taken from it)."),
     results: Optional[Path] = ResultsDirOption,
 ) -> None:
@@ -112,6 +115,7 @@ def run(
         plan = train.RunPlan(
             algo=algo, dataset=dataset, seeds=list(range(seed_start, seed_start + seeds)), steps=steps,
             eval_every=eval_every, eval_episodes=eval_episodes, overrides=parse_overrides(set_), device=device,
+            subset=subset, subset_mode=subset_mode, data_seed=data_seed,
         )
         run_ids = train.run(plan, store, ProgressReporter(f"{algo} {dataset}"))
     _print_run_summaries(store, run_ids)

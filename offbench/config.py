@@ -22,7 +22,7 @@ def baseline_file(algo: str) -> dict[str, Any]:
 
 def dataset_key(dataset_id: str) -> str:
     """The source- and version-free name per-dataset overrides use: local/hopper-medium-v5 -> hopper-medium."""
-    name = dataset_id.split("/", 1)[-1]
+    name = dataset_id.split("+", 1)[0].split("/", 1)[-1]  # transforms (+first10000) do not change the key
     if name.startswith("mujoco/"):  # minari/mujoco/hopper/medium-v0
         name = "-".join(name.split("/")[1:])
     return re.sub(r"-v\d+$", "", name)

@@ -22,7 +22,7 @@ from offbench import provenance
 from offbench.algos import get_algorithm
 from offbench.algos.base import Batch, OfflineAlgorithm, Problem
 from offbench.config import protocol_defaults, resolve_config
-from offbench.data import OfflineDataset, load_dataset
+from offbench.data import OfflineDataset, load_dataset, transforms
 from offbench.data.registry import recorded_hash_mismatch
 from offbench.errors import OffbenchError
 from offbench.evaluate import evaluate
@@ -45,6 +45,9 @@ class RunPlan:
     eval_episodes: int | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
     device: str = "auto"
+    subset: int | None = None  # small-data protocol: keep N transitions (see offbench.data.transforms)
+    subset_mode: str = "first"
+    data_seed: int = 0  # seeds data transforms; the same for every training seed of a comparison
 
 
 class Reporter:
@@ -163,7 +166,7 @@ def build_group(plan: RunPlan, reporter: Reporter, group_id: str | None = None) 
     if not plan.seeds or len(set(plan.seeds)) != len(plan.seeds) or min(plan.seeds) < 0:
         raise OffbenchError(f"seeds must be distinct non-negative integers, got {plan.seeds}")
     device = pick_device(plan.device)
-    dataset = load_dataset(plan.dataset, on_make=lambda d: _announce_make(reporter, d))
+    dataset = transformed(load_dataset(plan.dataset, on_make=lambda d: _announce_make(reporter, d)), plan)
     config = resolve_config(plan.algo, algorithm_class.config_class, dataset.metadata.id, plan.overrides)
     protocol = _protocol(plan, dataset, config)
     generators = [_generator(seed, device) for seed in plan.seeds]
@@ -182,6 +185,13 @@ def build_group(plan: RunPlan, reporter: Reporter, group_id: str | None = None) 
         device=device,
         curves=[[] for _ in plan.seeds],
     )
+
+
+def transformed(dataset: OfflineDataset, plan: RunPlan) -> OfflineDataset:
+    """The plan's dataset transforms, applied in a fixed order; each one extends the dataset id."""
+    if plan.subset is not None:
+        dataset = transforms.subset(dataset, plan.subset, plan.subset_mode, plan.data_seed)
+    return dataset
 
 
 def _announce_make(reporter: Reporter, dataset_id: str) -> Callable[[int], None] | None:
@@ -300,6 +310,8 @@ def _record_config(group: SeedGroup, seed: int, run_id: str) -> dict[str, Any]:
             "ref_max_score": meta.ref_max_score,
             "ref_source": meta.ref_source,
             "transitions": len(group.dataset),
+            "transforms": meta.extra.get("transforms", []),
+            "parent_sha256": meta.extra.get("parent_sha256"),
         },
         "protocol": group.protocol,
         "algo_config": dataclasses.asdict(group.algorithm.config),
