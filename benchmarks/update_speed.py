@@ -1,10 +1,11 @@
-"""TD3+BC update speed: offbench's seed-axis implementation for S seeds vs a plain single-seed step.
+"""Update speed of every algorithm in the zoo on the seed axis, beside a plain single-seed TD3+BC step.
 
-    python benchmarks/update_speed.py [--device cpu|cuda] [--seconds 10] [--seeds 1 5 10] [--threads N]
+    python benchmarks/update_speed.py [--device cpu|cuda] [--seconds 10] [--seeds 1 5 10] [--algos td3bc bcq] [--threads N]
 
-Prints seed-steps/s (gradient steps x seeds per second) for each S and for the baseline: a plain
-PyTorch TD3+BC step (nn.Linear networks, one seed, the reference code's structure) written inline
-below. Data: a synthetic 1M-transition hopper-sized dataset on the device, sampled as the protocol does.
+Prints seed-steps/s (gradient steps x seeds per second) for each algorithm and S, and for the baseline:
+a plain PyTorch TD3+BC step (nn.Linear networks, one seed, the reference code's structure) written
+inline below. Each algorithm runs with its default config from baselines/<algo>.toml. Data: a synthetic
+1M-transition hopper-sized dataset on the device, sampled as the protocol does.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from offbench.algos.td3bc import TD3BC, TD3BCConfig
+from offbench.algos import ALGORITHMS, get_algorithm
 from offbench.algos.base import Problem
+from offbench.config import resolve_config
 from offbench.provenance import cpu_model
 from offbench.train import DeviceData
 
@@ -52,10 +54,12 @@ def timed(step_fn, seconds: float, device: torch.device, warmup: int = 20) -> fl
     return steps / (time.perf_counter() - start)
 
 
-def offbench_rate(num_seeds: int, data: DeviceData, device: torch.device, seconds: float) -> float:
+def offbench_rate(name: str, num_seeds: int, data: DeviceData, device: torch.device, seconds: float) -> float:
+    algorithm_class = get_algorithm(name)
+    config = resolve_config(name, algorithm_class.config_class, "local/hopper-medium-v5", {})
     generators = [torch.Generator(device=device).manual_seed(s) for s in range(num_seeds)]
-    algo = TD3BC(TD3BCConfig(), Problem(OBS, ACT, 1.0), generators).to(device)
-    return timed(lambda i: algo.update(data.sample(generators, BATCH), i), seconds, device) * num_seeds
+    algo = algorithm_class(config, Problem(OBS, ACT, 1.0), generators).to(device)
+    return timed(lambda i: algo.update(data.sample(generators, config.batch_size), i), seconds, device) * num_seeds
 
 
 # ---- the baseline: a plain single-seed TD3+BC step, as in the reference code -----------------------
@@ -104,6 +108,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--seconds", type=float, default=10.0, help="measuring time per configuration")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 5, 10])
+    parser.add_argument("--algos", nargs="+", default=sorted(ALGORITHMS))
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     args = parser.parse_args()
     if args.threads:
@@ -112,13 +117,14 @@ def main() -> None:
     data = synthetic_data(device)
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "-"
     print(f"machine: {cpu_model()} ({platform.machine()}), torch {torch.__version__}, threads {torch.get_num_threads()}, device {device}, gpu {gpu}")
-    print(f"TD3+BC, 2x256 MLPs, batch {BATCH}, {OBS}-d observations, {ACT}-d actions, ~{args.seconds:.0f} s per row")
-    print(f"{'implementation':<32}{'seeds':>6}{'steps/s':>10}{'seed-steps/s':>14}")
+    print(f"{OBS}-d observations, {ACT}-d actions, default configs (batch sizes as configured), ~{args.seconds:.0f} s per row")
+    print(f"{'implementation':<36}{'seeds':>6}{'steps/s':>10}{'seed-steps/s':>14}")
     baseline = plain_rate(data, device, args.seconds)
-    print(f"{'plain PyTorch (baseline)':<32}{1:>6}{baseline:>10.1f}{baseline:>14.1f}")
-    for num_seeds in args.seeds:
-        rate = offbench_rate(num_seeds, data, device, args.seconds)
-        print(f"{'offbench seed axis':<32}{num_seeds:>6}{rate / num_seeds:>10.1f}{rate:>14.1f}   x{rate / baseline:.2f} vs baseline")
+    print(f"{'plain PyTorch TD3+BC (baseline)':<36}{1:>6}{baseline:>10.1f}{baseline:>14.1f}")
+    for name in args.algos:
+        for num_seeds in args.seeds:
+            rate = offbench_rate(name, num_seeds, data, device, args.seconds)
+            print(f"{'offbench ' + name:<36}{num_seeds:>6}{rate / num_seeds:>10.1f}{rate:>14.1f}   x{rate / baseline:.2f} vs baseline TD3+BC")
 
 
 if __name__ == "__main__":
