@@ -95,7 +95,8 @@ def run(
     set_: list[str] = typer.Option([], "--set", help="Override a config key: --set alpha=2.5 (repeatable)."),
     subset: Optional[int] = typer.Option(None, "--subset", help="Small-data protocol: train on N transitions of the dataset (recorded in the dataset id)."),
     subset_mode: str = typer.Option("first", "--subset-mode", help="first: the first N transitions (Sparse-Reg's code); episodes: random whole episodes."),
-    data_seed: int = typer.Option(0, "--data-seed", help="Seed of data transforms (random-episode subsets), shared by all training seeds."),
+    corrupt: Optional[str] = typer.Option(None, "--corrupt", help="Degraded-data protocol (DriftQL paper): e.g. random-actions:0.3 (recorded in the dataset id)."),
+    data_seed: int = typer.Option(0, "--data-seed", help="Seed of data transforms (random-episode subsets, corruption), shared by all training seeds."),
     resume: Optional[str] = typer.Option(None, "--resume", help="Resume a killed seed group by its group id (other options are taken from it)."),
     results: Optional[Path] = ResultsDirOption,
 ) -> None:
@@ -115,7 +116,7 @@ def run(
         plan = train.RunPlan(
             algo=algo, dataset=dataset, seeds=list(range(seed_start, seed_start + seeds)), steps=steps,
             eval_every=eval_every, eval_episodes=eval_episodes, overrides=parse_overrides(set_), device=device,
-            subset=subset, subset_mode=subset_mode, data_seed=data_seed,
+            subset=subset, subset_mode=subset_mode, corrupt=corrupt, data_seed=data_seed,
         )
         run_ids = train.run(plan, store, ProgressReporter(f"{algo} {dataset}"))
     _print_run_summaries(store, run_ids)

@@ -22,7 +22,7 @@ from offbench import provenance
 from offbench.algos import get_algorithm
 from offbench.algos.base import Batch, OfflineAlgorithm, Problem
 from offbench.config import protocol_defaults, resolve_config
-from offbench.data import OfflineDataset, load_dataset, transforms
+from offbench.data import OfflineDataset, corruption, load_dataset, transforms
 from offbench.data.registry import recorded_hash_mismatch
 from offbench.errors import OffbenchError
 from offbench.evaluate import evaluate
@@ -47,6 +47,7 @@ class RunPlan:
     device: str = "auto"
     subset: int | None = None  # small-data protocol: keep N transitions (see offbench.data.transforms)
     subset_mode: str = "first"
+    corrupt: str | None = None  # degraded-data protocol, e.g. "random-actions:0.3" (offbench.data.corruption)
     data_seed: int = 0  # seeds data transforms; the same for every training seed of a comparison
 
 
@@ -191,6 +192,8 @@ def transformed(dataset: OfflineDataset, plan: RunPlan) -> OfflineDataset:
     """The plan's dataset transforms, applied in a fixed order; each one extends the dataset id."""
     if plan.subset is not None:
         dataset = transforms.subset(dataset, plan.subset, plan.subset_mode, plan.data_seed)
+    if plan.corrupt is not None:
+        dataset = corruption.corrupt(dataset, plan.corrupt, plan.data_seed)
     return dataset
 
 

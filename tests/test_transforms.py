@@ -59,3 +59,18 @@ def test_bad_subsets_are_refused() -> None:
 
 def test_transformed_ids_keep_their_override_key() -> None:
     assert dataset_key("local/hopper-medium-v5+first10000") == "hopper-medium"
+
+
+def test_run_plan_applies_subset_then_corruption_and_records_both(data_root) -> None:
+    from conftest import TINY_ID
+    from offbench.data import load_dataset
+    from offbench.train import RunPlan, transformed
+
+    base = load_dataset(TINY_ID)
+    plan = RunPlan("td3bc", TINY_ID, seeds=[0], subset=2000, corrupt="random-actions:0.5", data_seed=1)
+    data = transformed(base, plan)
+    assert data.metadata.id.startswith(TINY_ID + "+first2000+corrupt-random-actions")
+    subset_record, corrupt_record = data.metadata.extra["transforms"]
+    assert subset_record["subset"] == {"mode": "first", "size": 2000, "seed": None}
+    assert "corrupt" in corrupt_record
+    assert len(data) <= 2000

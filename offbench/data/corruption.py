@@ -1,0 +1,85 @@
+"""The degraded-data protocol of DriftQL (Houssaini et al. 2026, Sec. 5.3 and Fig. 3) as a dataset transform
+usable with every algorithm.
+
+The paper degrades data in one way only: a fraction p in {0.2, 0.3, 0.4} of the collected actions is
+replaced with actions drawn uniformly from the action box. No Gaussian action noise, no mixing-in of another
+dataset, no subsampling, no reward or observation corruption (spec: shared/specs/driftql.md).
+
+Spec string: `random-actions:P`, P a fraction in (0, 1], e.g. `random-actions:0.3`. The transform
+- picks exactly round(P * n) of the n transitions, uniformly without replacement, with a generator seeded
+  by `seed` (the same seed always picks the same transitions and the same actions);
+- replaces the stored action of each picked transition by a uniform sample from the dataset's action box
+  [action_low, action_high] (per dimension);
+- leaves every other field as it was: observations, next_observations, rewards, terminals, time-outs and
+  the episode index.
+The id gets the suffix `+corrupt-random-actions-p<P>-seed<k>` (P as the shortest float that reads back
+exactly, so 0.30 and 0.3 name the same data) and `metadata.extra["transforms"]` records the corruption, as `subset` does.
+
+Where this departs from the paper (also in baselines/driftql.toml [deviations]):
+- The paper re-collects the data: it changes OGBench's data-collection rule so that, at each step, the
+  random action is the one executed, and the stored s', reward and the rest of the episode follow from
+  it. A transform of recorded data cannot re-simulate, so here s' and r are those that the original action
+  produced: a corrupted transition is mislabelled (its action did not cause its s') instead of being an
+  off-policy step. A faithful re-collection needs the behaviour policy and the environment, that is, a
+  recipe in `offbench.data.recipes` with a random-action probability.
+- The paper's rule flips a coin per step (about p * n corrupted, varying with the seed); here the count is
+  exactly round(p * n).
+- The paper corrupts two OGBench tasks only (cube-single-play task2, antmaze-large-navigate task1); this
+  transform accepts any dataset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from offbench.data.dataset import OfflineDataset
+from offbench.errors import OffbenchError
+
+CORRUPTION_KINDS = ("random-actions",)
+SPEC_HELP = "write KIND:FRACTION with KIND random-actions and 0 < FRACTION <= 1, e.g. random-actions:0.3"
+CORRUPT_STREAM = 0xC0FFEE  # keeps this transform's random stream apart from other users of the same seed
+
+
+def parse_corruption(spec: str) -> tuple[str, float]:
+    """`random-actions:0.3` -> ("random-actions", 0.3)."""
+    kind, sep, raw = spec.strip().partition(":")
+    if not sep:
+        raise OffbenchError(f"bad corruption spec '{spec}'", SPEC_HELP)
+    if kind not in CORRUPTION_KINDS:
+        raise OffbenchError(f"unknown corruption '{kind}'", f"choose one of: {', '.join(CORRUPTION_KINDS)}")
+    try:
+        fraction = float(raw)
+    except ValueError:
+        raise OffbenchError(f"bad corruption fraction '{raw}' in '{spec}'", SPEC_HELP) from None
+    if not 0.0 < fraction <= 1.0:
+        raise OffbenchError(f"corruption fraction must be in (0, 1], got {fraction}", SPEC_HELP)
+    return kind, fraction
+
+
+def corrupt(dataset: OfflineDataset, spec: str, seed: int) -> OfflineDataset:
+    """`dataset` with a fraction of its actions replaced by uniform random actions (see the module docstring)."""
+    kind, fraction = parse_corruption(spec)
+    rng = np.random.default_rng([CORRUPT_STREAM, seed])
+    count = round(fraction * len(dataset))
+    index = np.sort(rng.choice(len(dataset), size=count, replace=False))
+    low = np.asarray(dataset.metadata.action_low, dtype=np.float64)
+    high = np.asarray(dataset.metadata.action_high, dtype=np.float64)
+    actions = dataset.actions.copy()
+    actions[index] = rng.uniform(low, high, size=(count, low.size))
+    record = {"corrupt": {"kind": kind, "fraction": fraction, "seed": seed, "transitions": count,
+                          "next_observations": "as recorded (the original action's), not re-simulated"}}
+    transforms = [*dataset.metadata.extra.get("transforms", []), record]
+    extra = {**dataset.metadata.extra, "transforms": transforms, "parent_sha256": dataset.metadata.sha256}
+    metadata = dataclasses.replace(dataset.metadata, id=f"{dataset.metadata.id}+corrupt-{kind}-p{fraction!r}-seed{seed}", extra=extra)
+    return OfflineDataset.build(
+        metadata,
+        observations=dataset.observations,
+        actions=actions,
+        rewards=dataset.rewards,
+        next_observations=dataset.next_observations,
+        terminals=dataset.terminals,
+        timeouts=dataset.timeouts,
+        episode_starts=dataset.episode_starts,
+    )
