@@ -78,7 +78,8 @@ class DeviceData:
     obs_std: torch.Tensor
 
     @classmethod
-    def from_dataset(cls, dataset: OfflineDataset, device: torch.device, normalize_states: bool) -> DeviceData:
+    def from_dataset(cls, dataset: OfflineDataset, device: torch.device, normalize_states: bool, timeouts_as_terminals: bool = False) -> DeviceData:
+        """`timeouts_as_terminals` reproduces codebases that stop bootstrapping at time limits too."""
         mean, std = state_normalizer(dataset.observations) if normalize_states else (
             np.zeros(dataset.metadata.observation_dim), np.ones(dataset.metadata.observation_dim))
         to = lambda a: torch.as_tensor(a, dtype=torch.float32, device=device)  # noqa: E731
@@ -87,7 +88,7 @@ class DeviceData:
             actions=to(dataset.actions),
             rewards=to(dataset.rewards),
             next_observations=to((dataset.next_observations - mean) / std),
-            not_dones=to(1.0 - dataset.terminals),
+            not_dones=to(1.0 - (dataset.terminals | (dataset.timeouts & timeouts_as_terminals))),
             obs_mean=to(mean),
             obs_std=to(std),
         )
@@ -180,7 +181,7 @@ def build_group(plan: RunPlan, reporter: Reporter, group_id: str | None = None) 
         plan=plan,
         protocol=protocol,
         dataset=dataset,
-        data=DeviceData.from_dataset(dataset, device, getattr(config, "normalize_states", False)),
+        data=DeviceData.from_dataset(dataset, device, protocol["normalize_states"], protocol["timeouts_as_terminals"]),
         algorithm=algorithm,
         generators=generators,
         device=device,
@@ -210,6 +211,7 @@ def _protocol(plan: RunPlan, dataset: OfflineDataset, config: Any) -> dict[str, 
         "eval_episodes": _given_or(plan.eval_episodes, defaults.get("eval_episodes", 10)),
         "batch_sampling": "uniform with replacement, independent indices per seed",
         "normalize_states": bool(getattr(config, "normalize_states", False)),
+        "timeouts_as_terminals": bool(getattr(config, "timeouts_as_terminals", False)),
         "eval_env": dataset.metadata.env_id,
         "eval_env_kwargs": dataset.metadata.env_kwargs,
         "score": "normalised return x100 under the dataset's reference min/max",

@@ -9,6 +9,10 @@ from offbench.errors import OffbenchError
 
 ALGORITHMS: dict[str, str] = {
     "td3bc": "offbench.algos.td3bc:TD3BC",
+    "bc": "offbench.algos.bc:BC",
+    "bcq": "offbench.algos.bcq:BCQ",
+    "sparse-reg": "offbench.algos.sparse_reg:SparseReg",
+    "driftql": "offbench.algos.driftql:DriftQL",
 }
 
 

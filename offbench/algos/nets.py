@@ -9,9 +9,10 @@ seed's networks do not depend on how many other seeds share the process.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -32,29 +33,79 @@ class EnsembleLinear(nn.Module):
                     values = torch.rand(tensor.shape, generator=generator, device=generator.device)
                     tensor.copy_(values.mul_(2 * bound).sub_(bound))
 
+    def reset_parameters_glorot(self, generators: Sequence[torch.Generator]) -> None:
+        """Glorot/Xavier uniform weights (Flax's `variance_scaling(1, "fan_avg", "uniform")`), zero biases."""
+        bound = math.sqrt(6.0 / (self.weight.shape[1] + self.weight.shape[2]))
+        with torch.no_grad():
+            for member, generator in enumerate(generators):
+                values = torch.rand(self.weight.shape[1:], generator=generator, device=generator.device)
+                self.weight[member].copy_(values.mul_(2 * bound).sub_(bound))
+            self.bias.zero_()
+
     def forward(self, x: torch.Tensor, members: slice | None = None) -> torch.Tensor:
         if members is None:
             return torch.baddbmm(self.bias, x, self.weight)
         return torch.baddbmm(self.bias[members], x, self.weight[members])
 
 
-class EnsembleMLP(nn.Module):
-    """ReLU MLP of `EnsembleLinear` layers: (members, batch, in) -> (members, batch, out)."""
+class EnsembleLayerNorm(nn.Module):
+    """LayerNorm over the feature axis with its own scale and shift per member: (members, batch, features).
 
-    def __init__(self, members: int, in_dim: int, hidden: Sequence[int], out_dim: int) -> None:
+    `eps` defaults to Flax's 1e-6 (PyTorch's `nn.LayerNorm` uses 1e-5). Scale starts at 1, shift at 0.
+    """
+
+    def __init__(self, members: int, features: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(members, 1, features))
+        self.bias = nn.Parameter(torch.zeros(members, 1, features))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor, members: slice | None = None) -> torch.Tensor:
+        normalized = F.layer_norm(x, x.shape[-1:], eps=self.eps)
+        if members is None:
+            return torch.addcmul(self.bias, normalized, self.weight)
+        return torch.addcmul(self.bias[members], normalized, self.weight[members])
+
+
+class EnsembleMLP(nn.Module):
+    """MLP of `EnsembleLinear` layers: (members, batch, in) -> (members, batch, out).
+
+    Each hidden layer is Linear -> `activation` (ReLU by default) -> optional per-member LayerNorm (the
+    order of FQL-style codebases); the output layer is linear. `glorot_init` replaces PyTorch's default
+    init with Glorot-uniform weights and zero biases.
+    """
+
+    def __init__(
+        self,
+        members: int,
+        in_dim: int,
+        hidden: Sequence[int],
+        out_dim: int,
+        activation: Callable[[torch.Tensor], torch.Tensor] = torch.relu,
+        layer_norm: bool = False,
+        glorot_init: bool = False,
+    ) -> None:
         super().__init__()
         dims = [in_dim, *hidden, out_dim]
         self.layers = nn.ModuleList(EnsembleLinear(members, a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.norms = nn.ModuleList(EnsembleLayerNorm(members, h) for h in hidden) if layer_norm else None
         self.members = members
+        self.activation = activation
+        self.glorot_init = glorot_init
 
     def reset_parameters(self, generators: Sequence[torch.Generator]) -> None:
         for layer in self.layers:
-            layer.reset_parameters(generators)
+            if self.glorot_init:
+                layer.reset_parameters_glorot(generators)
+            else:
+                layer.reset_parameters(generators)
 
     def forward(self, x: torch.Tensor, members: slice | None = None) -> torch.Tensor:
         """Apply all members, or only `members` (a slice of the member axis) to an input of that size."""
-        for layer in self.layers[:-1]:
-            x = torch.relu(layer(x, members))
+        for i, layer in enumerate(self.layers[:-1]):
+            x = self.activation(layer(x, members))
+            if self.norms is not None:
+                x = self.norms[i](x, members)
         return self.layers[-1](x, members)
 
 

@@ -1,0 +1,169 @@
+"""Sparse-Reg — Arnob, Fujimoto & Precup, "Sparse-Reg: Improving Sample Complexity in Offline Reinforcement
+Learning using Sparsity" (arXiv 2506.17155, 2025).
+
+Spec: shared/specs/sparse_reg.md; reference code: SaminYeasar/sparse_reg. A base algorithm (TD3+BC or
+BC, `base` in the config) whose networks are trained sparse: every weight matrix of every network is
+multiplied by a binary mask M, kept for the top `keep_ratio` (5%) of its SNIP connection sensitivity
+|W * dL/dW|, ranked jointly over all layers of a network (twin critics ranked together), separately for
+each seed. Biases are dense. The base's losses and update are unchanged: this module only scores,
+applies and schedules masks around `base.update`.
+
+- Masks are weight parametrisations W -> W * M, so the forward, the target networks and the gradient
+  (dL/dW = M * dL/d(W * M)) see only kept weights. Target networks carry the masks of their online
+  networks; both are rewritten together.
+- Scoring follows the code: the masks are set to 1 (the stored weights, pruned ones included, score
+  densely), the base's full set of losses runs once on one minibatch (TD3+BC: critic and actor losses,
+  no policy delay, so the actor's -Q term reaches the critic's scores) and only gradients are taken.
+- Schedule ("iterative"): the first mask before the first gradient step, then a new one before step
+  t + 1 for every t that is a multiple of `mask_every` and smaller than `mask_until`; frozen afterwards.
+  `mask_until = 0` is the single-shot variant.
+- Pruned weights keep their stored values (the code's `fixed_weight = -1`): one that is selected again
+  comes back with its old value. `zero_pruned_weights = true` is the labelled ablation that zeroes them
+  after every update (Adam's moments cannot revive them); a zeroed weight scores 0, so under it the
+  iterative schedule cannot bring pruned weights back.
+
+Deviations (also in baselines/sparse-reg.toml [deviations]): the scoring minibatch is the step's own
+training batch (the algorithm sees data only through `update`); scores are not divided by their sum
+(the ranking is unchanged); where the k-th largest score is 0 only positive scores are kept (the code
+reuses an earlier threshold); the `bc` base is offbench's deterministic MSE BC, not the code's Gaussian
+NLL with a cosine learning rate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from offbench.algos.base import Batch, OfflineAlgorithm, Problem
+from offbench.algos.bc import BC
+from offbench.algos.nets import EnsembleMLP
+from offbench.algos.td3bc import TD3BC, TD3BCConfig
+from offbench.errors import OffbenchError
+
+BASES: dict[str, type[OfflineAlgorithm]] = {"td3bc": TD3BC, "bc": BC}
+
+
+@dataclass
+class SparseRegConfig(TD3BCConfig):
+    """TD3+BC's fields at the Sparse-Reg code's defaults (lr 1e-3) plus the sparsity knobs; `bc` reads actor_lr,
+    batch_size, hidden_dims and normalize_states only."""
+
+    actor_lr: float = 1e-3
+    critic_lr: float = 1e-3
+    base: str = "td3bc"
+    keep_ratio: float = 0.05  # fraction of each network's weights kept (95% sparse)
+    mask_every: int = 1000  # gradient steps between mask recomputations
+    mask_until: int = 200_000  # masks are frozen from this step on; 0 = single-shot
+    zero_pruned_weights: bool = False  # ablation: zero pruned weights instead of keeping their stale values
+    timeouts_as_terminals: bool = True  # the Sparse-Reg code sets done = 1 at time limits (read by the protocol)
+
+
+class WeightMask(nn.Module):
+    """Parametrisation W -> W * M with a binary mask M of W's shape."""
+
+    def __init__(self, mask: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mask", mask)
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight * self.mask
+
+
+class SparseReg(OfflineAlgorithm):
+    config_class = SparseRegConfig
+
+    def __init__(self, config: SparseRegConfig, problem: Problem, generators: list[torch.Generator]) -> None:
+        super().__init__(config, problem, generators)
+        if config.base not in BASES:
+            raise OffbenchError(f"unknown Sparse-Reg base '{config.base}'", f"set base to one of: {', '.join(sorted(BASES))}")
+        if not 0 < config.keep_ratio <= 1:
+            raise OffbenchError(f"keep_ratio must lie in (0, 1], got {config.keep_ratio}")
+        self.base = BASES[config.base](config, problem, generators)
+        self.optimizers = self.base.optimizers
+        for name in self.base.optimizers:  # every trained network, and its target when it has one
+            for net in self.copies(name):
+                for layer in net.layers:
+                    parametrize.register_parametrization(layer, "weight", WeightMask(torch.ones_like(layer.weight)))
+
+    # ---- masks ----------------------------------------------------------------------------------
+
+    def copies(self, name: str) -> list[EnsembleMLP]:
+        """The online network `name` and, when the base has one, its target: they share one mask."""
+        target = getattr(self.base, f"{name}_target", None)
+        return [getattr(self.base, name)] + ([target] if target is not None else [])
+
+    def masks(self, name: str) -> list[torch.Tensor]:
+        """The masks of network `name`, one per layer, each of the layer's weight shape."""
+        return [layer.parametrizations.weight[0].mask for layer in getattr(self.base, name).layers]
+
+    def scoring_loss(self, batch: Batch) -> torch.Tensor:
+        """The base's full set of losses on one batch, summed over seeds (TD3+BC: critic + actor, no delay)."""
+        base = self.base
+        if isinstance(base, TD3BC):
+            return base.critic_loss(batch, base.td_target(batch))[0].sum() + base.actor_loss(batch).sum()
+        return base.actor_loss(batch).sum()
+
+    @torch.no_grad()
+    def set_masks(self, name: str, masks: list[torch.Tensor]) -> None:
+        for net in self.copies(name):
+            for layer, mask in zip(net.layers, masks):
+                layer.parametrizations.weight[0].mask.copy_(mask)
+
+    def compute_masks(self, batch: Batch) -> None:
+        """SNIP on `batch`: score |W * dL/dW| with dense masks, keep the top keep_ratio per network and seed."""
+        names = list(self.base.optimizers)
+        for name in names:
+            self.set_masks(name, [torch.ones_like(mask) for mask in self.masks(name)])
+        weights = {name: [layer.parametrizations.weight.original for layer in getattr(self.base, name).layers] for name in names}
+        flat = [w for name in names for w in weights[name]]
+        grads = iter(torch.autograd.grad(self.scoring_loss(batch), flat))
+        for name in names:
+            scores = [(w * next(grads)).abs().detach() for w in weights[name]]
+            self.set_masks(name, keep_masks(scores, self.num_seeds, self.config.keep_ratio))
+
+    def remasks_before(self, step: int) -> bool:
+        """Whether a new mask is computed before gradient step `step` (counted from 1)."""
+        done = step - 1
+        return done == 0 or (done % self.config.mask_every == 0 and done < self.config.mask_until)
+
+    @torch.no_grad()
+    def zero_pruned(self) -> None:
+        for name in self.base.optimizers:
+            for net in self.copies(name):
+                for layer in net.layers:
+                    layer.parametrizations.weight.original.mul_(layer.parametrizations.weight[0].mask)
+
+    # ---- update and act -------------------------------------------------------------------------
+
+    def update(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
+        if self.remasks_before(step):
+            self.compute_masks(batch)
+        metrics = self.base.update(batch, step)
+        if self.config.zero_pruned_weights:
+            self.zero_pruned()
+        return metrics
+
+    @torch.no_grad()
+    def act(self, observations: torch.Tensor) -> torch.Tensor:
+        return self.base.act(observations)
+
+
+def keep_masks(scores: list[torch.Tensor], num_seeds: int, keep_ratio: float) -> list[torch.Tensor]:
+    """Binary masks keeping, per seed, the weights scoring at least the network's k-th largest score.
+
+    `scores` are one network's layers, each (G * S, in, out) with member g * S + s (G = 2 for twins). A
+    seed's network is all its members over all layers: one ranking, k = floor(keep_ratio * its weights).
+    """
+    S = num_seeds
+    per_seed = torch.cat([score.reshape(-1, S, score[0].numel()).transpose(0, 1).reshape(S, -1) for score in scores], dim=1)
+    k = max(1, int(keep_ratio * per_seed.shape[1]))
+    threshold = per_seed.topk(k, dim=1).values[:, -1]
+    masks = []
+    for score in scores:
+        grouped = score.reshape(-1, S, *score.shape[1:])
+        keep = (grouped >= threshold.view(1, S, 1, 1)) & (grouped > 0)
+        masks.append(keep.reshape(score.shape).to(score.dtype))
+    return masks

@@ -1,0 +1,98 @@
+"""BC mathematics, checked against plain per-seed PyTorch written out here, and one short protocol run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from conftest import TINY_ID
+from offbench.algos.base import Batch, Problem
+from offbench.algos.bc import BC, BCConfig
+from offbench.algos.nets import EnsembleMLP
+from offbench.algos.td3bc import TD3BC, TD3BCConfig
+from offbench.store import ResultsStore
+from offbench.train import RunPlan, run
+
+OBS, ACT, B, MAX_ACTION = 5, 2, 16, 1.5
+
+
+def make_algo(seeds: list[int], **overrides) -> BC:
+    config = BCConfig(hidden_dims=[32, 32], batch_size=B, **overrides)
+    return BC(config, Problem(OBS, ACT, MAX_ACTION), [torch.Generator().manual_seed(s) for s in seeds])
+
+
+def make_batch(num_seeds: int, seed: int = 0) -> Batch:
+    g = torch.Generator().manual_seed(1000 + seed)
+    return Batch(
+        observations=torch.randn(num_seeds, B, OBS, generator=g),
+        actions=(torch.rand(num_seeds, B, ACT, generator=g) * 2 - 1) * MAX_ACTION,
+        rewards=torch.randn(num_seeds, B, generator=g),
+        next_observations=torch.randn(num_seeds, B, OBS, generator=g),
+        not_dones=torch.ones(num_seeds, B),
+    )
+
+
+def member_forward(net: EnsembleMLP, member: int, x: torch.Tensor) -> torch.Tensor:
+    """One member of an ensemble MLP as a plain ReLU MLP on a (B, in) input."""
+    for i, layer in enumerate(net.layers):
+        x = x @ layer.weight[member] + layer.bias[member, 0]
+        if i < len(net.layers) - 1:
+            x = torch.relu(x)
+    return x
+
+
+def test_bc_loss_is_per_seed_mse_to_dataset_actions() -> None:
+    algo, batch = make_algo([0, 1]), make_batch(2)
+    loss = algo.actor_loss(batch)
+    for s in range(2):
+        pi = MAX_ACTION * torch.tanh(member_forward(algo.actor, s, batch.observations[s]))
+        torch.testing.assert_close(loss[s], torch.nn.functional.mse_loss(pi, batch.actions[s]), rtol=1e-6, atol=1e-7)
+
+
+def test_update_is_one_adam_step_on_the_bc_loss() -> None:
+    algo, batch = make_algo([0]), make_batch(1)
+    reference = [p.detach().clone().requires_grad_(True) for p in algo.actor.parameters()]
+    optimizer = torch.optim.Adam(reference, lr=3e-4)
+    x = batch.observations[0]
+    for i, (w, b) in enumerate(zip(reference[0::2], reference[1::2])):
+        x = x @ w[0] + b[0, 0]
+        x = torch.relu(x) if i < 2 else MAX_ACTION * torch.tanh(x)
+    torch.nn.functional.mse_loss(x, batch.actions[0]).backward()
+    optimizer.step()
+    algo.update(batch, step=1)
+    for p, r in zip(algo.actor.parameters(), reference):
+        torch.testing.assert_close(p, r, rtol=1e-6, atol=1e-7)
+
+
+def test_seed_in_a_group_equals_the_same_seed_alone() -> None:
+    pair, alone = make_algo([0, 1]), make_algo([1])
+    for step in range(1, 5):
+        batch = make_batch(2, seed=step)
+        pair.update(batch, step)
+        alone.update(Batch(*(x[1:] for x in (batch.observations, batch.actions, batch.rewards, batch.next_observations, batch.not_dones))), step)
+    for p, a in zip(pair.actor.parameters(), alone.actor.parameters()):
+        torch.testing.assert_close(p[1:], a, rtol=1e-6, atol=1e-7)
+
+
+def test_bc_starts_from_td3bc_actor_and_acts_deterministically_in_bounds() -> None:
+    bc = make_algo([3, 4])
+    td3bc = TD3BC(TD3BCConfig(hidden_dims=[32, 32]), Problem(OBS, ACT, MAX_ACTION), [torch.Generator().manual_seed(s) for s in (3, 4)])
+    for a, b in zip(bc.actor.parameters(), td3bc.actor.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    obs = torch.randn(2, 7, OBS) * 100
+    actions = bc.act(obs)
+    assert actions.shape == (2, 7, ACT) and actions.abs().max() <= MAX_ACTION
+    torch.testing.assert_close(actions, td3bc.act(obs))
+
+
+def test_protocol_run_records_finite_scores(data_root: Path, tmp_path: Path) -> None:
+    store = ResultsStore(tmp_path)
+    plan = RunPlan("bc", TINY_ID, seeds=[0, 1], steps=30, eval_every=15, eval_episodes=2, overrides={"hidden_dims": [16, 16], "batch_size": 16})
+    run_ids = run(plan, store)
+    assert sorted(store.runs()["seed"]) == [0, 1]
+    for record in map(store.load, run_ids):
+        assert [entry["step"] for entry in record.curve] == [15, 30]
+        assert all(np.isfinite([entry["normalized_score"], entry["actor_loss"]]).all() for entry in record.curve)
+        assert np.isfinite(record.summary["final_score"])
