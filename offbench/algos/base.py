@@ -51,7 +51,7 @@ class OfflineAlgorithm(nn.Module):
         raise NotImplementedError
 
     def act(self, observations: torch.Tensor) -> torch.Tensor:
-        """Deterministic evaluation actions: (S, N, obs_dim) -> (S, N, action_dim)."""
+        """Evaluation actions as the paper acts (deterministic for most): (S, N, obs_dim) -> (S, N, action_dim)."""
         raise NotImplementedError
 
     def training_state(self) -> dict[str, Any]:

@@ -30,11 +30,10 @@ Where this departs from the paper (also in baselines/driftql.toml [deviations]):
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 
 from offbench.data.dataset import OfflineDataset
+from offbench.data.transforms import derived_metadata
 from offbench.errors import OffbenchError
 
 CORRUPTION_KINDS = ("random-actions",)
@@ -70,11 +69,8 @@ def corrupt(dataset: OfflineDataset, spec: str, seed: int) -> OfflineDataset:
     actions[index] = rng.uniform(low, high, size=(count, low.size))
     record = {"corrupt": {"kind": kind, "fraction": fraction, "seed": seed, "transitions": count,
                           "next_observations": "as recorded (the original action's), not re-simulated"}}
-    transforms = [*dataset.metadata.extra.get("transforms", []), record]
-    extra = {**dataset.metadata.extra, "transforms": transforms, "parent_sha256": dataset.metadata.sha256}
-    metadata = dataclasses.replace(dataset.metadata, id=f"{dataset.metadata.id}+corrupt-{kind}-p{fraction!r}-seed{seed}", extra=extra)
     return OfflineDataset.build(
-        metadata,
+        derived_metadata(dataset, f"+corrupt-{kind}-p{fraction!r}-seed{seed}", record),
         observations=dataset.observations,
         actions=actions,
         rewards=dataset.rewards,

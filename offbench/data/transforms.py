@@ -14,7 +14,7 @@ import dataclasses
 
 import numpy as np
 
-from offbench.data.dataset import OfflineDataset
+from offbench.data.dataset import DatasetMetadata, OfflineDataset
 from offbench.errors import OffbenchError
 
 SUBSET_MODES = ("first", "episodes")
@@ -64,10 +64,8 @@ def _select(dataset: OfflineDataset, spans: list[tuple[int, int]], suffix: str, 
     timeouts = dataset.timeouts[index].copy()
     last = starts + lengths - 1
     timeouts[last] = ~terminals[last]  # an episode cut short ends in a time-out, never a terminal
-    extra = {**dataset.metadata.extra, "transforms": [*dataset.metadata.extra.get("transforms", []), record], "parent_sha256": dataset.metadata.sha256}
-    metadata = dataclasses.replace(dataset.metadata, id=dataset.metadata.id + suffix, extra=extra)
     return OfflineDataset.build(
-        metadata,
+        derived_metadata(dataset, suffix, record),
         observations=dataset.observations[index],
         actions=dataset.actions[index],
         rewards=dataset.rewards[index],
@@ -76,3 +74,9 @@ def _select(dataset: OfflineDataset, spans: list[tuple[int, int]], suffix: str, 
         timeouts=timeouts,
         episode_starts=starts,
     )
+
+
+def derived_metadata(dataset: OfflineDataset, suffix: str, record: dict) -> DatasetMetadata:
+    """Metadata of a transformed dataset: the id gains `suffix`, the transform and parent hash are recorded."""
+    extra = {**dataset.metadata.extra, "transforms": [*dataset.metadata.extra.get("transforms", []), record], "parent_sha256": dataset.metadata.sha256}
+    return dataclasses.replace(dataset.metadata, id=dataset.metadata.id + suffix, extra=extra)
