@@ -62,6 +62,20 @@ def test_list_shows_states(empty_roots: Path) -> None:
     assert states["d4rl/hopper-medium-v2"] == "needs file"
 
 
+def test_a_recipe_without_its_policy_is_listed_but_not_made(empty_roots: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    entry = {"env_id": "Hopper-v5", "recipe": "policy", "policy": "hopper/not-trained.pt", "reference": "d4rl:hopper"}
+    monkeypatch.setattr(registry, "catalogue", lambda: {"local/hopper-untrained-v5": entry})
+    states = {row.id: row for row in registry.list_datasets()}
+    assert states["local/hopper-untrained-v5"].state == "needs policy"
+    assert "not committed" in states["local/hopper-untrained-v5"].note
+    assert not registry.is_makeable("local/hopper-untrained-v5")
+    with pytest.raises(OffbenchError, match="cannot make local/hopper-untrained-v5: its behaviour policy is not committed"):
+        registry.make_dataset("local/hopper-untrained-v5")
+    with pytest.raises(OffbenchError, match="missing") as info:
+        registry.load_dataset("hopper-untrained")
+    assert "datasets/README.md" in str(info.value)
+
+
 @pytest.mark.parametrize("dataset_id, key", [
     ("d4rl/hopper-medium-v2", "hopper-medium"), ("local/walker2d-medium-replay-v5", "walker2d-medium-replay"),
     ("minari/mujoco/hopper/medium-v0", "hopper-medium"),

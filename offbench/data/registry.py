@@ -8,7 +8,8 @@ Canonical ids name their source:
 
 A short alias `<task>-<kind>` (e.g. `hopper-medium`) resolves to the first candidate that is present,
 in this order: d4rl/<task>-<kind>-v2, minari/mujoco/<task>/<kind>-v0, local/<task>-<kind>-v5; if none
-is present, to the first that can be made here. Run records keep the resolved id.
+is present, to the first that can be made here (else to a catalogued one, whose error then says which
+behaviour policy is missing). Run records keep the resolved id.
 """
 
 from __future__ import annotations
@@ -24,18 +25,19 @@ import gymnasium as gym
 
 from offbench.data import d4rl, minari_io
 from offbench.data.dataset import TRANSITION_FIELDS, DatasetMetadata, OfflineDataset
-from offbench.data.recipes import RECIPES
+from offbench.data.recipes import RECIPES, recipe_available
 from offbench.errors import OffbenchError
 from offbench.paths import data_dir, resource_dir
 
 SOURCES = ("d4rl", "minari", "local")
 D4RL_DOWNLOAD_URL = "http://rail.eecs.berkeley.edu/datasets/offline_rl/gym_mujoco_v2/"
+NO_POLICY = "its behaviour policy is not committed yet; see datasets/README.md"
 
 
 @dataclass(frozen=True)
 class DatasetStatus:
     id: str
-    state: str  # "present" | "makeable" | "needs file"
+    state: str  # "present" | "makeable" | "needs policy" | "needs file"
     location: str
     note: str = ""
 
@@ -74,6 +76,8 @@ def make_dataset(
         raise OffbenchError(f"no recipe for {dataset_id}", "see `offbench data list` for makeable datasets")
     if recipe["recipe"] not in RECIPES:
         raise OffbenchError(f"dataset {dataset_id}: unknown recipe '{recipe['recipe']}'")
+    if not recipe_available(recipe):
+        raise OffbenchError(f"cannot make {dataset_id}: {NO_POLICY}")
     episodes = RECIPES[recipe["recipe"]](recipe, on_steps)
     ref_min, ref_max, ref_source = reference_for(recipe)
     dataset = _dataset_from_episodes(dataset_id, episodes, recipe["env_id"], ref_min, ref_max, ref_source)
@@ -165,7 +169,9 @@ def is_present(dataset_id: str) -> bool:
 
 
 def is_makeable(dataset_id: str) -> bool:
-    return dataset_id in catalogue()
+    """In the catalogue, with every behaviour-policy file its recipe needs committed."""
+    recipe = catalogue().get(dataset_id)
+    return recipe is not None and recipe_available(recipe)
 
 
 def alias_candidates(alias: str) -> list[str]:
@@ -187,6 +193,9 @@ def resolve(name: str) -> str:
             return candidate
     for candidate in candidates:
         if is_makeable(candidate):
+            return candidate
+    for candidate in candidates:
+        if candidate in catalogue():  # listed but not makeable: loading it says what is missing
             return candidate
     tried = ", ".join(candidates) if candidates else "no candidates"
     raise OffbenchError(f"unknown dataset '{name}' (tried {tried})", "see `offbench data list`")
@@ -221,6 +230,8 @@ def _how_to_get(dataset_id: str) -> str:
         return f"copy the Minari dataset folder to {location(dataset_id)} (e.g. from a machine where `minari download {name}` works)"
     if is_makeable(dataset_id):
         return f"make it with `offbench data make {dataset_id}`"
+    if dataset_id in catalogue():
+        return NO_POLICY
     return "no recipe makes it; see `offbench data list`"
 
 
@@ -238,6 +249,8 @@ def list_datasets() -> list[DatasetStatus]:
             state = "present"
         elif is_makeable(dataset_id):
             state = "makeable"
+        elif dataset_id in catalogue():
+            state = "needs policy"
         else:
             state = "needs file"
         rows.append(DatasetStatus(dataset_id, state, str(location(dataset_id)), "" if state == "present" else _how_to_get(dataset_id)))
