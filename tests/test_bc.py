@@ -2,45 +2,27 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from algo_fixtures import member_forward, random_batch, seed_slice
 from conftest import TINY_ID
-from offbench.algos.base import Batch, Problem
+from offbench.algos.base import Problem
 from offbench.algos.bc import BC, BCConfig
-from offbench.algos.nets import EnsembleMLP
 from offbench.algos.td3bc import TD3BC, TD3BCConfig
 from offbench.store import ResultsStore
 from offbench.train import RunPlan, run
 
 OBS, ACT, B, MAX_ACTION = 5, 2, 16, 1.5
+make_batch = functools.partial(random_batch, batch_size=B, obs_dim=OBS, act_dim=ACT, action_scale=MAX_ACTION)
 
 
 def make_algo(seeds: list[int], **overrides) -> BC:
     config = BCConfig(hidden_dims=[32, 32], batch_size=B, **overrides)
     return BC(config, Problem(OBS, ACT, MAX_ACTION), [torch.Generator().manual_seed(s) for s in seeds])
-
-
-def make_batch(num_seeds: int, seed: int = 0) -> Batch:
-    g = torch.Generator().manual_seed(1000 + seed)
-    return Batch(
-        observations=torch.randn(num_seeds, B, OBS, generator=g),
-        actions=(torch.rand(num_seeds, B, ACT, generator=g) * 2 - 1) * MAX_ACTION,
-        rewards=torch.randn(num_seeds, B, generator=g),
-        next_observations=torch.randn(num_seeds, B, OBS, generator=g),
-        not_dones=torch.ones(num_seeds, B),
-    )
-
-
-def member_forward(net: EnsembleMLP, member: int, x: torch.Tensor) -> torch.Tensor:
-    """One member of an ensemble MLP as a plain ReLU MLP on a (B, in) input."""
-    for i, layer in enumerate(net.layers):
-        x = x @ layer.weight[member] + layer.bias[member, 0]
-        if i < len(net.layers) - 1:
-            x = torch.relu(x)
-    return x
 
 
 def test_bc_loss_is_per_seed_mse_to_dataset_actions() -> None:
@@ -71,7 +53,7 @@ def test_seed_in_a_group_equals_the_same_seed_alone() -> None:
     for step in range(1, 5):
         batch = make_batch(2, seed=step)
         pair.update(batch, step)
-        alone.update(Batch(*(x[1:] for x in (batch.observations, batch.actions, batch.rewards, batch.next_observations, batch.not_dones))), step)
+        alone.update(seed_slice(batch, slice(1, None)), step)
     for p, a in zip(pair.actor.parameters(), alone.actor.parameters()):
         torch.testing.assert_close(p[1:], a, rtol=1e-6, atol=1e-7)
 

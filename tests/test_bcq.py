@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import copy
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from algo_fixtures import member_forward, random_batch, seed_slice
 from conftest import TINY_ID
 from offbench.algos.base import Batch, Problem
 from offbench.algos.bcq import BCQ, BCQConfig
@@ -18,31 +20,12 @@ from offbench.train import RunPlan, run
 
 OBS, ACT, B, MAX_ACTION = 5, 2, 8, 1.5
 LATENT = 2 * ACT
+make_batch = functools.partial(random_batch, batch_size=B, obs_dim=OBS, act_dim=ACT, action_scale=MAX_ACTION)
 
 
 def make_algo(seeds: list[int], **overrides) -> BCQ:
     config = BCQConfig(hidden_dims=[32, 24], vae_hidden_dims=[32, 32], batch_size=B, **overrides)
     return BCQ(config, Problem(OBS, ACT, MAX_ACTION), [torch.Generator().manual_seed(s) for s in seeds])
-
-
-def make_batch(num_seeds: int, seed: int = 0) -> Batch:
-    g = torch.Generator().manual_seed(1000 + seed)
-    return Batch(
-        observations=torch.randn(num_seeds, B, OBS, generator=g),
-        actions=(torch.rand(num_seeds, B, ACT, generator=g) * 2 - 1) * MAX_ACTION,
-        rewards=torch.randn(num_seeds, B, generator=g),
-        next_observations=torch.randn(num_seeds, B, OBS, generator=g),
-        not_dones=(torch.rand(num_seeds, B, generator=g) > 0.2).float(),
-    )
-
-
-def member_forward(net: EnsembleMLP, member: int, x: torch.Tensor) -> torch.Tensor:
-    """One member of an ensemble MLP as a plain ReLU MLP on a (B, in) input."""
-    for i, layer in enumerate(net.layers):
-        x = x @ layer.weight[member] + layer.bias[member, 0]
-        if i < len(net.layers) - 1:
-            x = torch.relu(x)
-    return x
 
 
 def peek_normal(generators: list[torch.Generator], shape: tuple[int, ...]) -> list[torch.Tensor]:
@@ -166,7 +149,7 @@ def test_seed_in_a_group_equals_the_same_seed_alone_and_acting_leaves_training_d
         batch = make_batch(2, seed=step)
         pair.update(batch, step)
         pair.act(torch.randn(2, 4, OBS))  # evaluating in between must not move the training stream
-        alone.update(Batch(*(x[1:] for x in (batch.observations, batch.actions, batch.rewards, batch.next_observations, batch.not_dones))), step)
+        alone.update(seed_slice(batch, slice(1, None)), step)
     for name in ("actor", "critic", "encoder", "decoder", "actor_target", "critic_target"):
         for p, a in zip(getattr(pair, name).parameters(), getattr(alone, name).parameters()):
             seed_1 = torch.cat([p[1:2], p[3:4]]) if name.startswith("critic") else p[1:]  # twins: member q * S + s

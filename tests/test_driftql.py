@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
@@ -9,43 +10,22 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from algo_fixtures import member_forward, random_batch, seed_slice
 from conftest import TINY_ID
-from offbench.algos.base import Batch, Problem
-from offbench.algos.driftql import DriftQL, DriftQLConfig, drift_field
+from offbench.algos.base import Problem
+from offbench.algos.driftql import DriftQL, DriftQLConfig, drift_field, gelu_tanh
 from offbench.algos.nets import EnsembleLayerNorm, EnsembleMLP
 from offbench.errors import OffbenchError
 from offbench.store import ResultsStore
 from offbench.train import RunPlan, run
 
 OBS, ACT, B, N = 5, 2, 8, 4
+make_batch = functools.partial(random_batch, batch_size=B, obs_dim=OBS, act_dim=ACT, action_scale=0.9)
 
 
 def make_algo(seeds: list[int], **overrides) -> DriftQL:
     config = DriftQLConfig(**{"hidden_dims": [16, 16], "batch_size": B, "drift_ngen": N, **overrides})
     return DriftQL(config, Problem(OBS, ACT, max_action=1.0), [torch.Generator().manual_seed(s) for s in seeds])
-
-
-def make_batch(num_seeds: int, seed: int = 0) -> Batch:
-    g = torch.Generator().manual_seed(1000 + seed)
-    return Batch(
-        observations=torch.randn(num_seeds, B, OBS, generator=g),
-        actions=torch.rand(num_seeds, B, ACT, generator=g) * 1.8 - 0.9,
-        rewards=torch.randn(num_seeds, B, generator=g),
-        next_observations=torch.randn(num_seeds, B, OBS, generator=g),
-        not_dones=(torch.rand(num_seeds, B, generator=g) > 0.2).float(),
-    )
-
-
-def member_forward(net: EnsembleMLP, member: int, x: torch.Tensor, layer_norm: bool) -> torch.Tensor:
-    """One member as a plain MLP: Linear -> GELU(tanh) [-> LayerNorm] per hidden layer, linear output."""
-    for i, layer in enumerate(net.layers):
-        x = x @ layer.weight[member] + layer.bias[member, 0]
-        if i < len(net.layers) - 1:
-            x = F.gelu(x, approximate="tanh")
-            if layer_norm:
-                norm = net.norms[i]
-                x = F.layer_norm(x, (x.shape[-1],), norm.weight[member, 0], norm.bias[member, 0], eps=1e-6)
-    return x
 
 
 def draws(algo: DriftQL, *rows: int) -> list[list[torch.Tensor]]:
@@ -75,7 +55,7 @@ def reference_repulsion(generated: torch.Tensor, temp: float, kernel: str) -> to
 
 def reference_drift_loss(algo: DriftQL, s: int, observations: torch.Tensor, actions: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     cfg = algo.config
-    generated = member_forward(algo.actor, s, torch.cat([observations.repeat_interleave(N, 0), noise], -1), False).clamp(-1, 1).view(B, N, ACT)
+    generated = member_forward(algo.actor, s, torch.cat([observations.repeat_interleave(N, 0), noise], -1), gelu_tanh).clamp(-1, 1).view(B, N, ACT)
     targets = []
     for b in range(B):
         gen = generated[b].detach().double()
@@ -170,9 +150,9 @@ def test_td_target_uses_the_current_actor_and_both_target_critics(q_agg: str) ->
     noise = draws(algo, B)
     got = algo.td_target(batch)
     for s in range(2):
-        next_a = member_forward(algo.actor, s, torch.cat([batch.next_observations[s], noise[s][0]], -1), False).clamp(-1, 1)
+        next_a = member_forward(algo.actor, s, torch.cat([batch.next_observations[s], noise[s][0]], -1), gelu_tanh).clamp(-1, 1)
         sa = torch.cat([batch.next_observations[s], next_a], -1)
-        q1, q2 = (member_forward(algo.critic_target, j * 2 + s, sa, True).squeeze(-1) for j in range(2))
+        q1, q2 = (member_forward(algo.critic_target, j * 2 + s, sa, gelu_tanh, layer_norm=True).squeeze(-1) for j in range(2))
         agg = torch.minimum(q1, q2) if q_agg == "min" else (q1 + q2) / 2
         torch.testing.assert_close(got[s], batch.rewards[s] + 0.99 * batch.not_dones[s] * agg, rtol=1e-5, atol=1e-5)
 
@@ -183,7 +163,7 @@ def test_critic_loss_is_the_mean_over_both_critics() -> None:
     loss, _ = algo.critic_loss(batch, target)
     for s in range(2):
         sa = torch.cat([batch.observations[s], batch.actions[s]], -1)
-        q1, q2 = (member_forward(algo.critic, j * 2 + s, sa, True).squeeze(-1) for j in range(2))
+        q1, q2 = (member_forward(algo.critic, j * 2 + s, sa, gelu_tanh, layer_norm=True).squeeze(-1) for j in range(2))
         torch.testing.assert_close(loss[s], (((q1 - target[s]) ** 2).mean() + ((q2 - target[s]) ** 2).mean()) / 2, rtol=1e-5, atol=1e-6)
 
 
@@ -194,9 +174,9 @@ def test_actor_loss_is_alpha_drift_minus_mean_critic(kernel: str) -> None:
     loss, drift = algo.actor_loss(batch)
     for s in range(2):
         expected_drift = reference_drift_loss(algo, s, batch.observations[s], batch.actions[s], noise[s][0])
-        pi = member_forward(algo.actor, s, torch.cat([batch.observations[s], noise[s][1]], -1), False).clamp(-1, 1)
+        pi = member_forward(algo.actor, s, torch.cat([batch.observations[s], noise[s][1]], -1), gelu_tanh).clamp(-1, 1)
         sa = torch.cat([batch.observations[s], pi], -1)
-        q = (member_forward(algo.critic, s, sa, True) + member_forward(algo.critic, 2 + s, sa, True)).squeeze(-1) / 2
+        q = (member_forward(algo.critic, s, sa, gelu_tanh, layer_norm=True) + member_forward(algo.critic, 2 + s, sa, gelu_tanh, layer_norm=True)).squeeze(-1) / 2
         torch.testing.assert_close(drift[s], expected_drift, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(loss[s], 7.0 * expected_drift - q.mean(), rtol=1e-5, atol=1e-5)
 
@@ -267,7 +247,7 @@ def test_seed_in_a_group_equals_the_same_seed_alone() -> None:
     for step in range(1, 4):
         batch = make_batch(2, seed=step)
         pair.update(batch, step)
-        alone.update(Batch(*(x[:1] for x in (batch.observations, batch.actions, batch.rewards, batch.next_observations, batch.not_dones))), step)
+        alone.update(seed_slice(batch, slice(None, 1)), step)
     for p, a in zip(pair.actor.parameters(), alone.actor.parameters()):
         torch.testing.assert_close(p[:1], a, rtol=1e-5, atol=1e-6)
     for p, a in zip(pair.critic.parameters(), alone.critic.parameters()):

@@ -3,6 +3,7 @@ schedule, masks shared with targets, checked against plain per-seed PyTorch writ
 
 from __future__ import annotations
 
+import functools
 import copy
 from pathlib import Path
 
@@ -10,8 +11,9 @@ import numpy as np
 import pytest
 import torch
 
+from algo_fixtures import random_batch, seed_slice
 from conftest import TINY_ID
-from offbench.algos.base import Batch, Problem
+from offbench.algos.base import Problem
 from offbench.algos.sparse_reg import SparseReg, SparseRegConfig, keep_masks
 from offbench.algos.td3bc import TD3BC
 from offbench.errors import OffbenchError
@@ -19,26 +21,12 @@ from offbench.store import ResultsStore
 from offbench.train import RunPlan, run
 
 OBS, ACT, B, HIDDEN = 5, 2, 32, [32, 32]
+make_batch = functools.partial(random_batch, batch_size=B, obs_dim=OBS, act_dim=ACT)
 
 
 def make_algo(seeds: list[int], **overrides) -> SparseReg:
     config = SparseRegConfig(hidden_dims=HIDDEN, batch_size=B, **overrides)
     return SparseReg(config, Problem(OBS, ACT, max_action=1.0), [torch.Generator().manual_seed(s) for s in seeds])
-
-
-def make_batch(num_seeds: int, seed: int = 0) -> Batch:
-    g = torch.Generator().manual_seed(1000 + seed)
-    return Batch(
-        observations=torch.randn(num_seeds, B, OBS, generator=g),
-        actions=torch.rand(num_seeds, B, ACT, generator=g) * 2 - 1,
-        rewards=torch.randn(num_seeds, B, generator=g),
-        next_observations=torch.randn(num_seeds, B, OBS, generator=g),
-        not_dones=(torch.rand(num_seeds, B, generator=g) > 0.2).float(),
-    )
-
-
-def seed_slice(batch: Batch, seeds: slice) -> Batch:
-    return Batch(*(x[seeds] for x in (batch.observations, batch.actions, batch.rewards, batch.next_observations, batch.not_dones)))
 
 
 def stored(layer: torch.nn.Module) -> torch.Tensor:

@@ -2,44 +2,27 @@
 
 from __future__ import annotations
 
+import functools
 import copy
 
 import numpy as np
 import pytest
 import torch
 
+from algo_fixtures import member_forward, random_batch, seed_slice
 from offbench.algos.base import Batch, Problem
 from offbench.algos.nets import EnsembleMLP, polyak_update
 from offbench.algos.td3bc import TD3BC, TD3BCConfig
 from offbench.train import state_normalizer
 
 OBS, ACT, B = 5, 2, 16
+make_batch = functools.partial(random_batch, batch_size=B, obs_dim=OBS, act_dim=ACT)
 
 
 def make_algo(seeds: list[int], **overrides) -> TD3BC:
     config = TD3BCConfig(hidden_dims=[32, 32], batch_size=B, **overrides)
     generators = [torch.Generator().manual_seed(s) for s in seeds]
     return TD3BC(config, Problem(OBS, ACT, max_action=1.0), generators)
-
-
-def make_batch(num_seeds: int, seed: int = 0) -> Batch:
-    g = torch.Generator().manual_seed(1000 + seed)
-    return Batch(
-        observations=torch.randn(num_seeds, B, OBS, generator=g),
-        actions=torch.rand(num_seeds, B, ACT, generator=g) * 2 - 1,
-        rewards=torch.randn(num_seeds, B, generator=g),
-        next_observations=torch.randn(num_seeds, B, OBS, generator=g),
-        not_dones=(torch.rand(num_seeds, B, generator=g) > 0.2).float(),
-    )
-
-
-def member_forward(net: EnsembleMLP, member: int, x: torch.Tensor) -> torch.Tensor:
-    """One member of an ensemble MLP as a plain ReLU MLP on a (B, in) input."""
-    for i, layer in enumerate(net.layers):
-        x = x @ layer.weight[member] + layer.bias[member, 0]
-        if i < len(net.layers) - 1:
-            x = torch.relu(x)
-    return x
 
 
 def reference_target(algo: TD3BC, batch: Batch, noise: torch.Tensor) -> torch.Tensor:
@@ -165,7 +148,7 @@ def test_seed_in_a_group_equals_the_same_seed_alone() -> None:
     for step in range(1, 5):
         batch = make_batch(2, seed=step)
         pair.update(batch, step)
-        alone.update(Batch(*(x[:1] for x in (batch.observations, batch.actions, batch.rewards, batch.next_observations, batch.not_dones))), step)
+        alone.update(seed_slice(batch, slice(None, 1)), step)
     for p, a in zip(pair.actor.parameters(), alone.actor.parameters()):
         torch.testing.assert_close(p[:1], a, rtol=1e-5, atol=1e-6)
     for p, a in zip(pair.critic.parameters(), alone.critic.parameters()):

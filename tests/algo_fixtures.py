@@ -1,0 +1,44 @@
+"""Shared pieces of the algorithm tests: random per-seed batches, seed slices, one ensemble member as a plain MLP."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from offbench.algos.base import Batch
+from offbench.algos.nets import EnsembleMLP
+
+
+def random_batch(num_seeds: int, seed: int = 0, *, batch_size: int, obs_dim: int, act_dim: int, action_scale: float = 1.0) -> Batch:
+    """A (num_seeds, batch_size) batch of Gaussian states and rewards, uniform actions in +-action_scale, ~20% terminals."""
+    g = torch.Generator().manual_seed(1000 + seed)
+    return Batch(
+        observations=torch.randn(num_seeds, batch_size, obs_dim, generator=g),
+        actions=(torch.rand(num_seeds, batch_size, act_dim, generator=g) * 2 - 1) * action_scale,
+        rewards=torch.randn(num_seeds, batch_size, generator=g),
+        next_observations=torch.randn(num_seeds, batch_size, obs_dim, generator=g),
+        not_dones=(torch.rand(num_seeds, batch_size, generator=g) > 0.2).float(),
+    )
+
+
+def seed_slice(batch: Batch, seeds: slice) -> Batch:
+    """The rows of `batch` that belong to the seeds in `seeds`."""
+    return Batch(*(getattr(batch, field.name)[seeds] for field in dataclasses.fields(batch)))
+
+
+def member_forward(
+    net: EnsembleMLP, member: int, x: torch.Tensor,
+    activation: Callable[[torch.Tensor], torch.Tensor] = torch.relu, layer_norm: bool = False,
+) -> torch.Tensor:
+    """One member of an ensemble MLP as a plain MLP on a (B, in) input: Linear -> activation [-> LayerNorm]."""
+    for i, layer in enumerate(net.layers):
+        x = x @ layer.weight[member] + layer.bias[member, 0]
+        if i < len(net.layers) - 1:
+            x = activation(x)
+            if layer_norm:
+                norm = net.norms[i]
+                x = F.layer_norm(x, (x.shape[-1],), norm.weight[member, 0], norm.bias[member, 0], eps=1e-6)
+    return x
