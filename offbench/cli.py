@@ -26,7 +26,7 @@ app.add_typer(leaderboard_app, name="leaderboard")
 out = Console(width=None if sys.stdout.isatty() else 220)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 220)
 
-ResultsDirOption = typer.Option(None, "--results-dir", help="Results store directory [default: $OFFBENCH_RESULTS_DIR or ./results].")
+ResultsDirOption = typer.Option(None, "--results-dir", help="Results store directory (default: $OFFBENCH_RESULTS_DIR or ./results).")
 
 
 class ProgressReporter:
@@ -86,11 +86,11 @@ def _making_progress(dataset_id: str) -> Callable[[int], None]:
 def run(
     algo: Optional[str] = typer.Option(None, "--algo", help="Algorithm (e.g. td3bc)."),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Dataset id or alias (e.g. hopper-medium, local/hopper-random-v5)."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Gradient steps [default: the algorithm's protocol, 1M for TD3+BC]."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Gradient steps (default: the algorithm's protocol, 1M for TD3+BC)."),
     seeds: int = typer.Option(1, "--seeds", help="Number of seeds, trained together on the seed axis; one record each."),
     seed_start: int = typer.Option(0, "--seed-start", help="First seed; seeds are seed-start .. seed-start+seeds-1."),
-    eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Evaluate every K steps [default: the algorithm's protocol]."),
-    eval_episodes: Optional[int] = typer.Option(None, "--eval-episodes", help="Evaluation episodes per seed [default: the algorithm's protocol]."),
+    eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Evaluate every K steps (default: the algorithm's protocol)."),
+    eval_episodes: Optional[int] = typer.Option(None, "--eval-episodes", help="Evaluation episodes per seed (default: the algorithm's protocol)."),
     device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto."),
     set_: list[str] = typer.Option([], "--set", help="Override a config key: --set alpha=2.5 (repeatable)."),
     subset: Optional[int] = typer.Option(None, "--subset", help="Small-data protocol: train on N transitions of the dataset (recorded in the dataset id)."),
