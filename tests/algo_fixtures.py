@@ -8,7 +8,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from offbench.algos.base import Batch
+from offbench.algos.base import Batch, OfflineAlgorithm
 from offbench.algos.nets import EnsembleMLP
 
 
@@ -42,3 +42,21 @@ def member_forward(
                 norm = net.norms[i]
                 x = F.layer_norm(x, (x.shape[-1],), norm.weight[member, 0], norm.bias[member, 0], eps=1e-6)
     return x
+
+
+def assert_member_equals_alone(
+    group_net: torch.nn.Module, alone_net: torch.nn.Module, seed: int, num_seeds: int,
+    twins: bool = False, rtol: float = 1e-5, atol: float = 1e-6,
+) -> None:
+    """Seed `seed` of a group network equals the same network trained alone; twins hold member q * S + s."""
+    members = [seed, num_seeds + seed] if twins else [seed]
+    for group_param, alone_param in zip(group_net.parameters(), alone_net.parameters(), strict=True):
+        torch.testing.assert_close(group_param[members], alone_param, rtol=rtol, atol=atol)
+
+
+def train_beside_and_alone(pair: OfflineAlgorithm, alone: OfflineAlgorithm, make_batch: Callable[..., Batch], steps: int, seed: int) -> None:
+    """Update a two-seed group and a one-seed copy of its member `seed` on the same batches."""
+    for step in range(1, steps + 1):
+        batch = make_batch(2, seed=step)
+        pair.update(batch, step)
+        alone.update(seed_slice(batch, slice(seed, seed + 1)), step)

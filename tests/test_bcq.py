@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from algo_fixtures import member_forward, random_batch, seed_slice
+from algo_fixtures import assert_member_equals_alone, member_forward, random_batch, seed_slice
 from conftest import TINY_ID
 from offbench.algos.base import Batch, Problem
 from offbench.algos.bcq import BCQ, BCQConfig
@@ -151,9 +151,7 @@ def test_seed_in_a_group_equals_the_same_seed_alone_and_acting_leaves_training_d
         pair.act(torch.randn(2, 4, OBS))  # evaluating in between must not move the training stream
         alone.update(seed_slice(batch, slice(1, None)), step)
     for name in ("actor", "critic", "encoder", "decoder", "actor_target", "critic_target"):
-        for p, a in zip(getattr(pair, name).parameters(), getattr(alone, name).parameters()):
-            seed_1 = torch.cat([p[1:2], p[3:4]]) if name.startswith("critic") else p[1:]  # twins: member q * S + s
-            torch.testing.assert_close(seed_1, a, rtol=1e-5, atol=1e-6)
+        assert_member_equals_alone(getattr(pair, name), getattr(alone, name), seed=1, num_seeds=2, twins=name.startswith("critic"))
 
 
 def test_polyak_every_step_on_actor_and_critic() -> None:

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from algo_fixtures import member_forward, random_batch, seed_slice
+from algo_fixtures import assert_member_equals_alone, member_forward, random_batch, train_beside_and_alone
 from conftest import TINY_ID
 from offbench.algos.base import Problem
 from offbench.algos.driftql import DriftQL, DriftQLConfig, drift_field, gelu_tanh
@@ -244,14 +244,9 @@ def test_glorot_uniform_init_and_zero_biases() -> None:
 
 def test_seed_in_a_group_equals_the_same_seed_alone() -> None:
     pair, alone = make_algo([0, 1]), make_algo([0])
-    for step in range(1, 4):
-        batch = make_batch(2, seed=step)
-        pair.update(batch, step)
-        alone.update(seed_slice(batch, slice(None, 1)), step)
-    for p, a in zip(pair.actor.parameters(), alone.actor.parameters()):
-        torch.testing.assert_close(p[:1], a, rtol=1e-5, atol=1e-6)
-    for p, a in zip(pair.critic.parameters(), alone.critic.parameters()):
-        torch.testing.assert_close(p[0::2], a, rtol=1e-5, atol=1e-6)
+    train_beside_and_alone(pair, alone, make_batch, steps=3, seed=0)
+    assert_member_equals_alone(pair.actor, alone.actor, seed=0, num_seeds=2)
+    assert_member_equals_alone(pair.critic, alone.critic, seed=0, num_seeds=2, twins=True)
     obs = torch.randn(2, 3, OBS)
     torch.testing.assert_close(pair.act(obs)[:1], alone.act(obs[:1]), rtol=1e-5, atol=1e-6)
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from algo_fixtures import member_forward, random_batch, seed_slice
+from algo_fixtures import assert_member_equals_alone, member_forward, random_batch, train_beside_and_alone
 from offbench.algos.base import Batch, Problem
 from offbench.algos.nets import EnsembleMLP, polyak_update
 from offbench.algos.td3bc import TD3BC, TD3BCConfig
@@ -145,14 +145,9 @@ def test_polyak_update_formula() -> None:
 def test_seed_in_a_group_equals_the_same_seed_alone() -> None:
     """Seed 0 trained beside seed 1 ends where seed 0 trained alone ends: seeds share nothing."""
     pair, alone = make_algo([0, 1]), make_algo([0])
-    for step in range(1, 5):
-        batch = make_batch(2, seed=step)
-        pair.update(batch, step)
-        alone.update(seed_slice(batch, slice(None, 1)), step)
-    for p, a in zip(pair.actor.parameters(), alone.actor.parameters()):
-        torch.testing.assert_close(p[:1], a, rtol=1e-5, atol=1e-6)
-    for p, a in zip(pair.critic.parameters(), alone.critic.parameters()):
-        torch.testing.assert_close(torch.cat([p[0:1], p[2:3]]), a, rtol=1e-5, atol=1e-6)
+    train_beside_and_alone(pair, alone, make_batch, steps=4, seed=0)
+    assert_member_equals_alone(pair.actor, alone.actor, seed=0, num_seeds=2)
+    assert_member_equals_alone(pair.critic, alone.critic, seed=0, num_seeds=2, twins=True)
 
 
 def test_state_normalizer_is_mean_and_std_plus_epsilon() -> None:
