@@ -25,6 +25,11 @@ from offbench.store import ResultsStore
 from offbench.train import RunPlan, run, transformed
 
 
+def sample_std(scores: np.ndarray) -> float:
+    """The std over seeds that tables report (ddof 1); 0 for a single seed."""
+    return float(scores.std(ddof=1)) if scores.size > 1 else 0.0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("algo")
@@ -53,8 +58,8 @@ def main() -> None:
     print(f"{args.algo} on {dataset_id}: {args.steps} steps, {args.seeds} seeds, "
           f"eval every {records[0].config['protocol']['eval_every']} x {records[0].config['protocol']['eval_episodes']} episodes, "
           f"{records[0].summary['seed_steps_per_s']:.0f} seed-steps/s")
-    print(f"  final evaluation        {final.mean():6.1f} ± {final.std():.1f}")
-    print(f"  mean of last 10 evals   {last10.mean():6.1f} ± {last10.std():.1f}")
+    print(f"  final evaluation        {final.mean():6.1f} ± {sample_std(final):.1f}   (mean ± std over seeds, ddof 1)")
+    print(f"  mean of last 10 evals   {last10.mean():6.1f} ± {sample_std(last10):.1f}")
     print(f"  dataset behaviour       {behaviour.get('normalized_mean', float('nan')):6.1f}  (mean over {behaviour['episodes']} episodes)")
     for version, table in papers.items():
         score = table.get(dataset_key(dataset_id))
