@@ -15,6 +15,7 @@ import pandas as pd
 from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import EngFormatter
 
 from offbench.analysis.stats import AGGREGATE_METRICS, Profile
 from offbench.io import atomic_write
@@ -96,6 +97,7 @@ def curves_figure(curves: dict[str, dict[str, Curve]], colors: dict[str, tuple[f
     for ax, (dataset, per_algo) in zip(axes, curves.items()):
         _draw_curves(ax, per_algo, colors)
         ax.set_title(dataset, fontsize=9)
+        ax.xaxis.set_major_formatter(EngFormatter(sep=""))  # 20k, 1M: no shared 1e4 offset
     for ax in axes[len(curves) :]:
         ax.set_visible(False)
     for ax in axes[(nrows - 1) * ncols :]:
