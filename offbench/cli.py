@@ -133,7 +133,8 @@ def _print_run_summaries(store, run_ids: list[str]) -> None:
         out.print(f"{run_id}: normalised score {summary['final_score']:.1f} (return {summary['final_return']:.1f}) "
                   f"after {summary['steps']} steps, {summary['seed_steps_per_s']:.0f} seed-steps/s")
     dataset_id = store.load(run_ids[0]).config["dataset"]["id"]
-    out.print(f"[bold]{dataset_id}: final normalised score {np.mean(finals):.1f} ± {np.std(finals):.1f} over {len(finals)} seed(s)[/bold]")
+    spread = f" ± {np.std(finals, ddof=1):.1f} (std over {len(finals)} seeds)" if len(finals) > 1 else " (1 seed)"
+    out.print(f"[bold]{dataset_id}: final normalised score {np.mean(finals):.1f}{spread}[/bold]")
     out.print(f"records in {store.root}")
 
 
