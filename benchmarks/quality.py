@@ -57,7 +57,7 @@ def main() -> None:
     print(f"machine: {cpu_model()} ({platform.machine()}), device {provenance['device']}, gpu {provenance.get('gpu') or '-'}, torch {torch.__version__}")
     print(f"{args.algo} on {dataset_id}: {args.steps} steps, {args.seeds} seeds, "
           f"eval every {records[0].config['protocol']['eval_every']} x {records[0].config['protocol']['eval_episodes']} episodes, "
-          f"{records[0].summary['seed_steps_per_s']:.0f} seed-steps/s")
+          f"{records[0].summary['seed_steps_per_s']:.3g} seed-steps/s")
     print(f"  final evaluation        {final.mean():6.1f} ± {sample_std(final):.1f}   (mean ± std over seeds, ddof 1)")
     print(f"  mean of last 10 evals   {last10.mean():6.1f} ± {sample_std(last10):.1f}")
     print(f"  dataset behaviour       {behaviour.get('normalized_mean', float('nan')):6.1f}  (mean over {behaviour['episodes']} episodes)")
