@@ -150,7 +150,7 @@ def runs(
     if frame.empty:
         out.print(f"no {'' if all_ else 'finished '}runs in {results_dir(results)}")
         return
-    table = Table("run id", "algo", "dataset", "seed", "steps", "status", "final", "last-10", "steps/s")
+    table = Table("run id", "algo", "dataset", "seed", "steps", "status", "final", "last-10", "group steps/s")
     for row in frame.itertuples():
         table.add_row(row.run_id, row.algo, row.dataset_id, str(row.seed), str(row.steps), row.status,
                       _fmt(row.final_score), _fmt(row.last10_score), _fmt(row.steps_per_s, "{:.0f}"))
