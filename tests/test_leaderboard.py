@@ -117,11 +117,13 @@ def test_a_drop_within_the_margin_passes(reference: tuple[ResultsStore, Path], t
 def test_check_refuses_runs_under_another_protocol(reference: tuple[ResultsStore, Path], tmp_path: Path) -> None:
     _, board = reference
     longer = new_store(tmp_path / "steps", {("td3bc", HOPPER): 60.0}, steps=2000)
-    with pytest.raises(OffbenchError, match=r"refusing to compare td3bc on local/hopper-random-v5.*steps=2000"):
+    with pytest.raises(OffbenchError, match=r"refusing to compare td3bc on local/hopper-random-v5.*steps=2000") as longer_error:
         check_runs(load_leaderboard(board), longer)
+    assert "rerun under the leaderboard's protocol" in longer_error.value.hint
     regenerated = new_store(tmp_path / "sha", {("td3bc", HOPPER): 60.0}, sha256="f" * 64)
     result = invoke("check", "--results-dir", regenerated.root, "--leaderboard", board)
     assert isinstance(result.exception, OffbenchError) and "ffffffffffff" in str(result.exception)
+    assert "other data bytes" in result.exception.hint
 
 
 def test_frozen_runs_are_never_compared_with_themselves(reference: tuple[ResultsStore, Path]) -> None:

@@ -445,7 +445,7 @@ def _check_cell(
         raise OffbenchError(
             f"refusing to compare {algo} on {dataset} across protocols: the leaderboard holds {expected}; "
             f"the new runs have {found}",
-            "rerun under the leaderboard's protocol, or freeze a new reference with `offbench leaderboard update`",
+            _refusal_hint(runs, entries),
         )
     checks = []
     for entry, candidates in zip(entries, comparable):
@@ -462,6 +462,15 @@ def _check_cell(
         difference = difference_of_means(new, reference, reps, stream_seed(seed, "check", algo, dataset))
         checks.append(CellCheck(algo, dataset, reference, new, difference, regression_verdict(difference, margin)))
     return checks
+
+
+def _refusal_hint(runs: pd.DataFrame, entries: list[Entry]) -> str:
+    same_budget = any(all((runs[k] == v).any() for k, v in e.budget.items()) for e in entries)
+    if same_budget:
+        return ("same budget, other data bytes: a local dataset rolled out by a policy differs across CPU "
+                "generations (datasets/README.md), a downloaded one may be another version; freeze a reference "
+                "on this machine class and data with `offbench leaderboard update`")
+    return "rerun under the leaderboard's protocol, or freeze a new reference with `offbench leaderboard update`"
 
 
 def _same_protocol(runs: pd.DataFrame, entry: Entry) -> pd.Series:
