@@ -21,6 +21,12 @@ TINY_RECIPE = {
 FAST_SETTINGS = ["--set", "hidden_dims=[32, 32]", "--set", "batch_size=32"]
 
 
+@pytest.fixture(autouse=True)
+def seeded_global_rng() -> None:
+    """Tests that draw from torch's global generator see the same numbers on every run and machine order."""
+    torch.manual_seed(0)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("offbench-data")

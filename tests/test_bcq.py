@@ -78,11 +78,12 @@ def test_soft_clipped_double_q_target_matches_per_seed_reference() -> None:
 
 def test_perturbation_is_bounded_by_phi_and_the_action_is_clipped() -> None:
     algo = make_algo([0])
-    with torch.no_grad():  # saturate tanh: xi reaches +-Phi * max_action
-        for layer in algo.actor.layers:
-            layer.weight.mul_(30.0)
-    obs = torch.randn(1, 64, OBS)
-    actions = (torch.rand(1, 64, ACT) * 2 - 1) * MAX_ACTION
+    with torch.no_grad():  # saturate tanh for every input: xi = Phi * max_action * tanh(10), the bound
+        algo.actor.layers[-1].weight.zero_()
+        algo.actor.layers[-1].bias.fill_(10.0)
+    g = torch.Generator().manual_seed(0)
+    obs = torch.randn(1, 64, OBS, generator=g)
+    actions = (torch.rand(1, 64, ACT, generator=g) * 2 - 1) * MAX_ACTION
     actions[0, :8] = MAX_ACTION  # at the box edge: a + xi must be clipped back in
     actions[0, 8:16] = -MAX_ACTION
     out = algo.perturb(obs, actions)
