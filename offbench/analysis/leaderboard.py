@@ -465,8 +465,7 @@ def _check_cell(
 
 
 def _refusal_hint(runs: pd.DataFrame, entries: list[Entry]) -> str:
-    same_budget = any(all((runs[k] == v).any() for k, v in e.budget.items()) for e in entries)
-    if same_budget:
+    if any(_same_budget(runs, e).any() for e in entries):
         return ("same budget, other data bytes: a local dataset rolled out by a policy differs across CPU "
                 "generations (datasets/README.md), a downloaded one may be another version; freeze a reference "
                 "on this machine class and data with `offbench leaderboard update`")
@@ -474,7 +473,11 @@ def _refusal_hint(runs: pd.DataFrame, entries: list[Entry]) -> str:
 
 
 def _same_protocol(runs: pd.DataFrame, entry: Entry) -> pd.Series:
-    same = runs["dataset_sha256"] == entry.dataset["sha256"]
+    return (runs["dataset_sha256"] == entry.dataset["sha256"]) & _same_budget(runs, entry)
+
+
+def _same_budget(runs: pd.DataFrame, entry: Entry) -> pd.Series:
+    same = pd.Series(True, index=runs.index)
     for key, value in entry.budget.items():
         same &= runs[key] == value
     return same
