@@ -15,6 +15,7 @@ import copy
 import platform
 import time
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -22,20 +23,27 @@ from torch import nn
 from offbench.algos import ALGORITHMS, get_algorithm
 from offbench.algos.base import Problem
 from offbench.config import resolve_config
+from offbench.data.dataset import DatasetMetadata, OfflineDataset
+from offbench.data.sampling import UniformTransitions
+from offbench.data.spaces import Box, ObservationSpace
 from offbench.provenance import cpu_model
-from offbench.train import DeviceData
+from offbench.seeding import SeedStreams
 
 OBS, ACT, N, BATCH = 11, 3, 1_000_000, 256
 
 
-def synthetic_data(device: torch.device) -> DeviceData:
-    g = torch.Generator().manual_seed(0)
-    obs = torch.randn(N, OBS, generator=g)
-    return DeviceData(
-        observations=obs.to(device), actions=(torch.rand(N, ACT, generator=g) * 2 - 1).to(device),
-        rewards=torch.randn(N, generator=g).to(device), next_observations=obs.roll(-1, 0).to(device),
-        not_dones=torch.ones(N, device=device), obs_mean=torch.zeros(OBS, device=device), obs_std=torch.ones(OBS, device=device),
+def synthetic_data(device: torch.device) -> UniformTransitions:
+    rng = np.random.default_rng(0)
+    obs = rng.standard_normal((N, OBS), dtype=np.float32)
+    timeouts = np.zeros(N, dtype=bool)
+    timeouts[-1] = True
+    metadata = DatasetMetadata("test/synthetic-v0", "test", "Hopper-v5", ObservationSpace((OBS,)), Box((-1.0,) * ACT, (1.0,) * ACT))
+    dataset = OfflineDataset.build(
+        metadata, observations=obs, actions=rng.uniform(-1, 1, (N, ACT)), rewards=rng.standard_normal(N),
+        next_observations=np.roll(obs, -1, 0), terminals=np.zeros(N, dtype=bool), timeouts=timeouts,
+        episode_starts=np.zeros(1, dtype=np.int64), validate=False,
     )
+    return UniformTransitions(dataset, device, normalize_states=False, timeouts_as_terminals=False)
 
 
 def timed(step_fn, seconds: float, device: torch.device, warmup: int = 20) -> float:
@@ -54,12 +62,12 @@ def timed(step_fn, seconds: float, device: torch.device, warmup: int = 20) -> fl
     return steps / (time.perf_counter() - start)
 
 
-def offbench_rate(name: str, num_seeds: int, data: DeviceData, device: torch.device, seconds: float) -> float:
+def offbench_rate(name: str, num_seeds: int, data: UniformTransitions, device: torch.device, seconds: float) -> float:
     algorithm_class = get_algorithm(name)
-    config = resolve_config(name, algorithm_class.config_class, "local/hopper-medium-v5", {})
-    generators = [torch.Generator(device=device).manual_seed(s) for s in range(num_seeds)]
-    algo = algorithm_class(config, Problem(OBS, ACT, 1.0), generators).to(device)
-    return timed(lambda i: algo.update(data.sample(generators, config.batch_size), i), seconds, device) * num_seeds
+    config = resolve_config(name, algorithm_class, "local/hopper-medium-v5", {})
+    streams = SeedStreams.for_seeds(list(range(num_seeds)), device)
+    algo = algorithm_class(config, Problem.vector(OBS, ACT, 1.0), streams).to(device)
+    return timed(lambda i: algo.update(data.sample(streams.sampling, config.batch_size), i), seconds, device) * num_seeds
 
 
 # ---- the baseline: a plain single-seed TD3+BC step, as in the reference code -----------------------
@@ -69,7 +77,7 @@ def mlp(in_dim: int, out_dim: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(in_dim, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, out_dim))
 
 
-def plain_rate(data: DeviceData, device: torch.device, seconds: float) -> float:
+def plain_rate(data: UniformTransitions, device: torch.device, seconds: float) -> float:
     actor, q1, q2 = mlp(OBS, ACT).to(device), mlp(OBS + ACT, 1).to(device), mlp(OBS + ACT, 1).to(device)
     actor_t, q1_t, q2_t = (copy.deepcopy(m) for m in (actor, q1, q2))
     actor_opt = torch.optim.Adam(actor.parameters(), lr=3e-4)

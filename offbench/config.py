@@ -43,14 +43,19 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     return overrides
 
 
-def resolve_config(algo: str, config_class: type, dataset_id: str, overrides: dict[str, Any]) -> Any:
-    """Defaults, then the dataset's overrides, then the user's; every key and type is checked."""
+def resolve_config(algo: str, algorithm_class: Any, dataset_id: str, overrides: dict[str, Any]) -> Any:
+    """Defaults, then the dataset's overrides, then the user's; every key and type is checked.
+
+    The config class is `algorithm_class.config_class_for(values)`: an algorithm whose valid keys depend
+    on a choice (Sparse-Reg's `base`) refuses the keys of the other choice.
+    """
     spec = baseline_file(algo)
     values = dict(spec.get("config", {}))
     per_dataset = spec.get("datasets", {})
     values.update(per_dataset.get(dataset_key(dataset_id), {}))
     values.update(per_dataset.get(dataset_id, {}))
     values.update(overrides)
+    config_class = algorithm_class.config_class_for(values)
     fields = {f.name: f for f in dataclasses.fields(config_class)}
     hints = typing.get_type_hints(config_class)
     unknown = sorted(set(values) - set(fields))

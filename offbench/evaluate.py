@@ -16,7 +16,7 @@ def episode_seeds(seeds: list[int], episodes: int) -> list[int]:
 
 
 def evaluate(
-    act: Callable[[np.ndarray], np.ndarray],
+    act: Callable[[np.ndarray, np.ndarray], np.ndarray],
     env_id: str,
     seeds: list[int],
     episodes: int,
@@ -24,21 +24,27 @@ def evaluate(
 ) -> np.ndarray:
     """Undiscounted returns, shape (S, episodes).
 
-    `act` maps observations (S, episodes, obs_dim) to actions (S, episodes, act_dim). Each sub-env
-    runs exactly one episode; sub-envs that finished keep stepping (the vector env autoresets them)
-    until the slowest is done, and their extra rewards are ignored.
+    `act(observations, episode_start)` maps observations (S, episodes, *obs_shape) and a bool mask
+    (S, episodes), True on the first observation of an episode, to actions (S, episodes, *action_shape).
+    Each sub-env runs exactly one episode; sub-envs that finished keep stepping (the vector env
+    autoresets them) until the slowest is done, and their extra rewards are ignored.
     """
     num_envs = len(seeds) * episodes
     envs = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync", **(env_kwargs or {}))
     try:
         observations, _ = envs.reset(seed=episode_seeds(seeds, episodes))
+        action_shape = envs.single_action_space.shape
         returns = np.zeros(num_envs)
         running = np.ones(num_envs, dtype=bool)
+        episode_start = np.ones(num_envs, dtype=bool)
+        ended = np.zeros(num_envs, dtype=bool)
         while running.any():
-            actions = act(observations.reshape(len(seeds), episodes, -1)).reshape(num_envs, -1)
+            grouped = observations.reshape(len(seeds), episodes, *observations.shape[1:])
+            actions = act(grouped, episode_start.reshape(len(seeds), episodes)).reshape(num_envs, *action_shape)
             observations, rewards, terminated, truncated, _ = envs.step(actions)
+            episode_start, ended = ended, terminated | truncated  # next-step autoreset: a step after an end resets
             returns += rewards * running
-            running &= ~(terminated | truncated)
+            running &= ~ended
     finally:
         envs.close()
     return returns.reshape(len(seeds), episodes)

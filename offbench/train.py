@@ -1,9 +1,11 @@
 """The unified protocol: one training loop for every algorithm.
 
-One process trains a *seed group*: S independent runs batched on the seed axis. The loop samples
-per-seed minibatch indices, calls `algorithm.update(batch, step)`, evaluates every `eval_every` steps
-(and at the end), writes each seed's curve, and checkpoints the whole group atomically, so a killed
-group resumes (`offbench run --resume GROUP_ID`) and ends exactly as an uninterrupted run would on CPU.
+One process trains a *seed group*: S independent runs batched on the seed axis. The trainer holds the
+loop and the records only: the algorithm's sampler (data layer) draws each seed's minibatch from that
+seed's sampling stream, the algorithm's stages (if any) run once before the loop, `algorithm.update(batch,
+step)` runs every step, evaluation runs every `eval_every` steps (and at the end), each seed's curve is
+written, and the whole group is checkpointed atomically, so a killed group resumes (`offbench run
+--resume GROUP_ID`) and ends exactly as an uninterrupted run would on CPU.
 """
 
 from __future__ import annotations
@@ -20,16 +22,19 @@ import torch
 
 from offbench import provenance
 from offbench.algos import get_algorithm
-from offbench.algos.base import Batch, OfflineAlgorithm, Problem
+from offbench.algos.base import OfflineAlgorithm, Problem, StageContext
 from offbench.config import protocol_defaults, resolve_config
 from offbench.data import OfflineDataset, corruption, load_dataset, transforms
 from offbench.data.registry import recorded_hash_mismatch
+from offbench.data.sampling import Sampler, make_sampler
 from offbench.errors import OffbenchError
 from offbench.evaluate import evaluate
 from offbench.io import atomic_write
+from offbench.protocol import TrainingProtocol
+from offbench.seeding import SeedStreams
 from offbench.store import ResultsStore
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: named random streams, sampler state, stages
 LAST_K = 10  # the TD3+BC paper's metric: mean over the final 10 evaluations
 
 
@@ -62,51 +67,6 @@ class Reporter:
     def stop(self) -> None: ...
 
 
-# ---- data on the device ---------------------------------------------------------------------------
-
-
-@dataclass
-class DeviceData:
-    """The dataset as tensors on the training device; batches are index gathers."""
-
-    observations: torch.Tensor
-    actions: torch.Tensor
-    rewards: torch.Tensor
-    next_observations: torch.Tensor
-    not_dones: torch.Tensor
-    obs_mean: torch.Tensor
-    obs_std: torch.Tensor
-
-    @classmethod
-    def from_dataset(cls, dataset: OfflineDataset, device: torch.device, normalize_states: bool, timeouts_as_terminals: bool = False) -> DeviceData:
-        """`timeouts_as_terminals` reproduces codebases that stop bootstrapping at time limits too."""
-        mean, std = state_normalizer(dataset.observations) if normalize_states else (
-            np.zeros(dataset.metadata.observation_dim), np.ones(dataset.metadata.observation_dim))
-        to = lambda a: torch.as_tensor(a, dtype=torch.float32, device=device)  # noqa: E731
-        return cls(
-            observations=to((dataset.observations - mean) / std),
-            actions=to(dataset.actions),
-            rewards=to(dataset.rewards),
-            next_observations=to((dataset.next_observations - mean) / std),
-            not_dones=to(1.0 - (dataset.terminals | (dataset.timeouts & timeouts_as_terminals))),
-            obs_mean=to(mean),
-            obs_std=to(std),
-        )
-
-    def sample(self, generators: list[torch.Generator], batch_size: int) -> Batch:
-        """Uniform indices with replacement, drawn per seed from that seed's generator: (S, B)."""
-        n = self.rewards.shape[0]
-        idx = torch.stack([torch.randint(n, (batch_size,), generator=g, device=g.device) for g in generators])
-        return Batch(self.observations[idx], self.actions[idx], self.rewards[idx], self.next_observations[idx], self.not_dones[idx])
-
-
-def state_normalizer(observations: np.ndarray, eps: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
-    """Per-dimension mean and std + eps over the dataset's states (TD3+BC's normalisation)."""
-    mean = observations.mean(axis=0, dtype=np.float64)
-    std = observations.std(axis=0, dtype=np.float64) + eps
-    return mean.astype(np.float32), std.astype(np.float32)
-
-
 # ---- the seed group ------------------------------------------------------------------------------
 
 
@@ -117,21 +77,25 @@ class SeedGroup:
     group_id: str
     run_ids: list[str]
     plan: RunPlan
-    protocol: dict[str, Any]
+    protocol: TrainingProtocol
     dataset: OfflineDataset
-    data: DeviceData
+    sampler: Sampler
     algorithm: OfflineAlgorithm
-    generators: list[torch.Generator]
+    streams: SeedStreams
     device: torch.device
     step: int = 0
     curves: list[list[dict[str, Any]]] = field(default_factory=list)
     train_time_s: float = 0.0
     eval_time_s: float = 0.0
+    stages_done: list[str] = field(default_factory=list)
+    stage_time_s: dict[str, float] = field(default_factory=dict)
 
-    def act(self, observations: np.ndarray) -> np.ndarray:
-        obs = torch.as_tensor(observations, dtype=torch.float32, device=self.device)
-        obs = (obs - self.data.obs_mean) / self.data.obs_std
-        return self.algorithm.act(obs).cpu().numpy()
+    def act(self, observations: np.ndarray, episode_start: np.ndarray) -> np.ndarray:
+        """Environment observations (S, N, *obs_shape) -> actions (S, N, *action_shape), on the device."""
+        dtype = torch.uint8 if self.sampler.observation_space.dtype == "uint8" else torch.float32
+        obs = self.sampler.prepare_observations(torch.as_tensor(observations, dtype=dtype, device=self.device))
+        starts = torch.as_tensor(episode_start, dtype=torch.bool, device=self.device)
+        return self.algorithm.act(obs, starts).cpu().numpy()
 
     def checkpoint(self) -> dict[str, Any]:
         return {
@@ -139,15 +103,27 @@ class SeedGroup:
             "group_id": self.group_id,
             "run_ids": self.run_ids,
             "plan": dataclasses.asdict(self.plan),
-            "protocol": self.protocol,
+            "protocol": self.protocol.to_dict(),
             "dataset_sha256": self.dataset.metadata.sha256,
             "step": self.step,
             "algorithm": self.algorithm.training_state(),
-            "generators": [g.get_state() for g in self.generators],
+            "streams": self.streams.state_dict(),
+            "sampler": self.sampler.state_dict(),
+            "stages_done": self.stages_done,
+            "stage_time_s": self.stage_time_s,
             "curves": self.curves,
             "train_time_s": self.train_time_s,
             "eval_time_s": self.eval_time_s,
         }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Load a `checkpoint()` into this freshly built group."""
+        self.algorithm.load_training_state(state["algorithm"])
+        self.streams.load_state_dict(state["streams"])
+        self.sampler.load_state_dict(state["sampler"])
+        self.stages_done, self.stage_time_s = list(state["stages_done"]), dict(state["stage_time_s"])
+        self.step, self.curves = state["step"], state["curves"]
+        self.train_time_s, self.eval_time_s = state["train_time_s"], state["eval_time_s"]
 
 
 def pick_device(name: str) -> torch.device:
@@ -169,11 +145,13 @@ def build_group(plan: RunPlan, reporter: Reporter, group_id: str | None = None) 
         raise OffbenchError(f"seeds must be distinct non-negative integers, got {plan.seeds}")
     device = pick_device(plan.device)
     dataset = transformed(load_dataset(plan.dataset, on_make=lambda d: _announce_make(reporter, d)), plan)
-    config = resolve_config(plan.algo, algorithm_class.config_class, dataset.metadata.id, plan.overrides)
+    config = resolve_config(plan.algo, algorithm_class, dataset.metadata.id, plan.overrides)
     protocol = _protocol(plan, dataset, config)
-    generators = [_generator(seed, device) for seed in plan.seeds]
-    problem = Problem(dataset.metadata.observation_dim, dataset.metadata.action_dim, _max_action(dataset))
-    algorithm = algorithm_class(config, problem, generators).to(device)
+    sampler = make_sampler(dataset, device, config)
+    problem = Problem(sampler.observation_space, dataset.metadata.action_space)
+    algorithm_class.check_problem(plan.algo, problem, dataset.metadata.id)
+    streams = SeedStreams.for_seeds(plan.seeds, device)
+    algorithm = algorithm_class(config, problem, streams).to(device)
     group_id = group_id or _new_group_id(plan.algo, dataset.metadata.id)
     return SeedGroup(
         group_id=group_id,
@@ -181,9 +159,9 @@ def build_group(plan: RunPlan, reporter: Reporter, group_id: str | None = None) 
         plan=plan,
         protocol=protocol,
         dataset=dataset,
-        data=DeviceData.from_dataset(dataset, device, protocol["normalize_states"], protocol["timeouts_as_terminals"]),
+        sampler=sampler,
         algorithm=algorithm,
-        generators=generators,
+        streams=streams,
         device=device,
         curves=[[] for _ in plan.seeds],
     )
@@ -203,22 +181,18 @@ def _announce_make(reporter: Reporter, dataset_id: str) -> Callable[[int], None]
     return reporter.making(dataset_id)
 
 
-def _protocol(plan: RunPlan, dataset: OfflineDataset, config: Any) -> dict[str, Any]:
+def _protocol(plan: RunPlan, dataset: OfflineDataset, config: Any) -> TrainingProtocol:
     defaults = protocol_defaults(plan.algo)
-    protocol = {
-        "steps": _given_or(plan.steps, defaults.get("steps", 1_000_000)),
-        "eval_every": _given_or(plan.eval_every, defaults.get("eval_every", 5000)),
-        "eval_episodes": _given_or(plan.eval_episodes, defaults.get("eval_episodes", 10)),
-        "batch_sampling": "uniform with replacement, independent indices per seed",
-        "normalize_states": bool(getattr(config, "normalize_states", False)),
-        "timeouts_as_terminals": bool(getattr(config, "timeouts_as_terminals", False)),
-        "eval_env": dataset.metadata.env_id,
-        "eval_env_kwargs": dataset.metadata.env_kwargs,
-        "score": "normalised return x100 under the dataset's reference min/max",
-    }
-    for key in ("steps", "eval_every", "eval_episodes"):
-        if protocol[key] <= 0:
-            raise OffbenchError(f"--{key.replace('_', '-')} must be positive, got {protocol[key]}")
+    protocol = TrainingProtocol(
+        steps=_given_or(plan.steps, defaults.get("steps", 1_000_000)),
+        eval_every=_given_or(plan.eval_every, defaults.get("eval_every", 5000)),
+        eval_episodes=_given_or(plan.eval_episodes, defaults.get("eval_episodes", 10)),
+        sampler=config.sampler,
+        normalize_states=config.normalize_states,
+        timeouts_as_terminals=config.timeouts_as_terminals,
+        eval_env=dataset.metadata.env_id,
+        eval_env_kwargs=dataset.metadata.env_kwargs,
+    )
     if not dataset.metadata.env_id:
         raise OffbenchError(f"dataset {dataset.metadata.id} names no environment to evaluate in")
     return protocol
@@ -226,19 +200,6 @@ def _protocol(plan: RunPlan, dataset: OfflineDataset, config: Any) -> dict[str, 
 
 def _given_or(value: int | None, default: int) -> int:
     return default if value is None else value
-
-
-def _max_action(dataset: OfflineDataset) -> float:
-    low, high = np.asarray(dataset.metadata.action_low), np.asarray(dataset.metadata.action_high)
-    if not np.allclose(low, -high) or not np.allclose(high, high[0]):
-        raise OffbenchError(f"dataset {dataset.metadata.id}: actions must lie in a symmetric box [-m, m], got [{low}, {high}]")
-    return float(high[0])
-
-
-def _generator(seed: int, device: torch.device) -> torch.Generator:
-    generator = torch.Generator(device=device)
-    generator.manual_seed(seed)
-    return generator
 
 
 def _new_group_id(algo: str, dataset_id: str) -> str:
@@ -267,11 +228,7 @@ def resume(group_id: str, store: ResultsStore, reporter: Reporter | None = None)
     group = build_group(plan, reporter, group_id=group_id)
     if group.dataset.metadata.sha256 != state["dataset_sha256"]:
         raise OffbenchError(f"dataset {group.dataset.metadata.id} changed since group {group_id} started (hash differs)", "start a new run")
-    group.algorithm.load_training_state(state["algorithm"])
-    for generator, generator_state in zip(group.generators, state["generators"]):
-        generator.set_state(generator_state)
-    group.step, group.curves = state["step"], state["curves"]
-    group.train_time_s, group.eval_time_s = state["train_time_s"], state["eval_time_s"]
+    group.restore(state)
     _start_records(group, store)
     reporter.message(f"resuming {group_id} at step {group.step}")
     return _train(group, store, reporter)
@@ -318,7 +275,7 @@ def _record_config(group: SeedGroup, seed: int, run_id: str) -> dict[str, Any]:
             "transforms": meta.extra.get("transforms", []),
             "parent_sha256": meta.extra.get("parent_sha256"),
         },
-        "protocol": group.protocol,
+        "protocol": group.protocol.to_dict(),
         "algo_config": dataclasses.asdict(group.algorithm.config),
         "overrides": group.plan.overrides,
         "device": str(group.device),
@@ -326,15 +283,16 @@ def _record_config(group: SeedGroup, seed: int, run_id: str) -> dict[str, Any]:
 
 
 def _train(group: SeedGroup, store: ResultsStore, reporter: Reporter) -> list[str]:
-    steps, eval_every = group.protocol["steps"], group.protocol["eval_every"]
+    steps, eval_every = group.protocol.steps, group.protocol.eval_every
     batch_size = group.algorithm.config.batch_size
     metrics: dict[str, torch.Tensor] = {}
-    reporter.start(steps, group.step)
     try:
+        _run_stages(group, store, reporter)
+        reporter.start(steps, group.step)
         segment_start, segment_steps = time.perf_counter(), 0
         while group.step < steps:
             group.step += 1
-            metrics.update(group.algorithm.update(group.data.sample(group.generators, batch_size), group.step))
+            metrics.update(group.algorithm.update(group.sampler.sample(group.streams.sampling, batch_size), group.step))
             segment_steps += 1
             if group.step % eval_every == 0 or group.step == steps:
                 group.train_time_s += _elapsed(segment_start, group.device)
@@ -355,6 +313,21 @@ def _train(group: SeedGroup, store: ResultsStore, reporter: Reporter) -> list[st
     return group.run_ids
 
 
+def _run_stages(group: SeedGroup, store: ResultsStore, reporter: Reporter) -> None:
+    """The algorithm's stages not done yet, in order; each is timed on its own and checkpointed when done."""
+    for name in group.algorithm.stages:
+        if name in group.stages_done:
+            continue
+        reporter.message(f"stage {name} of {group.plan.algo}")
+        start = time.perf_counter()
+        context = StageContext(group.dataset, group.sampler, group.streams, group.device,
+                               save=lambda: _save_checkpoint(store, group), message=reporter.message)
+        group.algorithm.run_stage(name, context)
+        group.stage_time_s[name] = group.stage_time_s.get(name, 0.0) + _elapsed(start, group.device)
+        group.stages_done.append(name)
+        _save_checkpoint(store, group)
+
+
 def _elapsed(start: float, device: torch.device) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -363,7 +336,8 @@ def _elapsed(start: float, device: torch.device) -> float:
 
 def _evaluate_and_record(group: SeedGroup, store: ResultsStore, metrics: dict[str, torch.Tensor]) -> None:
     start = time.perf_counter()
-    returns = evaluate(group.act, group.protocol["eval_env"], group.plan.seeds, group.protocol["eval_episodes"], group.protocol["eval_env_kwargs"])
+    protocol = group.protocol
+    returns = evaluate(group.act, protocol.eval_env, group.plan.seeds, protocol.eval_episodes, protocol.eval_env_kwargs)
     group.eval_time_s += time.perf_counter() - start
     scores = group.dataset.normalized_score(returns)
     per_seed_metrics = {name: value.float().cpu().numpy() for name, value in metrics.items()}
@@ -389,7 +363,7 @@ def _save_checkpoint(store: ResultsStore, group: SeedGroup) -> None:
 def _finish_records(group: SeedGroup, store: ResultsStore) -> None:
     info = provenance.collect(group.device)
     steps_per_s = group.step / max(group.train_time_s, 1e-9)
-    wall = group.train_time_s + group.eval_time_s
+    wall = group.train_time_s + group.eval_time_s + sum(group.stage_time_s.values())
     for run_id, curve in zip(group.run_ids, group.curves):
         scores = [entry["normalized_score"] for entry in curve]
         summary = {
@@ -401,6 +375,7 @@ def _finish_records(group: SeedGroup, store: ResultsStore) -> None:
             "steps": group.step,
             "train_time_s": group.train_time_s,
             "eval_time_s": group.eval_time_s,
+            "stage_time_s": group.stage_time_s,
             "wall_time_s": wall,
             "steps_per_s": steps_per_s,
             "seed_steps_per_s": steps_per_s * len(group.run_ids),

@@ -26,7 +26,18 @@ def random_batch(num_seeds: int, seed: int = 0, *, batch_size: int, obs_dim: int
 
 def seed_slice(batch: Batch, seeds: slice) -> Batch:
     """The rows of `batch` that belong to the seeds in `seeds`."""
-    return Batch(*(getattr(batch, field.name)[seeds] for field in dataclasses.fields(batch)))
+    fields = {field.name: getattr(batch, field.name) for field in dataclasses.fields(batch)}
+    return Batch(**{name: None if value is None else value[seeds] for name, value in fields.items()})
+
+
+def first_steps(observations: torch.Tensor) -> torch.Tensor:
+    """An episode-start mask (S, N) that marks every observation as the first of its episode."""
+    return torch.ones(observations.shape[:2], dtype=torch.bool)
+
+
+def with_first_steps(observations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`act`'s arguments for observations that all start an episode."""
+    return observations, first_steps(observations)
 
 
 def member_forward(

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from algo_fixtures import assert_member_equals_alone, member_forward, random_batch, train_beside_and_alone
+from algo_fixtures import assert_member_equals_alone, first_steps, member_forward, random_batch, train_beside_and_alone, with_first_steps
 from conftest import TINY_ID
+from offbench.seeding import SeedStreams
 from offbench.algos.base import Problem
 from offbench.algos.bc import BC, BCConfig
 from offbench.algos.td3bc import TD3BC, TD3BCConfig
@@ -22,7 +23,7 @@ make_batch = functools.partial(random_batch, batch_size=B, obs_dim=OBS, act_dim=
 
 def make_algo(seeds: list[int], **overrides) -> BC:
     config = BCConfig(hidden_dims=[32, 32], batch_size=B, **overrides)
-    return BC(config, Problem(OBS, ACT, MAX_ACTION), [torch.Generator().manual_seed(s) for s in seeds])
+    return BC(config, Problem.vector(OBS, ACT, MAX_ACTION), SeedStreams.for_seeds(list(seeds)))
 
 
 def test_bc_loss_is_per_seed_mse_to_dataset_actions() -> None:
@@ -56,13 +57,13 @@ def test_seed_in_a_group_equals_the_same_seed_alone() -> None:
 
 def test_bc_starts_from_td3bc_actor_and_acts_deterministically_in_bounds() -> None:
     bc = make_algo([3, 4])
-    td3bc = TD3BC(TD3BCConfig(hidden_dims=[32, 32]), Problem(OBS, ACT, MAX_ACTION), [torch.Generator().manual_seed(s) for s in (3, 4)])
+    td3bc = TD3BC(TD3BCConfig(hidden_dims=[32, 32]), Problem.vector(OBS, ACT, MAX_ACTION), SeedStreams.for_seeds(list((3, 4))))
     for a, b in zip(bc.actor.parameters(), td3bc.actor.parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     obs = torch.randn(2, 7, OBS) * 100
-    actions = bc.act(obs)
+    actions = bc.act(obs, first_steps(obs))
     assert actions.shape == (2, 7, ACT) and actions.abs().max() <= MAX_ACTION
-    torch.testing.assert_close(actions, td3bc.act(obs))
+    torch.testing.assert_close(actions, td3bc.act(obs, first_steps(obs)))
 
 
 def test_protocol_run_records_finite_scores(data_root: Path, tmp_path: Path) -> None:

@@ -10,8 +10,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from algo_fixtures import assert_member_equals_alone, member_forward, random_batch, seed_slice
+from algo_fixtures import assert_member_equals_alone, first_steps, member_forward, random_batch, seed_slice, with_first_steps
 from conftest import TINY_ID
+from offbench.seeding import SeedStreams
 from offbench.algos.base import Batch, Problem
 from offbench.algos.bcq import BCQ, BCQConfig
 from offbench.algos.nets import EnsembleMLP
@@ -25,7 +26,7 @@ make_batch = functools.partial(random_batch, batch_size=B, obs_dim=OBS, act_dim=
 
 def make_algo(seeds: list[int], **overrides) -> BCQ:
     config = BCQConfig(hidden_dims=[32, 24], vae_hidden_dims=[32, 32], batch_size=B, **overrides)
-    return BCQ(config, Problem(OBS, ACT, MAX_ACTION), [torch.Generator().manual_seed(s) for s in seeds])
+    return BCQ(config, Problem.vector(OBS, ACT, MAX_ACTION), SeedStreams.for_seeds(list(seeds)))
 
 
 def peek_normal(generators: list[torch.Generator], shape: tuple[int, ...]) -> list[torch.Tensor]:
@@ -72,7 +73,7 @@ def test_soft_clipped_double_q_target_matches_per_seed_reference() -> None:
     algo, batch = make_algo([0, 1]), make_batch(2)
     with torch.no_grad():  # spread the twins apart so that lambda's weighting of min and max shows
         algo.critic_target.layers[-1].bias[2:] += 3.0
-    noise = peek_normal(algo.generators, (B * 10, LATENT))
+    noise = peek_normal(algo.streams.noise, (B * 10, LATENT))
     torch.testing.assert_close(algo.td_target(batch), reference_target(algo, batch, noise), rtol=1e-5, atol=1e-5)
 
 
@@ -99,7 +100,7 @@ def test_vae_loss_formula_with_log_std_clamp() -> None:
     algo, batch = make_algo([0, 1]), make_batch(2)
 
     def reference() -> torch.Tensor:
-        eps = peek_normal(algo.generators, (B, LATENT))
+        eps = peek_normal(algo.streams.noise, (B, LATENT))
         losses = []
         for s in range(2):
             h = member_forward(algo.encoder, s, torch.cat([batch.observations[s], batch.actions[s]], 1))
@@ -119,7 +120,7 @@ def test_vae_loss_formula_with_log_std_clamp() -> None:
 
 def test_actor_loss_is_minus_q1_of_perturbed_decoded_actions() -> None:
     algo, batch = make_algo([0, 1]), make_batch(2)
-    z = peek_normal(algo.generators, (B, LATENT))
+    z = peek_normal(algo.streams.noise, (B, LATENT))
     loss = algo.actor_loss(batch)
     for s in range(2):
         obs = batch.observations[s]
@@ -130,10 +131,10 @@ def test_actor_loss_is_minus_q1_of_perturbed_decoded_actions() -> None:
 def test_act_returns_the_argmax_q1_candidate() -> None:
     algo, N = make_algo([0, 1]), 3
     obs = torch.randn(2, N, OBS)
-    z = peek_normal(algo.act_generators, (N * 100, LATENT))
+    z = peek_normal(algo.streams.eval, (N * 100, LATENT))
     with torch.no_grad():  # twin 2 disagrees wildly: acting must follow Q1 only
         algo.critic.layers[-1].weight[2:] *= -50.0
-    actions = algo.act(obs)
+    actions = algo.act(obs, first_steps(obs))
     assert actions.shape == (2, N, ACT)
     for s in range(2):
         repeated = torch.repeat_interleave(obs[s], 100, 0)
@@ -149,7 +150,7 @@ def test_seed_in_a_group_equals_the_same_seed_alone_and_acting_leaves_training_d
     for step in range(1, 4):
         batch = make_batch(2, seed=step)
         pair.update(batch, step)
-        pair.act(torch.randn(2, 4, OBS))  # evaluating in between must not move the training stream
+        pair.act(*with_first_steps(torch.randn(2, 4, OBS)))  # evaluating in between must not move the training stream
         alone.update(seed_slice(batch, slice(1, None)), step)
     for name in ("actor", "critic", "encoder", "decoder", "actor_target", "critic_target"):
         assert_member_equals_alone(getattr(pair, name), getattr(alone, name), seed=1, num_seeds=2, twins=name.startswith("critic"))
@@ -178,12 +179,13 @@ def test_protocol_run_records_finite_scores(data_root: Path, tmp_path: Path) -> 
         assert np.isfinite(record.summary["final_score"])
 
 
-def test_training_state_round_trip_restores_acting_draws() -> None:
+def test_training_state_and_streams_round_trip_restores_acting_draws() -> None:
     algo, batch = make_algo([0, 1]), make_batch(2)
     algo.update(batch, 1)
-    algo.act(torch.randn(2, 3, OBS))
-    state = copy.deepcopy(algo.training_state())
+    algo.act(*with_first_steps(torch.randn(2, 3, OBS)))
+    state, streams = copy.deepcopy(algo.training_state()), algo.streams.state_dict()
     restored = make_algo([5, 6])
     restored.load_training_state(state)
+    restored.streams.load_state_dict(streams)  # the trainer checkpoints the streams with the algorithm
     obs = torch.randn(2, 3, OBS)
-    torch.testing.assert_close(restored.act(obs), algo.act(obs), rtol=0, atol=0)
+    torch.testing.assert_close(restored.act(obs, first_steps(obs)), algo.act(obs, first_steps(obs)), rtol=0, atol=0)

@@ -8,12 +8,13 @@ import pytest
 from offbench.config import dataset_key
 from offbench.data.corruption import corrupt
 from offbench.data.dataset import DatasetMetadata, OfflineDataset
+from offbench.data.spaces import Box, ObservationSpace
 from offbench.data.transforms import subset
 from offbench.errors import OffbenchError
 
 LOW, HIGH = (-1.0, -0.5, 0.0), (1.0, 0.5, 2.0)
-META = DatasetMetadata(id="local/toy-v5", source="local", env_id="Toy-v0", observation_dim=2, action_dim=3,
-                       action_low=LOW, action_high=HIGH, ref_min_score=0.0, ref_max_score=1.0)
+META = DatasetMetadata(id="local/toy-v5", source="local", env_id="Toy-v0", observation_space=ObservationSpace((2,)),
+                       action_space=Box(LOW, HIGH), ref_min_score=0.0, ref_max_score=1.0)
 UNTOUCHED = ("observations", "next_observations", "rewards", "terminals", "timeouts", "episode_starts")
 
 

@@ -124,5 +124,5 @@ def test_actions_outside_the_box_are_reported(tmp_path: Path) -> None:
     write_d4rl_file(path, [5, 5], [True, False])
     with h5py.File(path, "r+") as f:
         f["actions"][2, 1] = 1.5
-    with pytest.raises(OffbenchError, match="field 'actions' at index 2: action .* is outside the bounds"):
+    with pytest.raises(OffbenchError, match="field 'actions' at index 2: action .* is outside a 2-dimensional box"):
         d4rl.load_d4rl_file(path, "hopper-medium-v2")

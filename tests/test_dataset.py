@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 from offbench.data.dataset import DatasetMetadata, OfflineDataset, episode_starts_from_ends
+from offbench.data.spaces import Box, ObservationSpace
 from offbench.errors import OffbenchError
 
-META = DatasetMetadata(id="test/toy-v0", source="test", env_id="Toy-v0", observation_dim=2, action_dim=1,
-                       action_low=(-1.0,), action_high=(1.0,), ref_min_score=0.0, ref_max_score=10.0)
+META = DatasetMetadata(id="test/toy-v0", source="test", env_id="Toy-v0", observation_space=ObservationSpace((2,)),
+                       action_space=Box((-1.0,), (1.0,)), ref_min_score=0.0, ref_max_score=10.0)
 
 
 def toy_arrays() -> dict[str, np.ndarray]:

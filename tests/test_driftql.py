@@ -10,8 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from algo_fixtures import assert_member_equals_alone, member_forward, random_batch, train_beside_and_alone
+from algo_fixtures import assert_member_equals_alone, first_steps, member_forward, random_batch, train_beside_and_alone, with_first_steps
 from conftest import TINY_ID
+from offbench.seeding import SeedStreams
 from offbench.algos.base import Problem
 from offbench.algos.driftql import DriftQL, DriftQLConfig, drift_field, gelu_tanh
 from offbench.algos.nets import EnsembleLayerNorm, EnsembleMLP
@@ -25,14 +26,14 @@ make_batch = functools.partial(random_batch, batch_size=B, obs_dim=OBS, act_dim=
 
 def make_algo(seeds: list[int], **overrides) -> DriftQL:
     config = DriftQLConfig(**{"hidden_dims": [16, 16], "batch_size": B, "drift_ngen": N, **overrides})
-    return DriftQL(config, Problem(OBS, ACT, max_action=1.0), [torch.Generator().manual_seed(s) for s in seeds])
+    return DriftQL(config, Problem.vector(OBS, ACT, 1.0), SeedStreams.for_seeds(list(seeds)))
 
 
 def draws(algo: DriftQL, *rows: int) -> list[list[torch.Tensor]]:
     """The standard-normal noise each seed's generator will give for draws of `rows` x noise_dim, in order."""
-    states = [g.get_state() for g in algo.generators]
-    noise = [[torch.randn(r, algo.noise_dim, generator=g) for r in rows] for g in algo.generators]
-    for g, state in zip(algo.generators, states):
+    states = [g.get_state() for g in algo.streams.noise]
+    noise = [[torch.randn(r, algo.noise_dim, generator=g) for r in rows] for g in algo.streams.noise]
+    for g, state in zip(algo.streams.noise, states):
         g.set_state(state)
     return noise
 
@@ -123,11 +124,11 @@ def test_drifted_target_is_clipped_and_data_actions_are_clamped() -> None:
 
 def test_no_gradient_flows_through_the_drifted_target() -> None:
     algo, batch = make_algo([0]), make_batch(1)
-    state = algo.generators[0].get_state()
+    state = algo.streams.noise[0].get_state()
     algo.drift_loss(batch.observations, batch.actions).sum().backward()
     got = [p.grad.clone() for p in algo.actor.parameters()]
-    algo.generators[0].set_state(state)
-    generated = algo.policy(batch.observations.repeat_interleave(N, 1), algo.generators).view(1, B, N, ACT)
+    algo.streams.noise[0].set_state(state)
+    generated = algo.policy(batch.observations.repeat_interleave(N, 1), algo.streams.noise).view(1, B, N, ACT)
     assert not algo.drifted_target(generated, batch.actions).requires_grad
     constant = algo.drifted_target(generated, batch.actions)
     detached = torch.autograd.grad(((generated - constant) ** 2).mean(), list(algo.actor.parameters()), retain_graph=True)
@@ -248,19 +249,22 @@ def test_seed_in_a_group_equals_the_same_seed_alone() -> None:
     assert_member_equals_alone(pair.actor, alone.actor, seed=0, num_seeds=2)
     assert_member_equals_alone(pair.critic, alone.critic, seed=0, num_seeds=2, twins=True)
     obs = torch.randn(2, 3, OBS)
-    torch.testing.assert_close(pair.act(obs)[:1], alone.act(obs[:1]), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(pair.act(obs, first_steps(obs))[:1], alone.act(obs[:1], first_steps(obs[:1])), rtol=1e-5, atol=1e-6)
 
 
-def test_act_is_stochastic_bounded_and_its_noise_is_checkpointed() -> None:
+def test_act_is_stochastic_bounded_and_draws_only_from_the_eval_stream() -> None:
     algo = make_algo([0, 1])
-    assert algo.act(torch.randn(2, 7, OBS) * 100).abs().max() <= 1.0
+    assert algo.act(*with_first_steps(torch.randn(2, 7, OBS) * 100)).abs().max() <= 1.0
     obs = torch.randn(2, 7, OBS)
-    state = algo.training_state()
-    first, second = algo.act(obs), algo.act(obs)
+    streams = algo.streams.state_dict()
+    first, second = algo.act(obs, first_steps(obs)), algo.act(obs, first_steps(obs))
     assert first.shape == (2, 7, ACT)
     assert not torch.equal(first, second)  # a fresh z every call
-    algo.load_training_state(state)
-    torch.testing.assert_close(algo.act(obs), first)
+    after = algo.streams.state_dict()
+    for purpose in ("init", "sampling", "noise"):  # acting never moves a training stream
+        assert all(torch.equal(a, b) for a, b in zip(streams[purpose], after[purpose]))
+    algo.streams.load_state_dict(streams)
+    torch.testing.assert_close(algo.act(obs, first_steps(obs)), first)
 
 
 def test_bad_settings_are_refused() -> None:

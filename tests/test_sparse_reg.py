@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from algo_fixtures import assert_member_equals_alone, random_batch, seed_slice
+from algo_fixtures import assert_member_equals_alone, first_steps, random_batch, seed_slice, with_first_steps
 from conftest import TINY_ID
+from offbench.seeding import SeedStreams
 from offbench.algos.base import Problem
 from offbench.algos.sparse_reg import SparseReg, SparseRegConfig, keep_masks
 from offbench.algos.td3bc import TD3BC
@@ -25,8 +26,8 @@ make_batch = functools.partial(random_batch, batch_size=B, obs_dim=OBS, act_dim=
 
 
 def make_algo(seeds: list[int], **overrides) -> SparseReg:
-    config = SparseRegConfig(hidden_dims=HIDDEN, batch_size=B, **overrides)
-    return SparseReg(config, Problem(OBS, ACT, max_action=1.0), [torch.Generator().manual_seed(s) for s in seeds])
+    config = SparseReg.config_class_for(overrides)(hidden_dims=HIDDEN, batch_size=B, **overrides)
+    return SparseReg(config, Problem.vector(OBS, ACT, 1.0), SeedStreams.for_seeds(list(seeds)))
 
 
 def stored(layer: torch.nn.Module) -> torch.Tensor:
@@ -66,13 +67,13 @@ def test_snip_scores_weights_times_gradient_of_all_losses_with_dense_masks() -> 
     algo = make_algo([0, 1], mask_every=3)
     for step in range(1, 4):
         algo.update(make_batch(2, step), step)
-    plain = TD3BC(algo.config, algo.problem, [torch.Generator() for _ in range(2)])
+    plain = TD3BC(algo.config, algo.problem, SeedStreams.for_seeds([7, 8]))
     with torch.no_grad():
         for name in ("actor", "critic", "actor_target", "critic_target"):
             for mine, theirs in zip(getattr(plain, name).layers, getattr(algo.base, name).layers):
                 mine.weight.copy_(stored(theirs))
                 mine.bias.copy_(theirs.bias)
-    for mine, theirs in zip(plain.generators, algo.generators):
+    for mine, theirs in zip(plain.streams.noise, algo.streams.noise):
         mine.set_state(theirs.get_state())
     batch = make_batch(2, 4)
     loss = plain.critic_loss(batch, plain.td_target(batch))[0].sum() + plain.actor_loss(batch).sum()
@@ -128,11 +129,11 @@ def test_masked_weights_get_zero_gradient_and_have_no_effect_after_several_steps
             assert torch.equal(layer.weight * (1 - mask), torch.zeros_like(mask))  # the weight every forward uses
             assert (stored(layer) * (1 - mask)).abs().sum() > 0  # stale values are kept, as in the code
     obs = torch.randn(2, 4, OBS)
-    actions = algo.act(obs)
+    actions = algo.act(obs, first_steps(obs))
     with torch.no_grad():  # whatever the stored values of pruned weights, the policy is unchanged
         for layer in algo.base.actor.layers:
             stored(layer).add_(torch.randn_like(stored(layer)) * (1 - layer.parametrizations.weight[0].mask))
-    torch.testing.assert_close(algo.act(obs), actions, rtol=0, atol=0)
+    torch.testing.assert_close(algo.act(obs, first_steps(obs)), actions, rtol=0, atol=0)
 
 
 def test_zero_pruned_ablation_keeps_pruned_weights_exactly_zero_through_remasking() -> None:
@@ -211,7 +212,7 @@ def test_training_state_round_trip_restores_masks_and_training() -> None:
     restored.load_training_state(copy.deepcopy(algo.training_state()))
     assert all(torch.equal(a, b) for a, b in zip(snapshot(algo), snapshot(restored)))
     assert all(torch.equal(a, b) for a, b in zip(algo.state_dict().values(), restored.state_dict().values()))  # targets' masks too
-    for generator, source in zip(restored.generators, algo.generators):
+    for generator, source in zip(restored.streams.noise, algo.streams.noise):
         generator.set_state(source.get_state())
     algo.update(make_batch(2, 4), 4)  # a recomputation, then a step: both continue identically
     restored.update(make_batch(2, 4), 4)

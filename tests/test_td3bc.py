@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from algo_fixtures import assert_member_equals_alone, member_forward, random_batch, train_beside_and_alone
+from algo_fixtures import assert_member_equals_alone, first_steps, member_forward, random_batch, train_beside_and_alone, with_first_steps
+from offbench.seeding import SeedStreams
 from offbench.algos.base import Batch, Problem
 from offbench.algos.nets import EnsembleMLP, polyak_update
 from offbench.algos.td3bc import TD3BC, TD3BCConfig
-from offbench.train import state_normalizer
+from offbench.data.sampling import state_normalizer
 
 OBS, ACT, B = 5, 2, 16
 make_batch = functools.partial(random_batch, batch_size=B, obs_dim=OBS, act_dim=ACT)
@@ -21,8 +22,7 @@ make_batch = functools.partial(random_batch, batch_size=B, obs_dim=OBS, act_dim=
 
 def make_algo(seeds: list[int], **overrides) -> TD3BC:
     config = TD3BCConfig(hidden_dims=[32, 32], batch_size=B, **overrides)
-    generators = [torch.Generator().manual_seed(s) for s in seeds]
-    return TD3BC(config, Problem(OBS, ACT, max_action=1.0), generators)
+    return TD3BC(config, Problem.vector(OBS, ACT, 1.0), SeedStreams.for_seeds(seeds))
 
 
 def reference_target(algo: TD3BC, batch: Batch, noise: torch.Tensor) -> torch.Tensor:
@@ -39,9 +39,9 @@ def reference_target(algo: TD3BC, batch: Batch, noise: torch.Tensor) -> torch.Te
 
 
 def noise_that_algo_will_draw(algo: TD3BC, batch: Batch) -> torch.Tensor:
-    states = [g.get_state() for g in algo.generators]
-    noise = torch.stack([torch.randn(batch.actions.shape[1:], generator=g) for g in algo.generators])
-    for g, state in zip(algo.generators, states):
+    states = [g.get_state() for g in algo.streams.noise]
+    noise = torch.stack([torch.randn(batch.actions.shape[1:], generator=g) for g in algo.streams.noise])
+    for g, state in zip(algo.streams.noise, states):
         g.set_state(state)
     return noise
 
@@ -69,15 +69,17 @@ def test_target_noise_is_clipped_and_next_action_stays_in_bounds() -> None:
 
 def test_target_takes_the_minimum_of_the_twins() -> None:
     algo, batch = make_algo([0]), make_batch(1)
-    state = algo.generators[0].get_state()
+    with torch.no_grad():
+        algo.critic_target.layers[-1].bias[1] -= 100.0  # twin 2 (member S + 0) is the minimum everywhere
+    state = algo.streams.noise[0].get_state()
     base = algo.td_target(batch)
     with torch.no_grad():
         algo.critic_target.layers[-1].bias[0] += 100.0  # twin 1 much higher: the min ignores it
-    algo.generators[0].set_state(state)
+    algo.streams.noise[0].set_state(state)
     torch.testing.assert_close(algo.td_target(batch), base)
     with torch.no_grad():
         algo.critic_target.layers[-1].bias[1] -= 100.0  # twin 2 much lower: the min follows it
-    algo.generators[0].set_state(state)
+    algo.streams.noise[0].set_state(state)
     torch.testing.assert_close(algo.td_target(batch), base - 0.99 * 100.0 * batch.not_dones, rtol=1e-5, atol=1e-4)
 
 
@@ -161,7 +163,7 @@ def test_state_normalizer_is_mean_and_std_plus_epsilon() -> None:
 def test_act_is_deterministic_and_bounded(seeds: list[int]) -> None:
     algo = make_algo(seeds)
     obs = torch.randn(len(seeds), 7, OBS) * 100
-    actions = algo.act(obs)
+    actions = algo.act(obs, first_steps(obs))
     assert actions.shape == (len(seeds), 7, ACT)
     assert actions.abs().max() <= 1.0
-    torch.testing.assert_close(actions, algo.act(obs))
+    torch.testing.assert_close(actions, algo.act(obs, first_steps(obs)))

@@ -74,11 +74,11 @@ def test_resume_after_kill_matches_uninterrupted_run(data_root: Path, tmp_path: 
 
 def test_timeouts_stop_bootstrapping_only_when_the_config_says_so(data_root: Path) -> None:
     from offbench.data import load_dataset
-    from offbench.train import DeviceData
+    from offbench.data.sampling import UniformTransitions
 
     dataset = load_dataset(TINY_ID)
     assert dataset.timeouts.any()
-    common = DeviceData.from_dataset(dataset, torch.device("cpu"), normalize_states=False)
-    sparse_reg_style = DeviceData.from_dataset(dataset, torch.device("cpu"), normalize_states=False, timeouts_as_terminals=True)
+    common = UniformTransitions(dataset, torch.device("cpu"), normalize_states=False, timeouts_as_terminals=False)
+    sparse_reg_style = UniformTransitions(dataset, torch.device("cpu"), normalize_states=False, timeouts_as_terminals=True)
     assert torch.equal(common.not_dones, torch.as_tensor(~dataset.terminals, dtype=torch.float32))
     assert torch.equal(sparse_reg_style.not_dones, torch.as_tensor(~(dataset.terminals | dataset.timeouts), dtype=torch.float32))

@@ -7,11 +7,12 @@ import pytest
 
 from offbench.config import dataset_key
 from offbench.data.dataset import DatasetMetadata, OfflineDataset
+from offbench.data.spaces import Box, ObservationSpace
 from offbench.data.transforms import subset
 from offbench.errors import OffbenchError
 
-META = DatasetMetadata(id="local/toy-v5", source="local", env_id="Toy-v0", observation_dim=1, action_dim=1,
-                       action_low=(-1.0,), action_high=(1.0,), ref_min_score=0.0, ref_max_score=1.0)
+META = DatasetMetadata(id="local/toy-v5", source="local", env_id="Toy-v0", observation_space=ObservationSpace((1,)),
+                       action_space=Box((-1.0,), (1.0,)), ref_min_score=0.0, ref_max_score=1.0)
 
 
 def chain_dataset(lengths: list[int], falls: list[bool]) -> OfflineDataset:

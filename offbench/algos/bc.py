@@ -16,13 +16,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+from torch import nn
 
-from offbench.algos.base import Batch, OfflineAlgorithm, Problem
+from offbench.algos.base import AlgorithmConfig, Batch, OfflineAlgorithm, Problem
 from offbench.algos.nets import EnsembleMLP, per_seed_mean
+from offbench.seeding import SeedStreams
 
 
 @dataclass
-class BCConfig:
+class BCConfig(AlgorithmConfig):
     actor_lr: float = 3e-4
     batch_size: int = 256
     hidden_dims: list[int] = field(default_factory=lambda: [256, 256])
@@ -32,11 +34,11 @@ class BCConfig:
 class BC(OfflineAlgorithm):
     config_class = BCConfig
 
-    def __init__(self, config: BCConfig, problem: Problem, generators: list[torch.Generator]) -> None:
-        super().__init__(config, problem, generators)
+    def __init__(self, config: BCConfig, problem: Problem, streams: SeedStreams) -> None:
+        super().__init__(config, problem, streams)
         S, obs_dim, act_dim = self.num_seeds, problem.observation_dim, problem.action_dim
         self.actor = EnsembleMLP(S, obs_dim, config.hidden_dims, act_dim)
-        self.actor.reset_parameters(generators)
+        self.actor.reset_parameters(streams.init)
         self.optimizers = {"actor": torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr)}
 
     # ---- networks -------------------------------------------------------------------------------
@@ -54,15 +56,17 @@ class BC(OfflineAlgorithm):
 
     def update(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
         actor_loss = self.actor_loss(batch)
-        self._step("actor", actor_loss.sum())
+        self.optimizer_step("actor", actor_loss.sum())
         return {"actor_loss": actor_loss.detach()}
 
-    def _step(self, name: str, loss: torch.Tensor) -> None:
-        optimizer = self.optimizers[name]
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
     @torch.no_grad()
-    def act(self, observations: torch.Tensor) -> torch.Tensor:
+    def act(self, observations: torch.Tensor, episode_start: torch.Tensor) -> torch.Tensor:
         return self.policy(observations)
+
+    # ---- for algorithms built on this one -------------------------------------------------------
+
+    def trained_networks(self) -> dict[str, tuple[nn.Module, nn.Module | None]]:
+        return {"actor": (self.actor, None)}
+
+    def all_losses(self, batch: Batch) -> torch.Tensor:
+        return self.actor_loss(batch).sum()

@@ -11,26 +11,26 @@ Candidates are an extra batch dimension on the seed axis: n candidates for each 
 Deviations (also in baselines/bcq.toml [deviations]): none in the mathematics. The encoder's mean and
 log_std heads are one 750 -> 2 * latent layer (the same function and init as two 750 -> latent layers).
 The actor's decoder samples are drawn without a graph (the code backpropagates into the VAE but discards
-those gradients). Acting draws its latents from per-seed generators of its own (seeded from the training
-generators, saved in checkpoints), so evaluating never changes a seed's training draws.
+those gradients). Acting draws its latents from the seed's evaluation stream (offbench.seeding), so
+evaluating never changes a seed's training draws.
 """
 
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
-from offbench.algos.base import Batch, OfflineAlgorithm, Problem
+from offbench.algos.base import AlgorithmConfig, Batch, OfflineAlgorithm, Problem
 from offbench.algos.nets import EnsembleMLP, per_seed_mean, polyak_update, seeded_normal
+from offbench.seeding import SeedStreams
 
 LOG_STD_MIN, LOG_STD_MAX = -4.0, 15.0  # the encoder's log_std clamp, "for numerical stability"
 
 
 @dataclass
-class BCQConfig:
+class BCQConfig(AlgorithmConfig):
     actor_lr: float = 1e-3
     critic_lr: float = 1e-3
     vae_lr: float = 1e-3
@@ -51,21 +51,20 @@ class BCQConfig:
 class BCQ(OfflineAlgorithm):
     config_class = BCQConfig
 
-    def __init__(self, config: BCQConfig, problem: Problem, generators: list[torch.Generator]) -> None:
-        super().__init__(config, problem, generators)
+    def __init__(self, config: BCQConfig, problem: Problem, streams: SeedStreams) -> None:
+        super().__init__(config, problem, streams)
         S, obs_dim, act_dim = self.num_seeds, problem.observation_dim, problem.action_dim
         self.latent_dim = 2 * act_dim
         self.actor = EnsembleMLP(S, obs_dim + act_dim, config.hidden_dims, act_dim)  # the perturbation model xi
         self.critic = EnsembleMLP(2 * S, obs_dim + act_dim, config.hidden_dims, 1)  # twins: member q*S + s
         self.encoder = EnsembleMLP(S, obs_dim + act_dim, config.vae_hidden_dims, 2 * self.latent_dim)  # mean, log_std
         self.decoder = EnsembleMLP(S, obs_dim + self.latent_dim, config.vae_hidden_dims, act_dim)
-        self.actor.reset_parameters(generators)
-        self.critic.reset_parameters(generators + generators)
-        self.encoder.reset_parameters(generators)
-        self.decoder.reset_parameters(generators)
+        self.actor.reset_parameters(streams.init)
+        self.critic.reset_parameters(streams.init + streams.init)
+        self.encoder.reset_parameters(streams.init)
+        self.decoder.reset_parameters(streams.init)
         self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.act_generators = [_child_generator(g) for g in generators]
         self.optimizers = {
             "vae": torch.optim.Adam([*self.encoder.parameters(), *self.decoder.parameters()], lr=config.vae_lr),
             "actor": torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr),
@@ -113,7 +112,7 @@ class BCQ(OfflineAlgorithm):
         """Per-seed MSE(D(s, mu + sigma * eps), a) + kl_weight * KL, KL = -0.5 mean(1 + log sigma^2 - mu^2 - sigma^2)."""
         mean, log_std = self.encode(batch.observations, batch.actions)
         std = log_std.exp()
-        latents = mean + std * seeded_normal(self.generators, mean.shape[1:])
+        latents = mean + std * seeded_normal(self.streams.noise, mean.shape[1:])
         recon = per_seed_mean((self.decode(batch.observations, latents) - batch.actions) ** 2)
         kl = -0.5 * per_seed_mean(1 + 2 * log_std - mean**2 - std**2)
         return recon + self.config.kl_weight * kl
@@ -123,7 +122,7 @@ class BCQ(OfflineAlgorithm):
         """r + gamma * not_done * max_j [lmbda * min_i + (1 - lmbda) * max_i] Q_i'(s', xi'(s', D(s', z_j)))."""
         cfg, n = self.config, self.config.target_samples
         next_observations = batch.next_observations.repeat_interleave(n, dim=1)  # (S, B * n, obs_dim)
-        actions = self.candidates(next_observations, self.generators, self.actor_target)
+        actions = self.candidates(next_observations, self.streams.noise, self.actor_target)
         q = self.q_values(next_observations, actions, self.critic_target)
         soft_q = cfg.lmbda * q.min(dim=0).values + (1 - cfg.lmbda) * q.max(dim=0).values
         best_q = soft_q.view(self.num_seeds, -1, n).max(dim=2).values
@@ -138,48 +137,28 @@ class BCQ(OfflineAlgorithm):
     def actor_loss(self, batch: Batch) -> torch.Tensor:
         """Per-seed -mean Q1(s, xi(s, D(s, z))), z from the clipped prior."""
         with torch.no_grad():
-            sampled = self.decode(batch.observations, self.prior_latents(self.generators, batch.observations.shape[1]))
+            sampled = self.decode(batch.observations, self.prior_latents(self.streams.noise, batch.observations.shape[1]))
         return -self.q1(batch.observations, self.perturb(batch.observations, sampled)).mean(dim=1)
 
     # ---- update and act -------------------------------------------------------------------------
 
     def update(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
         vae_loss = self.vae_loss(batch)
-        self._step("vae", vae_loss.sum())
+        self.optimizer_step("vae", vae_loss.sum())
         target = self.td_target(batch)
         critic_loss, q_mean = self.critic_loss(batch, target)
-        self._step("critic", critic_loss.sum())
+        self.optimizer_step("critic", critic_loss.sum())
         actor_loss = self.actor_loss(batch)
-        self._step("actor", actor_loss.sum())
+        self.optimizer_step("actor", actor_loss.sum())
         polyak_update(self.actor_target, self.actor, self.config.tau)
         polyak_update(self.critic_target, self.critic, self.config.tau)
         return {"vae_loss": vae_loss.detach(), "critic_loss": critic_loss.detach(), "q_mean": q_mean.detach(), "actor_loss": actor_loss.detach()}
 
-    def _step(self, name: str, loss: torch.Tensor) -> None:
-        optimizer = self.optimizers[name]
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
     @torch.no_grad()
-    def act(self, observations: torch.Tensor) -> torch.Tensor:
+    def act(self, observations: torch.Tensor, episode_start: torch.Tensor) -> torch.Tensor:
         """The argmax-Q1 action among act_samples decoded and perturbed candidates per state."""
         S, N, n = observations.shape[0], observations.shape[1], self.config.act_samples
         repeated = observations.repeat_interleave(n, dim=1)  # (S, N * n, obs_dim)
-        actions = self.candidates(repeated, self.act_generators).view(S, N, n, -1)
+        actions = self.candidates(repeated, self.streams.eval).view(S, N, n, -1)
         best = self.q1(repeated, actions.view(S, N * n, -1)).view(S, N, n).argmax(dim=2)
         return actions.gather(2, best[:, :, None, None].expand(S, N, 1, actions.shape[-1])).squeeze(2)
-
-    def training_state(self) -> dict[str, Any]:
-        return {**super().training_state(), "act_generators": [g.get_state() for g in self.act_generators]}
-
-    def load_training_state(self, state: dict[str, Any]) -> None:
-        super().load_training_state(state)
-        for generator, generator_state in zip(self.act_generators, state["act_generators"]):
-            generator.set_state(generator_state)
-
-
-def _child_generator(parent: torch.Generator) -> torch.Generator:
-    """A generator on the parent's device, seeded by one draw from the parent."""
-    seed = int(torch.randint(2**62, (1,), generator=parent, device=parent.device).item())
-    return torch.Generator(device=parent.device).manual_seed(seed)

@@ -16,8 +16,8 @@ dimensions; dataset actions clipped to +-(1 - 1e-5); no state normalisation; act
 Fixed at the released values, so not configurable: drift batch = batch, no drift or Q-loss normalisation.
 
 Deviations (also in baselines/driftql.toml [deviations]): seeds are members of batched networks (same
-optimisation as separate processes); evaluation noise comes from a per-seed evaluation generator (seeded
-from the seed, checkpointed) so evaluating does not change training; actions are clipped to +-max_action
+optimisation as separate processes); evaluation noise comes from the seed's evaluation stream
+(offbench.seeding) so evaluating does not change training; actions are clipped to +-max_action
 (the paper's box is [-1, 1]); the reference's replacement of NaN actions by 0 is not copied; the self pair
 is masked with a -inf logit and distances come from differences (same weights up to rounding). Protocol
 matters (one budget per algorithm, time-outs kept, no AntMaze reward shift) are the shared protocol's.
@@ -29,13 +29,14 @@ import copy
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-from offbench.algos.base import Batch, OfflineAlgorithm, Problem
+from offbench.algos.base import AlgorithmConfig, Batch, OfflineAlgorithm, Problem
 from offbench.algos.nets import EnsembleMLP, per_seed_mean, polyak_update, seeded_normal
+from offbench.seeding import SeedStreams
 from offbench.errors import OffbenchError
 
 DRIFT_EPS = 1e-12  # inside the square root of the pairwise distances (`drift_eps`)
@@ -52,7 +53,7 @@ AGGREGATES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 
 
 @dataclass
-class DriftQLConfig:
+class DriftQLConfig(AlgorithmConfig):
     lr: float = 3e-4
     batch_size: int = 256
     discount: float = 0.99
@@ -93,17 +94,16 @@ def drift_field(generated: torch.Tensor, positive: torch.Tensor, temp: float, ke
 class DriftQL(OfflineAlgorithm):
     config_class = DriftQLConfig
 
-    def __init__(self, config: DriftQLConfig, problem: Problem, generators: list[torch.Generator]) -> None:
-        super().__init__(config, problem, generators)
+    def __init__(self, config: DriftQLConfig, problem: Problem, streams: SeedStreams) -> None:
+        super().__init__(config, problem, streams)
         _check(config)
         S, obs_dim, act_dim = self.num_seeds, problem.observation_dim, problem.action_dim
         self.noise_dim = config.noise_dim or act_dim
         self.actor = EnsembleMLP(S, obs_dim + self.noise_dim, config.hidden_dims, act_dim, gelu_tanh, glorot_init=True)
         self.critic = EnsembleMLP(2 * S, obs_dim + act_dim, config.hidden_dims, 1, gelu_tanh, layer_norm=True, glorot_init=True)
-        self.actor.reset_parameters(generators)
-        self.critic.reset_parameters(generators + generators)  # twins: member q*S + s
+        self.actor.reset_parameters(streams.init)
+        self.critic.reset_parameters(streams.init + streams.init)  # twins: member q*S + s
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.eval_generators = [_child_generator(g) for g in generators]
         self.optimizers = {"model": torch.optim.Adam([*self.actor.parameters(), *self.critic.parameters()], lr=config.lr)}
 
     # ---- networks -------------------------------------------------------------------------------
@@ -124,7 +124,7 @@ class DriftQL(OfflineAlgorithm):
     @torch.no_grad()
     def td_target(self, batch: Batch) -> torch.Tensor:
         """r + gamma * not_done * AGG_j Qbar_j(s', clip(f(s', z'))), current actor."""
-        next_actions = self.policy(batch.next_observations, self.generators)
+        next_actions = self.policy(batch.next_observations, self.streams.noise)
         target_q = AGGREGATES[self.config.q_agg](self.q_values(batch.next_observations, next_actions, self.critic_target))
         return batch.rewards + self.config.discount * batch.not_dones * target_q
 
@@ -144,13 +144,13 @@ class DriftQL(OfflineAlgorithm):
         """Per-seed mean over states, samples and action dims of (ahat - stopgrad(target))^2: shape (S,)."""
         S, B, _ = observations.shape
         N = self.config.drift_ngen
-        generated = self.policy(observations.repeat_interleave(N, dim=1), self.generators).view(S, B, N, -1)
+        generated = self.policy(observations.repeat_interleave(N, dim=1), self.streams.noise).view(S, B, N, -1)
         return per_seed_mean((generated - self.drifted_target(generated, dataset_actions)) ** 2)
 
     def actor_loss(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-seed alpha * L_drift - mean AGG_actor Q_j(s, clip(f(s, z))): shape (S,); also L_drift."""
         drift = self.drift_loss(batch.observations, batch.actions)
-        q = AGGREGATES[self.config.q_agg_actor](self.q_values(batch.observations, self.policy(batch.observations, self.generators)))
+        q = AGGREGATES[self.config.q_agg_actor](self.q_values(batch.observations, self.policy(batch.observations, self.streams.noise)))
         return self.config.alpha * drift - q.mean(dim=1), drift
 
     # ---- update and act -------------------------------------------------------------------------
@@ -171,17 +171,9 @@ class DriftQL(OfflineAlgorithm):
         return {name: value.detach() for name, value in metrics.items()}
 
     @torch.no_grad()
-    def act(self, observations: torch.Tensor) -> torch.Tensor:
-        """Stochastic, as in the paper: a fresh z per step from each seed's evaluation generator."""
-        return self.policy(observations, self.eval_generators)
-
-    def training_state(self) -> dict[str, Any]:
-        return {**super().training_state(), "eval_generators": [g.get_state() for g in self.eval_generators]}
-
-    def load_training_state(self, state: dict[str, Any]) -> None:
-        super().load_training_state(state)
-        for generator, generator_state in zip(self.eval_generators, state["eval_generators"]):
-            generator.set_state(generator_state)
+    def act(self, observations: torch.Tensor, episode_start: torch.Tensor) -> torch.Tensor:
+        """Stochastic, as in the paper: a fresh z per step from each seed's evaluation stream."""
+        return self.policy(observations, self.streams.eval)
 
 
 def _check(config: DriftQLConfig) -> None:
@@ -193,9 +185,3 @@ def _check(config: DriftQLConfig) -> None:
     if config.drift_ngen < 2:
         raise OffbenchError(f"driftql: drift_ngen must be at least 2 (repulsion needs another sample), got {config.drift_ngen}")
 
-
-def _child_generator(generator: torch.Generator) -> torch.Generator:
-    """A generator seeded by one draw from `generator`: the seed's own stream for evaluation noise."""
-    child = torch.Generator(device=generator.device)
-    child.manual_seed(int(torch.randint(2**62, (1,), generator=generator, device=generator.device)))
-    return child

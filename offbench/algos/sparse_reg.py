@@ -32,33 +32,54 @@ NLL with a cosine learning rate.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Mapping
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from offbench.algos.base import Batch, OfflineAlgorithm, Problem
-from offbench.algos.bc import BC
+from offbench.algos.base import AlgorithmConfig, Batch, OfflineAlgorithm, Problem
+from offbench.algos.bc import BC, BCConfig
 from offbench.algos.nets import EnsembleMLP
 from offbench.algos.td3bc import TD3BC, TD3BCConfig
 from offbench.errors import OffbenchError
-
-BASES: dict[str, type[OfflineAlgorithm]] = {"td3bc": TD3BC, "bc": BC}
+from offbench.seeding import SeedStreams
 
 
 @dataclass
-class SparseRegConfig(TD3BCConfig):
-    """TD3+BC's fields at the Sparse-Reg code's defaults (lr 1e-3) plus the sparsity knobs; `bc` reads actor_lr,
-    batch_size, hidden_dims and normalize_states only."""
+class SparsityConfig:
+    """The sparsity knobs, common to every base."""
 
-    actor_lr: float = 1e-3
-    critic_lr: float = 1e-3
     base: str = "td3bc"
     keep_ratio: float = 0.05  # fraction of each network's weights kept (95% sparse)
     mask_every: int = 1000  # gradient steps between mask recomputations
     mask_until: int = 200_000  # masks are frozen from this step on; 0 = single-shot
     zero_pruned_weights: bool = False  # ablation: zero pruned weights instead of keeping their stale values
-    timeouts_as_terminals: bool = True  # the Sparse-Reg code sets done = 1 at time limits (read by the protocol)
+
+
+@dataclass
+class SparseRegTD3BCConfig(TD3BCConfig, SparsityConfig):
+    """TD3+BC's fields at the Sparse-Reg code's defaults (lr 1e-3) plus the sparsity knobs."""
+
+    actor_lr: float = 1e-3
+    critic_lr: float = 1e-3
+    timeouts_as_terminals: bool = True  # the Sparse-Reg code sets done = 1 at time limits (applied by the sampler)
+
+
+@dataclass
+class SparseRegBCConfig(BCConfig, SparsityConfig):
+    """BC's fields at the Sparse-Reg code's learning rate plus the sparsity knobs (no TD3+BC keys: `alpha` is refused)."""
+
+    base: str = "bc"
+    actor_lr: float = 1e-3
+    timeouts_as_terminals: bool = True
+
+
+SparseRegConfig = SparseRegTD3BCConfig  # the default base
+BASES: dict[str, tuple[type[OfflineAlgorithm], type[AlgorithmConfig]]] = {
+    "td3bc": (TD3BC, SparseRegTD3BCConfig),
+    "bc": (BC, SparseRegBCConfig),
+}
 
 
 class WeightMask(nn.Module):
@@ -75,36 +96,37 @@ class WeightMask(nn.Module):
 class SparseReg(OfflineAlgorithm):
     config_class = SparseRegConfig
 
-    def __init__(self, config: SparseRegConfig, problem: Problem, generators: list[torch.Generator]) -> None:
-        super().__init__(config, problem, generators)
-        if config.base not in BASES:
-            raise OffbenchError(f"unknown Sparse-Reg base '{config.base}'", f"set base to one of: {', '.join(sorted(BASES))}")
+    @classmethod
+    def config_class_for(cls, values: Mapping[str, Any]) -> type[AlgorithmConfig]:
+        base = values.get("base", "td3bc")
+        if base not in BASES:
+            raise OffbenchError(f"unknown Sparse-Reg base '{base}'", f"set base to one of: {', '.join(sorted(BASES))}")
+        return BASES[base][1]
+
+    def __init__(self, config: SparseRegTD3BCConfig | SparseRegBCConfig, problem: Problem, streams: SeedStreams) -> None:
+        super().__init__(config, problem, streams)
         if not 0 < config.keep_ratio <= 1:
             raise OffbenchError(f"keep_ratio must lie in (0, 1], got {config.keep_ratio}")
-        self.base = BASES[config.base](config, problem, generators)
+        self.base = BASES[config.base][0](config, problem, streams)
         self.optimizers = self.base.optimizers
-        for name in self.base.optimizers:  # every trained network, and its target when it has one
+        for name in self.base.trained_networks():  # every trained network, and its target when it has one
             for net in self.copies(name):
                 for layer in net.layers:
                     parametrize.register_parametrization(layer, "weight", WeightMask(torch.ones_like(layer.weight)))
 
     # ---- masks ----------------------------------------------------------------------------------
 
+    def online(self, name: str) -> EnsembleMLP:
+        return self.base.trained_networks()[name][0]
+
     def copies(self, name: str) -> list[EnsembleMLP]:
         """The online network `name` and, when the base has one, its target: they share one mask."""
-        target = getattr(self.base, f"{name}_target", None)
-        return [getattr(self.base, name)] + ([target] if target is not None else [])
+        online, target = self.base.trained_networks()[name]
+        return [online] + ([target] if target is not None else [])
 
     def masks(self, name: str) -> list[torch.Tensor]:
         """The masks of network `name`, one per layer, each of the layer's weight shape."""
-        return [layer.parametrizations.weight[0].mask for layer in getattr(self.base, name).layers]
-
-    def scoring_loss(self, batch: Batch) -> torch.Tensor:
-        """The base's full set of losses on one batch, summed over seeds (TD3+BC: critic + actor, no delay)."""
-        base = self.base
-        if isinstance(base, TD3BC):
-            return base.critic_loss(batch, base.td_target(batch))[0].sum() + base.actor_loss(batch).sum()
-        return base.actor_loss(batch).sum()
+        return [layer.parametrizations.weight[0].mask for layer in self.online(name).layers]
 
     @torch.no_grad()
     def set_masks(self, name: str, masks: list[torch.Tensor]) -> None:
@@ -114,12 +136,12 @@ class SparseReg(OfflineAlgorithm):
 
     def compute_masks(self, batch: Batch) -> None:
         """SNIP on `batch`: score |W * dL/dW| with dense masks, keep the top keep_ratio per network and seed."""
-        names = list(self.base.optimizers)
+        names = list(self.base.trained_networks())
         for name in names:
             self.set_masks(name, [torch.ones_like(mask) for mask in self.masks(name)])
-        weights = {name: [layer.parametrizations.weight.original for layer in getattr(self.base, name).layers] for name in names}
+        weights = {name: [layer.parametrizations.weight.original for layer in self.online(name).layers] for name in names}
         flat = [w for name in names for w in weights[name]]
-        grads = iter(torch.autograd.grad(self.scoring_loss(batch), flat))
+        grads = iter(torch.autograd.grad(self.base.all_losses(batch), flat))
         for name in names:
             scores = [(w * next(grads)).abs().detach() for w in weights[name]]
             self.set_masks(name, keep_masks(scores, self.num_seeds, self.config.keep_ratio))
@@ -131,7 +153,7 @@ class SparseReg(OfflineAlgorithm):
 
     @torch.no_grad()
     def zero_pruned(self) -> None:
-        for name in self.base.optimizers:
+        for name in self.base.trained_networks():
             for net in self.copies(name):
                 for layer in net.layers:
                     layer.parametrizations.weight.original.mul_(layer.parametrizations.weight[0].mask)
@@ -147,8 +169,8 @@ class SparseReg(OfflineAlgorithm):
         return metrics
 
     @torch.no_grad()
-    def act(self, observations: torch.Tensor) -> torch.Tensor:
-        return self.base.act(observations)
+    def act(self, observations: torch.Tensor, episode_start: torch.Tensor) -> torch.Tensor:
+        return self.base.act(observations, episode_start)
 
 
 def keep_masks(scores: list[torch.Tensor], num_seeds: int, keep_ratio: float) -> list[torch.Tensor]:

@@ -15,13 +15,15 @@ import copy
 from dataclasses import dataclass, field
 
 import torch
+from torch import nn
 
-from offbench.algos.base import Batch, OfflineAlgorithm, Problem
+from offbench.algos.base import AlgorithmConfig, Batch, OfflineAlgorithm, Problem
 from offbench.algos.nets import EnsembleMLP, per_seed_mean, polyak_update, seeded_normal
+from offbench.seeding import SeedStreams
 
 
 @dataclass
-class TD3BCConfig:
+class TD3BCConfig(AlgorithmConfig):
     actor_lr: float = 3e-4
     critic_lr: float = 3e-4
     batch_size: int = 256
@@ -38,13 +40,13 @@ class TD3BCConfig:
 class TD3BC(OfflineAlgorithm):
     config_class = TD3BCConfig
 
-    def __init__(self, config: TD3BCConfig, problem: Problem, generators: list[torch.Generator]) -> None:
-        super().__init__(config, problem, generators)
+    def __init__(self, config: TD3BCConfig, problem: Problem, streams: SeedStreams) -> None:
+        super().__init__(config, problem, streams)
         S, obs_dim, act_dim = self.num_seeds, problem.observation_dim, problem.action_dim
         self.actor = EnsembleMLP(S, obs_dim, config.hidden_dims, act_dim)
         self.critic = EnsembleMLP(2 * S, obs_dim + act_dim, config.hidden_dims, 1)  # twins: member q*S + s
-        self.actor.reset_parameters(generators)
-        self.critic.reset_parameters(generators + generators)
+        self.actor.reset_parameters(streams.init)
+        self.critic.reset_parameters(streams.init + streams.init)
         self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.optimizers = {
@@ -72,7 +74,7 @@ class TD3BC(OfflineAlgorithm):
     def td_target(self, batch: Batch) -> torch.Tensor:
         """r + gamma * not_done * min_i Q_i'(s', clip(pi'(s') + clip(eps, -c, c), -max_a, max_a))."""
         cfg, max_action = self.config, self.problem.max_action
-        noise = seeded_normal(self.generators, batch.actions.shape[1:]) * cfg.policy_noise * max_action
+        noise = seeded_normal(self.streams.noise, batch.actions.shape[1:]) * cfg.policy_noise * max_action
         noise = noise.clamp(-cfg.noise_clip * max_action, cfg.noise_clip * max_action)
         next_actions = (self.policy(batch.next_observations, self.actor_target) + noise).clamp(-max_action, max_action)
         target_q = self.q_values(batch.next_observations, next_actions, self.critic_target).min(dim=0).values
@@ -96,22 +98,25 @@ class TD3BC(OfflineAlgorithm):
     def update(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
         target = self.td_target(batch)
         critic_loss, q_mean = self.critic_loss(batch, target)
-        self._step("critic", critic_loss.sum())
+        self.optimizer_step("critic", critic_loss.sum())
         metrics = {"critic_loss": critic_loss.detach(), "q_mean": q_mean.detach()}
         if step % self.config.policy_freq == 0:
             actor_loss = self.actor_loss(batch)
-            self._step("actor", actor_loss.sum())
+            self.optimizer_step("actor", actor_loss.sum())
             polyak_update(self.actor_target, self.actor, self.config.tau)
             polyak_update(self.critic_target, self.critic, self.config.tau)
             metrics["actor_loss"] = actor_loss.detach()
         return metrics
 
-    def _step(self, name: str, loss: torch.Tensor) -> None:
-        optimizer = self.optimizers[name]
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
     @torch.no_grad()
-    def act(self, observations: torch.Tensor) -> torch.Tensor:
+    def act(self, observations: torch.Tensor, episode_start: torch.Tensor) -> torch.Tensor:
         return self.policy(observations)
+
+    # ---- for algorithms built on this one -------------------------------------------------------
+
+    def trained_networks(self) -> dict[str, tuple[nn.Module, nn.Module | None]]:
+        return {"actor": (self.actor, self.actor_target), "critic": (self.critic, self.critic_target)}
+
+    def all_losses(self, batch: Batch) -> torch.Tensor:
+        """Critic and actor losses on one batch, no policy delay, summed over seeds."""
+        return self.critic_loss(batch, self.td_target(batch))[0].sum() + self.actor_loss(batch).sum()

@@ -8,8 +8,8 @@ dataset, no subsampling, no reward or observation corruption (spec: shared/specs
 Spec string: `random-actions:P`, P a fraction in (0, 1], e.g. `random-actions:0.3`. The transform
 - picks exactly round(P * n) of the n transitions, uniformly without replacement, with a generator seeded
   by `seed` (the same seed always picks the same transitions and the same actions);
-- replaces the stored action of each picked transition by a uniform sample from the dataset's action box
-  [action_low, action_high] (per dimension);
+- replaces the stored action of each picked transition by a uniform sample from the dataset's action space
+  (per dimension of a box, or one of the n discrete actions);
 - leaves every other field as it was: observations, next_observations, rewards, terminals, time-outs and
   the episode index.
 The id gets the suffix `+corrupt-random-actions-p<P>-seed<k>` (P as the shortest float that reads back
@@ -63,10 +63,8 @@ def corrupt(dataset: OfflineDataset, spec: str, seed: int) -> OfflineDataset:
     rng = np.random.default_rng([CORRUPT_STREAM, seed])
     count = round(fraction * len(dataset))
     index = np.sort(rng.choice(len(dataset), size=count, replace=False))
-    low = np.asarray(dataset.metadata.action_low, dtype=np.float64)
-    high = np.asarray(dataset.metadata.action_high, dtype=np.float64)
     actions = dataset.actions.copy()
-    actions[index] = rng.uniform(low, high, size=(count, low.size))
+    actions[index] = dataset.metadata.action_space.sample_uniform(rng, count)
     record = {"corrupt": {"kind": kind, "fraction": fraction, "seed": seed, "transitions": count,
                           "next_observations": "as recorded (the original action's), not re-simulated"}}
     return OfflineDataset.build(

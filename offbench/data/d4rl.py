@@ -14,6 +14,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from offbench.data.spaces import Box, observation_space_of
 from offbench.data.dataset import DatasetMetadata, OfflineDataset, episode_starts_from_ends
 from offbench.errors import OffbenchError
 
@@ -117,16 +118,14 @@ def load_d4rl_file(path: Path, name: str) -> OfflineDataset:
     robot = name.split("-")[0]
     env_id, env_kwargs = EVAL_ENVS.get(robot, ("", {}))
     ref_min, ref_max = reference_scores(name)
-    obs_dim, act_dim = arrays["observations"].shape[1], arrays["actions"].shape[1]
+    act_dim = arrays["actions"].shape[1]
     metadata = DatasetMetadata(
         id=dataset_id,
         source="d4rl",
         env_id=env_id,
         env_kwargs=env_kwargs,
-        observation_dim=obs_dim,
-        action_dim=act_dim,
-        action_low=(-1.0,) * act_dim,
-        action_high=(1.0,) * act_dim,
+        observation_space=observation_space_of(arrays["observations"]),
+        action_space=Box((-1.0,) * act_dim, (1.0,) * act_dim),
         ref_min_score=ref_min,
         ref_max_score=ref_max,
         ref_source="d4rl/infos.py (d4rl 1.1)",

@@ -8,11 +8,11 @@ from typing import Any
 
 import numpy as np
 
+from offbench.data.spaces import ActionSpace, ObservationSpace
 from offbench.errors import OffbenchError
 
-FLOAT_FIELDS = ("observations", "actions", "rewards", "next_observations")
-BOOL_FIELDS = ("terminals", "timeouts")
-TRANSITION_FIELDS = (*FLOAT_FIELDS, *BOOL_FIELDS, "episode_starts")
+ROW_FIELDS = ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts")
+TRANSITION_FIELDS = (*ROW_FIELDS, "episode_starts")
 
 
 @dataclass(frozen=True)
@@ -26,10 +26,8 @@ class DatasetMetadata:
     id: str
     source: str  # "d4rl" | "minari" | "local" | "test" ...
     env_id: str  # the Gymnasium env the dataset is evaluated in
-    observation_dim: int
-    action_dim: int
-    action_low: tuple[float, ...]
-    action_high: tuple[float, ...]
+    observation_space: ObservationSpace
+    action_space: ActionSpace
     ref_min_score: float | None = None
     ref_max_score: float | None = None
     ref_source: str | None = None
@@ -38,22 +36,28 @@ class DatasetMetadata:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+        spaces = {"observation_space": self.observation_space.to_dict(), "action_space": self.action_space.to_dict()}
+        return {**{k: v for k, v in self.__dict__.items() if k not in spaces}, **spaces}
 
 
 @dataclass(frozen=True)
 class OfflineDataset:
     """Columnar transitions (s, a, r, s', terminal, timeout) plus an episode index.
 
-    Arrays are float32 except `terminals` and `timeouts` (bool). A time-out marks an episode cut by a
-    time limit (or the end of the data) and is never a terminal: only terminals stop bootstrapping.
-    `episode_starts[i]` is the index of the first transition of episode i.
+    Each field keeps its natural dtype: observations as the metadata's observation space says (float32
+    vectors or uint8 frames, shape (N, *obs_shape)); actions float32 (N, dims) in a box or int64 (N,) for
+    discrete actions; rewards float32 (N,); `terminals` and `timeouts` bool (N,). A time-out marks an
+    episode cut by a time limit (or the end of the data) and is never a terminal: only terminals stop
+    bootstrapping. `episode_starts[i]` is the index of the first transition of episode i.
+
+    `next_observations` is None for datasets that store each frame once (Atari replay logs): then s' of
+    row i is row i + 1 of the same episode, and the last row of an episode has no stored successor.
     """
 
     observations: np.ndarray
     actions: np.ndarray
     rewards: np.ndarray
-    next_observations: np.ndarray
+    next_observations: np.ndarray | None
     terminals: np.ndarray
     timeouts: np.ndarray
     episode_starts: np.ndarray
@@ -66,18 +70,23 @@ class OfflineDataset:
         observations: np.ndarray,
         actions: np.ndarray,
         rewards: np.ndarray,
-        next_observations: np.ndarray,
+        next_observations: np.ndarray | None,
         terminals: np.ndarray,
         timeouts: np.ndarray,
         episode_starts: np.ndarray,
         validate: bool = True,
     ) -> OfflineDataset:
-        """Cast the arrays to the canonical dtypes, validate them and stamp the content hash."""
+        """Cast the arrays to the dtypes of the metadata's spaces, validate them and stamp the content hash."""
+        obs_dtype = np.dtype(metadata.observation_space.dtype)
+        actions = np.asarray(actions)
+        if metadata.action_space.kind == "discrete" and not np.issubdtype(actions.dtype, np.integer):
+            if not np.array_equal(actions, np.round(actions)):
+                raise OffbenchError(f"dataset {metadata.id}: field 'actions': discrete actions must be integers, got {actions.dtype} values")
         dataset = cls(
-            observations=np.ascontiguousarray(observations, dtype=np.float32),
-            actions=np.ascontiguousarray(actions, dtype=np.float32),
+            observations=np.ascontiguousarray(observations, dtype=obs_dtype),
+            actions=np.ascontiguousarray(actions, dtype=np.dtype(metadata.action_space.dtype)),
             rewards=np.ascontiguousarray(rewards, dtype=np.float32).reshape(-1),
-            next_observations=np.ascontiguousarray(next_observations, dtype=np.float32),
+            next_observations=None if next_observations is None else np.ascontiguousarray(next_observations, dtype=obs_dtype),
             terminals=np.ascontiguousarray(terminals, dtype=bool).reshape(-1),
             timeouts=np.ascontiguousarray(timeouts, dtype=bool).reshape(-1),
             episode_starts=np.ascontiguousarray(episode_starts, dtype=np.int64).reshape(-1),
@@ -118,6 +127,8 @@ class OfflineDataset:
         digest = hashlib.sha256()
         for name in TRANSITION_FIELDS:
             array = getattr(self, name)
+            if array is None:
+                continue
             digest.update(f"{name}:{array.dtype.str}:{array.shape}".encode())
             digest.update(np.ascontiguousarray(array).tobytes())
         return digest.hexdigest()
@@ -133,31 +144,32 @@ class OfflineDataset:
 
         if n == 0:
             fail("rewards", None, "the dataset is empty")
-        for field_name in (*FLOAT_FIELDS, *BOOL_FIELDS):
+        present = [f for f in ROW_FIELDS if getattr(self, f) is not None]
+        for field_name in present:
             length = getattr(self, field_name).shape[0]
             if length != n:
                 fail(field_name, None, f"has {length} rows but 'rewards' has {n}")
-        for field_name, width in (
-            ("observations", self.metadata.observation_dim),
-            ("next_observations", self.metadata.observation_dim),
-            ("actions", self.metadata.action_dim),
+        obs_space, action_space = self.metadata.observation_space, self.metadata.action_space
+        for field_name, shape in (
+            ("observations", obs_space.shape),
+            ("next_observations", obs_space.shape),
+            ("actions", action_space.shape),
         ):
             array = getattr(self, field_name)
-            if array.ndim != 2 or array.shape[1] != width:
-                fail(field_name, None, f"has shape {array.shape}, expected (N, {width})")
-        for field_name in FLOAT_FIELDS:
-            bad = _first(~np.isfinite(getattr(self, field_name)).reshape(n, -1).any(axis=1))
-            if bad is not None:
-                fail(field_name, bad, "value is not finite (NaN or inf)")
+            if array is not None and array.shape[1:] != shape:
+                fail(field_name, None, f"has shape {array.shape}, expected (N{''.join(f', {d}' for d in shape)})")
+        for field_name in present:
+            array = getattr(self, field_name)
+            if np.issubdtype(array.dtype, np.floating):
+                bad = _first((~np.isfinite(array)).reshape(n, -1).any(axis=1))
+                if bad is not None:
+                    fail(field_name, bad, "value is not finite (NaN or inf)")
         both = _first(self.terminals & self.timeouts)
         if both is not None:
             fail("timeouts", both, "a transition is marked both terminal and time-out")
-        low = np.asarray(self.metadata.action_low, dtype=np.float32)
-        high = np.asarray(self.metadata.action_high, dtype=np.float32)
-        tolerance = 1e-5 * np.maximum(1.0, np.abs(high - low))
-        outside = _first(((self.actions < low - tolerance) | (self.actions > high + tolerance)).any(axis=1))
+        outside = action_space.first_outside(self.actions)
         if outside is not None:
-            fail("actions", outside, f"action {self.actions[outside].tolist()} is outside the bounds [{low.tolist()}, {high.tolist()}]")
+            fail("actions", outside, f"action {self.actions[outside].tolist()} is outside {action_space.describe()}")
         self._validate_episodes(fail)
 
     def _validate_episodes(self, fail: Any) -> None:
@@ -173,11 +185,17 @@ class OfflineDataset:
         early_end = _first(inside & (self.terminals | self.timeouts))
         if early_end is not None:
             fail("terminals", early_end, "a terminal or time-out falls inside an episode")
+        if self.next_observations is None:
+            return
         continuity = np.zeros(n, dtype=bool)
         continuity[:-1] = inside[:-1]
         mismatch = np.zeros(n, dtype=bool)
-        gap = np.abs(self.next_observations[:-1] - self.observations[1:])
-        mismatch[:-1] = (gap > 1e-5 * (1.0 + np.abs(self.observations[1:]))).any(axis=1)
+        following, stored = self.observations[1:], self.next_observations[:-1]
+        if np.issubdtype(following.dtype, np.floating):
+            differs = np.abs(stored - following) > 1e-5 * (1.0 + np.abs(following))
+        else:
+            differs = stored != following
+        mismatch[:-1] = differs.reshape(n - 1, -1).any(axis=1)
         bad = _first(continuity & mismatch)
         if bad is not None:
             fail("next_observations", bad, "differs from the next transition's observation inside an episode")

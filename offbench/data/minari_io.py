@@ -17,6 +17,7 @@ import gymnasium as gym
 import numpy as np
 
 from offbench.data.dataset import DatasetMetadata, OfflineDataset
+from offbench.data.spaces import from_gymnasium, observation_space_of
 from offbench.errors import OffbenchError
 from offbench.io import atomic_write
 from offbench.paths import data_dir
@@ -203,19 +204,15 @@ def load_minari(path: Path, dataset_id: str, env_id: str | None = None, ref_sour
     arrays = transitions(path, minari_dataset, dataset_id)
     sidecar_path = path / OFFBENCH_METADATA
     sidecar = json.loads(sidecar_path.read_text()) if sidecar_path.exists() else {}
-    action_space = minari_meta["action_space"]
-    if not isinstance(action_space, gym.spaces.Box):
-        raise OffbenchError(f"dataset {dataset_id}: only Box action spaces are supported, got {action_space}")
+    action_space = from_gymnasium(minari_meta["action_space"], f"dataset {dataset_id}")
     env_spec = minari_meta.get("env_spec")
     spec_id = json.loads(env_spec)["id"] if isinstance(env_spec, str) else getattr(env_spec, "id", "")
     metadata = DatasetMetadata(
         id=dataset_id,
         source=dataset_id.split("/")[0],
         env_id=env_id or sidecar.get("env_id") or spec_id,
-        observation_dim=arrays["observations"].shape[1],
-        action_dim=arrays["actions"].shape[1],
-        action_low=tuple(float(x) for x in action_space.low),
-        action_high=tuple(float(x) for x in action_space.high),
+        observation_space=observation_space_of(arrays["observations"]),
+        action_space=action_space,
         ref_min_score=minari_meta.get("ref_min_score"),
         ref_max_score=minari_meta.get("ref_max_score"),
         ref_source=sidecar.get("ref_source", ref_source or "minari metadata"),

@@ -25,6 +25,7 @@ import gymnasium as gym
 
 from offbench.data import d4rl, minari_io
 from offbench.data.dataset import TRANSITION_FIELDS, DatasetMetadata, OfflineDataset
+from offbench.data.spaces import from_gymnasium, observation_space_of
 from offbench.data.recipes import RECIPES, recipe_available
 from offbench.errors import OffbenchError
 from offbench.paths import data_dir, resource_dir
@@ -110,17 +111,15 @@ def _dataset_from_episodes(dataset_id, episodes, env_id, ref_min, ref_max, ref_s
     arrays = minari_io.episodes_to_transitions(episodes, dataset_id)
     env = gym.make(env_id)
     try:
-        low, high = env.action_space.low, env.action_space.high
+        action_space = from_gymnasium(env.action_space, f"dataset {dataset_id}")
     finally:
         env.close()
     metadata = DatasetMetadata(
         id=dataset_id,
         source="local",
         env_id=env_id,
-        observation_dim=arrays["observations"].shape[1],
-        action_dim=arrays["actions"].shape[1],
-        action_low=tuple(float(x) for x in low),
-        action_high=tuple(float(x) for x in high),
+        observation_space=observation_space_of(arrays["observations"]),
+        action_space=action_space,
         ref_min_score=ref_min,
         ref_max_score=ref_max,
         ref_source=ref_source,
@@ -274,8 +273,8 @@ def describe(dataset: OfflineDataset) -> dict[str, Any]:
         "return_std": float(returns.std()),
         "return_min": float(returns.min()),
         "return_max": float(returns.max()),
-        "observation_dim": dataset.metadata.observation_dim,
-        "action_dim": dataset.metadata.action_dim,
+        "observation_space": dataset.metadata.observation_space.describe(),
+        "action_space": dataset.metadata.action_space.describe(),
         "ref_min_score": dataset.metadata.ref_min_score,
         "ref_max_score": dataset.metadata.ref_max_score,
         "ref_source": dataset.metadata.ref_source,

@@ -1,0 +1,60 @@
+"""The training protocol of a run: one typed object for training, the results store, analysis and check.
+
+A run's protocol is what every run it is compared with must share: the budget (gradient steps,
+evaluation period, episodes per evaluation), how minibatches are drawn, how states are normalised,
+whether time-outs stop bootstrapping, the evaluation environment and the score. It is written into
+each run record (`config.json` "protocol") and read back by `TrainingProtocol.from_dict`. The budget
+keys are the store's index columns and the leaderboard's protocol keys (`BUDGET_KEYS`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from offbench.errors import OffbenchError
+
+BUDGET_KEYS = ("steps", "eval_every", "eval_episodes")
+SAMPLING = {
+    "uniform": "uniform with replacement, independent indices per seed",
+    "frame-stack": "uniform with replacement over frame stacks built by index, independent indices per seed",
+}
+SCORE = "normalised return x100 under the dataset's reference min/max"
+
+
+@dataclass(frozen=True)
+class TrainingProtocol:
+    """How one seed group was trained and evaluated (see the module docstring)."""
+
+    steps: int
+    eval_every: int
+    eval_episodes: int
+    sampler: str
+    normalize_states: bool
+    timeouts_as_terminals: bool
+    eval_env: str
+    eval_env_kwargs: dict[str, Any] = field(default_factory=dict)
+    batch_sampling: str = ""
+    score: str = SCORE
+
+    def __post_init__(self) -> None:
+        for key in BUDGET_KEYS:
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise OffbenchError(f"--{key.replace('_', '-')} must be positive, got {value!r}")
+        if not self.batch_sampling:
+            object.__setattr__(self, "batch_sampling", SAMPLING.get(self.sampler, self.sampler))
+
+    @property
+    def budget(self) -> dict[str, int]:
+        return {key: getattr(self, key) for key in BUDGET_KEYS}
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainingProtocol:
+        """Read a recorded protocol; records written before `sampler` existed used the uniform sampler."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{"sampler": "uniform", **{k: v for k, v in data.items() if k in known}})
