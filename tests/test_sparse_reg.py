@@ -218,3 +218,16 @@ def test_training_state_round_trip_restores_masks_and_training() -> None:
     restored.update(make_batch(2, 4), 4)
     for a, b in zip(algo.state_dict().values(), restored.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_the_bc_base_refuses_td3bc_only_keys() -> None:
+    from offbench.config import resolve_config
+
+    config = resolve_config("sparse-reg", SparseReg, "local/hopper-medium-v5", {"base": "bc"})
+    assert config.base == "bc" and config.actor_lr == 1e-3 and not hasattr(config, "alpha")
+    for key in ("alpha", "critic_lr", "policy_noise"):
+        with pytest.raises(OffbenchError, match=f"unknown config key '{key}' for sparse-reg"):
+            resolve_config("sparse-reg", SparseReg, "local/hopper-medium-v5", {"base": "bc", key: 1.0})
+    assert resolve_config("sparse-reg", SparseReg, "local/hopper-medium-v5", {"alpha": 5.0}).alpha == 5.0
+    with pytest.raises(OffbenchError, match="unknown Sparse-Reg base 'cql'"):
+        resolve_config("sparse-reg", SparseReg, "local/hopper-medium-v5", {"base": "cql"})

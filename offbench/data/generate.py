@@ -17,9 +17,11 @@ import numpy as np
 Policy = Callable[[np.ndarray], np.ndarray]  # (n, obs_dim) -> (n, act_dim)
 
 
-def uniform_random_policy(action_space: gym.spaces.Box, seed: int) -> Policy:
-    """Uniform actions inside the box, from a seeded generator."""
+def uniform_random_policy(action_space: gym.spaces.Box | gym.spaces.Discrete, seed: int) -> Policy:
+    """Uniform actions inside the box (float32) or over the discrete actions (int64), from a seeded generator."""
     rng = np.random.default_rng(seed)
+    if isinstance(action_space, gym.spaces.Discrete):
+        return lambda observations: rng.integers(action_space.n, size=observations.shape[0], dtype=np.int64) + int(action_space.start)
     low, high = action_space.low, action_space.high
 
     def act(observations: np.ndarray) -> np.ndarray:
@@ -39,6 +41,7 @@ def collect_episodes(
 ) -> list[dict[str, np.ndarray]]:
     """Collect exactly `total_steps` transitions as Minari-style episodes (T+1 observations)."""
     envs = [gym.make(env_id, max_episode_steps=max_episode_steps) for _ in range(num_envs)]
+    action_dtype = np.int64 if isinstance(envs[0].action_space, gym.spaces.Discrete) else np.float32
     budgets = [total_steps // num_envs + (i < total_steps % num_envs) for i in range(num_envs)]
     finished: list[list[dict[str, np.ndarray]]] = [[] for _ in range(num_envs)]
     current = [_new_episode(env.reset(seed=seed * 1000 + i)[0]) for i, env in enumerate(envs)]
@@ -55,7 +58,7 @@ def collect_episodes(
                 out_of_budget = taken[i] == budgets[i]
                 episode = current[i]
                 episode["observations"].append(observation)
-                episode["actions"].append(np.asarray(action, dtype=np.float32))
+                episode["actions"].append(np.asarray(action, dtype=action_dtype))
                 episode["rewards"].append(float(reward))
                 episode["terminations"].append(bool(terminated))
                 episode["truncations"].append(bool(truncated or (out_of_budget and not terminated)))
@@ -78,7 +81,7 @@ def _new_episode(observation: np.ndarray) -> dict[str, list]:
 def _close_episode(episode: dict[str, list]) -> dict[str, np.ndarray]:
     return {
         "observations": np.asarray(episode["observations"]),
-        "actions": np.asarray(episode["actions"], dtype=np.float32),
+        "actions": np.asarray(episode["actions"]),  # float32 for a box, int64 for discrete actions
         "rewards": np.asarray(episode["rewards"], dtype=np.float64),
         "terminations": np.asarray(episode["terminations"], dtype=bool),
         "truncations": np.asarray(episode["truncations"], dtype=bool),
