@@ -47,19 +47,19 @@ def main() -> None:
     store = ResultsStore(results_dir(args.results_dir))
     run_ids = run(plan, store)
     records = [store.load(run_id) for run_id in run_ids]
-    final = np.array([r.summary["final_score"] for r in records])
-    last10 = np.array([r.summary["last10_score"] for r in records])
-    dataset_id = records[0].config["dataset"]["id"]
+    final = np.array([r.summary.final_score for r in records])
+    last_k = np.array([r.summary.last_k_score for r in records])
+    dataset_id = records[0].config.dataset.id
     behaviour = describe(transformed(load_dataset(args.dataset), plan))
     papers = baseline_file(args.algo).get("paper_scores", {})
 
     provenance = records[0].provenance
     print(f"machine: {cpu_model()} ({platform.machine()}), device {provenance['device']}, gpu {provenance.get('gpu') or '-'}, torch {torch.__version__}")
     print(f"{args.algo} on {dataset_id}: {args.steps} steps, {args.seeds} seeds, "
-          f"eval every {records[0].config['protocol']['eval_every']} x {records[0].config['protocol']['eval_episodes']} episodes, "
-          f"{records[0].summary['seed_steps_per_s']:.3g} seed-steps/s")
+          f"eval every {records[0].config.protocol.eval_every} x {records[0].config.protocol.eval_episodes} episodes, "
+          f"{records[0].summary.seed_steps_per_s:.3g} seed-steps/s")
     print(f"  final evaluation        {final.mean():6.1f} ± {sample_std(final):.1f}   (mean ± std over seeds, ddof 1)")
-    print(f"  mean of last 10 evals   {last10.mean():6.1f} ± {sample_std(last10):.1f}")
+    print(f"  mean of last {records[0].summary.last_k} evals   {last_k.mean():6.1f} ± {sample_std(last_k):.1f}")
     print(f"  dataset behaviour       {behaviour.get('normalized_mean', float('nan')):6.1f}  (mean over {behaviour['episodes']} episodes)")
     for version, table in papers.items():
         score = table.get(dataset_key(dataset_id))

@@ -129,10 +129,10 @@ def _print_run_summaries(store, run_ids: list[str]) -> None:
     for run_id in run_ids:
         record = store.load(run_id)
         summary = record.summary
-        finals.append(summary["final_score"])
-        out.print(f"{run_id}: normalised score {summary['final_score']:.1f} (return {summary['final_return']:.1f}) "
-                  f"after {summary['steps']} steps, {summary['seed_steps_per_s']:.0f} seed-steps/s")
-    dataset_id = store.load(run_ids[0]).config["dataset"]["id"]
+        finals.append(summary.final_score)
+        out.print(f"{run_id}: normalised score {summary.final_score:.1f} (return {summary.final_return:.1f}) "
+                  f"after {summary.steps} steps, {summary.seed_steps_per_s:.0f} seed-steps/s")
+    dataset_id = store.load(run_ids[0]).config.dataset.id
     spread = f" ± {np.std(finals, ddof=1):.1f} (std over {len(finals)} seeds)" if len(finals) > 1 else " (1 seed)"
     out.print(f"[bold]{dataset_id}: final normalised score {np.mean(finals):.1f}{spread}[/bold]")
     out.print(f"records in {store.root}")
@@ -150,10 +150,11 @@ def runs(
     if frame.empty:
         out.print(f"no {'' if all_ else 'finished '}runs in {results_dir(results)}")
         return
-    table = Table("run id", "algo", "dataset", "seed", "steps", "status", "final", "last-10", "group steps/s")
+    table = Table("run id", "algo", "dataset", "seed", "steps", "status", "final", "last-k mean (k)", "group steps/s")
     for row in frame.itertuples():
+        last_k = "-" if row.last_k is None or row.last_k != row.last_k else f"{_fmt(row.last_k_score)} ({int(row.last_k)})"
         table.add_row(row.run_id, row.algo, row.dataset_id, str(row.seed), str(row.steps), row.status,
-                      _fmt(row.final_score), _fmt(row.last10_score), _fmt(row.steps_per_s, "{:.0f}"))
+                      _fmt(row.final_score), last_k, _fmt(row.steps_per_s, "{:.0f}"))
     out.print(table)
 
 

@@ -1,13 +1,28 @@
-"""Evaluation: every seed's policy, several episodes each, all in one Gymnasium vector env."""
+"""Evaluation: every seed's policy, several episodes each, all in one Gymnasium vector env.
+
+A dataset may name evaluation wrappers (`DatasetMetadata.eval_wrappers`, recorded in the run's
+protocol): each name is an entry of `EVAL_WRAPPERS`, a function that wraps one sub-environment
+(e.g. the pixel protocol's frame skip, grayscale and frame stack), applied in the listed order.
+"""
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import gymnasium as gym
 import numpy as np
 
+from offbench.errors import OffbenchError
+
 EVAL_SEED_OFFSET = 100  # as the TD3+BC reference code: the eval env is seeded with seed + 100
+EVAL_WRAPPERS: dict[str, Callable[[gym.Env], gym.Env]] = {}
+
+
+def wrappers_named(names: Sequence[str]) -> list[Callable[[gym.Env], gym.Env]]:
+    """The wrapper functions for `names`; an unknown name is one error line."""
+    if unknown := [name for name in names if name not in EVAL_WRAPPERS]:
+        raise OffbenchError(f"unknown evaluation wrapper '{unknown[0]}'", f"known: {', '.join(EVAL_WRAPPERS) or 'none'}")
+    return [EVAL_WRAPPERS[name] for name in names]
 
 
 def episode_seeds(seeds: list[int], episodes: int) -> list[int]:
@@ -21,6 +36,7 @@ def evaluate(
     seeds: list[int],
     episodes: int,
     env_kwargs: dict | None = None,
+    wrappers: Sequence[str] = (),
 ) -> np.ndarray:
     """Undiscounted returns, shape (S, episodes).
 
@@ -30,7 +46,7 @@ def evaluate(
     autoresets them) until the slowest is done, and their extra rewards are ignored.
     """
     num_envs = len(seeds) * episodes
-    envs = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync", **(env_kwargs or {}))
+    envs = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync", wrappers=wrappers_named(wrappers), **(env_kwargs or {}))
     try:
         observations, _ = envs.reset(seed=episode_seeds(seeds, episodes))
         action_shape = envs.single_action_space.shape

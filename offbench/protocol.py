@@ -30,11 +30,12 @@ class TrainingProtocol:
     steps: int
     eval_every: int
     eval_episodes: int
-    sampler: str
-    normalize_states: bool
-    timeouts_as_terminals: bool
-    eval_env: str
+    sampler: str = "uniform"
+    normalize_states: bool = False
+    timeouts_as_terminals: bool = False
+    eval_env: str = ""
     eval_env_kwargs: dict[str, Any] = field(default_factory=dict)
+    eval_wrappers: list[str] = field(default_factory=list)
     batch_sampling: str = ""
     score: str = SCORE
 
@@ -55,6 +56,6 @@ class TrainingProtocol:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainingProtocol:
-        """Read a recorded protocol; records written before `sampler` existed used the uniform sampler."""
+        """Read a recorded protocol; a field missing from an older record takes its default (`sampler`: uniform)."""
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{"sampler": "uniform", **{k: v for k, v in data.items() if k in known}})
+        return cls(**{k: v for k, v in data.items() if k in known})

@@ -26,6 +26,8 @@ import pandas as pd
 
 from offbench.errors import OffbenchError
 from offbench.io import read_json, write_json
+from offbench.protocol import BUDGET_KEYS
+from offbench.records import RunConfig, RunSummary
 
 INDEX_COLUMNS = {
     "run_id": "TEXT PRIMARY KEY",
@@ -34,14 +36,13 @@ INDEX_COLUMNS = {
     "dataset_id": "TEXT",
     "dataset_sha256": "TEXT",
     "seed": "INTEGER",
-    "steps": "INTEGER",
-    "eval_every": "INTEGER",
-    "eval_episodes": "INTEGER",
+    **{key: "INTEGER" for key in BUDGET_KEYS},
     "status": "TEXT",
     "started_at": "REAL",
     "finished_at": "REAL",
     "final_score": "REAL",
-    "last10_score": "REAL",
+    "last_k": "INTEGER",
+    "last_k_score": "REAL",
     "best_score": "REAL",
     "steps_per_s": "REAL",
     "device": "TEXT",
@@ -52,28 +53,24 @@ INDEX_COLUMNS = {
 class RunRecord:
     """Everything stored for one run (one seed).
 
-    config:     {"run_id", "group_id", "algo", "seed",
-                 "dataset": {"id", "requested", "sha256", "source", "env_id", "ref_min_score", "ref_max_score"},
-                 "protocol": {"steps", "eval_every", "eval_episodes", ...},
-                 "algo_config": {...resolved hyperparameters...}, "overrides": {...}}
+    config:     `RunConfig` (offbench.records): ids, algorithm, seed, dataset identity, protocol, hyperparameters
     curve:      [{"step", "normalized_score", "return_mean", "return_std", "returns": [...],
                   "normalized_scores": [...], "time_s", <training metrics>}, ...]
-    summary:    {"status": "finished", "final_score", "last10_score", "best_score", "final_return",
-                 "steps", "wall_time_s", "steps_per_s", "finished_at"}
+    summary:    `RunSummary` (offbench.records), None until the run finished
     provenance: {"started_at", "git_commit", "git_dirty", "packages": {...}, "device", "cpu", "gpu",
                  "python", "platform", "command", "wall_time_s", "steps_per_s"}
     Scores are D4RL-style normalised scores (x100).
     """
 
     run_id: str
-    config: dict[str, Any]
+    config: RunConfig
     provenance: dict[str, Any]
     curve: list[dict[str, Any]]
-    summary: dict[str, Any] | None
+    summary: RunSummary | None
 
     @property
     def finished(self) -> bool:
-        return self.summary is not None and self.summary.get("status") == "finished"
+        return self.summary is not None and self.summary.status == "finished"
 
 
 class ResultsStore:
@@ -87,12 +84,12 @@ class ResultsStore:
 
     # ---- writing -----------------------------------------------------------------------------
 
-    def start_run(self, run_id: str, config: dict[str, Any], provenance: dict[str, Any]) -> None:
+    def start_run(self, run_id: str, config: RunConfig, provenance: dict[str, Any]) -> None:
         """Create the run directory and index it as `running`."""
         run_dir = self.run_dir(run_id)
         if (run_dir / "summary.json").exists():
             raise OffbenchError(f"run {run_id} is already finished in {self.root}", "choose another run id")
-        write_json(run_dir / "config.json", config)
+        write_json(run_dir / "config.json", config.to_dict())
         write_json(run_dir / "provenance.json", provenance)
         if not (run_dir / "curve.json").exists():
             write_json(run_dir / "curve.json", [])
@@ -101,17 +98,16 @@ class ResultsStore:
     def write_curve(self, run_id: str, curve: list[dict[str, Any]]) -> None:
         write_json(self.run_dir(run_id) / "curve.json", curve)
 
-    def finish_run(self, run_id: str, summary: dict[str, Any], provenance: dict[str, Any]) -> None:
+    def finish_run(self, run_id: str, summary: RunSummary, provenance: dict[str, Any]) -> None:
         """Write the final provenance and the summary (last), then mark the index row finished."""
         run_dir = self.run_dir(run_id)
         write_json(run_dir / "provenance.json", provenance)
-        write_json(run_dir / "summary.json", {**summary, "status": "finished"})
-        config = read_json(run_dir / "config.json")
+        write_json(run_dir / "summary.json", summary.to_dict())
+        config = self._config(run_id)
         self._upsert(self._row(run_id, config, status="finished", summary=summary, provenance=provenance))
 
     def mark_failed(self, run_id: str, reason: str) -> None:
-        config = read_json(self.run_dir(run_id) / "config.json")
-        self._upsert(self._row(run_id, config, status=f"failed: {reason}"[:200]))
+        self._upsert(self._row(run_id, self._config(run_id), status=f"failed: {reason}"[:200]))
 
     # ---- reading -----------------------------------------------------------------------------
 
@@ -128,10 +124,10 @@ class ResultsStore:
         summary_path = run_dir / "summary.json"
         return RunRecord(
             run_id=run_id,
-            config=read_json(run_dir / "config.json"),
+            config=self._config(run_id),
             provenance=read_json(run_dir / "provenance.json"),
             curve=read_json(run_dir / "curve.json"),
-            summary=read_json(summary_path) if summary_path.exists() else None,
+            summary=RunSummary.from_dict(read_json(summary_path)) if summary_path.exists() else None,
         )
 
     def runs(self, status: str | None = "finished") -> pd.DataFrame:
@@ -164,11 +160,21 @@ class ResultsStore:
 
     # ---- index internals -----------------------------------------------------------------------
 
+    def _config(self, run_id: str) -> RunConfig:
+        return RunConfig.from_dict(read_json(self.run_dir(run_id) / "config.json"))
+
     def _connect(self) -> sqlite3.Connection:
         self.root.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.index_path, timeout=60.0, isolation_level=None)
         columns = ", ".join(f"{name} {kind}" for name, kind in INDEX_COLUMNS.items())
         conn.execute(f"CREATE TABLE IF NOT EXISTS runs ({columns})")
+        present = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
+        if present != set(INDEX_COLUMNS):  # an index written by an older offbench: rebuild it from the run folders
+            conn.close()
+            self.index_path.unlink()
+            self.reindex()
+            conn = sqlite3.connect(self.index_path, timeout=60.0, isolation_level=None)
+            conn.execute(f"CREATE TABLE IF NOT EXISTS runs ({columns})")
         return conn
 
     def _upsert(self, row: dict[str, Any]) -> None:
@@ -186,30 +192,27 @@ class ResultsStore:
     @staticmethod
     def _row(
         run_id: str,
-        config: dict[str, Any],
+        config: RunConfig,
         status: str,
-        summary: dict[str, Any] | None = None,
+        summary: RunSummary | None = None,
         provenance: dict[str, Any] | None = None,
         started_at: float | None = None,
     ) -> dict[str, Any]:
-        protocol = config["protocol"]
-        summary = summary or {}
         row = {
             "run_id": run_id,
-            "group_id": config["group_id"],
-            "algo": config["algo"],
-            "dataset_id": config["dataset"]["id"],
-            "dataset_sha256": config["dataset"]["sha256"],
-            "seed": config["seed"],
-            "steps": protocol["steps"],
-            "eval_every": protocol["eval_every"],
-            "eval_episodes": protocol["eval_episodes"],
+            "group_id": config.group_id,
+            "algo": config.algo,
+            "dataset_id": config.dataset.id,
+            "dataset_sha256": config.dataset.sha256,
+            "seed": config.seed,
+            **config.protocol.budget,
             "status": status,
-            "finished_at": summary.get("finished_at"),
-            "final_score": summary.get("final_score"),
-            "last10_score": summary.get("last10_score"),
-            "best_score": summary.get("best_score"),
-            "steps_per_s": summary.get("steps_per_s"),
+            "finished_at": summary and summary.finished_at,
+            "final_score": summary and summary.final_score,
+            "last_k": summary and summary.last_k,
+            "last_k_score": summary and summary.last_k_score,
+            "best_score": summary and summary.best_score,
+            "steps_per_s": summary and summary.steps_per_s,
             "device": (provenance or {}).get("device"),
         }
         if started_at is not None:

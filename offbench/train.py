@@ -28,14 +28,14 @@ from offbench.data import OfflineDataset, corruption, load_dataset, transforms
 from offbench.data.registry import recorded_hash_mismatch
 from offbench.data.sampling import Sampler, make_sampler
 from offbench.errors import OffbenchError
-from offbench.evaluate import evaluate
+from offbench.evaluate import evaluate, wrappers_named
 from offbench.io import atomic_write
 from offbench.protocol import TrainingProtocol
+from offbench.records import DEFAULT_LAST_K, DatasetRecord, RunConfig, RunSummary
 from offbench.seeding import SeedStreams
 from offbench.store import ResultsStore
 
 CHECKPOINT_VERSION = 2  # 2: named random streams, sampler state, stages
-LAST_K = 10  # the TD3+BC paper's metric: mean over the final 10 evaluations
 
 
 @dataclass(frozen=True)
@@ -192,9 +192,11 @@ def _protocol(plan: RunPlan, dataset: OfflineDataset, config: Any) -> TrainingPr
         timeouts_as_terminals=config.timeouts_as_terminals,
         eval_env=dataset.metadata.env_id,
         eval_env_kwargs=dataset.metadata.env_kwargs,
+        eval_wrappers=list(dataset.metadata.eval_wrappers),
     )
     if not dataset.metadata.env_id:
         raise OffbenchError(f"dataset {dataset.metadata.id} names no environment to evaluate in")
+    wrappers_named(protocol.eval_wrappers)
     return protocol
 
 
@@ -254,32 +256,35 @@ def _start_records(group: SeedGroup, store: ResultsStore) -> None:
         store.write_curve(run_id, curve)
 
 
-def _record_config(group: SeedGroup, seed: int, run_id: str) -> dict[str, Any]:
+def _record_config(group: SeedGroup, seed: int, run_id: str) -> RunConfig:
     meta = group.dataset.metadata
-    return {
-        "run_id": run_id,
-        "group_id": group.group_id,
-        "algo": group.plan.algo,
-        "seed": seed,
-        "seeds_in_group": group.plan.seeds,
-        "dataset": {
-            "id": meta.id,
-            "requested": group.plan.dataset,
-            "sha256": meta.sha256,
-            "source": meta.source,
-            "env_id": meta.env_id,
-            "ref_min_score": meta.ref_min_score,
-            "ref_max_score": meta.ref_max_score,
-            "ref_source": meta.ref_source,
-            "transitions": len(group.dataset),
-            "transforms": meta.extra.get("transforms", []),
-            "parent_sha256": meta.extra.get("parent_sha256"),
-        },
-        "protocol": group.protocol.to_dict(),
-        "algo_config": dataclasses.asdict(group.algorithm.config),
-        "overrides": group.plan.overrides,
-        "device": str(group.device),
-    }
+    dataset = DatasetRecord(
+        id=meta.id,
+        sha256=meta.sha256,
+        requested=group.plan.dataset,
+        source=meta.source,
+        env_id=meta.env_id,
+        ref_min_score=meta.ref_min_score,
+        ref_max_score=meta.ref_max_score,
+        ref_source=meta.ref_source,
+        transitions=len(group.dataset),
+        transforms=meta.extra.get("transforms", []),
+        parent_sha256=meta.extra.get("parent_sha256"),
+        observation_space=meta.observation_space.to_dict(),
+        action_space=meta.action_space.to_dict(),
+    )
+    return RunConfig(
+        run_id=run_id,
+        group_id=group.group_id,
+        algo=group.plan.algo,
+        seed=seed,
+        dataset=dataset,
+        protocol=group.protocol,
+        seeds_in_group=group.plan.seeds,
+        algo_config=dataclasses.asdict(group.algorithm.config),
+        overrides=group.plan.overrides,
+        device=str(group.device),
+    )
 
 
 def _train(group: SeedGroup, store: ResultsStore, reporter: Reporter) -> list[str]:
@@ -337,7 +342,7 @@ def _elapsed(start: float, device: torch.device) -> float:
 def _evaluate_and_record(group: SeedGroup, store: ResultsStore, metrics: dict[str, torch.Tensor]) -> None:
     start = time.perf_counter()
     protocol = group.protocol
-    returns = evaluate(group.act, protocol.eval_env, group.plan.seeds, protocol.eval_episodes, protocol.eval_env_kwargs)
+    returns = evaluate(group.act, protocol.eval_env, group.plan.seeds, protocol.eval_episodes, protocol.eval_env_kwargs, protocol.eval_wrappers)
     group.eval_time_s += time.perf_counter() - start
     scores = group.dataset.normalized_score(returns)
     per_seed_metrics = {name: value.float().cpu().numpy() for name, value in metrics.items()}
@@ -366,21 +371,22 @@ def _finish_records(group: SeedGroup, store: ResultsStore) -> None:
     wall = group.train_time_s + group.eval_time_s + sum(group.stage_time_s.values())
     for run_id, curve in zip(group.run_ids, group.curves):
         scores = [entry["normalized_score"] for entry in curve]
-        summary = {
-            "final_score": scores[-1],
-            "last10_score": float(np.mean(scores[-LAST_K:])),
-            "best_score": float(np.max(scores)),
-            "final_return": curve[-1]["return_mean"],
-            "evaluations": len(curve),
-            "steps": group.step,
-            "train_time_s": group.train_time_s,
-            "eval_time_s": group.eval_time_s,
-            "stage_time_s": group.stage_time_s,
-            "wall_time_s": wall,
-            "steps_per_s": steps_per_s,
-            "seed_steps_per_s": steps_per_s * len(group.run_ids),
-            "finished_at": time.time(),
-        }
+        summary = RunSummary(
+            final_score=scores[-1],
+            best_score=float(np.max(scores)),
+            last_k_score=float(np.mean(scores[-DEFAULT_LAST_K:])),
+            last_k=DEFAULT_LAST_K,
+            final_return=curve[-1]["return_mean"],
+            evaluations=len(curve),
+            steps=group.step,
+            train_time_s=group.train_time_s,
+            eval_time_s=group.eval_time_s,
+            stage_time_s=group.stage_time_s,
+            wall_time_s=wall,
+            steps_per_s=steps_per_s,
+            seed_steps_per_s=steps_per_s * len(group.run_ids),
+            finished_at=time.time(),
+        )
         store.finish_run(run_id, summary, {**store.load(run_id).provenance, **info, "wall_time_s": wall, "steps_per_s": steps_per_s})
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import typer
 
 from offbench.analysis.commands import check, leaderboard_app, report
+from offbench.records import RunConfig, RunSummary
 from offbench.store import ResultsStore
 
 REF_MIN, REF_MAX = -20.0, 3000.0
@@ -64,7 +65,7 @@ def write_run(
         "overrides": {},
     }
     provenance = {**PROVENANCE, "started_at": time.time()}
-    store.start_run(run_id, config, provenance)
+    store.start_run(run_id, RunConfig.from_dict(config), provenance)
     curve = [_evaluation((i + 1) * eval_every, float(s), eval_episodes) for i, s in enumerate(curve_scores)]
     store.write_curve(run_id, curve)
     summary = {
@@ -77,7 +78,7 @@ def write_run(
         "steps_per_s": float(steps),
         "finished_at": time.time(),
     }
-    store.finish_run(run_id, summary, {**provenance, "wall_time_s": 1.0, "steps_per_s": float(steps)})
+    store.finish_run(run_id, RunSummary.from_dict(summary), {**provenance, "wall_time_s": 1.0, "steps_per_s": float(steps)})
     return run_id
 
 

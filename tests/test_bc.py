@@ -74,4 +74,4 @@ def test_protocol_run_records_finite_scores(data_root: Path, tmp_path: Path) -> 
     for record in map(store.load, run_ids):
         assert [entry["step"] for entry in record.curve] == [15, 30]
         assert all(np.isfinite([entry["normalized_score"], entry["actor_loss"]]).all() for entry in record.curve)
-        assert np.isfinite(record.summary["final_score"])
+        assert np.isfinite(record.summary.final_score)

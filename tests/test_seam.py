@@ -103,10 +103,10 @@ def test_a_new_discrete_algorithm_runs_end_to_end_with_its_stage(toy_algorithm: 
     store = ResultsStore(tmp_path / "results")
     run_ids = run(RunPlan(toy_algorithm, TOY_ID, seeds=[0, 1]), store)
     record = store.load(run_ids[0])
-    assert record.finished and record.config["protocol"]["sampler"] == "uniform"
-    assert set(record.summary["stage_time_s"]) == {"count_actions"}
+    assert record.finished and record.config.protocol.sampler == "uniform"
+    assert set(record.summary.stage_time_s) == {"count_actions"}
     assert [entry["step"] for entry in record.curve] == [30, 60]
-    state = parameters(store, record.config["group_id"])
+    state = parameters(store, record.config.group_id)
     assert int(state["counted_rows"]) == 600 and int(state["counts"].sum()) == 600
 
 
@@ -125,7 +125,7 @@ def test_a_stage_killed_part_way_resumes_and_ends_as_an_uninterrupted_run(toy_al
     assert state["stages_done"] == [] and int(state["algorithm"]["modules"]["counted_rows"]) == 400
     resumed = resume(group_id, killed)
     assert [scores(killed, r) for r in resumed] == [scores(straight, r) for r in reference]
-    expected, actual = parameters(straight, straight.load(reference[0]).config["group_id"]), parameters(killed, group_id)
+    expected, actual = parameters(straight, straight.load(reference[0]).config.group_id), parameters(killed, group_id)
     assert all(torch.equal(expected[name], actual[name]) for name in expected)
 
 
@@ -146,7 +146,7 @@ def test_training_draws_never_depend_on_evaluation(toy_algorithm: str, tmp_path:
     few, many = ResultsStore(tmp_path / "few"), ResultsStore(tmp_path / "many")
     a = run(RunPlan(toy_algorithm, TOY_ID, seeds=[0], eval_every=60), few)
     b = run(RunPlan(toy_algorithm, TOY_ID, seeds=[0], eval_every=20), many)
-    pa = parameters(few, few.load(a[0]).config["group_id"])
-    pb = parameters(many, many.load(b[0]).config["group_id"])
+    pa = parameters(few, few.load(a[0]).config.group_id)
+    pb = parameters(many, many.load(b[0]).config.group_id)
     assert all(torch.equal(pa[name], pb[name]) for name in pa)
-    assert np.isfinite(few.load(a[0]).summary["final_score"])
+    assert np.isfinite(few.load(a[0]).summary.final_score)

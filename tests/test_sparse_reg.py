@@ -197,11 +197,11 @@ def test_protocol_run_records_finite_scores(data_root: Path, tmp_path: Path) -> 
     run_ids = run(RunPlan("sparse-reg", TINY_ID, seeds=[0, 1], steps=30, eval_every=15, eval_episodes=2, overrides=overrides), store)
     assert sorted(store.runs()["seed"]) == [0, 1]
     for record in map(store.load, run_ids):
-        assert record.config["algo_config"]["actor_lr"] == 1e-3 and record.config["algo_config"]["base"] == "td3bc"
+        assert record.config.algo_config["actor_lr"] == 1e-3 and record.config.algo_config["base"] == "td3bc"
         assert [entry["step"] for entry in record.curve] == [15, 30]
         for entry in record.curve:
             assert np.isfinite([entry[k] for k in ("normalized_score", "critic_loss", "actor_loss")]).all()
-        assert np.isfinite(record.summary["final_score"])
+        assert np.isfinite(record.summary.final_score)
 
 
 def test_training_state_round_trip_restores_masks_and_training() -> None:

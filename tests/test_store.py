@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from offbench.errors import OffbenchError
+from offbench.records import RunConfig, RunSummary
 from offbench.store import ResultsStore
 
 
@@ -21,15 +22,15 @@ def config_for(run_id: str, seed: int = 0) -> dict:
 
 def write_run(root: Path, run_id: str, score: float = 1.0) -> None:
     store = ResultsStore(root)
-    store.start_run(run_id, config_for(run_id), {"started_at": 0.0})
+    store.start_run(run_id, RunConfig.from_dict(config_for(run_id)), {"started_at": 0.0})
     store.write_curve(run_id, [{"step": 5, "normalized_score": score}, {"step": 10, "normalized_score": score}])
-    store.finish_run(run_id, {"final_score": score, "last10_score": score, "best_score": score, "steps_per_s": 1.0, "finished_at": 1.0}, {"device": "cpu"})
+    store.finish_run(run_id, RunSummary.from_dict({"final_score": score, "last10_score": score, "best_score": score, "steps_per_s": 1.0, "finished_at": 1.0}), {"device": "cpu"})
 
 
 def test_finished_and_unfinished_runs(tmp_path: Path) -> None:
     store = ResultsStore(tmp_path)
     write_run(tmp_path, "a-s0", 3.0)
-    store.start_run("b-s0", config_for("b-s0"), {"started_at": 0.0})
+    store.start_run("b-s0", RunConfig.from_dict(config_for("b-s0")), {"started_at": 0.0})
     finished = store.runs()
     assert list(finished["run_id"]) == ["a-s0"]
     assert finished.loc[0, "final_score"] == 3.0
@@ -49,13 +50,13 @@ def test_a_row_without_its_summary_file_is_not_finished(tmp_path: Path) -> None:
 def test_finished_run_cannot_be_restarted(tmp_path: Path) -> None:
     write_run(tmp_path, "a-s0")
     with pytest.raises(OffbenchError, match="already finished"):
-        ResultsStore(tmp_path).start_run("a-s0", config_for("a-s0"), {})
+        ResultsStore(tmp_path).start_run("a-s0", RunConfig.from_dict(config_for("a-s0")), {})
 
 
 def test_reindex_rebuilds_a_lost_index(tmp_path: Path) -> None:
     store = ResultsStore(tmp_path)
     write_run(tmp_path, "a-s0", 2.0)
-    store.start_run("b-s0", config_for("b-s0"), {"started_at": 0.0})
+    store.start_run("b-s0", RunConfig.from_dict(config_for("b-s0")), {"started_at": 0.0})
     store.index_path.unlink()
     assert store.reindex() == 2
     assert list(store.runs()["run_id"]) == ["a-s0"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -154,6 +155,6 @@ def test_a_rerun_seed_counts_once(store: ResultsStore) -> None:
 
 
 def test_unfinished_runs_are_not_counted(store: ResultsStore) -> None:
-    config = store.load("iql__local_hopper-random-v5__s0__a").config | {"run_id": "crashed", "seed": 9}
+    config = dataclasses.replace(store.load("iql__local_hopper-random-v5__s0__a").config, run_id="crashed", seed=9)
     store.start_run("crashed", config, {})
     assert len(collect_scores(store).cell("iql", HOPPER)) == 5

@@ -41,12 +41,12 @@ from offbench.analysis.tables import Table
 from offbench.errors import OffbenchError
 from offbench.io import read_json, write_json
 from offbench.paths import resource_dir
+from offbench.protocol import BUDGET_KEYS
 from offbench.store import ResultsStore
 
 LEADERBOARD_FORMAT = "offbench-leaderboard"
 FORMAT_VERSION = 1
 DEFAULT_MARGIN = 5.0
-BUDGET_KEYS = ("steps", "eval_every", "eval_episodes")
 FAILING_VERDICTS = ("regressed", "no new runs", "no reference", "too few seeds")
 
 
@@ -70,7 +70,7 @@ class Protocol:
 
     @property
     def budget(self) -> dict[str, int]:
-        return {"steps": self.steps, "eval_every": self.eval_every, "eval_episodes": self.eval_episodes}
+        return {key: getattr(self, key) for key in BUDGET_KEYS}
 
     def select(self, algos: Sequence[str] | None, datasets: Sequence[str] | None) -> tuple[list[str], list[str]]:
         """The protocol's algorithms and datasets, or the given subset of them."""
@@ -217,7 +217,7 @@ def freeze_entries(scores: ScoreSet, protocol_name: str | None = None, now: str 
                 "train more seeds (offbench run --seeds N) before freezing it",
             )
         records = [scores.records[r] for r in runs["run_id"]]
-        dataset_info = {k: v for k, v in records[0].config["dataset"].items() if k != "requested"}
+        dataset_info = {k: v for k, v in records[0].config.dataset.to_dict().items() if k != "requested"}
         first = runs.iloc[0]
         protocol = {key: int(first[key]) for key in BUDGET_KEYS} | scores.statistic.to_dict()
         if protocol_name:
@@ -229,7 +229,7 @@ def freeze_entries(scores: ScoreSet, protocol_name: str | None = None, now: str 
                 "run_id": row.run_id,
                 "git_commit": record.provenance.get("git_commit"),
                 "git_dirty": record.provenance.get("git_dirty"),
-                "finished_at": record.summary.get("finished_at") if record.summary else None,
+                "finished_at": record.summary.finished_at if record.summary else None,
             }
             for row, record in zip(runs.itertuples(), records)
         ]

@@ -209,11 +209,11 @@ def _report_markdown(
 
 def _dataset_line(scores: ScoreSet, dataset: str) -> str:
     runs = scores.dataset_runs(dataset)
-    info = scores.records[runs["run_id"].iloc[0]].config["dataset"]
+    info = scores.records[runs["run_id"].iloc[0]].config.dataset
     hashes = ", ".join(f"`{h[:12]}`" for h in dict.fromkeys(runs["dataset_sha256"]))
     return (
-        f"- `{dataset}`: source {info.get('source', 'unknown')}, evaluated in {info.get('env_id', 'unknown')}, "
-        f"reference returns [{info.get('ref_min_score')}, {info.get('ref_max_score')}], sha256 {hashes}"
+        f"- `{dataset}`: source {info.source or 'unknown'}, evaluated in {info.env_id or 'unknown'}, "
+        f"reference returns [{info.ref_min_score}, {info.ref_max_score}], sha256 {hashes}"
     )
 
 

@@ -33,6 +33,7 @@ class DatasetMetadata:
     ref_source: str | None = None
     sha256: str = ""
     env_kwargs: dict[str, Any] = field(default_factory=dict)
+    eval_wrappers: tuple[str, ...] = ()  # names in offbench.evaluate.EVAL_WRAPPERS, applied in order
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,0 +1,108 @@
+"""The run record's schema: `config.json` and `summary.json` of a run, written and read by this code only.
+
+    RunConfig    what was trained: run and group ids, algorithm, seed, dataset identity, the training
+                 protocol (offbench.protocol), resolved hyperparameters, the user's overrides, device
+    RunSummary   how it ended: final, last-k mean and best normalised score (x100), timings, speed
+
+`to_dict()` writes a record and `from_dict()` reads it back; reading accepts records written before a
+field existed (a missing field takes its documented default; `last10_score` reads as last_k = 10).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from offbench.protocol import TrainingProtocol
+
+DEFAULT_LAST_K = 10  # the TD3+BC paper's metric: mean over the final 10 evaluations
+
+
+@dataclass(frozen=True)
+class DatasetRecord:
+    """The dataset a run trained on: canonical id, what the user asked for, content hash, scoring references."""
+
+    id: str
+    sha256: str
+    requested: str = ""
+    source: str = ""
+    env_id: str = ""
+    ref_min_score: float | None = None
+    ref_max_score: float | None = None
+    ref_source: str | None = None
+    transitions: int | None = None
+    transforms: list[dict[str, Any]] = field(default_factory=list)
+    parent_sha256: str | None = None
+    observation_space: dict[str, Any] | None = None
+    action_space: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DatasetRecord:
+        return cls(**_known(cls, data))
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One seed's `config.json`."""
+
+    run_id: str
+    group_id: str
+    algo: str
+    seed: int
+    dataset: DatasetRecord
+    protocol: TrainingProtocol
+    seeds_in_group: list[int] = field(default_factory=list)
+    algo_config: dict[str, Any] = field(default_factory=dict)
+    overrides: dict[str, Any] = field(default_factory=dict)
+    device: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {**data, "dataset": self.dataset.to_dict(), "protocol": self.protocol.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunConfig:
+        values = _known(cls, data)
+        values["dataset"] = DatasetRecord.from_dict(data["dataset"])
+        values["protocol"] = TrainingProtocol.from_dict(data["protocol"])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One seed's `summary.json`, written last: its presence makes the run finished. Scores are x100."""
+
+    final_score: float
+    best_score: float
+    last_k_score: float
+    last_k: int = DEFAULT_LAST_K
+    final_return: float | None = None
+    evaluations: int | None = None
+    steps: int | None = None
+    train_time_s: float | None = None
+    eval_time_s: float | None = None
+    stage_time_s: dict[str, float] = field(default_factory=dict)
+    wall_time_s: float | None = None
+    steps_per_s: float | None = None
+    seed_steps_per_s: float | None = None
+    finished_at: float | None = None
+    status: str = "finished"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunSummary:
+        values = dict(data)
+        if "last10_score" in values and "last_k_score" not in values:  # records written before last_k existed
+            values["last_k_score"], values["last_k"] = values["last10_score"], 10
+        return cls(**_known(cls, values))
+
+
+def _known(cls: type, data: Mapping[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in data.items() if k in names}
