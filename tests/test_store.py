@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -61,6 +63,25 @@ def test_reindex_rebuilds_a_lost_index(tmp_path: Path) -> None:
     assert store.reindex() == 2
     assert list(store.runs()["run_id"]) == ["a-s0"]
     assert store.runs()["final_score"].tolist() == [2.0]
+
+
+def test_an_index_of_an_older_schema_is_rebuilt_from_the_run_folders(tmp_path: Path) -> None:
+    store = ResultsStore(tmp_path)
+    write_run(tmp_path, "a-s0", 2.0)
+    store.index_path.unlink()
+    with closing(sqlite3.connect(store.index_path)) as conn:  # the schema before last-k: a last10_score column
+        conn.execute("CREATE TABLE runs (run_id TEXT PRIMARY KEY, algo TEXT, status TEXT, last10_score REAL)")
+        conn.execute("INSERT INTO runs VALUES ('stale', 'td3bc', 'finished', 1.0)")
+        conn.commit()
+    frame = store.runs()
+    assert frame["run_id"].tolist() == ["a-s0"] and frame["last_k"].tolist() == [10] and frame["last_k_score"].tolist() == [2.0]
+
+
+def test_records_written_before_the_typed_schema_still_load(tmp_path: Path) -> None:
+    write_run(tmp_path, "a-s0", 2.0)
+    record = ResultsStore(tmp_path).load("a-s0")
+    assert record.config.protocol.sampler == "uniform" and record.config.protocol.steps == 10
+    assert (record.summary.last_k, record.summary.last_k_score) == (10, 2.0)  # read from the legacy last10_score
 
 
 def test_no_temporary_files_are_left_behind(tmp_path: Path) -> None:
