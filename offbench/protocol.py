@@ -16,10 +16,6 @@ from typing import Any, Mapping
 from offbench.errors import OffbenchError
 
 BUDGET_KEYS = ("steps", "eval_every", "eval_episodes")
-SAMPLING = {
-    "uniform": "uniform with replacement, independent indices per seed",
-    "frame-stack": "uniform with replacement over frame stacks built by index, independent indices per seed",
-}
 SCORE = "normalised return x100 under the dataset's reference min/max"
 
 
@@ -36,7 +32,7 @@ class TrainingProtocol:
     eval_env: str = ""
     eval_env_kwargs: dict[str, Any] = field(default_factory=dict)
     eval_wrappers: list[str] = field(default_factory=list)
-    batch_sampling: str = ""
+    batch_sampling: str = ""  # the sampler's description, in words
     score: str = SCORE
 
     def __post_init__(self) -> None:
@@ -44,8 +40,6 @@ class TrainingProtocol:
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise OffbenchError(f"--{key.replace('_', '-')} must be positive, got {value!r}")
-        if not self.batch_sampling:
-            object.__setattr__(self, "batch_sampling", SAMPLING.get(self.sampler, self.sampler))
 
     @property
     def budget(self) -> dict[str, int]:

@@ -26,7 +26,7 @@ from offbench.algos.base import OfflineAlgorithm, Problem, StageContext
 from offbench.config import protocol_defaults, resolve_config
 from offbench.data import OfflineDataset, corruption, load_dataset, transforms
 from offbench.data.registry import recorded_hash_mismatch
-from offbench.data.sampling import Sampler, make_sampler
+from offbench.data.sampling import Sampler, make_sampler, sampler_class
 from offbench.errors import OffbenchError
 from offbench.evaluate import evaluate, wrappers_named
 from offbench.io import atomic_write
@@ -188,6 +188,7 @@ def _protocol(plan: RunPlan, dataset: OfflineDataset, config: Any) -> TrainingPr
         eval_every=_given_or(plan.eval_every, defaults.get("eval_every", 5000)),
         eval_episodes=_given_or(plan.eval_episodes, defaults.get("eval_episodes", 10)),
         sampler=config.sampler,
+        batch_sampling=sampler_class(config.sampler).description,
         normalize_states=config.normalize_states,
         timeouts_as_terminals=config.timeouts_as_terminals,
         eval_env=dataset.metadata.env_id,

@@ -21,7 +21,7 @@ The interface is meant to take, without a redesign, a sampler that also returns 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -83,7 +83,13 @@ def not_dones(dataset: OfflineDataset, timeouts_as_terminals: bool) -> np.ndarra
 class Sampler:
     """What the trainer needs from a sampler; see the module docstring."""
 
+    description: ClassVar[str]  # recorded in the run's protocol
     observation_space: ObservationSpace  # what the algorithm sees
+
+    @classmethod
+    def from_config(cls, dataset: OfflineDataset, device: torch.device, config: Any) -> Sampler:
+        """Build over `dataset` on `device`, reading the algorithm config's fields this sampler needs."""
+        raise NotImplementedError
 
     def sample(self, generators: list[torch.Generator], batch_size: int) -> Batch:
         raise NotImplementedError
@@ -106,6 +112,12 @@ def per_seed_indices(generators: list[torch.Generator], high: int, batch_size: i
 
 class UniformTransitions(Sampler):
     """Transitions (s, a, r, s', not_done) uniformly with replacement; states normalised when asked."""
+
+    description = "uniform with replacement, independent indices per seed"
+
+    @classmethod
+    def from_config(cls, dataset: OfflineDataset, device: torch.device, config: Any) -> UniformTransitions:
+        return cls(dataset, device, config.normalize_states, config.timeouts_as_terminals)
 
     def __init__(self, dataset: OfflineDataset, device: torch.device, normalize_states: bool, timeouts_as_terminals: bool) -> None:
         if dataset.next_observations is None:
@@ -146,6 +158,14 @@ class FrameStack(Sampler):
     sampleable row indices.
     """
 
+    description = "uniform with replacement over frame stacks built by index, independent indices per seed"
+
+    @classmethod
+    def from_config(cls, dataset: OfflineDataset, device: torch.device, config: Any) -> FrameStack:
+        if not hasattr(config, "frame_stack"):
+            raise OffbenchError(f"sampler '{config.sampler}' needs the config key 'frame_stack', which this algorithm does not declare")
+        return cls(dataset, device, config.frame_stack, config.timeouts_as_terminals)
+
     def __init__(self, dataset: OfflineDataset, device: torch.device, frame_stack: int, timeouts_as_terminals: bool) -> None:
         if frame_stack < 1:
             raise OffbenchError(f"frame_stack must be at least 1, got {frame_stack}")
@@ -181,21 +201,16 @@ class FrameStack(Sampler):
         return Batch(self.stack(rows), self.actions[rows], self.rewards[rows], self.stack(self.next_row[rows]), self.not_dones[rows])
 
 
-SamplerFactory = Callable[[OfflineDataset, torch.device, Any], Sampler]
-SAMPLERS: dict[str, SamplerFactory] = {
-    "uniform": lambda dataset, device, config: UniformTransitions(dataset, device, config.normalize_states, config.timeouts_as_terminals),
-    "frame-stack": lambda dataset, device, config: FrameStack(dataset, device, _required(config, "frame_stack"), config.timeouts_as_terminals),
-}
+SAMPLERS: dict[str, type[Sampler]] = {"uniform": UniformTransitions, "frame-stack": FrameStack}
+
+
+def sampler_class(name: str) -> type[Sampler]:
+    """The sampler registered as `name`; an unknown name is one error line."""
+    if name not in SAMPLERS:
+        raise OffbenchError(f"unknown sampler '{name}'", f"choose one of: {', '.join(SAMPLERS)}")
+    return SAMPLERS[name]
 
 
 def make_sampler(dataset: OfflineDataset, device: torch.device, config: Any) -> Sampler:
     """The sampler the algorithm's config names (`config.sampler`), built over `dataset` on `device`."""
-    if config.sampler not in SAMPLERS:
-        raise OffbenchError(f"unknown sampler '{config.sampler}'", f"choose one of: {', '.join(SAMPLERS)}")
-    return SAMPLERS[config.sampler](dataset, device, config)
-
-
-def _required(config: Any, key: str) -> Any:
-    if not hasattr(config, key):
-        raise OffbenchError(f"sampler '{config.sampler}' needs the config key '{key}', which this algorithm does not declare")
-    return getattr(config, key)
+    return sampler_class(config.sampler).from_config(dataset, device, config)
