@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import re
 import tomllib
 import typing
 from typing import Any
 
+from offbench.data import ids
 from offbench.errors import OffbenchError
 from offbench.paths import resource_dir
 
@@ -21,11 +21,11 @@ def baseline_file(algo: str) -> dict[str, Any]:
 
 
 def dataset_key(dataset_id: str) -> str:
-    """The source- and version-free name per-dataset overrides use: local/hopper-medium-v5 -> hopper-medium."""
-    name = dataset_id.split("+", 1)[0].split("/", 1)[-1]  # transforms (+first10000) do not change the key
-    if name.startswith("mujoco/"):  # minari/mujoco/hopper/medium-v0
-        name = "-".join(name.split("/")[1:])
-    return re.sub(r"-v\d+$", "", name)
+    """The key of a dataset's overrides in `[datasets]`: its alias, transforms ignored (`offbench.data.ids`).
+
+    `local/hopper-medium-v5+first10000` -> `hopper-medium`; raises `OffbenchError` for a text that is not an id.
+    """
+    return ids.config_key(dataset_id)
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
@@ -53,7 +53,7 @@ def resolve_config(algo: str, algorithm_class: Any, dataset_id: str, overrides: 
     values = dict(spec.get("config", {}))
     per_dataset = spec.get("datasets", {})
     values.update(per_dataset.get(dataset_key(dataset_id), {}))
-    values.update(per_dataset.get(dataset_id, {}))
+    values.update(per_dataset.get(ids.parse(dataset_id).base, {}))  # keyed by canonical id; transforms ignored
     values.update(overrides)
     config_class = algorithm_class.config_class_for(values)
     fields = {f.name: f for f in dataclasses.fields(config_class)}

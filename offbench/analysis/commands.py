@@ -40,7 +40,7 @@ AlgosOption = Annotated[
 ]
 DatasetsOption = Annotated[
     Optional[list[str]],
-    typer.Option("--datasets", help="Dataset ids, globs (local/hopper-*) or short names (hopper-random) (default: all)."),
+    typer.Option("--datasets", help="Dataset ids, short names (hopper-medium, hopper-medium+first10000) or globs of either; transformed data only when the selector names a transform (default: all)."),
 ]
 StatisticOption = Annotated[
     Optional[str], typer.Option("--statistic", help="Run score: final | last-k | best (default: last-k).")

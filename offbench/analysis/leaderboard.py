@@ -36,6 +36,7 @@ from offbench.analysis.scores import (
     select_algos,
     select_datasets,
 )
+from offbench.data.ids import selects
 from offbench.analysis.stats import DEFAULT_REPS, Interval, difference_of_means, stream_seed
 from offbench.analysis.tables import Table
 from offbench.errors import OffbenchError
@@ -74,12 +75,14 @@ class Protocol:
 
     def select(self, algos: Sequence[str] | None, datasets: Sequence[str] | None) -> tuple[list[str], list[str]]:
         """The protocol's algorithms and datasets, or the given subset of them."""
-        chosen = []
-        for kind, listed, wanted in (("algorithm", self.algos, algos), ("dataset", self.datasets, datasets)):
-            if outside := [w for w in wanted or () if w not in listed]:
-                raise OffbenchError(f"{', '.join(outside)}: not a {kind} of protocol {self.name}", f"it lists {', '.join(listed)}")
-            chosen.append(list(wanted or listed))
-        return chosen[0], chosen[1]
+        if outside := [a for a in algos or () if a not in self.algos]:
+            raise OffbenchError(f"{', '.join(outside)}: not an algorithm of protocol {self.name}", f"it lists {', '.join(self.algos)}")
+        chosen_datasets = list(self.datasets)
+        if datasets:
+            if outside := [d for d in datasets if not any(selects(d, listed) for listed in self.datasets)]:
+                raise OffbenchError(f"{', '.join(outside)}: not a dataset of protocol {self.name}", f"it lists {', '.join(self.datasets)}")
+            chosen_datasets = [listed for listed in self.datasets if any(selects(d, listed) for d in datasets)]
+        return list(algos or self.algos), chosen_datasets
 
 
 _PROTOCOL_TYPES = {

@@ -19,14 +19,13 @@ Rules that keep a score table honest, applied by `collect_scores`:
 
 from __future__ import annotations
 
-import fnmatch
-import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
+from offbench.data import ids
 from offbench.errors import OffbenchError
 from offbench.store import ResultsStore, RunRecord
 
@@ -160,8 +159,7 @@ def collect_scores(
 ) -> ScoreSet:
     """Score the finished runs of the chosen algorithms and datasets (all when None).
 
-    `datasets` entries may be exact ids, glob patterns (`local/hopper-*`) or short names (the id's
-    last path segment without its version: `hopper-random` for `local/hopper-random-v5`).
+    `datasets` entries are selectors (`select_datasets`): ids, short names or globs of either.
     `where` keeps only runs whose index columns equal the given values (e.g. `{"steps": 1000}`).
     """
     index = store.runs("finished")
@@ -197,22 +195,28 @@ def select_algos(available: Iterable[str], wanted: Sequence[str] | None) -> list
 
 
 def select_datasets(available: Iterable[str], wanted: Sequence[str] | None) -> list[str]:
-    """Dataset ids matching the selectors (exact id, glob, or short name), in selector order."""
-    ids = sorted(set(available))
+    """Dataset ids the selectors pick, in selector order (all, sorted, when None).
+
+    A selector is an id, a short name (`hopper-medium`, `hopper-medium+first10000`) or a glob of either;
+    one without "+" never picks transformed data (`offbench.data.ids.selects`).
+    """
+    names = sorted(set(available))
     if wanted is None:
-        return ids
+        return names
     selected: list[str] = []
     for selector in wanted:
-        matches = [i for i in ids if i == selector or fnmatch.fnmatchcase(i, selector) or short_name(i) == selector]
+        matches = [i for i in names if ids.selects(selector, i)]
         if not matches:
-            raise OffbenchError(f"no finished runs on a dataset matching {selector!r}", f"datasets in this store: {', '.join(ids)}")
+            raise OffbenchError(f"no finished runs on a dataset matching {selector!r}", _selection_hint(selector, names))
         selected += [m for m in matches if m not in selected]
     return selected
 
 
-def short_name(dataset_id: str) -> str:
-    """`local/hopper-random-v5` -> `hopper-random`."""
-    return re.sub(r"-v\d+$", "", dataset_id.rsplit("/", 1)[-1])
+def _selection_hint(selector: str, names: Sequence[str]) -> str:
+    transformed = [] if "+" in selector else [ids.short_name(i) for i in names if ids.selects(f"{selector}+*", i)]
+    if transformed:
+        return f"only transformed data has runs; name the transform: {', '.join(dict.fromkeys(transformed))}"
+    return f"datasets in this store: {', '.join(names)}"
 
 
 def ensure_one_protocol_per_cell(index: pd.DataFrame) -> None:

@@ -22,6 +22,7 @@ import gymnasium as gym
 import numpy as np
 
 from offbench.behavior.policy import TanhGaussianActor, load_snapshot
+from offbench.data.catalogue import catalogue
 from offbench.data.generate import Policy, collect_episodes, uniform_random_policy
 from offbench.errors import OffbenchError
 from offbench.paths import resource_dir
@@ -165,8 +166,6 @@ def _snapshot(entry: dict[str, Any], relative_path: str) -> dict[str, Any]:
 
 
 def _parts(entry: dict[str, Any]) -> list[dict[str, Any]]:
-    from offbench.data.registry import catalogue  # imported here: the registry imports this module
-
     parts = []
     for part in entry["parts"]:
         if isinstance(part, str):

@@ -1,38 +1,43 @@
-"""Dataset ids, aliases, the catalogue of locally made datasets, and loading by name.
+"""Datasets by id or alias: the table of sources, loading, making local datasets, listing.
 
-Canonical ids name their source:
+The grammar of ids and aliases is `offbench.data.ids`. The sources are the table `SOURCES`, one
+`DataSource` per id prefix, in alias resolution order:
 
-    d4rl/<name>              a D4RL HDF5 file, e.g. d4rl/hopper-medium-v2
-    minari/<minari id>       a Minari dataset on disk, e.g. minari/mujoco/hopper/medium-v0
-    local/<name>             made here by a recipe in datasets/catalogue.toml, e.g. local/hopper-random-v5
+    d4rl/<name>-v<N>          a D4RL HDF5 file (offbench.data.d4rl), e.g. d4rl/hopper-medium-v2
+    minari/<minari id>        a Minari dataset on disk (offbench.data.minari_io), e.g. minari/mujoco/hopper/medium-v0
+    local/<name>-v<N>         made here by a recipe in datasets/catalogue.toml (offbench.data.recipes),
+                              stored in Minari format, e.g. local/hopper-random-v5
 
-A short alias `<task>-<kind>` (e.g. `hopper-medium`) resolves to the first candidate that is present,
-in this order: d4rl/<task>-<kind>-v2, minari/mujoco/<task>/<kind>-v0, local/<task>-<kind>-v5; if none
-is present, to the first that can be made here (else to a catalogued one, whose error then says which
-behaviour policy is missing). Run records keep the resolved id.
+An alias (`hopper-medium`) resolves to the first of its candidates (one per source, by the source's
+alias form) that is present; if none is, to the first that can be made here (else to a catalogued
+one, whose error then says which behaviour policy is missing). Run records keep the resolved id.
+
+Adding a source (say `ogbench/`): a module `offbench/data/ogbench.py` that reads one dataset's files into
+an `OfflineDataset` (its metadata's id the canonical id, its source the source's name), and one
+`DataSource` entry in `SOURCES` naming its alias form and its functions; its place in the table is its
+place in alias resolution. The grammar (`offbench.data.ids`) and the rest of this module stay as they are.
 """
 
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import gymnasium as gym
 
-from offbench.data import d4rl, minari_io
+from offbench.data import d4rl, ids, minari_io
+from offbench.data.catalogue import catalogue
 from offbench.data.dataset import TRANSITION_FIELDS, DatasetMetadata, OfflineDataset
-from offbench.data.spaces import from_gymnasium, observation_space_of
 from offbench.data.recipes import RECIPES, recipe_available
+from offbench.data.spaces import from_gymnasium, observation_space_of
 from offbench.errors import OffbenchError
-from offbench.paths import data_dir, resource_dir
+from offbench.paths import data_dir
 
-SOURCES = ("d4rl", "minari", "local")
 D4RL_DOWNLOAD_URL = "http://rail.eecs.berkeley.edu/datasets/offline_rl/gym_mujoco_v2/"
 NO_POLICY = "its behaviour policy is not committed yet; see datasets/README.md"
+D4RL_KINDS = ("random", "medium", "medium-replay", "medium-expert", "expert")
 
 
 @dataclass(frozen=True)
@@ -43,14 +48,7 @@ class DatasetStatus:
     note: str = ""
 
 
-# ---- catalogue and recipes ------------------------------------------------------------------------
-
-
-@lru_cache(maxsize=1)
-def catalogue() -> dict[str, dict[str, Any]]:
-    """The recipes of datasets offbench can make (`datasets/catalogue.toml`)."""
-    with open(resource_dir("datasets") / "catalogue.toml", "rb") as f:
-        return tomllib.load(f)["datasets"]
+# ---- making local datasets ------------------------------------------------------------------------
 
 
 def reference_for(recipe: dict[str, Any]) -> tuple[float, float, str]:
@@ -69,7 +67,7 @@ def make_dataset(
     on_steps: Callable[[int], None] | None = None,
 ) -> OfflineDataset:
     """Make `local/<name>` by its catalogue recipe (or the `recipe` given) and store it in Minari format."""
-    source, name = split_id(dataset_id)
+    source, _ = split_id(dataset_id)
     if source != "local":
         raise OffbenchError(f"only local/ datasets can be made here, not {dataset_id}", _how_to_get(dataset_id))
     recipe = recipe or catalogue().get(dataset_id)
@@ -133,24 +131,23 @@ def _generator_requirements() -> list[str]:
     return [f"{package}=={version(package)}" for package in ("gymnasium", "mujoco", "minari", "numpy")]
 
 
-# ---- ids and resolution ---------------------------------------------------------------------------
+# ---- the table of sources -------------------------------------------------------------------------
 
 
-def split_id(dataset_id: str) -> tuple[str, str]:
-    source, _, name = dataset_id.partition("/")
-    if source not in SOURCES or not name:
-        raise OffbenchError(f"'{dataset_id}' is not a dataset id", f"ids look like {', '.join(s + '/...' for s in SOURCES)} or an alias like hopper-medium")
-    return source, name
+@dataclass(frozen=True)
+class DataSource:
+    """One source of datasets, named by the first segment of its ids.
 
+    Its functions take the name after `<source>/` (`hopper-medium-v2`, `mujoco/hopper/medium-v0`).
+    """
 
-def location(dataset_id: str) -> Path:
-    """Where a canonical dataset id lives on disk (whether or not it is there)."""
-    source, name = split_id(dataset_id)
-    if source == "d4rl":
-        return _d4rl_path(name)
-    if source == "minari":
-        return minari_io.dataset_path(minari_io.minari_root(), name)
-    return minari_io.dataset_path(data_dir(), dataset_id)
+    name: str
+    alias_form: str  # the id an alias stands for here: "d4rl/{alias}-v2" ({alias}, {task}, {kind}: offbench.data.ids)
+    location: Callable[[str], Path]  # where a dataset lives, whether or not it is there
+    is_present: Callable[[Path], bool]  # whether that location holds it
+    load: Callable[[str, Path], OfflineDataset]  # (name, location) -> the dataset
+    how_to_get: Callable[[str], str]  # the fix for a missing dataset, one line
+    listed: Callable[[], Iterable[str]]  # the ids `offbench data list` shows
 
 
 def _d4rl_path(name: str) -> Path:
@@ -161,10 +158,106 @@ def _d4rl_path(name: str) -> Path:
     return theirs if theirs.exists() and not ours.exists() else ours
 
 
+def _d4rl_how_to_get(name: str) -> str:
+    return f"download {D4RL_DOWNLOAD_URL}{d4rl.file_name(name)} and put it at {_d4rl_path(name)}"
+
+
+def _d4rl_listed() -> list[str]:
+    return [f"d4rl/{task}-{kind}-v2" for task in d4rl.EVAL_ENVS for kind in D4RL_KINDS]
+
+
+def _minari_path(name: str) -> Path:
+    return minari_io.dataset_path(minari_io.minari_root(), name)
+
+
+def _minari_how_to_get(name: str) -> str:
+    return f"copy the Minari dataset folder to {_minari_path(name)} (e.g. from a machine where `minari download {name}` works)"
+
+
+def _local_path(name: str) -> Path:
+    return minari_io.dataset_path(data_dir(), f"local/{name}")
+
+
+def _local_how_to_get(name: str) -> str:
+    dataset_id = f"local/{name}"
+    if is_makeable(dataset_id):
+        return f"make it with `offbench data make {dataset_id}`"
+    if dataset_id in catalogue():
+        return NO_POLICY
+    return "no recipe makes it; see `offbench data list`"
+
+
+def _has_minari_files(path: Path) -> bool:
+    return (path / "data" / "metadata.json").exists()
+
+
+def _minari_ids(source: str, root: Path) -> list[str]:
+    """The ids of the Minari-format datasets under `root` (`<root>/<name>/data/metadata.json`)."""
+    found = (f"{source}/{p.parent.parent.relative_to(root).as_posix()}" for p in root.glob("**/data/metadata.json"))
+    return [dataset_id for dataset_id in found if ids.is_id(dataset_id)]
+
+
+SOURCES: dict[str, DataSource] = {
+    source.name: source
+    for source in (
+        DataSource(
+            name="d4rl",
+            alias_form="d4rl/{alias}-v2",
+            location=_d4rl_path,
+            is_present=Path.is_file,
+            load=lambda name, path: d4rl.load_d4rl_file(path, name),
+            how_to_get=_d4rl_how_to_get,
+            listed=_d4rl_listed,
+        ),
+        DataSource(
+            name="minari",
+            alias_form="minari/mujoco/{task}/{kind}-v0",
+            location=_minari_path,
+            is_present=_has_minari_files,
+            load=lambda name, path: minari_io.load_minari(path, f"minari/{name}"),
+            how_to_get=_minari_how_to_get,
+            listed=lambda: _minari_ids("minari", minari_io.minari_root()),
+        ),
+        DataSource(
+            name="local",
+            alias_form="local/{alias}-v5",
+            location=_local_path,
+            is_present=_has_minari_files,
+            load=lambda name, path: minari_io.load_minari(path, f"local/{name}"),
+            how_to_get=_local_how_to_get,
+            listed=lambda: [*catalogue(), *_minari_ids("local", data_dir() / "local")],
+        ),
+    )
+}
+
+
+# ---- ids, resolution and loading ------------------------------------------------------------------
+
+
+def split_id(dataset_id: str) -> tuple[str, str]:
+    """(source, name) of the id of a stored dataset: `d4rl/hopper-medium-v2` -> ("d4rl", "hopper-medium-v2").
+
+    Raises `OffbenchError` for a text the grammar refuses (`offbench.data.ids`), an unknown source, or
+    transformed data (`+first10000`), which `offbench run` derives and never stores.
+    """
+    source = ids.stored(dataset_id).source
+    if source not in SOURCES:
+        raise OffbenchError(
+            f"'{dataset_id}' is not a dataset id: unknown source '{source}'",
+            f"sources: {', '.join(s + '/' for s in SOURCES)}; or an alias like hopper-medium",
+        )
+    return source, dataset_id.partition("/")[2]
+
+
+def location(dataset_id: str) -> Path:
+    """Where a canonical dataset id lives on disk (whether or not it is there)."""
+    source, name = split_id(dataset_id)
+    return SOURCES[source].location(name)
+
+
 def is_present(dataset_id: str) -> bool:
-    source, _ = split_id(dataset_id)
-    path = location(dataset_id)
-    return path.is_file() if source == "d4rl" else (path / "data" / "metadata.json").exists()
+    source, name = split_id(dataset_id)
+    return SOURCES[source].is_present(SOURCES[source].location(name))
 
 
 def is_makeable(dataset_id: str) -> bool:
@@ -174,15 +267,13 @@ def is_makeable(dataset_id: str) -> bool:
 
 
 def alias_candidates(alias: str) -> list[str]:
-    """Canonical ids an alias like `hopper-medium` may stand for, in resolution order."""
-    task, _, kind = alias.partition("-")
-    if not kind:
-        return []
-    return [f"d4rl/{alias}-v2", f"minari/mujoco/{task}/{kind}-v0", f"local/{alias}-v5"]
+    """The ids an alias like `hopper-medium` stands for, at most one per source, in the table's order."""
+    expanded = (ids.expand_alias(source.alias_form, alias) for source in SOURCES.values())
+    return [candidate for candidate in expanded if candidate is not None]
 
 
 def resolve(name: str) -> str:
-    """The canonical id for an id or alias; raises with the fix when nothing fits."""
+    """The canonical id for an id or alias; raises `OffbenchError` with the fix when nothing fits."""
     if "/" in name:
         split_id(name)
         return name
@@ -216,44 +307,31 @@ def load_dataset(
             raise OffbenchError(f"dataset {dataset_id} is missing: expected {location(dataset_id)}", _how_to_get(dataset_id))
         progress = on_make(dataset_id) if on_make else None
         return make_dataset(dataset_id, on_steps=progress)
-    if source == "d4rl":
-        return d4rl.load_d4rl_file(location(dataset_id), rest)
-    return minari_io.load_minari(location(dataset_id), dataset_id)
+    return SOURCES[source].load(rest, location(dataset_id))
 
 
 def _how_to_get(dataset_id: str) -> str:
     source, name = split_id(dataset_id)
-    if source == "d4rl":
-        return f"download {D4RL_DOWNLOAD_URL}{d4rl.file_name(name)} and put it at {location(dataset_id)}"
-    if source == "minari":
-        return f"copy the Minari dataset folder to {location(dataset_id)} (e.g. from a machine where `minari download {name}` works)"
-    if is_makeable(dataset_id):
-        return f"make it with `offbench data make {dataset_id}`"
-    if dataset_id in catalogue():
-        return NO_POLICY
-    return "no recipe makes it; see `offbench data list`"
+    return SOURCES[source].how_to_get(name)
 
 
 def list_datasets() -> list[DatasetStatus]:
     """Every known dataset: present on disk, makeable here, or needing a file."""
-    ids = set(catalogue())
-    ids |= {f"local/{p.name}" for p in (data_dir() / "local").glob("*") if (p / "data").is_dir()}
-    for task in d4rl.EVAL_ENVS:
-        for kind in ("random", "medium", "medium-replay", "medium-expert", "expert"):
-            ids.add(f"d4rl/{task}-{kind}-v2")
-    ids |= {f"minari/{p.parent.relative_to(minari_io.minari_root())}" for p in minari_io.minari_root().glob("**/data/metadata.json")} if minari_io.minari_root().exists() else set()
+    listed = {dataset_id for source in SOURCES.values() for dataset_id in source.listed()}
     rows = []
-    for dataset_id in sorted(ids):
-        if is_present(dataset_id):
-            state = "present"
-        elif is_makeable(dataset_id):
-            state = "makeable"
-        elif dataset_id in catalogue():
-            state = "needs policy"
-        else:
-            state = "needs file"
-        rows.append(DatasetStatus(dataset_id, state, str(location(dataset_id)), "" if state == "present" else _how_to_get(dataset_id)))
+    for dataset_id in sorted(listed):
+        state = _state(dataset_id)
+        note = "" if state == "present" else _how_to_get(dataset_id)
+        rows.append(DatasetStatus(dataset_id, state, str(location(dataset_id)), note))
     return rows
+
+
+def _state(dataset_id: str) -> str:
+    if is_present(dataset_id):
+        return "present"
+    if is_makeable(dataset_id):
+        return "makeable"
+    return "needs policy" if dataset_id in catalogue() else "needs file"
 
 
 def describe(dataset: OfflineDataset) -> dict[str, Any]:
