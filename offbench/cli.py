@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import typer
 from rich.console import Console
@@ -15,7 +16,10 @@ from offbench.analysis.commands import check, leaderboard_app, report
 from offbench.errors import OffbenchError
 from offbench.paths import results_dir
 
-app = typer.Typer(help="Offline-RL baselines under one protocol, with honest statistics.", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="Offline-RL baselines under one protocol, with honest statistics.",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+)
 data_app = typer.Typer(help="Datasets: list, inspect, make.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.command("report")(report)
@@ -95,7 +99,7 @@ def run(
     set_: list[str] = typer.Option([], "--set", help="Override a config key: --set alpha=2.5 (repeatable)."),
     subset: Optional[int] = typer.Option(None, "--subset", help="Small-data protocol: train on N transitions of the dataset (recorded in the dataset id)."),
     subset_mode: str = typer.Option("first", "--subset-mode", help="first: the first N transitions (Sparse-Reg's code); episodes: random whole episodes."),
-    corrupt: Optional[str] = typer.Option(None, "--corrupt", help="Degraded-data protocol (DriftQL paper): e.g. random-actions:0.3 (recorded in the dataset id)."),
+    corrupt: Optional[str] = typer.Option(None, "--corrupt", help="Degraded-data protocol (DriftQL paper): random-actions:P (recorded in the dataset id)."),
     data_seed: int = typer.Option(0, "--data-seed", help="Seed of data transforms (random-episode subsets, corruption), shared by all training seeds."),
     resume: Optional[str] = typer.Option(None, "--resume", help="Resume a killed seed group by its group id (other options are taken from it)."),
     results: Optional[Path] = ResultsDirOption,
@@ -110,7 +114,8 @@ def run(
         run_ids = train.resume(resume, store, ProgressReporter(resume))
     else:
         if not algo or not dataset:
-            raise OffbenchError("--algo and --dataset are required (or --resume GROUP_ID)", "e.g. offbench run --algo td3bc --dataset hopper-medium --steps 5000")
+            raise OffbenchError("--algo and --dataset are required (or --resume GROUP_ID)",
+                                "e.g. offbench run --algo td3bc --dataset hopper-medium --steps 5000")
         if seeds < 1 or seed_start < 0:
             raise OffbenchError("--seeds must be at least 1 and --seed-start non-negative")
         plan = train.RunPlan(

@@ -7,7 +7,7 @@ protocol): each name is an entry of `EVAL_WRAPPERS`, a function that wraps one s
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import gymnasium as gym
 import numpy as np
@@ -15,10 +15,10 @@ import numpy as np
 from offbench.errors import OffbenchError
 
 EVAL_SEED_OFFSET = 100  # as the TD3+BC reference code: the eval env is seeded with seed + 100
-EVAL_WRAPPERS: dict[str, Callable[[gym.Env], gym.Env]] = {}
+EVAL_WRAPPERS: dict[str, Callable[[gym.Env], gym.Wrapper]] = {}
 
 
-def wrappers_named(names: Sequence[str]) -> list[Callable[[gym.Env], gym.Env]]:
+def wrappers_named(names: Sequence[str]) -> list[Callable[[gym.Env], gym.Wrapper]]:
     """The wrapper functions for `names`; an unknown name is one error line."""
     if unknown := [name for name in names if name not in EVAL_WRAPPERS]:
         raise OffbenchError(f"unknown evaluation wrapper '{unknown[0]}'", f"known: {', '.join(EVAL_WRAPPERS) or 'none'}")

@@ -10,8 +10,9 @@ keys are the store's index columns and the leaderboard's protocol keys (`BUDGET_
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from offbench.errors import OffbenchError
 

@@ -11,8 +11,9 @@ field existed (a missing field takes its documented default; `last10_score` read
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from offbench.protocol import TrainingProtocol
 

@@ -13,9 +13,10 @@ from __future__ import annotations
 import dataclasses
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable
+from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import torch
@@ -206,7 +207,7 @@ def _given_or(value: int | None, default: int) -> int:
 
 
 def _new_group_id(algo: str, dataset_id: str) -> str:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     return f"{algo}__{dataset_id.replace('/', '-')}__{stamp}-{secrets.token_hex(2)}"
 
 

@@ -7,8 +7,8 @@ Records follow the format in `offbench.store.RunRecord`'s docstring.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import typer

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from algo_fixtures import assert_member_equals_alone, first_steps, member_forward, random_batch, train_beside_and_alone, with_first_steps
+from algo_fixtures import assert_member_equals_alone, first_steps, member_forward, random_batch, train_beside_and_alone
 from conftest import TINY_ID
-from offbench.seeding import SeedStreams
+
 from offbench.algos.base import Problem
 from offbench.algos.bc import BC, BCConfig
 from offbench.algos.td3bc import TD3BC, TD3BCConfig
+from offbench.seeding import SeedStreams
 from offbench.store import ResultsStore
 from offbench.train import RunPlan, run
 

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import functools
 import copy
+import functools
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-
 from algo_fixtures import assert_member_equals_alone, first_steps, member_forward, random_batch, seed_slice, with_first_steps
 from conftest import TINY_ID
-from offbench.seeding import SeedStreams
+
 from offbench.algos.base import Batch, Problem
 from offbench.algos.bcq import BCQ, BCQConfig
 from offbench.algos.nets import EnsembleMLP
+from offbench.seeding import SeedStreams
 from offbench.store import ResultsStore
 from offbench.train import RunPlan, run
 

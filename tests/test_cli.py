@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import FAST_SETTINGS, TINY_ID, run_cli
 
 

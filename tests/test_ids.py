@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_corruption import toy_dataset
+from test_d4rl import write_d4rl_file
 
 from offbench.analysis.scores import select_datasets
 from offbench.config import dataset_key
@@ -13,9 +15,6 @@ from offbench.data import ids, minari_io, registry
 from offbench.data.corruption import corrupt
 from offbench.data.transforms import subset
 from offbench.errors import OffbenchError
-
-from test_corruption import toy_dataset
-from test_d4rl import write_d4rl_file
 
 # id, (source, name, version, transforms), alias, short name (what reports show and select by)
 IDS = [

@@ -7,12 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TINY_ID, TINY_RECIPE
 
 from offbench.data import minari_io
 from offbench.data.registry import load_dataset, make_dataset
 from offbench.errors import OffbenchError
-
-from conftest import TINY_ID, TINY_RECIPE
 
 
 def test_local_dataset_round_trip(data_root: Path) -> None:

@@ -5,12 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from test_d4rl import write_d4rl_file
 
 from offbench.config import dataset_key
 from offbench.data import registry
 from offbench.errors import OffbenchError
-
-from test_d4rl import write_d4rl_file
 
 
 @pytest.fixture()

@@ -78,6 +78,7 @@ def test_frame_stack_holds_one_copy_of_the_frames() -> None:
 
 def test_uniform_sampler_draws_per_seed_indices_from_each_generator(data_root) -> None:
     from conftest import TINY_ID
+
     from offbench.data import load_dataset
 
     dataset = load_dataset(TINY_ID)

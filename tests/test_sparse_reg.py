@@ -3,21 +3,21 @@ schedule, masks shared with targets, checked against plain per-seed PyTorch writ
 
 from __future__ import annotations
 
-import functools
 import copy
+import functools
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-
-from algo_fixtures import assert_member_equals_alone, first_steps, random_batch, seed_slice, with_first_steps
+from algo_fixtures import assert_member_equals_alone, first_steps, random_batch, seed_slice
 from conftest import TINY_ID
-from offbench.seeding import SeedStreams
+
 from offbench.algos.base import Problem
-from offbench.algos.sparse_reg import SparseReg, SparseRegConfig, keep_masks
+from offbench.algos.sparse_reg import SparseReg, keep_masks
 from offbench.algos.td3bc import TD3BC
 from offbench.errors import OffbenchError
+from offbench.seeding import SeedStreams
 from offbench.store import ResultsStore
 from offbench.train import RunPlan, run
 

@@ -26,7 +26,8 @@ def write_run(root: Path, run_id: str, score: float = 1.0) -> None:
     store = ResultsStore(root)
     store.start_run(run_id, RunConfig.from_dict(config_for(run_id)), {"started_at": 0.0})
     store.write_curve(run_id, [{"step": 5, "normalized_score": score}, {"step": 10, "normalized_score": score}])
-    store.finish_run(run_id, RunSummary.from_dict({"final_score": score, "last10_score": score, "best_score": score, "steps_per_s": 1.0, "finished_at": 1.0}), {"device": "cpu"})
+    summary = {"final_score": score, "last10_score": score, "best_score": score, "steps_per_s": 1.0, "finished_at": 1.0}
+    store.finish_run(run_id, RunSummary.from_dict(summary), {"device": "cpu"})
 
 
 def test_finished_and_unfinished_runs(tmp_path: Path) -> None:

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import functools
 import copy
+import functools
 
 import numpy as np
 import pytest
 import torch
+from algo_fixtures import assert_member_equals_alone, first_steps, member_forward, random_batch, train_beside_and_alone
 
-from algo_fixtures import assert_member_equals_alone, first_steps, member_forward, random_batch, train_beside_and_alone, with_first_steps
-from offbench.seeding import SeedStreams
 from offbench.algos.base import Batch, Problem
 from offbench.algos.nets import EnsembleMLP, polyak_update
 from offbench.algos.td3bc import TD3BC, TD3BCConfig
 from offbench.data.sampling import state_normalizer
+from offbench.seeding import SeedStreams
 
 OBS, ACT, B = 5, 2, 16
 make_batch = functools.partial(random_batch, batch_size=B, obs_dim=OBS, act_dim=ACT)

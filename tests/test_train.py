@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 import torch
-
 from conftest import FAST_SETTINGS, TINY_ID
+
 from offbench.store import ResultsStore
 from offbench.train import RunPlan, run
 

@@ -22,8 +22,11 @@ def chain_dataset(lengths: list[int], falls: list[bool]) -> OfflineDataset:
     for length, fell in zip(lengths, falls):
         starts.append(len(obs))
         for t in range(length):
-            obs.append([value]); nxt.append([value + 1]); value += 1
-            terminals.append(fell and t == length - 1); timeouts.append(not fell and t == length - 1)
+            obs.append([value])
+            nxt.append([value + 1])
+            value += 1
+            terminals.append(fell and t == length - 1)
+            timeouts.append(not fell and t == length - 1)
         value += 100  # a gap between episodes
     n = len(obs)
     return OfflineDataset.build(META, observations=np.array(obs), next_observations=np.array(nxt), actions=np.zeros((n, 1)),
@@ -64,6 +67,7 @@ def test_transformed_ids_keep_their_override_key() -> None:
 
 def test_run_plan_applies_subset_then_corruption_and_records_both(data_root) -> None:
     from conftest import TINY_ID
+
     from offbench.data import load_dataset
     from offbench.train import RunPlan, transformed
 

@@ -28,16 +28,16 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
 from offbench.algos.base import AlgorithmConfig, Batch, OfflineAlgorithm, Problem
 from offbench.algos.nets import EnsembleMLP, per_seed_mean, polyak_update, seeded_normal
-from offbench.seeding import SeedStreams
 from offbench.errors import OffbenchError
+from offbench.seeding import SeedStreams
 
 DRIFT_EPS = 1e-12  # inside the square root of the pairwise distances (`drift_eps`)
 ACTION_CLIP_EPS = 1e-5  # dataset actions are clipped to +-(1 - eps) * max_action (FQL's `action_clip_eps`)

@@ -9,7 +9,7 @@ seed's networks do not depend on how many other seeds share the process.
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F

@@ -12,8 +12,9 @@ inside the commands: rliable takes seconds to import, and `offbench --help` shou
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Iterable, Optional, Sequence
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -40,7 +41,11 @@ AlgosOption = Annotated[
 ]
 DatasetsOption = Annotated[
     Optional[list[str]],
-    typer.Option("--datasets", help="Dataset ids, short names (hopper-medium, hopper-medium+first10000) or globs of either; transformed data only when the selector names a transform (default: all)."),
+    typer.Option(
+        "--datasets",
+        help="Dataset ids, short names (hopper-medium, hopper-medium+first10000) or globs of either; "
+        "transformed data only when the selector names a transform (default: all).",
+    ),
 ]
 StatisticOption = Annotated[
     Optional[str], typer.Option("--statistic", help="Run score: final | last-k | best (default: last-k).")

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import itertools
 import tomllib
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -36,9 +37,9 @@ from offbench.analysis.scores import (
     select_algos,
     select_datasets,
 )
-from offbench.data.ids import selects
 from offbench.analysis.stats import DEFAULT_REPS, Interval, difference_of_means, stream_seed
 from offbench.analysis.tables import Table
+from offbench.data.ids import selects
 from offbench.errors import OffbenchError
 from offbench.io import read_json, write_json
 from offbench.paths import resource_dir
@@ -241,7 +242,7 @@ def freeze_entries(scores: ScoreSet, protocol_name: str | None = None, now: str 
 
 
 def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 # ---- the regression check ---------------------------------------------------------------------

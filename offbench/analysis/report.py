@@ -18,10 +18,11 @@ The same records, selection, statistic, `reps` and `seed` give byte-identical ta
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from offbench.analysis import plots
 from offbench.analysis.scores import DEFAULT_STATISTIC, PROTOCOL_COLUMNS, ScoreSet, Statistic, collect_scores

@@ -5,8 +5,9 @@ Every table carries a caption that states its statistic and how its intervals we
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd

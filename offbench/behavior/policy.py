@@ -25,8 +25,9 @@ import argparse
 import hashlib
 import json
 import shutil
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -69,7 +70,7 @@ class TanhGaussianActor:
         self.bias = ((np.asarray(action_high) + np.asarray(action_low)) / 2).astype(np.float32)
 
     @classmethod
-    def from_snapshot(cls, snapshot: dict[str, Any]) -> "TanhGaussianActor":
+    def from_snapshot(cls, snapshot: dict[str, Any]) -> TanhGaussianActor:
         return cls(snapshot["actor"], np.asarray(snapshot["action_low"]), np.asarray(snapshot["action_high"]))
 
     def mean_and_log_std(self, observations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -173,7 +174,10 @@ def export_run(run_dir: Path, dest: Path, expert_target: float, note: str = "", 
     cards["replay"] = {
         **common,
         "role": f"the learner's snapshots before medium (env step {medium_step}), for the snapshot-sequence recipe",
-        "snapshots": [{"file": Path(r["path"]).name, "env_steps": r["step"], "return_mean": round(r["return_mean"], 1), "return_std": round(r["return_std"], 1)} for r in sequence],
+        "snapshots": [
+            {"file": Path(r["path"]).name, "env_steps": r["step"], "return_mean": round(r["return_mean"], 1), "return_std": round(r["return_std"], 1)}
+            for r in sequence
+        ],
     }
     for name, card in cards.items():
         (dest / f"{name}.json").write_text(json.dumps(card, indent=2) + "\n")
@@ -190,8 +194,14 @@ def _card(path: Path, record: dict[str, Any], role: str, common: dict[str, Any],
         **common,
         "role": role,
         "env_steps": int(snapshot["env_steps"]),
-        "eval_deterministic": {"return_mean": round(record["return_mean"], 1), "return_std": round(record["return_std"], 1), "episodes": record["episodes"], "seed": seed, "actions": "tanh(mean)"},
-        "eval_sampled": {"return_mean": round(float(sampled.mean()), 1), "return_std": round(float(sampled.std()), 1), "episodes": episodes, "seed": seed, "actions": "tanh-Gaussian samples, as in the datasets"},
+        "eval_deterministic": {
+            "return_mean": round(record["return_mean"], 1), "return_std": round(record["return_std"], 1),
+            "episodes": record["episodes"], "seed": seed, "actions": "tanh(mean)",
+        },
+        "eval_sampled": {
+            "return_mean": round(float(sampled.mean()), 1), "return_std": round(float(sampled.std()), 1),
+            "episodes": episodes, "seed": seed, "actions": "tanh-Gaussian samples, as in the datasets",
+        },
         "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
     }
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from offbench.data.spaces import Box, observation_space_of
 from offbench.data.dataset import DatasetMetadata, OfflineDataset, episode_starts_from_ends
+from offbench.data.spaces import Box, observation_space_of
 from offbench.errors import OffbenchError
 
 REQUIRED_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts")

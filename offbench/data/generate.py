@@ -9,7 +9,7 @@ share runs out. Episodes are stored environment by environment, so the output de
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import gymnasium as gym
 import numpy as np

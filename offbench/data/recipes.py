@@ -15,8 +15,9 @@ dataset's table from `datasets/catalogue.toml`. Behaviour policies are snapshot 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import gymnasium as gym
 import numpy as np

@@ -21,9 +21,10 @@ place in alias resolution. The grammar (`offbench.data.ids`) and the rest of thi
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import gymnasium as gym
 
