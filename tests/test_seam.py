@@ -19,6 +19,7 @@ from offbench.algos.base import AlgorithmConfig, Batch, OfflineAlgorithm, Proble
 from offbench.algos.nets import EnsembleMLP
 from offbench.data.generate import collect_episodes, uniform_random_policy
 from offbench.data.minari_io import write_minari
+from offbench.evaluate import EVAL_WRAPPERS
 from offbench.paths import data_dir
 from offbench.seeding import SeedStreams, stream_seed
 from offbench.store import ResultsStore
@@ -81,12 +82,14 @@ def toy_algorithm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     baselines.mkdir()
     (baselines / "toy-bc.toml").write_text("[config]\nlr = 0.01\n\n[protocol]\nsteps = 60\neval_every = 30\neval_episodes = 2\n")
     monkeypatch.setitem(ALGORITHMS, "toy-bc", f"{__name__}:ToyDiscreteBC")
+    monkeypatch.setitem(EVAL_WRAPPERS, "cap-5", lambda env: gym.wrappers.TimeLimit(env, 5))  # the dataset names it
     original = offbench.config.resource_dir
     monkeypatch.setattr(offbench.config, "resource_dir", lambda name: baselines if name == "baselines" else original(name))
     if not (data_dir() / TOY_ID).exists():
         env = gym.make("CartPole-v1")
         episodes = collect_episodes("CartPole-v1", uniform_random_policy(env.action_space, seed=0), 600, seed=0, num_envs=2, max_episode_steps=50)
-        write_minari(data_dir(), TOY_ID, episodes, "CartPole-v1", 9.3, 500.0, "toy discrete data", {"env_id": "CartPole-v1", "ref_source": "test"})
+        sidecar = {"env_id": "CartPole-v1", "ref_source": "test", "eval_wrappers": ["cap-5"]}
+        write_minari(data_dir(), TOY_ID, episodes, "CartPole-v1", 9.3, 500.0, "toy discrete data", sidecar)
     return "toy-bc"
 
 
@@ -106,6 +109,8 @@ def test_a_new_discrete_algorithm_runs_end_to_end_with_its_stage(toy_algorithm: 
     assert record.finished and record.config.protocol.sampler == "uniform"
     assert set(record.summary.stage_time_s) == {"count_actions"}
     assert [entry["step"] for entry in record.curve] == [30, 60]
+    assert record.config.protocol.eval_wrappers == ["cap-5"]  # named by the dataset, recorded, applied:
+    assert all(ret == 5.0 for entry in record.curve for ret in entry["returns"])
     state = parameters(store, record.config.group_id)
     assert int(state["counted_rows"]) == 600 and int(state["counts"].sum()) == 600
 

@@ -217,7 +217,8 @@ def load_minari(path: Path, dataset_id: str, env_id: str | None = None, ref_sour
         ref_min_score=minari_meta.get("ref_min_score"),
         ref_max_score=minari_meta.get("ref_max_score"),
         ref_source=sidecar.get("ref_source", ref_source or "minari metadata"),
-        extra={"path": str(path), **{k: v for k, v in sidecar.items() if k not in ("env_id", "ref_source")}},
+        eval_wrappers=tuple(sidecar.get("eval_wrappers", ())),
+        extra={"path": str(path), **{k: v for k, v in sidecar.items() if k not in ("env_id", "ref_source", "eval_wrappers")}},
     )
     dataset = OfflineDataset.build(metadata, **arrays)
     recorded = sidecar.get("sha256")

@@ -80,9 +80,11 @@ def make_dataset(
         raise OffbenchError(f"cannot make {dataset_id}: {NO_POLICY}")
     episodes = RECIPES[recipe["recipe"]](recipe, on_steps)
     ref_min, ref_max, ref_source = reference_for(recipe)
-    dataset = _dataset_from_episodes(dataset_id, episodes, recipe["env_id"], ref_min, ref_max, ref_source)
+    eval_wrappers = tuple(recipe.get("eval_wrappers", ()))
+    dataset = _dataset_from_episodes(dataset_id, episodes, recipe["env_id"], ref_min, ref_max, ref_source, eval_wrappers)
     sidecar = {
         "env_id": recipe["env_id"],
+        "eval_wrappers": list(eval_wrappers),
         "ref_source": ref_source,
         "recipe": recipe["recipe"],
         "recipe_config": {k: v for k, v in recipe.items() if k != "sha256"},
@@ -106,7 +108,7 @@ def recorded_hash_mismatch(dataset: OfflineDataset) -> str | None:
     return None
 
 
-def _dataset_from_episodes(dataset_id, episodes, env_id, ref_min, ref_max, ref_source) -> OfflineDataset:
+def _dataset_from_episodes(dataset_id, episodes, env_id, ref_min, ref_max, ref_source, eval_wrappers=()) -> OfflineDataset:
     arrays = minari_io.episodes_to_transitions(episodes, dataset_id)
     env = gym.make(env_id)
     try:
@@ -122,6 +124,7 @@ def _dataset_from_episodes(dataset_id, episodes, env_id, ref_min, ref_max, ref_s
         ref_min_score=ref_min,
         ref_max_score=ref_max,
         ref_source=ref_source,
+        eval_wrappers=tuple(eval_wrappers),
     )
     return OfflineDataset.build(metadata, **arrays)
 
