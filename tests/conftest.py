@@ -42,6 +42,15 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
         os.environ["OFFBENCH_DATA_DIR"] = previous
 
 
+@pytest.fixture()
+def empty_roots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Data, Minari and D4RL roots that hold nothing: every dataset is absent."""
+    monkeypatch.setenv("OFFBENCH_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    monkeypatch.setenv("D4RL_DATASET_DIR", str(tmp_path / "d4rl-cache"))
+    return tmp_path
+
+
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run `python -m offbench ARGS` as a user would, with one torch thread."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}

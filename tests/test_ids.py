@@ -92,14 +92,6 @@ def test_an_alias_with_only_transformed_runs_names_them_in_the_fix() -> None:
 # ---- resolution and report selection agree, for a dataset of each source ----------------------------
 
 
-@pytest.fixture()
-def empty_roots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("OFFBENCH_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
-    monkeypatch.setenv("D4RL_DATASET_DIR", str(tmp_path / "d4rl-cache"))
-    return tmp_path
-
-
 def write_minari_dataset(root: Path, minari_id: str) -> None:
     """Two short Hopper episodes in Minari format at `root/minari_id`."""
     rng = np.random.default_rng(0)

@@ -12,14 +12,6 @@ from offbench.data import registry
 from offbench.errors import OffbenchError
 
 
-@pytest.fixture()
-def empty_roots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("OFFBENCH_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
-    monkeypatch.setenv("D4RL_DATASET_DIR", str(tmp_path / "d4rl-cache"))
-    return tmp_path
-
-
 def test_alias_resolves_to_makeable_local_when_nothing_is_present(empty_roots: Path) -> None:
     assert registry.resolve("hopper-random") == "local/hopper-random-v5"
 
