@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import pytest
 from conftest import TINY_ID, TINY_RECIPE
@@ -96,3 +97,25 @@ def test_flat_cache_is_used_and_invalidated(tmp_path: Path, monkeypatch: pytest.
     main.write_bytes(b"changed")  # the Minari file changed: the cache must not hide it
     with pytest.raises(OffbenchError, match="cannot read the Minari"):
         load_dataset("local/hopper-1k-v5")
+
+
+@pytest.mark.parametrize("observation_space, message", [
+    (gym.spaces.Dict({"observation": gym.spaces.Box(-1, 1, (4,)), "desired_goal": gym.spaces.Box(-1, 1, (2,))}),
+     r"only array \(Box\) observations are supported, it has a Dict observation space \(desired_goal, observation\)"),
+    (gym.spaces.Discrete(5), r"only array \(Box\) observations are supported, it has a Discrete observation space"),
+])
+def test_an_unsupported_observation_space_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, observation_space, message: str) -> None:
+    """Minari's maze ports store Dict observations (observation and goals): refused before any episode is read."""
+    import minari
+    from minari.data_collector import EpisodeBuffer
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
+    samples = [observation_space.sample() for _ in range(4)]
+    stacked = {k: np.stack([s[k] for s in samples]) for k in samples[0]} if isinstance(samples[0], dict) else np.array(samples)
+    buffer = EpisodeBuffer(id=0, observations=stacked, actions=np.zeros((3, 2), np.float32), rewards=[0.0] * 3,
+                           terminations=[False] * 3, truncations=[False, False, True], infos={})
+    minari.create_dataset_from_buffers("test/maze/tiny-v0", [buffer], observation_space=observation_space,
+                                       action_space=gym.spaces.Box(-1, 1, (2,), np.float32), algorithm_name="test", author="test",
+                                       author_email="test@example.com", code_permalink="https://example.com", description="test")
+    with pytest.raises(OffbenchError, match=message):
+        minari_io.load_minari(tmp_path / "test" / "maze" / "tiny-v0", "minari/test/maze/tiny-v0")

@@ -18,7 +18,7 @@ import gymnasium as gym
 import numpy as np
 
 from offbench.data.dataset import DatasetMetadata, OfflineDataset
-from offbench.data.spaces import from_gymnasium, observation_space_of
+from offbench.data.spaces import from_gymnasium, observation_space_from_gymnasium
 from offbench.errors import OffbenchError
 from offbench.io import atomic_write
 from offbench.paths import data_dir
@@ -202,17 +202,18 @@ def load_minari(path: Path, dataset_id: str, env_id: str | None = None, ref_sour
     """Load the Minari dataset at `path` (the folder holding `data/`) as an `OfflineDataset`."""
     minari_dataset = open_minari(path, dataset_id)
     minari_meta = dict(minari_dataset.storage.metadata)
+    observation_space = observation_space_from_gymnasium(minari_meta["observation_space"], f"dataset {dataset_id}")
+    action_space = from_gymnasium(minari_meta["action_space"], f"dataset {dataset_id}")
     arrays = transitions(path, minari_dataset, dataset_id)
     sidecar_path = path / OFFBENCH_METADATA
     sidecar = json.loads(sidecar_path.read_text()) if sidecar_path.exists() else {}
-    action_space = from_gymnasium(minari_meta["action_space"], f"dataset {dataset_id}")
     env_spec = minari_meta.get("env_spec")
     spec_id = json.loads(env_spec)["id"] if isinstance(env_spec, str) else getattr(env_spec, "id", "")
     metadata = DatasetMetadata(
         id=dataset_id,
         source=dataset_id.split("/")[0],
         env_id=env_id or sidecar.get("env_id") or spec_id,
-        observation_space=observation_space_of(arrays["observations"]),
+        observation_space=observation_space,
         action_space=action_space,
         ref_min_score=minari_meta.get("ref_min_score"),
         ref_max_score=minari_meta.get("ref_max_score"),

@@ -32,7 +32,7 @@ from offbench.data import d4rl, ids, minari_io
 from offbench.data.catalogue import catalogue
 from offbench.data.dataset import TRANSITION_FIELDS, DatasetMetadata, OfflineDataset
 from offbench.data.recipes import RECIPES, recipe_available
-from offbench.data.spaces import from_gymnasium, observation_space_of
+from offbench.data.spaces import from_gymnasium, observation_space_from_gymnasium
 from offbench.errors import OffbenchError
 from offbench.paths import data_dir
 
@@ -112,6 +112,7 @@ def _dataset_from_episodes(dataset_id, episodes, env_id, ref_min, ref_max, ref_s
     arrays = minari_io.episodes_to_transitions(episodes, dataset_id)
     env = gym.make(env_id)
     try:
+        observation_space = observation_space_from_gymnasium(env.observation_space, f"dataset {dataset_id}")
         action_space = from_gymnasium(env.action_space, f"dataset {dataset_id}")
     finally:
         env.close()
@@ -119,7 +120,7 @@ def _dataset_from_episodes(dataset_id, episodes, env_id, ref_min, ref_max, ref_s
         id=dataset_id,
         source="local",
         env_id=env_id,
-        observation_space=observation_space_of(arrays["observations"]),
+        observation_space=observation_space,
         action_space=action_space,
         ref_min_score=ref_min,
         ref_max_score=ref_max,

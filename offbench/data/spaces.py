@@ -129,8 +129,19 @@ def action_space_from_dict(data: dict[str, Any]) -> ActionSpace:
     raise OffbenchError(f"unknown action space {data!r}")
 
 
-def observation_space_from_dict(data: dict[str, Any]) -> ObservationSpace:
-    return ObservationSpace(tuple(data["shape"]), data.get("dtype", "float32"))
+def observation_space_from_gymnasium(space: gym.Space, what: str) -> ObservationSpace:
+    """A Gymnasium `Box` observation space as offbench's (uint8 stays uint8, other dtypes are float32).
+
+    Raises `OffbenchError` for anything else (a `Dict` of observation and goals, a `Tuple`, `Discrete`
+    states): offbench's datasets hold one array of observations.
+    """
+    if isinstance(space, gym.spaces.Box):
+        return ObservationSpace(space.shape, "uint8" if space.dtype == np.uint8 else "float32")
+    if isinstance(space, gym.spaces.Dict):
+        found = f"a Dict observation space ({', '.join(space.spaces)})"
+    else:
+        found = f"a {type(space).__name__} observation space"
+    raise OffbenchError(f"{what}: only array (Box) observations are supported, it has {found}")
 
 
 def from_gymnasium(space: gym.Space, what: str) -> ActionSpace:
