@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 import gymnasium as gym
 import numpy as np
 
+from offbench.data.spaces import ActionSpace, ObservationSpace, from_gymnasium, observation_space_from_gymnasium
 from offbench.errors import OffbenchError
 
 EVAL_SEED_OFFSET = 100  # as the TD3+BC reference code: the eval env is seeded with seed + 100
@@ -30,6 +31,36 @@ def episode_seeds(seeds: list[int], episodes: int) -> list[int]:
     return [(seed + EVAL_SEED_OFFSET) * 1000 + j for seed in seeds for j in range(episodes)]
 
 
+def make_env(env_id: str, env_kwargs: dict | None = None, wrappers: Sequence[str] = ()) -> gym.Env:
+    """One evaluation environment, wrapped as the vector env's sub-environments are."""
+    env = gym.make(env_id, **(env_kwargs or {}))
+    for wrap in wrappers_named(wrappers):
+        env = wrap(env)
+    return env
+
+
+def check_env_spaces(
+    env_id: str, env_kwargs: dict | None, wrappers: Sequence[str], observation_space: ObservationSpace, action_space: ActionSpace, dataset_id: str
+) -> None:
+    """Refuse, before training, an evaluation env whose observations or actions do not fit what the algorithm learns.
+
+    Observations must have the algorithm's shape and kind (uint8 frames or floats); actions the same kind
+    and shape (and, for discrete actions, the same n).
+    """
+    env = make_env(env_id, env_kwargs, wrappers)
+    try:
+        env_observations = observation_space_from_gymnasium(env.observation_space, f"evaluation env {env_id}")
+        env_actions = from_gymnasium(env.action_space, f"evaluation env {env_id}")
+    finally:
+        env.close()
+    if env_observations != observation_space:
+        raise OffbenchError(f"{dataset_id}: the algorithm learns from {observation_space.describe()}, "
+                            f"but the evaluation env {env_id} returns {env_observations.describe()}",
+                            "the dataset's env, env kwargs and evaluation wrappers must produce the observations it was recorded with")
+    if env_actions.kind != action_space.kind or env_actions.shape != action_space.shape or getattr(env_actions, "n", None) != getattr(action_space, "n", None):
+        raise OffbenchError(f"{dataset_id} has {action_space.describe()}, but the evaluation env {env_id} takes {env_actions.describe()}")
+
+
 def evaluate(
     act: Callable[[np.ndarray, np.ndarray], np.ndarray],
     env_id: str,
@@ -46,7 +77,8 @@ def evaluate(
     autoresets them) until the slowest is done, and their extra rewards are ignored.
     """
     num_envs = len(seeds) * episodes
-    envs = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync", wrappers=wrappers_named(wrappers), **(env_kwargs or {}))
+    envs = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync", wrappers=wrappers_named(wrappers),
+                        vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP}, **(env_kwargs or {}))
     try:
         observations, _ = envs.reset(seed=episode_seeds(seeds, episodes))
         action_shape = envs.single_action_space.shape

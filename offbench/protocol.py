@@ -1,10 +1,12 @@
 """The training protocol of a run: one typed object for training, the results store, analysis and check.
 
-A run's protocol is what every run it is compared with must share: the budget (gradient steps,
-evaluation period, episodes per evaluation), how minibatches are drawn, how states are normalised,
-whether time-outs stop bootstrapping, the evaluation environment and the score. It is written into
-each run record (`config.json` "protocol") and read back by `TrainingProtocol.from_dict`. The budget
-keys are the store's index columns and the leaderboard's protocol keys (`BUDGET_KEYS`).
+A run's protocol says how it was trained and scored: the budget (gradient steps, evaluation period,
+episodes per evaluation), how minibatches are drawn, how states are normalised, whether time-outs stop
+bootstrapping, the evaluation environment and its wrappers, and the score. It is written into each run
+record (`config.json` "protocol"), read back by `TrainingProtocol.from_dict`, and a resumed group must
+resolve to the same one. The budget keys (`BUDGET_KEYS`) are the store's index columns and the keys on
+which report, leaderboard and check refuse to pool or compare runs (with the dataset hash); the other
+fields follow from the dataset and the resolved hyperparameters, which the record keeps.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ index row says so; a killed run stays `running` (or `failed`) and is never count
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -147,16 +148,25 @@ class ResultsStore:
             yield self.load(run_id)
 
     def reindex(self) -> int:
-        """Rebuild the index from the run directories (after a lost or damaged index file)."""
+        """Rebuild the index from the run directories (after a lost, damaged or outdated index file).
+
+        The new index is written beside the old one and renamed over it: a reader sees the old index or
+        the new one, never a missing or half-written file.
+        """
         rows = []
         for run_dir in sorted(p for p in self.runs_dir.glob("*") if (p / "config.json").exists()):
             record = self.load(run_dir.name)
             status = "finished" if record.finished else "running"
             started_at = record.provenance.get("started_at")
             rows.append(self._row(record.run_id, record.config, status, record.summary, record.provenance, started_at))
-        self.index_path.unlink(missing_ok=True)
-        for row in rows:
-            self._upsert(row)
+        fresh = self.index_path.with_name(f".{self.index_path.name}.{os.getpid()}.tmp")
+        fresh.unlink(missing_ok=True)
+        with closing(self._open(fresh)) as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            for row in rows:
+                conn.execute(*_upsert_statement(row))
+            conn.execute("COMMIT")
+        os.replace(fresh, self.index_path)
         return len(rows)
 
     # ---- index internals -----------------------------------------------------------------------
@@ -164,30 +174,25 @@ class ResultsStore:
     def _config(self, run_id: str) -> RunConfig:
         return RunConfig.from_dict(read_json(self.run_dir(run_id) / "config.json"))
 
-    def _connect(self) -> sqlite3.Connection:
+    def _open(self, path: Path) -> sqlite3.Connection:
         self.root.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.index_path, timeout=60.0, isolation_level=None)
+        conn = sqlite3.connect(path, timeout=60.0, isolation_level=None)
         columns = ", ".join(f"{name} {kind}" for name, kind in INDEX_COLUMNS.items())
         conn.execute(f"CREATE TABLE IF NOT EXISTS runs ({columns})")
-        present = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
-        if present != set(INDEX_COLUMNS):  # an index written by an older offbench: rebuild it from the run folders
-            conn.close()
-            self.index_path.unlink()
+        return conn
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = self._open(self.index_path)
+        if {row[1] for row in conn.execute("PRAGMA table_info(runs)")} != set(INDEX_COLUMNS):
+            conn.close()  # an index written by an older offbench: rebuild it from the run folders
             self.reindex()
-            conn = sqlite3.connect(self.index_path, timeout=60.0, isolation_level=None)
-            conn.execute(f"CREATE TABLE IF NOT EXISTS runs ({columns})")
+            conn = self._open(self.index_path)
         return conn
 
     def _upsert(self, row: dict[str, Any]) -> None:
-        names = ", ".join(row)
-        marks = ", ".join("?" for _ in row)
-        updates = ", ".join(f"{k} = excluded.{k}" for k in row if k not in ("run_id", "started_at"))
         with closing(self._connect()) as conn:
             conn.execute("BEGIN IMMEDIATE")  # one writer at a time; others wait up to the timeout
-            conn.execute(
-                f"INSERT INTO runs ({names}) VALUES ({marks}) ON CONFLICT(run_id) DO UPDATE SET {updates}",
-                tuple(row.values()),
-            )
+            conn.execute(*_upsert_statement(row))
             conn.execute("COMMIT")
 
     @staticmethod
@@ -219,3 +224,11 @@ class ResultsStore:
         if started_at is not None:
             row["started_at"] = started_at
         return row
+
+
+def _upsert_statement(row: dict[str, Any]) -> tuple[str, tuple[Any, ...]]:
+    """SQL and parameters that insert `row`, or update every column but run_id and started_at."""
+    names = ", ".join(row)
+    marks = ", ".join("?" for _ in row)
+    updates = ", ".join(f"{k} = excluded.{k}" for k in row if k not in ("run_id", "started_at"))
+    return f"INSERT INTO runs ({names}) VALUES ({marks}) ON CONFLICT(run_id) DO UPDATE SET {updates}", tuple(row.values())

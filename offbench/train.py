@@ -29,7 +29,7 @@ from offbench.data import OfflineDataset, corruption, load_dataset, transforms
 from offbench.data.registry import recorded_hash_mismatch
 from offbench.data.sampling import Sampler, make_sampler, sampler_class
 from offbench.errors import OffbenchError
-from offbench.evaluate import evaluate, wrappers_named
+from offbench.evaluate import check_env_spaces, evaluate
 from offbench.io import atomic_write
 from offbench.protocol import TrainingProtocol
 from offbench.records import DEFAULT_LAST_K, DatasetRecord, RunConfig, RunSummary
@@ -90,6 +90,7 @@ class SeedGroup:
     eval_time_s: float = 0.0
     stages_done: list[str] = field(default_factory=list)
     stage_time_s: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, torch.Tensor] = field(default_factory=dict)  # the latest value of each training metric
 
     def act(self, observations: np.ndarray, episode_start: np.ndarray) -> np.ndarray:
         """Environment observations (S, N, *obs_shape) -> actions (S, N, *action_shape), on the device."""
@@ -105,6 +106,7 @@ class SeedGroup:
             "run_ids": self.run_ids,
             "plan": dataclasses.asdict(self.plan),
             "protocol": self.protocol.to_dict(),
+            "algo_config": dataclasses.asdict(self.algorithm.config),
             "dataset_sha256": self.dataset.metadata.sha256,
             "step": self.step,
             "algorithm": self.algorithm.training_state(),
@@ -112,6 +114,7 @@ class SeedGroup:
             "sampler": self.sampler.state_dict(),
             "stages_done": self.stages_done,
             "stage_time_s": self.stage_time_s,
+            "metrics": {name: value.cpu() for name, value in self.metrics.items()},
             "curves": self.curves,
             "train_time_s": self.train_time_s,
             "eval_time_s": self.eval_time_s,
@@ -123,6 +126,7 @@ class SeedGroup:
         self.streams.load_state_dict(state["streams"])
         self.sampler.load_state_dict(state["sampler"])
         self.stages_done, self.stage_time_s = list(state["stages_done"]), dict(state["stage_time_s"])
+        self.metrics = {name: value.to(self.device) for name, value in state["metrics"].items()}
         self.step, self.curves = state["step"], state["curves"]
         self.train_time_s, self.eval_time_s = state["train_time_s"], state["eval_time_s"]
 
@@ -148,9 +152,11 @@ def build_group(plan: RunPlan, reporter: Reporter, group_id: str | None = None) 
     dataset = transformed(load_dataset(plan.dataset, on_make=lambda d: _announce_make(reporter, d)), plan)
     config = resolve_config(plan.algo, algorithm_class, dataset.metadata.id, plan.overrides)
     protocol = _protocol(plan, dataset, config)
+    meta = dataset.metadata
+    algorithm_class.check_problem(plan.algo, Problem(meta.observation_space, meta.action_space), meta.id)
     sampler = make_sampler(dataset, device, config)
-    problem = Problem(sampler.observation_space, dataset.metadata.action_space)
-    algorithm_class.check_problem(plan.algo, problem, dataset.metadata.id)
+    problem = Problem(sampler.observation_space, meta.action_space)
+    check_env_spaces(protocol.eval_env, protocol.eval_env_kwargs, protocol.eval_wrappers, problem.observation_space, problem.action_space, meta.id)
     streams = SeedStreams.for_seeds(plan.seeds, device)
     algorithm = algorithm_class(config, problem, streams).to(device)
     group_id = group_id or _new_group_id(plan.algo, dataset.metadata.id)
@@ -198,7 +204,6 @@ def _protocol(plan: RunPlan, dataset: OfflineDataset, config: Any) -> TrainingPr
     )
     if not dataset.metadata.env_id:
         raise OffbenchError(f"dataset {dataset.metadata.id} names no environment to evaluate in")
-    wrappers_named(protocol.eval_wrappers)
     return protocol
 
 
@@ -232,10 +237,22 @@ def resume(group_id: str, store: ResultsStore, reporter: Reporter | None = None)
     group = build_group(plan, reporter, group_id=group_id)
     if group.dataset.metadata.sha256 != state["dataset_sha256"]:
         raise OffbenchError(f"dataset {group.dataset.metadata.id} changed since group {group_id} started (hash differs)", "start a new run")
+    _ensure_unchanged(group_id, "config", state["algo_config"], dataclasses.asdict(group.algorithm.config))
+    _ensure_unchanged(group_id, "protocol", state["protocol"], group.protocol.to_dict())
     group.restore(state)
     _start_records(group, store)
     reporter.message(f"resuming {group_id} at step {group.step}")
     return _train(group, store, reporter)
+
+
+def _ensure_unchanged(group_id: str, what: str, started: dict[str, Any], now: dict[str, Any]) -> None:
+    """Refuse to resume under a config or protocol that resolves differently from the one the group started with."""
+    for key in sorted(set(started) | set(now)):
+        if started.get(key) != now.get(key):
+            raise OffbenchError(
+                f"group {group_id} started with {what} {key}={started.get(key)!r}, which now resolves to {now.get(key)!r}",
+                "restore the baseline TOML or offbench version it started with, or start a new run",
+            )
 
 
 def load_checkpoint(store: ResultsStore, group_id: str) -> dict[str, Any]:
@@ -292,18 +309,17 @@ def _record_config(group: SeedGroup, seed: int, run_id: str) -> RunConfig:
 def _train(group: SeedGroup, store: ResultsStore, reporter: Reporter) -> list[str]:
     steps, eval_every = group.protocol.steps, group.protocol.eval_every
     batch_size = group.algorithm.config.batch_size
-    metrics: dict[str, torch.Tensor] = {}
     try:
         _run_stages(group, store, reporter)
         reporter.start(steps, group.step)
         segment_start, segment_steps = time.perf_counter(), 0
         while group.step < steps:
             group.step += 1
-            metrics.update(group.algorithm.update(group.sampler.sample(group.streams.sampling, batch_size), group.step))
+            group.metrics.update(group.algorithm.update(group.sampler.sample(group.streams.sampling, batch_size), group.step))
             segment_steps += 1
             if group.step % eval_every == 0 or group.step == steps:
                 group.train_time_s += _elapsed(segment_start, group.device)
-                _evaluate_and_record(group, store, metrics)
+                _evaluate_and_record(group, store)
                 _save_checkpoint(store, group)
                 score = float(np.mean([curve[-1]["normalized_score"] for curve in group.curves]))
                 reporter.advance(group.step, group.step / max(group.train_time_s, 1e-9), score)
@@ -341,13 +357,14 @@ def _elapsed(start: float, device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def _evaluate_and_record(group: SeedGroup, store: ResultsStore, metrics: dict[str, torch.Tensor]) -> None:
+def _evaluate_and_record(group: SeedGroup, store: ResultsStore) -> None:
     start = time.perf_counter()
+    group.streams.start_evaluation(group.step)
     protocol = group.protocol
     returns = evaluate(group.act, protocol.eval_env, group.plan.seeds, protocol.eval_episodes, protocol.eval_env_kwargs, protocol.eval_wrappers)
     group.eval_time_s += time.perf_counter() - start
     scores = group.dataset.normalized_score(returns)
-    per_seed_metrics = {name: value.float().cpu().numpy() for name, value in metrics.items()}
+    per_seed_metrics = {name: value.float().cpu().numpy() for name, value in group.metrics.items()}
     for s, (run_id, curve) in enumerate(zip(group.run_ids, group.curves)):
         curve.append({
             "step": group.step,

@@ -8,8 +8,9 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
+from offbench.data.spaces import Box, Discrete, ObservationSpace
 from offbench.errors import OffbenchError
-from offbench.evaluate import EVAL_WRAPPERS, evaluate
+from offbench.evaluate import EVAL_WRAPPERS, check_env_spaces, evaluate
 
 
 def test_act_sees_episode_starts_on_the_first_step_and_after_each_autoreset(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -33,3 +34,15 @@ def test_act_sees_episode_starts_on_the_first_step_and_after_each_autoreset(monk
 def test_an_unknown_wrapper_is_one_line() -> None:
     with pytest.raises(OffbenchError, match="unknown evaluation wrapper 'atari-dqn'"):
         evaluate(lambda o, s: o, "CartPole-v1", [0], 1, wrappers=["atari-dqn"])
+
+
+@pytest.mark.parametrize("observation_space, action_space, message", [
+    (ObservationSpace((5,)), Discrete(2), r"learns from float32 observations of shape \(5,\), but the evaluation env CartPole-v1 returns .*\(4,\)"),
+    (ObservationSpace((4, 4, 4), "uint8"), Discrete(2), r"learns from uint8 observations"),
+    (ObservationSpace((4,)), Discrete(3), r"has 3 discrete actions, but the evaluation env CartPole-v1 takes 2 discrete actions"),
+    (ObservationSpace((4,)), Box((-1.0,), (1.0,)), r"has a 1-dimensional box action space .* takes 2 discrete actions"),
+])
+def test_an_env_that_does_not_fit_the_data_is_refused_before_training(observation_space, action_space, message: str) -> None:
+    with pytest.raises(OffbenchError, match=message):
+        check_env_spaces("CartPole-v1", {}, [], observation_space, action_space, "local/toy-v1")
+    check_env_spaces("CartPole-v1", {}, [], ObservationSpace((4,)), Discrete(2), "local/toy-v1")  # the right spaces pass

@@ -100,6 +100,11 @@ def test_samplers_refuse_what_they_cannot_sample() -> None:
 
     with pytest.raises(OffbenchError, match="needs the config key 'frame_stack'"):
         make_sampler(frames, torch.device("cpu"), Config())
+    Config.frame_stack, Config.normalize_states = 4, True
+    with pytest.raises(OffbenchError, match="cannot normalise states"):
+        make_sampler(frames, torch.device("cpu"), Config())
+    Config.normalize_states = False
+    assert make_sampler(frames, torch.device("cpu"), Config()).observation_space == ObservationSpace((4, 3, 2), "uint8")
     Config.sampler = "replay-of-dreams"
     with pytest.raises(OffbenchError, match="unknown sampler 'replay-of-dreams'"):
         make_sampler(frames, torch.device("cpu"), Config())

@@ -19,6 +19,7 @@ from offbench.algos.base import AlgorithmConfig, Batch, OfflineAlgorithm, Proble
 from offbench.algos.nets import EnsembleMLP
 from offbench.data.generate import collect_episodes, uniform_random_policy
 from offbench.data.minari_io import write_minari
+from offbench.errors import OffbenchError
 from offbench.evaluate import EVAL_WRAPPERS
 from offbench.paths import data_dir
 from offbench.seeding import SeedStreams, stream_seed
@@ -134,6 +135,21 @@ def test_a_stage_killed_part_way_resumes_and_ends_as_an_uninterrupted_run(toy_al
     assert all(torch.equal(expected[name], actual[name]) for name in expected)
 
 
+def test_a_resume_under_a_changed_config_is_refused(toy_algorithm: str, tmp_path: Path) -> None:
+    store = ResultsStore(tmp_path / "results")
+    ToyDiscreteBC.crash_after_chunks = 1
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run(RunPlan(toy_algorithm, TOY_ID, seeds=[0]), store)
+    finally:
+        ToyDiscreteBC.crash_after_chunks = None
+    group_id = next(store.checkpoints_dir.glob("*.pt")).stem
+    baseline = offbench.config.resource_dir("baselines") / "toy-bc.toml"
+    baseline.write_text(baseline.read_text().replace("lr = 0.01", "lr = 0.02"))
+    with pytest.raises(OffbenchError, match=f"group {group_id} started with config lr=0.01, which now resolves to 0.02"):
+        resume(group_id, store)
+
+
 def test_streams_are_independent_per_purpose_and_per_seed() -> None:
     group, alone = SeedStreams.for_seeds([3, 7]), SeedStreams.for_seeds([7])
     for purpose in ("init", "sampling", "noise", "eval"):
@@ -144,6 +160,16 @@ def test_streams_are_independent_per_purpose_and_per_seed() -> None:
     streams = SeedStreams.for_seeds([3])
     torch.randint(100, (1000,), generator=streams.sampling[0])  # a sampler that draws more ...
     assert torch.equal(torch.randn(4, generator=streams.noise[0]), noise_before)  # ... leaves the noise as it was
+
+
+def test_each_evaluation_draws_from_a_stream_of_its_seed_and_step_only() -> None:
+    group, alone = SeedStreams.for_seeds([3, 7]), SeedStreams.for_seeds([7])
+    torch.randn(500, generator=group.eval[1])  # a longer earlier evaluation in the group ...
+    group.start_evaluation(2000)
+    alone.start_evaluation(2000)
+    assert torch.equal(torch.randn(8, generator=group.eval[1]), torch.randn(8, generator=alone.eval[0]))  # ... leaves no trace
+    alone.start_evaluation(3000)
+    assert not torch.equal(alone.eval[0].get_state(), SeedStreams.for_seeds([7]).eval[0].get_state())
 
 
 def test_training_draws_never_depend_on_evaluation(toy_algorithm: str, tmp_path: Path) -> None:

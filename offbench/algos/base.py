@@ -123,7 +123,7 @@ class OfflineAlgorithm(nn.Module):
             raise OffbenchError(f"{name} needs a {' or '.join(cls.action_kinds)} action space; {dataset_id} has {action.describe()}")
         if cls.needs_symmetric_box and isinstance(action, Box) and action.symmetric_bound is None:
             raise OffbenchError(f"{name} needs a symmetric action box [-m, m]; {dataset_id} has {action.describe()}")
-        kind = "vector" if observation.is_vector else "frames" if observation.dtype == "uint8" else "other"
+        kind = "vector" if observation.is_vector else "frames" if observation.is_frames else "other"
         if kind not in cls.observation_kinds:
             raise OffbenchError(f"{name} needs {' or '.join(cls.observation_kinds)} observations; {dataset_id} has {observation.describe()}")
 

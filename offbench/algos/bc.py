@@ -3,7 +3,7 @@
 Spec: none of its own; it is the reference row every table needs. It is TD3+BC (shared/specs/td3bc.md)
 with the critic and the Q term removed: a 2x256 ReLU MLP with a max_action * tanh output, trained by
 the MSE to the dataset actions, Adam 3e-4, batch 256. State normalisation (mean/std over the dataset,
-std + 1e-3) is applied by the protocol when `normalize_states` is set. Each seed's actor is initialised
+std + 1e-3) is applied by the sampler when `normalize_states` is set. Each seed's actor is initialised
 from its generator exactly as TD3+BC's actor is, so BC and TD3+BC start from the same policy.
 
 Deviations (also in baselines/bc.toml [deviations]): none. Seeds are trained as members of batched

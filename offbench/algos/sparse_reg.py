@@ -108,7 +108,10 @@ class SparseReg(OfflineAlgorithm):
         super().__init__(config, problem, streams)
         if not 0 < config.keep_ratio <= 1:
             raise OffbenchError(f"keep_ratio must lie in (0, 1], got {config.keep_ratio}")
-        self.base = BASES[config.base][0](config, problem, streams)
+        base_class, config_class = BASES[config.base]
+        if not isinstance(config, config_class):
+            raise OffbenchError(f"Sparse-Reg with base '{config.base}' needs a {config_class.__name__}, got a {type(config).__name__}")
+        self.base = base_class(config, problem, streams)
         self.optimizers = self.base.optimizers
         for name in self.base.trained_networks():  # every trained network, and its target when it has one
             for net in self.copies(name):

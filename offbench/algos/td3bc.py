@@ -2,7 +2,7 @@
 
 Spec: shared/specs/td3bc.md; reference code: sfujim/TD3_BC. TD3 with a behaviour-cloning term in the
 actor loss, whose Q term is scaled by lambda = alpha / mean|Q|. State normalisation (mean/std over the
-dataset, std + 1e-3) is applied by the protocol when `normalize_states` is set.
+dataset, std + 1e-3) is applied by the sampler (offbench.data.sampling) when `normalize_states` is set.
 
 Deviations (also in baselines/td3bc.toml [deviations]): none in the mathematics. Seeds are trained as
 members of batched networks (independent parameters, independent Adam moments, losses summed over

@@ -28,11 +28,12 @@ import pandas as pd
 
 from offbench.data import ids
 from offbench.errors import OffbenchError
+from offbench.protocol import BUDGET_KEYS
 from offbench.store import ResultsStore, RunRecord
 
 STATISTICS = ("final", "last-k", "best")
 MIN_SEEDS = 5
-PROTOCOL_COLUMNS = ("dataset_sha256", "steps", "eval_every", "eval_episodes")
+PROTOCOL_COLUMNS = ("dataset_sha256", *BUDGET_KEYS)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from offbench.data.spaces import ActionSpace, ObservationSpace
+from offbench.data.spaces import ActionSpace, ObservationSpace, first_true
 from offbench.errors import OffbenchError
 
 ROW_FIELDS = ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts")
@@ -35,10 +35,6 @@ class DatasetMetadata:
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     eval_wrappers: tuple[str, ...] = ()  # names in offbench.evaluate.EVAL_WRAPPERS, applied in order
     extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        spaces = {"observation_space": self.observation_space.to_dict(), "action_space": self.action_space.to_dict()}
-        return {**{k: v for k, v in self.__dict__.items() if k not in spaces}, **spaces}
 
 
 @dataclass(frozen=True)
@@ -162,10 +158,10 @@ class OfflineDataset:
         for field_name in present:
             array = getattr(self, field_name)
             if np.issubdtype(array.dtype, np.floating):
-                bad = _first((~np.isfinite(array)).reshape(n, -1).any(axis=1))
+                bad = first_true((~np.isfinite(array)).reshape(n, -1).any(axis=1))
                 if bad is not None:
                     fail(field_name, bad, "value is not finite (NaN or inf)")
-        both = _first(self.terminals & self.timeouts)
+        both = first_true(self.terminals & self.timeouts)
         if both is not None:
             fail("timeouts", both, "a transition is marked both terminal and time-out")
         outside = action_space.first_outside(self.actions)
@@ -178,12 +174,12 @@ class OfflineDataset:
         if starts.size == 0 or starts[0] != 0 or np.any(np.diff(starts) <= 0) or starts[-1] >= n:
             fail("episode_starts", None, "must start at 0 and increase strictly inside the data")
         last = self.episode_ends - 1
-        open_end = _first(~(self.terminals[last] | self.timeouts[last]))
+        open_end = first_true(~(self.terminals[last] | self.timeouts[last]))
         if open_end is not None:
             fail("timeouts", int(last[open_end]), "an episode ends without a terminal or a time-out")
         inside = np.ones(n, dtype=bool)
         inside[last] = False  # the transition after an episode's last one belongs to the next episode
-        early_end = _first(inside & (self.terminals | self.timeouts))
+        early_end = first_true(inside & (self.terminals | self.timeouts))
         if early_end is not None:
             fail("terminals", early_end, "a terminal or time-out falls inside an episode")
         if self.next_observations is None:
@@ -197,14 +193,9 @@ class OfflineDataset:
         else:
             differs = stored != following
         mismatch[:-1] = differs.reshape(n - 1, -1).any(axis=1)
-        bad = _first(continuity & mismatch)
+        bad = first_true(continuity & mismatch)
         if bad is not None:
             fail("next_observations", bad, "differs from the next transition's observation inside an episode")
-
-
-def _first(mask: np.ndarray) -> int | None:
-    hits = np.flatnonzero(mask)
-    return int(hits[0]) if hits.size else None
 
 
 def episode_starts_from_ends(ends: np.ndarray) -> np.ndarray:

@@ -151,9 +151,12 @@ class FrameStack(Sampler):
 
     Observation i is frames (i-k+1, ..., i), oldest first, with every frame before the start of i's
     episode replaced by zeros: no frame of a previous episode leaks into a stack. The next observation
-    is the stack at i + 1 of the same episode. A row that ends its episode has no stored successor: a
-    terminal one is sampled with not_done = 0 (its next stack is its own, and never used); one cut by a
-    time-out is not sampled (there is no s' to bootstrap from), unless `timeouts_as_terminals`.
+    is the stack at i + 1 of the same episode: frames are read from `observations` only, and a stored
+    `next_observations` is not used. So a row that ends its episode has no successor: a terminal one is
+    sampled with not_done = 0 (its next stack is its own, and never used); one cut by a time-out is not
+    sampled (there is no s' to bootstrap from; one transition per cut episode), unless
+    `timeouts_as_terminals`. An evaluation env must stack frames the same way (zeros before the
+    episode's first frame, oldest first).
     Device memory: the frames once (N x frame bytes), one int64 per row (its episode start) and the
     sampleable row indices.
     """
@@ -162,6 +165,8 @@ class FrameStack(Sampler):
 
     @classmethod
     def from_config(cls, dataset: OfflineDataset, device: torch.device, config: Any) -> FrameStack:
+        if config.normalize_states:
+            raise OffbenchError("the frame-stack sampler keeps uint8 frames and cannot normalise states", "set normalize_states=false")
         if not hasattr(config, "frame_stack"):
             raise OffbenchError(f"sampler '{config.sampler}' needs the config key 'frame_stack', which this algorithm does not declare")
         return cls(dataset, device, config.frame_stack, config.timeouts_as_terminals)

@@ -35,6 +35,11 @@ class ObservationSpace:
     def is_vector(self) -> bool:
         return len(self.shape) == 1 and self.dtype == "float32"
 
+    @property
+    def is_frames(self) -> bool:
+        """uint8 images: (H, W), (C, H, W) or a stack of them."""
+        return len(self.shape) >= 2 and self.dtype == "uint8"
+
     def describe(self) -> str:
         return f"{self.dtype} observations of shape {self.shape}"
 
@@ -71,7 +76,7 @@ class Box:
         """Row index of the first action outside the box (tolerance 1e-5 x max(1, width)), else None."""
         low, high = np.asarray(self.low, np.float32), np.asarray(self.high, np.float32)
         tolerance = 1e-5 * np.maximum(1.0, np.abs(high - low))
-        return _first(((actions < low - tolerance) | (actions > high + tolerance)).reshape(len(actions), -1).any(axis=1))
+        return first_true(((actions < low - tolerance) | (actions > high + tolerance)).reshape(len(actions), -1).any(axis=1))
 
     def sample_uniform(self, rng: np.random.Generator, count: int) -> np.ndarray:
         """`count` actions uniform in the box: (count, dims) float64."""
@@ -105,7 +110,7 @@ class Discrete:
         return ()
 
     def first_outside(self, actions: np.ndarray) -> int | None:
-        return _first((actions < 0) | (actions >= self.n))
+        return first_true((actions < 0) | (actions >= self.n))
 
     def sample_uniform(self, rng: np.random.Generator, count: int) -> np.ndarray:
         """`count` actions uniform over 0 .. n-1: (count,) int64."""
@@ -160,6 +165,7 @@ def observation_space_of(observations: np.ndarray) -> ObservationSpace:
     return ObservationSpace(tuple(observations.shape[1:]), "uint8" if observations.dtype == np.uint8 else "float32")
 
 
-def _first(mask: np.ndarray) -> int | None:
+def first_true(mask: np.ndarray) -> int | None:
+    """Index of the first True of a 1-D mask, else None (validation reports the first bad row)."""
     hits = np.flatnonzero(mask)
     return int(hits[0]) if hits.size else None
