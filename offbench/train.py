@@ -27,7 +27,12 @@ from offbench.algos.base import OfflineAlgorithm, Problem, StageContext
 from offbench.config import protocol_defaults, resolve_config
 from offbench.data import OfflineDataset, corruption, load_dataset, transforms
 from offbench.data.registry import recorded_hash_mismatch
-from offbench.data.sampling import Sampler, make_sampler, sampler_class
+from offbench.data.sampling import (
+    Sampler,
+    make_sampler,
+    sampler_class,
+    state_normalizer,  # noqa: F401  (its public home before samplers moved to the data layer)
+)
 from offbench.errors import OffbenchError
 from offbench.evaluate import check_env_spaces, evaluate
 from offbench.io import atomic_write
