@@ -7,6 +7,7 @@ protocol): each name is an entry of `EVAL_WRAPPERS`, a function that wraps one s
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 
 import gymnasium as gym
@@ -72,10 +73,14 @@ def evaluate(
     """Undiscounted returns, shape (S, episodes).
 
     `act(observations, episode_start)` maps observations (S, episodes, *obs_shape) and a bool mask
-    (S, episodes), True on the first observation of an episode, to actions (S, episodes, *action_shape).
+    (S, episodes), True on the first observation of an episode, to actions (S, episodes, *action_shape);
+    a stateless policy may be `act(observations)`.
     Each sub-env runs exactly one episode; sub-envs that finished keep stepping (the vector env
     autoresets them) until the slowest is done, and their extra rewards are ignored.
     """
+    if len(inspect.signature(act).parameters) == 1:  # a stateless policy: act(observations)
+        stateless = act
+        act = lambda observations, episode_start: stateless(observations)  # noqa: E731
     num_envs = len(seeds) * episodes
     envs = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync", wrappers=wrappers_named(wrappers),
                         vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP}, **(env_kwargs or {}))

@@ -78,8 +78,8 @@ class RunSummary:
     """One seed's `summary.json`, written last: its presence makes the run finished. Scores are x100."""
 
     final_score: float
-    best_score: float
-    last_k_score: float
+    best_score: float | None = None
+    last_k_score: float | None = None
     last_k: int = DEFAULT_LAST_K
     final_return: float | None = None
     evaluations: int | None = None

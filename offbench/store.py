@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,8 +86,9 @@ class ResultsStore:
 
     # ---- writing -----------------------------------------------------------------------------
 
-    def start_run(self, run_id: str, config: RunConfig, provenance: dict[str, Any]) -> None:
-        """Create the run directory and index it as `running`."""
+    def start_run(self, run_id: str, config: RunConfig | Mapping[str, Any], provenance: dict[str, Any]) -> None:
+        """Create the run directory and index it as `running` (a mapping is read through `RunConfig.from_dict`)."""
+        config = config if isinstance(config, RunConfig) else RunConfig.from_dict(config)
         run_dir = self.run_dir(run_id)
         if (run_dir / "summary.json").exists():
             raise OffbenchError(f"run {run_id} is already finished in {self.root}", "choose another run id")
@@ -100,8 +101,12 @@ class ResultsStore:
     def write_curve(self, run_id: str, curve: list[dict[str, Any]]) -> None:
         write_json(self.run_dir(run_id) / "curve.json", curve)
 
-    def finish_run(self, run_id: str, summary: RunSummary, provenance: dict[str, Any]) -> None:
-        """Write the final provenance and the summary (last), then mark the index row finished."""
+    def finish_run(self, run_id: str, summary: RunSummary | Mapping[str, Any], provenance: dict[str, Any]) -> None:
+        """Write the final provenance and the summary (last), then mark the index row finished.
+
+        A mapping is read through `RunSummary.from_dict`.
+        """
+        summary = summary if isinstance(summary, RunSummary) else RunSummary.from_dict(summary)
         run_dir = self.run_dir(run_id)
         write_json(run_dir / "provenance.json", provenance)
         write_json(run_dir / "summary.json", summary.to_dict())

@@ -46,3 +46,8 @@ def test_an_env_that_does_not_fit_the_data_is_refused_before_training(observatio
     with pytest.raises(OffbenchError, match=message):
         check_env_spaces("CartPole-v1", {}, [], observation_space, action_space, "local/toy-v1")
     check_env_spaces("CartPole-v1", {}, [], ObservationSpace((4,)), Discrete(2), "local/toy-v1")  # the right spaces pass
+
+
+def test_a_stateless_policy_may_take_observations_only() -> None:
+    returns = evaluate(lambda observations: np.zeros(observations.shape[:2], dtype=np.int64), "CartPole-v1", [0, 1], 2)
+    assert returns.shape == (2, 2) and (returns > 0).all()

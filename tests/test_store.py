@@ -78,6 +78,14 @@ def test_an_index_of_an_older_schema_is_rebuilt_from_the_run_folders(tmp_path: P
     assert frame["run_id"].tolist() == ["a-s0"] and frame["last_k"].tolist() == [10] and frame["last_k_score"].tolist() == [2.0]
 
 
+def test_plain_mappings_are_read_through_the_schema(tmp_path: Path) -> None:
+    store = ResultsStore(tmp_path)
+    store.start_run("a-s0", config_for("a-s0"), {})
+    store.finish_run("a-s0", {"final_score": 4.0, "finished_at": 1.0}, {})
+    record = store.load("a-s0")
+    assert isinstance(record.config, RunConfig) and record.summary.final_score == 4.0 and record.summary.best_score is None
+
+
 def test_records_written_before_the_typed_schema_still_load(tmp_path: Path) -> None:
     write_run(tmp_path, "a-s0", 2.0)
     record = ResultsStore(tmp_path).load("a-s0")
