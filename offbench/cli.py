@@ -128,18 +128,28 @@ def run(
 
 
 def _print_run_summaries(store, run_ids: list[str]) -> None:
+    """Each seed's score under the analysis layer's default statistic (the mean of the last k evaluations),
+    its final evaluation, and the group's mean ± std (ddof 1); a diverged seed has no score and is named."""
     import numpy as np
 
-    finals = []
+    scored, diverged = [], []
     for run_id in run_ids:
-        record = store.load(run_id)
-        summary = record.summary
-        finals.append(summary.final_score)
-        out.print(f"{run_id}: normalised score {summary.final_score:.1f} (return {summary.final_return:.1f}) "
-                  f"after {summary.steps} steps, {summary.seed_steps_per_s:.0f} seed-steps/s")
+        summary = store.load(run_id).summary
+        if summary.status == "diverged":
+            diverged.append(run_id)
+            out.print(f"{run_id}: [bold red]diverged[/bold red] (an evaluation returned NaN or inf at step {summary.diverged_at_step}): no score")
+            continue
+        scored.append(summary.last_k_score)
+        out.print(f"{run_id}: normalised score {summary.last_k_score:.1f} (mean of the last {summary.last_k} evaluations; "
+                  f"final {summary.final_score:.1f}, return {summary.final_return:.1f}) after {summary.steps} steps, "
+                  f"{summary.seed_steps_per_s:.0f} seed-steps/s")
     dataset_id = store.load(run_ids[0]).config.dataset.id
-    spread = f" ± {np.std(finals, ddof=1):.1f} (std over {len(finals)} seeds)" if len(finals) > 1 else " (1 seed)"
-    out.print(f"[bold]{dataset_id}: final normalised score {np.mean(finals):.1f}{spread}[/bold]")
+    k = store.load(run_ids[0]).summary.last_k
+    if scored:
+        spread = f" ± {np.std(scored, ddof=1):.1f} (std over {len(scored)} seeds)" if len(scored) > 1 else " (1 seed)"
+        out.print(f"[bold]{dataset_id}: normalised score (last-{k} mean) {np.mean(scored):.1f}{spread}[/bold]")
+    if diverged:
+        out.print(f"[bold red]{len(diverged)} of {len(run_ids)} seeds diverged and are left out of the mean[/bold red]")
     out.print(f"records in {store.root}")
 
 

@@ -75,9 +75,12 @@ class RunConfig:
 
 @dataclass(frozen=True)
 class RunSummary:
-    """One seed's `summary.json`, written last: its presence makes the run finished. Scores are x100."""
+    """One seed's `summary.json`, written last: its presence makes the run over. Scores are x100.
 
-    final_score: float
+    A run whose evaluation returned NaN or inf is `status = "diverged"` with no score (None), never a number.
+    """
+
+    final_score: float | None
     best_score: float | None = None
     last_k_score: float | None = None
     last_k: int = DEFAULT_LAST_K
@@ -91,7 +94,8 @@ class RunSummary:
     steps_per_s: float | None = None
     seed_steps_per_s: float | None = None
     finished_at: float | None = None
-    status: str = "finished"
+    diverged_at_step: int | None = None  # the first evaluation with a non-finite return; no score is kept then
+    status: str = "finished"  # or "diverged"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

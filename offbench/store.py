@@ -9,8 +9,9 @@ Layout under the store root (``results/`` by default)::
     checkpoints/<group_id>.pt       the resumable state of a seed group (all seeds of one process)
     index.sqlite                    one row per run; rebuildable from runs/ with `reindex()`
 
-Every file is written atomically. A run is listed as finished only when its summary exists and its
-index row says so; a killed run stays `running` (or `failed`) and is never counted.
+Every file is written atomically. A run is listed as finished (or diverged: an evaluation returned NaN
+or inf, and it has no score) only when its summary exists and its index row says so; a killed run stays
+`running` (or `failed`) and is never counted.
 """
 
 from __future__ import annotations
@@ -111,7 +112,7 @@ class ResultsStore:
         write_json(run_dir / "provenance.json", provenance)
         write_json(run_dir / "summary.json", summary.to_dict())
         config = self._config(run_id)
-        self._upsert(self._row(run_id, config, status="finished", summary=summary, provenance=provenance))
+        self._upsert(self._row(run_id, config, status=summary.status, summary=summary, provenance=provenance))
 
     def mark_failed(self, run_id: str, reason: str) -> None:
         self._upsert(self._row(run_id, self._config(run_id), status=f"failed: {reason}"[:200]))
@@ -144,7 +145,7 @@ class ResultsStore:
         query = "SELECT * FROM runs" + (" WHERE status = ?" if status else "") + " ORDER BY started_at, run_id"
         with closing(self._connect()) as conn:
             frame = pd.read_sql_query(query, conn, params=(status,) if status else ())
-        if status == "finished":  # the summary file is the ground truth for "finished"
+        if status in ("finished", "diverged"):  # the summary file is the ground truth for a run that is over
             frame = frame[[(self.run_dir(r) / "summary.json").exists() for r in frame["run_id"]]]
         return frame.reset_index(drop=True)
 
@@ -161,7 +162,7 @@ class ResultsStore:
         rows = []
         for run_dir in sorted(p for p in self.runs_dir.glob("*") if (p / "config.json").exists()):
             record = self.load(run_dir.name)
-            status = "finished" if record.finished else "running"
+            status = record.summary.status if record.summary is not None else "running"
             started_at = record.provenance.get("started_at")
             rows.append(self._row(record.run_id, record.config, status, record.summary, record.provenance, started_at))
         fresh = self.index_path.with_name(f".{self.index_path.name}.{os.getpid()}.tmp")

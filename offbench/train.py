@@ -326,8 +326,8 @@ def _train(group: SeedGroup, store: ResultsStore, reporter: Reporter) -> list[st
                 group.train_time_s += _elapsed(segment_start, group.device)
                 _evaluate_and_record(group, store)
                 _save_checkpoint(store, group)
-                score = float(np.mean([curve[-1]["normalized_score"] for curve in group.curves]))
-                reporter.advance(group.step, group.step / max(group.train_time_s, 1e-9), score)
+                latest = [curve[-1]["normalized_score"] for curve in group.curves if curve[-1]["normalized_score"] is not None]
+                reporter.advance(group.step, group.step / max(group.train_time_s, 1e-9), float(np.mean(latest)) if latest else None)
                 segment_start, segment_steps = time.perf_counter(), 0
             elif segment_steps % 100 == 0:
                 reporter.advance(group.step, group.step / max(group.train_time_s + time.perf_counter() - segment_start, 1e-9), None)
@@ -371,17 +371,34 @@ def _evaluate_and_record(group: SeedGroup, store: ResultsStore) -> None:
     scores = group.dataset.normalized_score(returns)
     per_seed_metrics = {name: value.float().cpu().numpy() for name, value in group.metrics.items()}
     for s, (run_id, curve) in enumerate(zip(group.run_ids, group.curves)):
-        curve.append({
-            "step": group.step,
-            "normalized_score": float(scores[s].mean()),
-            "return_mean": float(returns[s].mean()),
-            "return_std": float(returns[s].std()),
-            "returns": returns[s].tolist(),
-            "normalized_scores": scores[s].tolist(),
-            "time_s": group.train_time_s + group.eval_time_s,
-            **{name: float(value[s]) for name, value in per_seed_metrics.items()},
-        })
+        curve.append(evaluation_entry(group.step, returns[s], scores[s], group.train_time_s + group.eval_time_s,
+                                      {name: value[s] for name, value in per_seed_metrics.items()}))
         store.write_curve(run_id, curve)
+
+
+def evaluation_entry(step: int, returns: np.ndarray, scores: np.ndarray, time_s: float, metrics: dict[str, float]) -> dict[str, Any]:
+    """One seed's curve entry. A non-finite return (a diverged policy) is never stored as a number.
+
+    `returns`/`scores`: (episodes,) raw returns and normalised scores (x100). When any return is NaN or
+    inf, the entry is marked `"diverged": true` and its score, return mean and std are null; every
+    non-finite value (returns, scores, training metrics) is written as null, never as a NaN token.
+    """
+    finite = bool(np.isfinite(returns).all())
+    entry = {
+        "step": step,
+        "normalized_score": float(scores.mean()) if finite else None,
+        "return_mean": float(returns.mean()) if finite else None,
+        "return_std": float(returns.std()) if finite else None,
+        "returns": [_number(r) for r in returns],
+        "normalized_scores": [_number(v) for v in scores],
+        "time_s": time_s,
+        **{name: _number(value) for name, value in metrics.items()},
+    }
+    return entry if finite else {**entry, "diverged": True}
+
+
+def _number(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
 
 
 def _save_checkpoint(store: ResultsStore, group: SeedGroup) -> None:
@@ -395,13 +412,16 @@ def _finish_records(group: SeedGroup, store: ResultsStore) -> None:
     wall = group.train_time_s + group.eval_time_s + sum(group.stage_time_s.values())
     for run_id, curve in zip(group.run_ids, group.curves):
         scores = [entry["normalized_score"] for entry in curve]
+        diverged_at = next((entry["step"] for entry in curve if entry.get("diverged")), None)
         summary = RunSummary(
-            final_score=scores[-1],
-            best_score=float(np.max(scores)),
-            last_k_score=float(np.mean(scores[-DEFAULT_LAST_K:])),
+            final_score=scores[-1] if diverged_at is None else None,
+            best_score=float(np.max(scores)) if diverged_at is None else None,
+            last_k_score=float(np.mean(scores[-DEFAULT_LAST_K:])) if diverged_at is None else None,
             last_k=DEFAULT_LAST_K,
             final_return=curve[-1]["return_mean"],
             evaluations=len(curve),
+            diverged_at_step=diverged_at,
+            status="finished" if diverged_at is None else "diverged",
             steps=group.step,
             train_time_s=group.train_time_s,
             eval_time_s=group.eval_time_s,

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from conftest import FAST_SETTINGS, TINY_ID
 
@@ -82,3 +83,27 @@ def test_timeouts_stop_bootstrapping_only_when_the_config_says_so(data_root: Pat
     sparse_reg_style = UniformTransitions(dataset, torch.device("cpu"), normalize_states=False, timeouts_as_terminals=True)
     assert torch.equal(common.not_dones, torch.as_tensor(~dataset.terminals, dtype=torch.float32))
     assert torch.equal(sparse_reg_style.not_dones, torch.as_tensor(~(dataset.terminals | dataset.timeouts), dtype=torch.float32))
+
+
+def test_a_seed_whose_evaluation_returns_nan_is_recorded_as_diverged_never_as_a_score(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from offbench.algos.td3bc import TD3BC
+
+    @torch.no_grad()
+    def act(self, observations: torch.Tensor, episode_start: torch.Tensor) -> torch.Tensor:
+        actions = self.policy(observations)
+        actions[1] = float("nan")  # the second seed's policy has diverged
+        return actions
+
+    monkeypatch.setattr(TD3BC, "act", act)
+    store = ResultsStore(tmp_path)
+    plan = RunPlan("td3bc", TINY_ID, seeds=[0, 1], steps=20, eval_every=10, eval_episodes=2, overrides={"hidden_dims": [16, 16], "batch_size": 16})
+    healthy, diverged = (store.load(run_id) for run_id in run(plan, store))
+    assert healthy.summary.status == "finished" and healthy.summary.final_score is not None
+    assert diverged.summary.status == "diverged" and diverged.summary.diverged_at_step == 10
+    assert (diverged.summary.final_score, diverged.summary.last_k_score, diverged.summary.best_score) == (None, None, None)
+    assert all(entry["diverged"] and entry["normalized_score"] is None for entry in diverged.curve)
+    assert "NaN" not in (store.run_dir(diverged.run_id) / "curve.json").read_text()  # null, never a NaN token
+    assert dict(zip(store.runs(status=None)["seed"], store.runs(status=None)["status"])) == {0: "finished", 1: "diverged"}
+    assert list(store.runs()["seed"]) == [0]  # "finished" never lists a diverged run
