@@ -1,15 +1,50 @@
-"""Algorithm configs: `baselines/<algo>.toml` defaults, then per-dataset overrides, then `--set`."""
+"""Algorithm configs: `baselines/<algo>.toml` defaults, then per-dataset overrides, then `--set`.
+
+Every value is checked before anything runs: the key must be a field of the algorithm's config, the
+value of the field's type, a float finite, and a number inside the range its field declares with
+`Annotated[type, Range(...)]` (the aliases below name the common ones).
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import typing
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 from offbench.data import ids
 from offbench.errors import OffbenchError
 from offbench.paths import resource_dir
+
+
+@dataclass(frozen=True)
+class Range:
+    """Valid values of a numeric config field (each element, for a list): low <= x <= high, None = unbounded."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # x > low instead of x >= low
+
+    def contains(self, value: float) -> bool:
+        above = self.low is None or (value > self.low if self.low_open else value >= self.low)
+        return above and (self.high is None or value <= self.high)
+
+    def describe(self) -> str:
+        if self.low is not None and self.high is not None:
+            return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}]"
+        if self.low is not None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        return f"<= {self.high:g}"
+
+
+LearningRate = Annotated[float, Range(0.0)]  # 0 freezes the network: an ablation, not an error
+NonNegative = Annotated[float, Range(0.0)]
+Positive = Annotated[float, Range(0.0, low_open=True)]
+Fraction = Annotated[float, Range(0.0, 1.0)]  # discount, tau, mixing weights
+Count = Annotated[int, Range(1)]  # batch sizes, samples, periods
+Widths = Annotated[list[int], Range(1)]  # hidden layer widths
 
 
 def baseline_file(algo: str) -> dict[str, Any]:
@@ -61,7 +96,44 @@ def resolve_config(algo: str, algorithm_class: Any, dataset_id: str, overrides: 
     unknown = sorted(set(values) - set(fields))
     if unknown:
         raise OffbenchError(f"unknown config key '{unknown[0]}' for {algo}", f"valid keys: {', '.join(fields)}")
-    return config_class(**{key: _coerce(algo, key, value, hints[key]) for key, value in values.items()})
+    coerced = {key: _coerce(algo, key, value, hints[key]) for key, value in values.items()}
+    check_fields(algo, coerced, config_class)
+    return config_class(**coerced)
+
+
+def check_fields(owner: str, values: Any, config_class: type | None = None) -> None:
+    """Raise one line for the first value that is not finite or outside its field's declared `Range`.
+
+    `values` is a config object or a dict of field values for `config_class`; `owner` names it in the error.
+    """
+    config_class = config_class or type(values)
+    items = values.items() if isinstance(values, dict) else ((f.name, getattr(values, f.name)) for f in dataclasses.fields(values))
+    ranges = field_ranges(config_class)
+    for key, value in items:
+        _check_value(owner, key, value, ranges.get(key))
+
+
+def field_ranges(config_class: type) -> dict[str, Range]:
+    """The `Range` each field of a config dataclass declares, the most derived declaration winning."""
+    ranges: dict[str, Range] = {}
+    for cls in reversed(config_class.__mro__):
+        own = cls.__dict__.get("__annotations__", {})
+        if not own:
+            continue
+        hints = typing.get_type_hints(cls, include_extras=True)
+        for name in own:
+            declared = [m for m in getattr(hints[name], "__metadata__", ()) if isinstance(m, Range)]
+            if declared:
+                ranges[name] = declared[0]
+    return ranges
+
+
+def _check_value(owner: str, key: str, value: Any, valid: Range | None) -> None:
+    for number in value if isinstance(value, list) else [value]:
+        if isinstance(number, float) and not math.isfinite(number):
+            raise OffbenchError(f"config key '{key}' for {owner} must be a finite number, got {number!r}")
+        if valid is not None and isinstance(number, (int, float)) and not isinstance(number, bool) and not valid.contains(number):
+            raise OffbenchError(f"config key '{key}' for {owner} must be {valid.describe()}, got {value!r}")
 
 
 def protocol_defaults(algo: str) -> dict[str, Any]:

@@ -271,7 +271,7 @@ def test_act_is_stochastic_bounded_and_draws_only_from_the_eval_stream() -> None
 def test_bad_settings_are_refused() -> None:
     with pytest.raises(OffbenchError, match="unknown kernel 'cosine'"):
         make_algo([0], kernel="cosine")
-    with pytest.raises(OffbenchError, match="drift_ngen must be at least 2"):
+    with pytest.raises(OffbenchError, match=r"'drift_ngen' for DriftQLConfig must be >= 2, got 1"):
         make_algo([0], drift_ngen=1)
 
 

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from offbench.config import Count, check_fields
 from offbench.data.dataset import OfflineDataset
 from offbench.data.sampling import Batch, Sampler
 from offbench.data.spaces import ActionSpace, Box, ObservationSpace
@@ -30,10 +31,14 @@ class AlgorithmConfig:
     and `timeouts_as_terminals` are applied by that sampler, not by the algorithm.
     """
 
-    batch_size: int = 256
+    batch_size: Count = 256
     normalize_states: bool = False
     timeouts_as_terminals: bool = False
     sampler: str = "uniform"
+
+    def __post_init__(self) -> None:
+        """A config built directly (tests, notebooks) is held to the same ranges as one resolved from TOML."""
+        check_fields(type(self).__name__, self)
 
 
 @dataclass(frozen=True)

@@ -20,14 +20,15 @@ from torch import nn
 
 from offbench.algos.base import AlgorithmConfig, Batch, OfflineAlgorithm, Problem
 from offbench.algos.nets import EnsembleMLP, per_seed_mean
+from offbench.config import Count, LearningRate, Widths
 from offbench.seeding import SeedStreams
 
 
 @dataclass
 class BCConfig(AlgorithmConfig):
-    actor_lr: float = 3e-4
-    batch_size: int = 256
-    hidden_dims: list[int] = field(default_factory=lambda: [256, 256])
+    actor_lr: LearningRate = 3e-4
+    batch_size: Count = 256
+    hidden_dims: Widths = field(default_factory=lambda: [256, 256])
     normalize_states: bool = True
 
 

@@ -24,6 +24,7 @@ import torch
 
 from offbench.algos.base import AlgorithmConfig, Batch, OfflineAlgorithm, Problem
 from offbench.algos.nets import EnsembleMLP, per_seed_mean, polyak_update, seeded_normal
+from offbench.config import Count, Fraction, LearningRate, NonNegative, Positive, Widths
 from offbench.seeding import SeedStreams
 
 LOG_STD_MIN, LOG_STD_MAX = -4.0, 15.0  # the encoder's log_std clamp, "for numerical stability"
@@ -31,20 +32,20 @@ LOG_STD_MIN, LOG_STD_MAX = -4.0, 15.0  # the encoder's log_std clamp, "for numer
 
 @dataclass
 class BCQConfig(AlgorithmConfig):
-    actor_lr: float = 1e-3
-    critic_lr: float = 1e-3
-    vae_lr: float = 1e-3
-    batch_size: int = 100
-    discount: float = 0.99
-    tau: float = 0.005
-    lmbda: float = 0.75  # soft clipped double Q: lmbda * min + (1 - lmbda) * max
-    phi: float = 0.05  # max perturbation, x max_action
-    target_samples: int = 10  # candidates per next state in the critic target
-    act_samples: int = 100  # candidates per state when acting
-    kl_weight: float = 0.5
-    latent_clip: float = 0.5  # z ~ N(0, I) clipped to [-latent_clip, latent_clip] when decoding without an encoder
-    hidden_dims: list[int] = field(default_factory=lambda: [400, 300])  # perturbation model and critics
-    vae_hidden_dims: list[int] = field(default_factory=lambda: [750, 750])
+    actor_lr: LearningRate = 1e-3
+    critic_lr: LearningRate = 1e-3
+    vae_lr: LearningRate = 1e-3
+    batch_size: Count = 100
+    discount: Fraction = 0.99
+    tau: Fraction = 0.005
+    lmbda: Fraction = 0.75  # soft clipped double Q: lmbda * min + (1 - lmbda) * max
+    phi: NonNegative = 0.05  # max perturbation, x max_action
+    target_samples: Count = 10  # candidates per next state in the critic target
+    act_samples: Count = 100  # candidates per state when acting
+    kl_weight: NonNegative = 0.5
+    latent_clip: Positive = 0.5  # z ~ N(0, I) clipped to [-latent_clip, latent_clip] when decoding without an encoder
+    hidden_dims: Widths = field(default_factory=lambda: [400, 300])  # perturbation model and critics
+    vae_hidden_dims: Widths = field(default_factory=lambda: [750, 750])
     normalize_states: bool = False
 
 

@@ -30,12 +30,14 @@ import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 
 from offbench.algos.base import AlgorithmConfig, Batch, OfflineAlgorithm, Problem
 from offbench.algos.nets import EnsembleMLP, per_seed_mean, polyak_update, seeded_normal
+from offbench.config import Count, Fraction, LearningRate, NonNegative, Positive, Range, Widths
 from offbench.errors import OffbenchError
 from offbench.seeding import SeedStreams
 
@@ -54,19 +56,19 @@ AGGREGATES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 
 @dataclass
 class DriftQLConfig(AlgorithmConfig):
-    lr: float = 3e-4
-    batch_size: int = 256
-    discount: float = 0.99
-    tau: float = 0.005
-    alpha: float = 10.0  # weight of the drift loss
+    lr: LearningRate = 3e-4
+    batch_size: Count = 256
+    discount: Fraction = 0.99
+    tau: Fraction = 0.005
+    alpha: NonNegative = 10.0  # weight of the drift loss
     kernel: str = "laplace"  # or "gaussian"
-    drift_temp: float = 0.2  # kernel temperature
-    drift_ngen: int = 32  # generated actions per state
-    drift_eta: float = 1.0  # drift step size
-    noise_dim: int = 0  # 0: the action dimension
+    drift_temp: Positive = 0.2  # kernel temperature
+    drift_ngen: Annotated[int, Range(2)] = 32  # generated actions per state (repulsion needs another sample)
+    drift_eta: NonNegative = 1.0  # drift step size
+    noise_dim: Annotated[int, Range(0)] = 0  # 0: the action dimension
     q_agg: str = "min"  # over the two target critics in the TD target: "min" or "mean"
     q_agg_actor: str = "mean"  # over the two critics in the actor's Q term
-    hidden_dims: list[int] = field(default_factory=lambda: [512, 512, 512, 512])
+    hidden_dims: Widths = field(default_factory=lambda: [512, 512, 512, 512])
     normalize_states: bool = False
 
 
@@ -182,6 +184,4 @@ def _check(config: DriftQLConfig) -> None:
         value = getattr(config, key)
         if value not in valid:
             raise OffbenchError(f"driftql: unknown {key} '{value}'", f"choose one of: {', '.join(valid)}")
-    if config.drift_ngen < 2:
-        raise OffbenchError(f"driftql: drift_ngen must be at least 2 (repulsion needs another sample), got {config.drift_ngen}")
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 from torch import nn
@@ -43,6 +43,7 @@ from offbench.algos.base import AlgorithmConfig, Batch, OfflineAlgorithm, Proble
 from offbench.algos.bc import BC, BCConfig
 from offbench.algos.nets import EnsembleMLP
 from offbench.algos.td3bc import TD3BC, TD3BCConfig
+from offbench.config import Count, LearningRate, Range
 from offbench.errors import OffbenchError
 from offbench.seeding import SeedStreams
 
@@ -52,9 +53,9 @@ class SparsityConfig:
     """The sparsity knobs, common to every base."""
 
     base: str = "td3bc"
-    keep_ratio: float = 0.05  # fraction of each network's weights kept (95% sparse)
-    mask_every: int = 1000  # gradient steps between mask recomputations
-    mask_until: int = 200_000  # masks are frozen from this step on; 0 = single-shot
+    keep_ratio: Annotated[float, Range(0.0, 1.0, low_open=True)] = 0.05  # fraction of each network's weights kept (95% sparse)
+    mask_every: Count = 1000  # gradient steps between mask recomputations
+    mask_until: Annotated[int, Range(0)] = 200_000  # masks are frozen from this step on; 0 = single-shot
     zero_pruned_weights: bool = False  # ablation: zero pruned weights instead of keeping their stale values
 
 
@@ -62,8 +63,8 @@ class SparsityConfig:
 class SparseRegTD3BCConfig(TD3BCConfig, SparsityConfig):
     """TD3+BC's fields at the Sparse-Reg code's defaults (lr 1e-3) plus the sparsity knobs."""
 
-    actor_lr: float = 1e-3
-    critic_lr: float = 1e-3
+    actor_lr: LearningRate = 1e-3
+    critic_lr: LearningRate = 1e-3
     timeouts_as_terminals: bool = True  # the Sparse-Reg code sets done = 1 at time limits (applied by the sampler)
 
 
@@ -72,7 +73,7 @@ class SparseRegBCConfig(BCConfig, SparsityConfig):
     """BC's fields at the Sparse-Reg code's learning rate plus the sparsity knobs (no TD3+BC keys: `alpha` is refused)."""
 
     base: str = "bc"
-    actor_lr: float = 1e-3
+    actor_lr: LearningRate = 1e-3
     timeouts_as_terminals: bool = True
 
 
@@ -106,8 +107,6 @@ class SparseReg(OfflineAlgorithm):
 
     def __init__(self, config: SparseRegTD3BCConfig | SparseRegBCConfig, problem: Problem, streams: SeedStreams) -> None:
         super().__init__(config, problem, streams)
-        if not 0 < config.keep_ratio <= 1:
-            raise OffbenchError(f"keep_ratio must lie in (0, 1], got {config.keep_ratio}")
         base_class, config_class = BASES[config.base]
         if not isinstance(config, config_class):
             raise OffbenchError(f"Sparse-Reg with base '{config.base}' needs a {config_class.__name__}, got a {type(config).__name__}")

@@ -19,21 +19,22 @@ from torch import nn
 
 from offbench.algos.base import AlgorithmConfig, Batch, OfflineAlgorithm, Problem
 from offbench.algos.nets import EnsembleMLP, per_seed_mean, polyak_update, seeded_normal
+from offbench.config import Count, Fraction, LearningRate, NonNegative, Widths
 from offbench.seeding import SeedStreams
 
 
 @dataclass
 class TD3BCConfig(AlgorithmConfig):
-    actor_lr: float = 3e-4
-    critic_lr: float = 3e-4
-    batch_size: int = 256
-    discount: float = 0.99
-    tau: float = 0.005
-    policy_noise: float = 0.2  # x max_action
-    noise_clip: float = 0.5  # x max_action
-    policy_freq: int = 2
-    alpha: float = 2.5
-    hidden_dims: list[int] = field(default_factory=lambda: [256, 256])
+    actor_lr: LearningRate = 3e-4
+    critic_lr: LearningRate = 3e-4
+    batch_size: Count = 256
+    discount: Fraction = 0.99
+    tau: Fraction = 0.005
+    policy_noise: NonNegative = 0.2  # x max_action
+    noise_clip: NonNegative = 0.5  # x max_action
+    policy_freq: Count = 2
+    alpha: NonNegative = 2.5
+    hidden_dims: Widths = field(default_factory=lambda: [256, 256])
     normalize_states: bool = True
 
 
