@@ -158,6 +158,9 @@ def build_group(plan: RunPlan, reporter: Reporter, group_id: str | None = None) 
     config = resolve_config(plan.algo, algorithm_class, dataset.metadata.id, plan.overrides)
     protocol = _protocol(plan, dataset, config)
     meta = dataset.metadata
+    if meta.ref_min_score is None or meta.ref_max_score is None:
+        raise OffbenchError(f"dataset {meta.id} has no reference returns to normalise scores with",
+                            "use a dataset whose metadata carries ref_min_score and ref_max_score")
     algorithm_class.check_problem(plan.algo, Problem(meta.observation_space, meta.action_space), meta.id)
     sampler = make_sampler(dataset, device, config)
     problem = Problem(sampler.observation_space, meta.action_space)
@@ -332,8 +335,10 @@ def _train(group: SeedGroup, store: ResultsStore, reporter: Reporter) -> list[st
             elif segment_steps % 100 == 0:
                 reporter.advance(group.step, group.step / max(group.train_time_s + time.perf_counter() - segment_start, 1e-9), None)
     except BaseException as error:
+        advice = (f"resume with --resume {group.group_id}" if store.checkpoint_path(group.group_id).exists()
+                  else "no checkpoint yet: start again")
         for run_id in group.run_ids:
-            store.mark_failed(run_id, f"interrupted at step {group.step}: {type(error).__name__}; resume with --resume {group.group_id}")
+            store.mark_failed(run_id, f"interrupted at step {group.step}: {type(error).__name__}; {advice}")
         raise
     finally:
         reporter.stop()

@@ -119,3 +119,15 @@ def test_an_unsupported_observation_space_is_one_line(tmp_path: Path, monkeypatc
                                        author_email="test@example.com", code_permalink="https://example.com", description="test")
     with pytest.raises(OffbenchError, match=message):
         minari_io.load_minari(tmp_path / "test" / "maze" / "tiny-v0", "minari/test/maze/tiny-v0")
+
+
+def test_minari_mujoco_data_without_references_is_normalised_with_d4rls_for_the_robot(tmp_path: Path) -> None:
+    from offbench.data.d4rl import REFERENCE_SCORES
+
+    rng = np.random.default_rng(0)
+    episode = {"observations": rng.normal(size=(11, 11)).astype(np.float32), "actions": rng.uniform(-1, 1, (10, 3)).astype(np.float32),
+               "rewards": np.ones(10), "terminations": np.zeros(10, bool), "truncations": np.r_[np.zeros(9, bool), True]}
+    path = minari_io.write_minari(tmp_path, "mujoco/hopper/medium-v0", [episode], "Hopper-v5", None, None, "made up", {})
+    metadata = minari_io.load_minari(path, "minari/mujoco/hopper/medium-v0").metadata
+    assert (metadata.ref_min_score, metadata.ref_max_score) == REFERENCE_SCORES["hopper"]
+    assert "has no reference scores" in metadata.ref_source and "D4RL" in metadata.ref_source

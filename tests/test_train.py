@@ -107,3 +107,36 @@ def test_a_seed_whose_evaluation_returns_nan_is_recorded_as_diverged_never_as_a_
     assert "NaN" not in (store.run_dir(diverged.run_id) / "curve.json").read_text()  # null, never a NaN token
     assert dict(zip(store.runs(status=None)["seed"], store.runs(status=None)["status"])) == {0: "finished", 1: "diverged"}
     assert list(store.runs()["seed"]) == [0]  # "finished" never lists a diverged run
+
+
+def test_a_run_interrupted_before_its_first_checkpoint_does_not_advise_resume(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from offbench.algos.td3bc import TD3BC
+
+    def update(self, batch, step):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(TD3BC, "update", update)
+    store = ResultsStore(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        run(RunPlan("td3bc", TINY_ID, seeds=[0], steps=20, eval_every=10, eval_episodes=1), store)
+    status = store.runs(status=None)["status"].item()
+    assert "no checkpoint yet: start again" in status and "--resume" not in status
+
+
+def test_a_dataset_without_reference_returns_is_refused_before_anything_is_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+
+    from offbench.data.minari_io import write_minari
+    from offbench.errors import OffbenchError
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    rng = np.random.default_rng(0)
+    episode = {"observations": rng.normal(size=(21, 11)).astype(np.float32), "actions": rng.uniform(-1, 1, (20, 3)).astype(np.float32),
+               "rewards": np.ones(20), "terminations": np.zeros(20, bool), "truncations": np.r_[np.zeros(19, bool), True]}
+    write_minari(tmp_path / "minari", "made-up/hopper/noref-v0", [episode], "Hopper-v5", None, None, "made up", {})
+    store = ResultsStore(tmp_path / "results")
+    with pytest.raises(OffbenchError, match="has no reference returns to normalise scores with"):
+        run(RunPlan("bc", "minari/made-up/hopper/noref-v0", seeds=[0], steps=10, eval_every=10, eval_episodes=1), store)
+    assert store.runs(status=None).empty and not (tmp_path / "results" / "runs").exists()

@@ -17,6 +17,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from offbench.data import d4rl
 from offbench.data.dataset import DatasetMetadata, OfflineDataset
 from offbench.data.spaces import from_gymnasium, observation_space_from_gymnasium
 from offbench.errors import OffbenchError
@@ -198,6 +199,26 @@ def episodes_to_transitions(episodes: Sequence[dict[str, np.ndarray]], dataset_i
     return arrays
 
 
+def _reference(dataset_id: str, minari_meta: dict[str, Any], source: str) -> dict[str, Any]:
+    """The reference returns that normalise scores: Minari's own, else D4RL's for the same MuJoCo robot.
+
+    Minari's `mujoco/<robot>/...` datasets may carry no ref_min_score/ref_max_score; their scores are then
+    normalised with D4RL's random/expert returns of the same robot (d4rl/infos.py), as offbench's local
+    datasets are, and `ref_source` says so. Any other dataset without references keeps None (a run on it
+    is refused before training).
+    """
+    low, high = minari_meta.get("ref_min_score"), minari_meta.get("ref_max_score")
+    if low is not None and high is not None:
+        return {"ref_min_score": low, "ref_max_score": high, "ref_source": source}
+    parts = dataset_id.split("/")
+    robot = parts[2] if len(parts) > 3 and parts[:2] == ["minari", "mujoco"] else None
+    if robot in d4rl.REFERENCE_SCORES:
+        low, high = d4rl.REFERENCE_SCORES[robot]
+        return {"ref_min_score": low, "ref_max_score": high,
+                "ref_source": f"d4rl/infos.py {robot} (the Minari dataset has no reference scores; D4RL's random/expert returns of the same robot)"}
+    return {"ref_min_score": None, "ref_max_score": None, "ref_source": None}
+
+
 def load_minari(path: Path, dataset_id: str, env_id: str | None = None, ref_source: str | None = None) -> OfflineDataset:
     """Load the Minari dataset at `path` (the folder holding `data/`) as an `OfflineDataset`."""
     minari_dataset = open_minari(path, dataset_id)
@@ -215,9 +236,7 @@ def load_minari(path: Path, dataset_id: str, env_id: str | None = None, ref_sour
         env_id=env_id or sidecar.get("env_id") or spec_id,
         observation_space=observation_space,
         action_space=action_space,
-        ref_min_score=minari_meta.get("ref_min_score"),
-        ref_max_score=minari_meta.get("ref_max_score"),
-        ref_source=sidecar.get("ref_source", ref_source or "minari metadata"),
+        **_reference(dataset_id, minari_meta, sidecar.get("ref_source", ref_source or "minari metadata")),
         eval_wrappers=tuple(sidecar.get("eval_wrappers", ())),
         extra={"path": str(path), **{k: v for k, v in sidecar.items() if k not in ("env_id", "ref_source", "eval_wrappers")}},
     )
