@@ -87,6 +87,16 @@ class ResultsStore:
 
     # ---- writing -----------------------------------------------------------------------------
 
+    def ensure_writable(self) -> None:
+        """Raise one line when the store's folder cannot be created or written (checked before a run starts)."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe = self.root / f".write-test-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as error:
+            raise OffbenchError(f"results store {self.root} is not writable ({error.strerror})", "pass a writable --results-dir") from None
+
     def start_run(self, run_id: str, config: RunConfig | Mapping[str, Any], provenance: dict[str, Any]) -> None:
         """Create the run directory and index it as `running` (a mapping is read through `RunConfig.from_dict`)."""
         config = config if isinstance(config, RunConfig) else RunConfig.from_dict(config)

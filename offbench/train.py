@@ -151,8 +151,7 @@ def pick_device(name: str) -> torch.device:
 def build_group(plan: RunPlan, reporter: Reporter, group_id: str | None = None) -> SeedGroup:
     """Load the data, resolve the config and build the seeded networks for a plan."""
     algorithm_class = get_algorithm(plan.algo)
-    if not plan.seeds or len(set(plan.seeds)) != len(plan.seeds) or min(plan.seeds) < 0:
-        raise OffbenchError(f"seeds must be distinct non-negative integers, got {plan.seeds}")
+    check_plan(plan)
     device = pick_device(plan.device)
     dataset = transformed(load_dataset(plan.dataset, on_make=lambda d: _announce_make(reporter, d)), plan)
     config = resolve_config(plan.algo, algorithm_class, dataset.metadata.id, plan.overrides)
@@ -180,6 +179,20 @@ def build_group(plan: RunPlan, reporter: Reporter, group_id: str | None = None) 
         device=device,
         curves=[[] for _ in plan.seeds],
     )
+
+
+def check_plan(plan: RunPlan) -> None:
+    """Everything about a plan that can be checked before its dataset is loaded or made; raises `OffbenchError`."""
+    if not plan.seeds or len(set(plan.seeds)) != len(plan.seeds) or min(plan.seeds) < 0:
+        raise OffbenchError(f"seeds must be distinct non-negative integers, got {plan.seeds}")
+    for key in ("steps", "eval_every", "eval_episodes", "subset"):
+        value = getattr(plan, key)
+        if value is not None and value <= 0:
+            raise OffbenchError(f"--{key.replace('_', '-')} must be positive, got {value}")
+    if plan.subset_mode not in transforms.SUBSET_MODES:
+        raise OffbenchError(f"unknown subset mode '{plan.subset_mode}'", f"choose one of: {', '.join(transforms.SUBSET_MODES)}")
+    if plan.corrupt is not None:
+        corruption.parse_corruption(plan.corrupt)
 
 
 def transformed(dataset: OfflineDataset, plan: RunPlan) -> OfflineDataset:
@@ -230,6 +243,7 @@ def _new_group_id(algo: str, dataset_id: str) -> str:
 def run(plan: RunPlan, store: ResultsStore, reporter: Reporter | None = None) -> list[str]:
     """Train a new seed group; returns its run ids (one finished record per seed)."""
     reporter = reporter or Reporter()
+    store.ensure_writable()
     group = build_group(plan, reporter)
     for mismatch in _hash_warnings(group.dataset):
         reporter.message(f"warning: {mismatch}")

@@ -140,3 +140,30 @@ def test_a_dataset_without_reference_returns_is_refused_before_anything_is_writt
     with pytest.raises(OffbenchError, match="has no reference returns to normalise scores with"):
         run(RunPlan("bc", "minari/made-up/hopper/noref-v0", seeds=[0], steps=10, eval_every=10, eval_episodes=1), store)
     assert store.runs(status=None).empty and not (tmp_path / "results" / "runs").exists()
+
+
+@pytest.mark.parametrize("plan_fields, message", [
+    ({"steps": 0}, "--steps must be positive, got 0"),
+    ({"eval_episodes": -1}, "--eval-episodes must be positive"),
+    ({"subset": 0}, "--subset must be positive"),
+    ({"subset": 100, "subset_mode": "last"}, "unknown subset mode 'last'"),
+    ({"corrupt": "gaussian:0.1"}, "gaussian"),
+    ({"seeds": [1, 1]}, "seeds must be distinct"),
+])
+def test_flags_are_checked_before_the_dataset_is_loaded_or_made(empty_roots: Path, plan_fields: dict, message: str) -> None:
+    from offbench.errors import OffbenchError
+
+    plan = RunPlan(**{"algo": "td3bc", "dataset": "local/hopper-random-v5", "seeds": [0], **plan_fields})
+    with pytest.raises(OffbenchError, match=message):
+        run(plan, ResultsStore(empty_roots / "results"))
+    assert not (empty_roots / "data").exists()  # nothing was made
+
+
+def test_an_unwritable_results_store_is_one_line_before_any_work(empty_roots: Path) -> None:
+    from offbench.errors import OffbenchError
+
+    blocker = empty_roots / "a-file"
+    blocker.write_text("")
+    with pytest.raises(OffbenchError, match="is not writable"):
+        run(RunPlan("td3bc", "local/hopper-random-v5", seeds=[0]), ResultsStore(blocker / "results"))
+    assert not (empty_roots / "data").exists()
