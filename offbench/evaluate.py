@@ -33,8 +33,15 @@ def episode_seeds(seeds: list[int], episodes: int) -> list[int]:
 
 
 def make_env(env_id: str, env_kwargs: dict | None = None, wrappers: Sequence[str] = ()) -> gym.Env:
-    """One evaluation environment, wrapped as the vector env's sub-environments are."""
-    env = gym.make(env_id, **(env_kwargs or {}))
+    """One evaluation environment, wrapped as the vector env's sub-environments are.
+
+    Raises `OffbenchError` (one line) when Gymnasium cannot build it: unknown id, missing dependency, bad kwargs.
+    """
+    try:
+        env = gym.make(env_id, **(env_kwargs or {}))
+    except (gym.error.Error, ImportError, TypeError) as error:
+        raise OffbenchError(f"evaluation env {env_id} cannot be built: {error}".splitlines()[0],
+                            "the dataset's metadata names the env; check its id and kwargs") from None
     for wrap in wrappers_named(wrappers):
         env = wrap(env)
     return env

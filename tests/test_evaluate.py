@@ -51,3 +51,9 @@ def test_an_env_that_does_not_fit_the_data_is_refused_before_training(observatio
 def test_a_stateless_policy_may_take_observations_only() -> None:
     returns = evaluate(lambda observations: np.zeros(observations.shape[:2], dtype=np.int64), "CartPole-v1", [0, 1], 2)
     assert returns.shape == (2, 2) and (returns > 0).all()
+
+
+@pytest.mark.parametrize("env_id, kwargs", [("NoSuchEnv-v0", {}), ("CartPole-v1", {"not_a_kwarg": 1})])
+def test_an_env_that_cannot_be_built_is_one_line(env_id: str, kwargs: dict) -> None:
+    with pytest.raises(OffbenchError, match=f"evaluation env {env_id} cannot be built"):
+        check_env_spaces(env_id, kwargs, [], ObservationSpace((4,)), Discrete(2), "local/toy-v1")
