@@ -126,3 +126,23 @@ def test_actions_outside_the_box_are_reported(tmp_path: Path) -> None:
         f["actions"][2, 1] = 1.5
     with pytest.raises(OffbenchError, match="field 'actions' at index 2: action .* is outside a 2-dimensional box"):
         d4rl.load_d4rl_file(path, "hopper-medium-v2")
+
+
+def test_ant_is_evaluated_with_the_zero_contact_forces_and_no_contact_cost_of_d4rls_files() -> None:
+    """D4RL's ant files hold zeros in dims 27:111 and rewards without a contact cost: the eval env must too."""
+    import gymnasium as gym
+
+    from offbench.data.d4rl import EVAL_ENVS
+
+    env_id, kwargs = EVAL_ENVS["ant"]
+    env = gym.make(env_id, **kwargs)
+    observation, _ = env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        action = rng.uniform(-1, 1, 8).astype(np.float32)
+        observation, reward, terminated, truncated, info = env.step(action)
+        assert observation.shape == (111,) and not observation[27:].any()
+        assert reward == pytest.approx(info["reward_forward"] + info["reward_survive"] - 0.5 * float(np.sum(np.square(action))), abs=1e-5)
+        if terminated or truncated:
+            observation, _ = env.reset()
+    env.close()

@@ -42,11 +42,23 @@ REFERENCE_SCORES: dict[str, tuple[float, float]] = {
 
 # D4RL v2 locomotion was collected in gym's mujoco-py v3 envs; Gymnasium v4 keeps their observation
 # layout (ant needs contact forces for its 111 dimensions). v4 runs on current MuJoCo.
+# The env each D4RL locomotion family is evaluated in, configured to produce the observations and reward
+# terms the files were recorded with (gym v2 envs under mujoco-py 2.0). D4RL's ant files keep the 84
+# contact-force dims (27:111) but mujoco-py 2.0 never filled cfrc_ext, so they are all zero there and no
+# contact cost entered the rewards: Ant-v4 with the contact forces clipped to [0, 0] reproduces both
+# (111 dims, zeros at 27:, contact cost 0), where plain `use_contact_forces=True` feeds forces the data
+# never had (normalised inputs near +-1000).
 EVAL_ENVS: dict[str, tuple[str, dict]] = {
     "hopper": ("Hopper-v4", {}),
     "halfcheetah": ("HalfCheetah-v4", {}),
     "walker2d": ("Walker2d-v4", {}),
-    "ant": ("Ant-v4", {"use_contact_forces": True}),
+    "ant": ("Ant-v4", {"use_contact_forces": True, "contact_force_range": (0.0, 0.0)}),
+}
+EVAL_NOTES = {
+    "hopper": "Hopper-v4: the observation layout and reward terms of gym's Hopper-v2",
+    "halfcheetah": "HalfCheetah-v4: the observation layout and reward terms of gym's HalfCheetah-v2",
+    "walker2d": "Walker2d-v4: the observation layout and reward terms of gym's Walker2d-v2",
+    "ant": "Ant-v4 with contact forces clipped to [0, 0]: 111 dims with zeros at 27:111 and no contact cost, as the files were recorded",
 }
 
 D4RL_NAME = re.compile(r"^(?P<task>[a-z0-9]+(?:-[a-z]+)*?)-(?P<kind>random|medium|expert|medium-replay|medium-expert|full-replay)-v(?P<version>\d+)$")
@@ -129,6 +141,6 @@ def load_d4rl_file(path: Path, name: str) -> OfflineDataset:
         ref_min_score=ref_min,
         ref_max_score=ref_max,
         ref_source="d4rl/infos.py (d4rl 1.1)",
-        extra={"file": str(path), "conversion": "d4rl.qlearning_dataset (terminate_on_end=False)"},
+        extra={"file": str(path), "conversion": "d4rl.qlearning_dataset (terminate_on_end=False)", "evaluation": EVAL_NOTES.get(robot, "")},
     )
     return OfflineDataset.build(metadata, **arrays)
