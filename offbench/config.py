@@ -84,12 +84,7 @@ def resolve_config(algo: str, algorithm_class: Any, dataset_id: str, overrides: 
     The config class is `algorithm_class.config_class_for(values)`: an algorithm whose valid keys depend
     on a choice (Sparse-Reg's `base`) refuses the keys of the other choice.
     """
-    spec = baseline_file(algo)
-    values = dict(spec.get("config", {}))
-    per_dataset = spec.get("datasets", {})
-    values.update(per_dataset.get(dataset_key(dataset_id), {}))
-    values.update(per_dataset.get(ids.parse(dataset_id).base, {}))  # keyed by canonical id; transforms ignored
-    values.update(overrides)
+    values = {**baseline_values(algo, dataset_id), **overrides}
     config_class = algorithm_class.config_class_for(values)
     fields = {f.name: f for f in dataclasses.fields(config_class)}
     hints = typing.get_type_hints(config_class)
@@ -134,6 +129,18 @@ def _check_value(owner: str, key: str, value: Any, valid: Range | None) -> None:
             raise OffbenchError(f"config key '{key}' for {owner} must be a finite number, got {number!r}")
         if valid is not None and isinstance(number, (int, float)) and not isinstance(number, bool) and not valid.contains(number):
             raise OffbenchError(f"config key '{key}' for {owner} must be {valid.describe()}, got {value!r}")
+
+
+def baseline_values(algo: str, dataset_id: str) -> dict[str, Any]:
+    """What baselines/<algo>.toml sets for `dataset_id`: its [config], then the dataset's [datasets] overrides
+    (keyed by alias, then by canonical id; transforms are ignored). Raises `OffbenchError` without a TOML."""
+    spec = baseline_file(algo)
+    per_dataset = spec.get("datasets", {})
+    return {
+        **spec.get("config", {}),
+        **per_dataset.get(dataset_key(dataset_id), {}),
+        **per_dataset.get(ids.parse(dataset_id).base, {}),
+    }
 
 
 def protocol_defaults(algo: str) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from offbench.errors import OffbenchError
@@ -156,7 +157,7 @@ class ResultsStore:
         with closing(self._connect()) as conn:
             frame = pd.read_sql_query(query, conn, params=(status,) if status else ())
         if status in ("finished", "diverged"):  # the summary file is the ground truth for a run that is over
-            frame = frame[[(self.run_dir(r) / "summary.json").exists() for r in frame["run_id"]]]
+            frame = frame[np.array([(self.run_dir(r) / "summary.json").exists() for r in frame["run_id"]], dtype=bool)]
         return frame.reset_index(drop=True)
 
     def finished_records(self) -> Iterator[RunRecord]:

@@ -14,6 +14,7 @@ import numpy as np
 import typer
 
 from offbench.analysis.commands import check, leaderboard_app, report
+from offbench.analysis.scores import baseline_config
 from offbench.records import RunConfig, RunSummary
 from offbench.store import ResultsStore
 
@@ -42,8 +43,17 @@ def write_run(
     eval_episodes: int = 5,
     sha256: str | None = None,
     tag: str = "a",
+    overrides: Mapping[str, object] | None = None,
+    diverged_at: int | None = None,
 ) -> str:
-    """Write one finished run whose evaluations (evenly spaced up to `steps`) score `curve_scores`."""
+    """Write one run that is over, whose evaluations (evenly spaced up to `steps`) score `curve_scores`.
+
+    Its `algo_config` is what `offbench run --set` would resolve: the baseline file's values for the
+    dataset (none for an algorithm without one) updated by `overrides`. A NaN or inf score is written as
+    it comes (records from other code). With `diverged_at` (an evaluation index), the run is recorded as
+    `offbench.train` records a diverged seed: from that evaluation on, null scores marked `"diverged"`,
+    and a summary with status "diverged" and no score.
+    """
     run_id = f"{algo}__{dataset.replace('/', '_')}__s{seed}__{tag}"
     eval_every = steps // len(curve_scores)
     config = {
@@ -61,13 +71,12 @@ def write_run(
             "ref_max_score": REF_MAX,
         },
         "protocol": {"steps": steps, "eval_every": eval_every, "eval_episodes": eval_episodes},
-        "algo_config": {},
-        "overrides": {},
+        "algo_config": {**baseline_config(algo, dataset), **(overrides or {})},
+        "overrides": dict(overrides or {}),
     }
     provenance = {**PROVENANCE, "started_at": time.time()}
     store.start_run(run_id, RunConfig.from_dict(config), provenance)
     curve = [_evaluation((i + 1) * eval_every, float(s), eval_episodes) for i, s in enumerate(curve_scores)]
-    store.write_curve(run_id, curve)
     summary = {
         "final_score": curve[-1]["normalized_score"],
         "last10_score": float(np.mean([e["normalized_score"] for e in curve[-10:]])),
@@ -78,6 +87,11 @@ def write_run(
         "steps_per_s": float(steps),
         "finished_at": time.time(),
     }
+    if diverged_at is not None:
+        curve[diverged_at:] = [_diverged(entry) for entry in curve[diverged_at:]]
+        summary |= {"final_score": None, "last10_score": None, "best_score": None, "final_return": None,
+                    "status": "diverged", "diverged_at_step": curve[diverged_at]["step"]}  # fmt: skip
+    store.write_curve(run_id, curve)
     store.finish_run(run_id, RunSummary.from_dict(summary), {**provenance, "wall_time_s": 1.0, "steps_per_s": float(steps)})
     return run_id
 
@@ -121,6 +135,13 @@ def _evaluation(step: int, score: float, episodes: int) -> dict[str, object]:
         "normalized_scores": normalized.tolist(),
         "time_s": step / 1000,
     }
+
+
+def _diverged(entry: dict[str, object]) -> dict[str, object]:
+    """An evaluation as `offbench.train.evaluation_entry` writes one with a non-finite return."""
+    nulls = [None] * len(entry["returns"])
+    return {**entry, "normalized_score": None, "return_mean": None, "return_std": None, "returns": nulls,
+            "normalized_scores": nulls, "diverged": True}  # fmt: skip
 
 
 def analysis_cli() -> typer.Typer:

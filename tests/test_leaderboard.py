@@ -10,7 +10,8 @@ import pytest
 from analysis_fixtures import analysis_cli, write_run, write_synthetic_store
 from typer.testing import CliRunner, Result
 
-from offbench.analysis.leaderboard import check_runs, load_leaderboard, load_protocol, regression_verdict
+from offbench.analysis.leaderboard import check_runs, freeze_entries, load_leaderboard, load_protocol, regression_verdict
+from offbench.analysis.scores import baseline_config, collect_scores
 from offbench.analysis.stats import Interval
 from offbench.errors import OffbenchError
 from offbench.store import ResultsStore
@@ -54,13 +55,14 @@ def new_store(path: Path, levels: dict[tuple[str, str], float] = LEVELS, **kwarg
 def test_update_freezes_per_seed_scores_and_provenance(reference: tuple[ResultsStore, Path]) -> None:
     store, path = reference
     data = json.loads(path.read_text())
-    assert (data["format"], data["version"], data["revision"]) == ("offbench-leaderboard", 1, 1)
+    assert (data["format"], data["version"], data["revision"]) == ("offbench-leaderboard", 2, 1)
     assert [(e["algo"], e["dataset"]["id"]) for e in data["entries"]] == [
         ("iql", HOPPER), ("iql", WALKER), ("td3bc", HOPPER), ("td3bc", WALKER)
     ]  # fmt: skip
     entry = data["entries"][2]
     assert entry["protocol"] == {"steps": 1000, "eval_every": 100, "eval_episodes": 5, "statistic": "last-k", "k": 3}
     assert entry["dataset"]["sha256"] == f"sha-{HOPPER}"
+    assert entry["algo_config"] == baseline_config("td3bc", HOPPER) and data["entries"][0]["algo_config"] == {}
     assert [s["seed"] for s in entry["seeds"]] == [0, 1, 2, 3, 4]
     first = entry["seeds"][0]
     curve = store.load(first["run_id"]).curve
@@ -197,3 +199,74 @@ def test_protocol_files(tmp_path: Path) -> None:
         load_protocol(bad)
     with pytest.raises(OffbenchError, match="no protocol 'nightly'"):
         load_protocol("nightly")
+
+
+def test_a_diverged_new_run_fails_the_check(reference: tuple[ResultsStore, Path], tmp_path: Path) -> None:
+    _, board = reference
+    store = new_store(tmp_path / "new")
+    trainer = write_run(store, "td3bc", HOPPER, 10, [60.0] * 10, diverged_at=7, tag="new")  # as offbench.train records it
+    nan = write_run(store, "iql", WALKER, 10, [70.0] * 9 + [float("nan")], tag="new")  # a NaN score from other code
+    summary = tmp_path / "summary.md"
+    result = invoke("check", "--results-dir", store.root, "--leaderboard", board, "--reps", 200, "--summary", summary)
+    assert result.exit_code == 1
+    checks = {(c.algo, c.dataset): c for c in check_runs(load_leaderboard(board), store, reps=200)}
+    assert {cell: c.verdict for cell, c in checks.items() if c.failed} == {("td3bc", HOPPER): "diverged", ("iql", WALKER): "diverged"}
+    assert f"{trainer} (at step 800)" in checks[("td3bc", HOPPER)].note
+    assert len(checks[("iql", WALKER)].new) == 5 and np.isfinite(checks[("iql", WALKER)].new).all()
+    assert f"iql on {WALKER}: 1 new runs diverged (a NaN or inf evaluation): {nan} (at step 1000)" in summary.read_text()
+
+
+def test_a_cell_with_a_diverged_run_cannot_be_frozen(tmp_path: Path) -> None:
+    store = write_synthetic_store(tmp_path / "results", {("td3bc", HOPPER): 60.0}, range(3))
+    trainer = write_run(store, "td3bc", HOPPER, 3, [60.0] * 10, diverged_at=9)
+    nan = write_run(store, "td3bc", HOPPER, 4, [60.0] * 9 + [float("inf")])
+    board = tmp_path / "leaderboard.json"
+    result = invoke("leaderboard", "update", "--results-dir", store.root, "--leaderboard", board)
+    assert isinstance(result.exception, OffbenchError) and not board.exists()
+    assert f"refusing to freeze cells with diverged runs (td3bc on {HOPPER}: {trainer}, {nan})" in str(result.exception)
+    with pytest.raises(OffbenchError, match="refusing to freeze"):
+        freeze_entries(collect_scores(store))
+
+
+def test_a_reference_score_must_be_finite(reference: tuple[ResultsStore, Path], tmp_path: Path) -> None:
+    _, board = reference
+    data = json.loads(board.read_text())
+    data["entries"][0]["seeds"][0]["score"] = float("nan")  # json writes a bare NaN token
+    path = tmp_path / "leaderboard.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(OffbenchError, match="is not a valid leaderboard: .*finite numeric score"):
+        load_leaderboard(path)
+
+
+def test_check_fails_new_runs_with_other_hyperparameters(reference: tuple[ResultsStore, Path], tmp_path: Path) -> None:
+    _, board = reference
+    other = new_store(tmp_path / "other", {("td3bc", HOPPER): 60.0}, overrides={"alpha": 5.0})
+    result = invoke("check", "--results-dir", other.root, "--leaderboard", board, "--reps", 200)
+    assert result.exit_code == 1 and "alpha 2.5 -> 5" in result.output
+    [check] = check_runs(load_leaderboard(board), other, reps=200)
+    assert (check.algo, check.dataset, check.verdict, len(check.new)) == ("td3bc", HOPPER, "other hyperparameters", 0)
+    assert check.failed and check.note.startswith("the new runs' hyperparameters differ from the reference's (alpha 2.5 -> 5)")
+
+    both = write_synthetic_store(tmp_path / "other", {("td3bc", HOPPER): 60.0}, range(5, 10), rng_seed=1, tag="default")
+    [check] = check_runs(load_leaderboard(board), both, reps=200)
+    assert check.verdict == "pass" and len(check.new) == 5  # the default runs only
+    assert check.note == "5 new runs with other hyperparameters were not compared (alpha 2.5 -> 5)"
+
+
+def test_a_version_1_leaderboard_loads_and_its_entries_match_any_hyperparameters(
+    reference: tuple[ResultsStore, Path], tmp_path: Path
+) -> None:
+    store, board = reference
+    data = json.loads(board.read_text())
+    data["version"] = 1
+    for entry in data["entries"]:
+        del entry["algo_config"]
+    old = tmp_path / "leaderboard.json"
+    old.write_text(json.dumps(data))
+    assert all(e.algo_config is None for e in load_leaderboard(old).entries)
+    other = new_store(tmp_path / "other", {("td3bc", HOPPER): 60.0}, overrides={"alpha": 5.0})
+    assert [c.verdict for c in check_runs(load_leaderboard(old), other, reps=200)] == ["pass"]
+    update = invoke("leaderboard", "update", "--statistic", "last-k", "--k", 3, "--results-dir", store.root, "--leaderboard", old)
+    assert update.exit_code == 0, update.output
+    updated = load_leaderboard(old)
+    assert (updated.revision, len(updated.entries)) == (2, 4) and all(e.algo_config is not None for e in updated.entries)

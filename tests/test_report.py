@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from analysis_fixtures import analysis_cli, write_synthetic_store
+from analysis_fixtures import analysis_cli, write_run, write_synthetic_store
 from typer.testing import CliRunner, Result
 
 from offbench.errors import OffbenchError
@@ -124,3 +124,42 @@ def test_report_user_errors(store: ResultsStore, tmp_path: Path, args: tuple[str
 def test_report_on_an_empty_store(tmp_path: Path) -> None:
     result = invoke("report", "--results-dir", tmp_path / "empty", "--out", tmp_path / "out")
     assert isinstance(result.exception, OffbenchError) and "no finished runs in" in str(result.exception)
+
+
+def test_report_lists_diverged_runs_as_caveats_and_never_prints_nan(tmp_path: Path) -> None:
+    store = write_synthetic_store(tmp_path / "results", {(a, d): 40.0 for a in ALGOS[:2] for d in DATASETS[:2]}, range(5))
+    trainer = write_run(store, "td3bc", DATASETS[0], 5, [10.0] * 10, diverged_at=4)  # as offbench.train records it
+    nan = write_run(store, "td3bc", DATASETS[0], 6, [10.0] * 9 + [float("nan")])  # a NaN score written by other code
+    out = tmp_path / "report"
+    result = invoke("report", "--results-dir", store.root, "--reps", 200, "--out", out)
+    assert result.exit_code == 0, result.output
+    markdown = (out / "report.md").read_text()
+    caveats = markdown.split("## Caveats")[1].split("## Per-dataset")[0]
+    assert f"td3bc on {DATASETS[0]}: 2 of 7 runs diverged" in caveats
+    assert f"{trainer} (at step 500)" in caveats and f"{nan} (at step 1000)" in caveats
+    assert "n=5 (2 of 7 diverged)" in (out / "tables" / "per_dataset.md").read_text()
+    assert "20 scored runs and 2 diverged runs (no score): iql, td3bc on 2 datasets." in markdown
+    for path in [out / "report.md", out / "scores.csv", *sorted((out / "tables").iterdir())]:
+        assert not re.search(r"\bnan\b", path.read_text()), path
+    scores = pd.read_csv(out / "scores.csv")
+    assert len(scores) == 20 and not {trainer, nan} & set(scores["run_id"])
+    assert pd.read_csv(out / "tables" / "aggregate.csv")[["estimate", "ci_low", "ci_high"]].notna().all().all()
+
+
+def test_report_keeps_each_configuration_in_its_own_row(tmp_path: Path) -> None:
+    root = tmp_path / "results"
+    write_synthetic_store(root, {("td3bc", d): 40.0 for d in DATASETS[:2]}, range(5))
+    store = write_synthetic_store(root, {("td3bc", d): 20.0 for d in DATASETS[:2]}, range(5), tag="alpha", overrides={"alpha": 5.0})
+    out = tmp_path / "report"
+    result = invoke("report", "--results-dir", store.root, "--reps", 200, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "| Dataset | Steps | Eval episodes | td3bc | td3bc [alpha=5] |" in (out / "tables" / "per_dataset.md").read_text()
+    scores = pd.read_csv(out / "scores.csv", keep_default_na=False)
+    assert scores.groupby("algo")["hyperparameters"].unique().to_dict() == {"td3bc": [""], "td3bc [alpha=5]": ["alpha=5"]}
+    assert scores.groupby(["algo", "dataset_id"]).size().tolist() == [5, 5, 5, 5]
+    aggregate = pd.read_csv(out / "tables" / "aggregate.csv")
+    assert set(aggregate["algo"]) == {"td3bc", "td3bc [alpha=5]"} and (aggregate["runs_per_dataset"] == 5).all()
+    markdown = (out / "report.md").read_text()
+    assert "- `td3bc`: the defaults (baselines/td3bc.toml)" in markdown
+    assert "- `td3bc [alpha=5]`: alpha=5 (baselines/td3bc.toml)" in markdown
+    assert "td3bc: runs with different hyperparameters are kept apart" in markdown.split("## Caveats")[1]

@@ -114,3 +114,9 @@ def test_two_processes_writing_at_once_corrupt_nothing(tmp_path: Path) -> None:
     frame = ResultsStore(tmp_path).runs()
     assert len(frame) == 30
     assert sorted(frame["final_score"]) == sorted([float(i) for i in range(15)] * 2)
+
+
+def test_a_status_no_run_has_gives_an_empty_frame_with_the_index_columns(tmp_path: Path) -> None:
+    store = ResultsStore(tmp_path)
+    store.start_run("a-s0", config_for("a-s0"), {})
+    assert store.runs().empty and "run_id" in store.runs().columns and list(store.finished_records()) == []

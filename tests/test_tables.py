@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +43,7 @@ EXPECTED_LATEX_ROW = (
 
 def fixture_table() -> pd.DataFrame:
     columns = ["dataset", "algo", "seeds", "steps", "eval_episodes", "mean", "std", "ci_low", "ci_high"]
-    return pd.DataFrame(FIXTURE_ROWS, columns=columns).assign(statistic="last-10 mean", eval_every=100)
+    return pd.DataFrame(FIXTURE_ROWS, columns=columns).assign(statistic="last-10 mean", eval_every=100, diverged=0)
 
 
 def test_per_dataset_markdown_is_exact() -> None:
@@ -158,3 +159,32 @@ def test_unfinished_runs_are_not_counted(store: ResultsStore) -> None:
     config = dataclasses.replace(store.load("iql__local_hopper-random-v5__s0__a").config, run_id="crashed", seed=9)
     store.start_run("crashed", config, {})
     assert len(collect_scores(store).cell("iql", HOPPER)) == 5
+
+
+def test_diverged_runs_are_kept_apart_never_scored(store: ResultsStore) -> None:
+    trainer = write_run(store, "td3bc", HOPPER, 5, [0.0, 10.0, 20.0], diverged_at=1)  # as offbench.train records one
+    nan = write_run(store, "td3bc", HOPPER, 6, [0.0, 10.0, float("nan")])  # a NaN written as a score by other code
+    scores = collect_scores(store, statistic=Statistic("final"))
+    assert scores.cell("td3bc", HOPPER).tolist() == [20.0, 21.0, 22.0, 23.0, 24.0]
+    assert sorted(scores.cell_diverged("td3bc", HOPPER)["run_id"]) == sorted([trainer, nan])
+    warning = next(w for w in scores.warnings if "diverged" in w)
+    assert "td3bc on local/hopper-random-v5: 2 of 7 runs diverged" in warning
+    assert f"{trainer} (at step 666)" in warning and f"{nan} (at step 999)" in warning
+    matrices, _, _ = scores.aggregate_matrices()
+    assert np.isfinite(matrices["td3bc"]).all()
+
+
+def test_the_table_counts_diverged_runs_in_their_cell(store: ResultsStore) -> None:
+    write_run(store, "td3bc", HOPPER, 5, [0.0, 10.0, 20.0], diverged_at=2)
+    for seed in range(2):
+        write_run(store, "iql", WALKER, seed, [1.0, float("inf")])
+    scores = collect_scores(store)
+    data = per_dataset_data(scores, reps=200, seed=0).set_index(["dataset", "algo"])
+    assert data.loc[(HOPPER, "td3bc"), "seeds"] == 5 and data.loc[(HOPPER, "td3bc"), "diverged"] == 1
+    assert np.isfinite(data.loc[(HOPPER, "td3bc"), ["mean", "std", "ci_low", "ci_high"]].astype(float)).all()
+    markdown = per_dataset_table(data.reset_index(), reps=200).markdown()
+    assert "n=5 (1 of 6 diverged)" in markdown
+    assert "| local/walker2d-random-v5 | 1,000 | 5 | 2 of 2 diverged | 10.5 ± 0.5 " in markdown
+    rows = [line for line in markdown.splitlines() if line.startswith("|")]
+    assert not any(re.search(r"\b(nan|inf)\b", row) for row in rows)
+    assert "Diverged runs (a NaN or inf evaluation) have no score" in markdown

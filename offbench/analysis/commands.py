@@ -116,7 +116,8 @@ def check(
     ] = None,
     results: ResultsDirOption = None,
 ) -> None:
-    """Compare new runs with the leaderboard under the same protocol; exit 1 if a cell regressed or is missing."""
+    """Compare new runs with the leaderboard under the same protocol and hyperparameters; exit 1 if a cell
+    regressed, diverged, has other hyperparameters than its reference, or is missing."""
     from offbench.analysis.leaderboard import DEFAULT_MARGIN, check_runs, check_table, load_leaderboard, load_protocol
     from offbench.io import atomic_write
     from offbench.store import ResultsStore
@@ -156,7 +157,8 @@ def update(
     leaderboard: LeaderboardOption = DEFAULT_LEADERBOARD,
     results: ResultsDirOption = None,
 ) -> None:
-    """Freeze the selected finished runs (per-seed scores and provenance) into the leaderboard file."""
+    """Freeze the selected finished runs (per-seed scores, resolved config and provenance) into the leaderboard
+    file; refused for a cell with a diverged run."""
     from offbench.analysis.leaderboard import freeze_entries, load_leaderboard, load_protocol, save_leaderboard, utc_now
     from offbench.analysis.scores import collect_scores
     from offbench.store import ResultsStore
@@ -235,3 +237,5 @@ def _print(table: Table, styles: Sequence[str] | None = None) -> None:
     for i, row in enumerate(table.display.itertuples(index=False)):
         rich_table.add_row(*(Text(str(v)) for v in row), style=styles[i] if styles else None)
     _out.print(rich_table)
+    for note in table.notes:
+        _out.print(Text(note))

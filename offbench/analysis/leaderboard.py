@@ -1,13 +1,17 @@
 """Leaderboard: frozen reference scores, and the score-regression check that gates CI on them.
 
 The leaderboard is one JSON file committed with the project (`results/leaderboard.json` by default;
-`.gitignore` keeps `/results/leaderboard*`). It holds one entry per algorithm x dataset x protocol,
-where a protocol is (steps, eval_every, eval_episodes, statistic); each entry pins the dataset's sha256
-and keeps every seed's score with its run id and provenance. See docs/analysis.md for the format.
+`.gitignore` keeps `/results/leaderboard*`). It holds one entry per algorithm x resolved hyperparameters
+x dataset x protocol, where a protocol is (steps, eval_every, eval_episodes, statistic); each entry pins
+the dataset's sha256 and the runs' resolved config (`algo_config`), and keeps every seed's (finite)
+score with its run id and provenance. See docs/analysis.md for the format.
 
-The check compares new runs with an entry only under the entry's protocol: same dataset id and
-sha256, same steps, eval_every and eval_episodes, and the new runs scored with the entry's statistic.
-Runs of the same algorithm and dataset under another protocol are refused, never compared.
+The check compares new runs with an entry only under the entry's protocol and hyperparameters: same
+dataset id and sha256, same steps, eval_every and eval_episodes, the same resolved config, and the new
+runs scored with the entry's statistic. Runs of the same algorithm and dataset under another protocol
+are refused, never compared; runs with other hyperparameters fail the cell ("other hyperparameters"),
+and a diverged new run fails it too ("diverged"). An entry frozen before the config was kept (no
+`algo_config`) matches any hyperparameters.
 
 Regression test, per cell: d = mean(new) - mean(reference) over seeds, with a 95% bootstrap CI that
 resamples the new and the reference seeds independently. The cell has *regressed* when the whole CI
@@ -18,6 +22,8 @@ lies below -margin (significantly worse by more than the margin), *improved* whe
 from __future__ import annotations
 
 import itertools
+import json
+import math
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -32,6 +38,10 @@ from offbench.analysis.scores import (
     STATISTICS,
     ScoreSet,
     Statistic,
+    config_changes,
+    configuration_names,
+    divergence,
+    finished_or_diverged,
     latest_run_per_seed,
     score_runs,
     select_algos,
@@ -44,12 +54,13 @@ from offbench.errors import OffbenchError
 from offbench.io import read_json, write_json
 from offbench.paths import resource_dir
 from offbench.protocol import BUDGET_KEYS
-from offbench.store import ResultsStore
+from offbench.store import ResultsStore, RunRecord
 
 LEADERBOARD_FORMAT = "offbench-leaderboard"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: entries keep `algo_config`; version 1 files are read, their entries matching any config
+READABLE_VERSIONS = (1, 2)
 DEFAULT_MARGIN = 5.0
-FAILING_VERDICTS = ("regressed", "no new runs", "no reference", "too few seeds")
+FAILING_VERDICTS = ("regressed", "diverged", "other hyperparameters", "no new runs", "no reference", "too few seeds")
 
 
 # ---- protocols -------------------------------------------------------------------------------
@@ -130,14 +141,15 @@ def load_protocol(name_or_path: str | Path) -> Protocol:
 
 @dataclass(frozen=True)
 class Entry:
-    """Reference scores of one algorithm on one dataset under one protocol."""
+    """Reference scores of one algorithm with one set of hyperparameters on one dataset under one protocol."""
 
     algo: str
     dataset: dict[str, Any]  # id, sha256, source, env_id, ref_min_score, ref_max_score
     protocol: dict[str, Any]  # steps, eval_every, eval_episodes, statistic, k (last-k), name
-    seeds: list[dict[str, Any]]  # seed, score, run_id, git_commit, git_dirty, finished_at
+    seeds: list[dict[str, Any]]  # seed, score (finite), run_id, git_commit, git_dirty, finished_at
     provenance: dict[str, Any]  # packages {name: [versions]}, python [...], hardware [...]
     frozen_at: str
+    algo_config: dict[str, Any] | None = None  # the runs' resolved config; None: frozen before it was kept
 
     @property
     def statistic(self) -> Statistic:
@@ -148,9 +160,22 @@ class Entry:
         return {key: self.protocol[key] for key in BUDGET_KEYS}
 
     @property
-    def key(self) -> tuple[Any, ...]:
-        """One reference per algorithm, dataset, budget and statistic (the sha256 is checked, not keyed)."""
+    def cell_key(self) -> tuple[Any, ...]:
+        """Algorithm, dataset, budget and statistic (the sha256 is checked, not keyed)."""
         return (self.algo, self.dataset["id"], *self.budget.values(), self.statistic.label)
+
+    @property
+    def key(self) -> tuple[Any, ...]:
+        """One reference per algorithm, resolved config, dataset, budget and statistic."""
+        return (*self.cell_key, None if self.algo_config is None else json.dumps(self.algo_config, sort_keys=True))
+
+    def matches(self, algo_config: Mapping[str, Any]) -> bool:
+        """Whether runs with this resolved config compare with the entry (any config, for an entry without one)."""
+        return self.algo_config is None or dict(self.algo_config) == dict(algo_config)
+
+    def supersedes(self, old: Entry) -> bool:
+        """Whether freezing this entry replaces `old`: the same key, or the same cell frozen without a config."""
+        return old.key == self.key or (old.algo_config is None and old.cell_key == self.cell_key)
 
     def scores(self) -> np.ndarray:
         return np.array([s["score"] for s in self.seeds], float)
@@ -175,17 +200,21 @@ class Leaderboard:
         }
 
     def updated(self, new: Sequence[Entry], now: str) -> tuple[Leaderboard, list[Entry], list[Entry]]:
-        """A new revision with `new` added or replacing the entries with the same key; (board, added, replaced)."""
-        incoming = {e.key: e for e in new}
-        replaced = [e for e in self.entries if e.key in incoming]
-        kept = [e for e in self.entries if e.key not in incoming]
-        entries = sorted([*kept, *incoming.values()], key=lambda e: tuple(map(str, e.key)))
-        added = [e for e in new if e.key not in {r.key for r in replaced}]
+        """A new revision with `new` added or replacing the entries they supersede; (board, added, replaced)."""
+        superseded = [any(n.supersedes(e) for n in new) for e in self.entries]
+        replaced = [e for e, gone in zip(self.entries, superseded) if gone]
+        kept = [e for e, gone in zip(self.entries, superseded) if not gone]
+        entries = sorted([*kept, *new], key=lambda e: tuple(map(str, e.key)))
+        added = [n for n in new if not any(n.supersedes(e) for e in self.entries)]
         return Leaderboard(tuple(entries), self.revision + 1, now), added, replaced
 
 
 def load_leaderboard(path: Path, missing_ok: bool = False) -> Leaderboard:
-    """Read and validate a leaderboard file; a damaged one is an OffbenchError, never a traceback."""
+    """Read and validate a leaderboard file (version 1 or 2).
+
+    Raises OffbenchError for a missing file (unless `missing_ok`) and for a damaged one: not JSON, another
+    format or version, a missing field, or a score that is not a finite number.
+    """
     if not path.exists():
         if missing_ok:
             return Leaderboard()
@@ -195,8 +224,8 @@ def load_leaderboard(path: Path, missing_ok: bool = False) -> Leaderboard:
         data = read_json(path)
         if data.get("format") != LEADERBOARD_FORMAT:
             raise ValueError(f"format is {data.get('format')!r}, not {LEADERBOARD_FORMAT!r}")
-        if data.get("version") != FORMAT_VERSION:
-            raise ValueError(f"version {data.get('version')!r} is not supported (this offbench reads {FORMAT_VERSION})")
+        if data.get("version") not in READABLE_VERSIONS:
+            raise ValueError(f"version {data.get('version')!r} is not supported (this offbench reads {', '.join(map(str, READABLE_VERSIONS))})")
         entries = tuple(_parse_entry(raw) for raw in data["entries"])
         return Leaderboard(entries, int(data["revision"]), data.get("updated_at"))
     except (ValueError, KeyError, TypeError, AttributeError, OffbenchError) as exc:
@@ -208,7 +237,20 @@ def save_leaderboard(board: Leaderboard, path: Path) -> None:
 
 
 def freeze_entries(scores: ScoreSet, protocol_name: str | None = None, now: str | None = None) -> list[Entry]:
-    """Leaderboard entries for every cell of `scores` (each needs at least two seeds to be checkable)."""
+    """Leaderboard entries for every cell of `scores`, each with its runs' resolved config.
+
+    Raises OffbenchError when a cell has a diverged run (a reference holds finite scores of every seed
+    it was given, or none) or only one seed (a reference needs two to be checked against).
+    """
+    if not scores.diverged.empty:
+        listed = "; ".join(
+            f"{algo} on {dataset}: {', '.join(cell['run_id'])}"
+            for (algo, dataset), cell in scores.diverged.groupby(["algo", "dataset_id"], sort=False)
+        )
+        raise OffbenchError(
+            f"refusing to freeze cells with diverged runs ({listed})",
+            "a reference never holds a NaN or inf score: rerun those seeds, or leave the cells out with --algos/--datasets",
+        )
     now = now or utc_now()
     entries = []
     for algo, dataset in itertools.product(scores.algos, scores.datasets):
@@ -237,7 +279,9 @@ def freeze_entries(scores: ScoreSet, protocol_name: str | None = None, now: str 
             }
             for row, record in zip(runs.itertuples(), records)
         ]
-        entries.append(Entry(algo, dataset_info, protocol, seeds, _provenance(r.provenance for r in records), now))
+        config = records[0].config  # a cell's runs share one resolved config (`configuration_names`)
+        provenance = _provenance(r.provenance for r in records)
+        entries.append(Entry(config.algo, dataset_info, protocol, seeds, provenance, now, dict(config.algo_config)))
     return entries
 
 
@@ -250,14 +294,15 @@ def utc_now() -> str:
 
 @dataclass(frozen=True)
 class CellCheck:
-    """The verdict for one leaderboard cell."""
+    """The verdict for one leaderboard cell; `algo` is its row label (`td3bc [alpha=5]` beside other configs)."""
 
     algo: str
     dataset: str
     reference: np.ndarray
     new: np.ndarray
     difference: Interval | None
-    verdict: str  # pass | improved | regressed | no new runs | no reference | too few seeds
+    verdict: str  # pass | improved | regressed | diverged | other hyperparameters | no new runs | no reference | too few seeds
+    note: str = ""  # one line: why it failed, or which new runs were not compared
 
     @property
     def failed(self) -> bool:
@@ -288,14 +333,17 @@ def check_runs(
 
     With a protocol, every algorithm x dataset it lists (or the `algos`/`datasets` subset of them) must
     have a reference and new runs: a missing one fails. Without, every selected entry that has new runs
-    of its algorithm and dataset is checked.
-    Runs frozen into the leaderboard are not "new" and are never compared with themselves.
+    of its algorithm and dataset is checked. An entry is compared with the new runs of its resolved
+    config only; a cell whose new runs all have other hyperparameters, or one with a diverged new run,
+    fails. Runs frozen into the leaderboard are not "new" and are never compared with themselves.
+    Raises OffbenchError when the leaderboard is empty, when a cell's new runs are all under another
+    protocol, or when nothing was checked.
     """
     entries = _select_entries(board, protocol, algos, datasets)
     checks = [] if protocol is None else _missing_references(entries, *protocol.select(algos, datasets))
-    entries.sort(key=lambda e: (e.algo, e.dataset["id"]))
-    index = store.runs("finished")
-    for _, group in itertools.groupby(entries, key=lambda e: (e.algo, e.dataset["id"])):
+    labelled = sorted(zip(entries, entry_labels(entries)), key=lambda pair: (pair[0].algo, pair[0].dataset["id"], pair[1]))
+    index = finished_or_diverged(store)
+    for _, group in itertools.groupby(labelled, key=lambda pair: (pair[0].algo, pair[0].dataset["id"])):
         checks += _check_cell(list(group), index, store, protocol is not None, margin, reps, seed)
     if not checks:
         raise OffbenchError(
@@ -344,13 +392,16 @@ def check_table(checks: Sequence[CellCheck], margin: float, reps: int) -> Table:
         f"Score regression check: a cell has regressed when the 95% bootstrap CI of mean(new) - "
         f"mean(reference) ({reps} resamples) lies entirely below -{margin:g} normalised points."
     )
-    return Table(data, pd.DataFrame(rows), caption, "offbench-check", "llllll")
+    notes = tuple(f"{c.algo} on {c.dataset}: {c.note}" for c in checks if c.note)
+    return Table(data, pd.DataFrame(rows), caption, "offbench-check", "llllll", notes)
 
 
 def entries_table(board: Leaderboard) -> Table:
+    """The leaderboard's entries, with each one's hyperparameters as their difference from baselines/<algo>.toml."""
     rows = [
         {
             "Algorithm": e.algo,
+            "Hyperparameters": hyperparameters,
             "Dataset": e.dataset["id"],
             "Protocol": e.protocol.get("name", "–"),
             "Steps": f"{e.protocol['steps']:,}",
@@ -359,18 +410,43 @@ def entries_table(board: Leaderboard) -> Table:
             "Score": f"{e.scores().mean():.1f} ± {e.scores().std(ddof=1):.1f} (n={len(e.seeds)})",
             "Frozen": e.frozen_at,
         }
-        for e in board.entries
+        for e, hyperparameters in zip(board.entries, _entry_hyperparameters(board.entries))
     ]
-    data = pd.DataFrame([{"algo": e.algo, "dataset": e.dataset["id"], **e.protocol} for e in board.entries])
+    data = pd.DataFrame(
+        [{"algo": e.algo, "algo_config": e.algo_config, "dataset": e.dataset["id"], **e.protocol} for e in board.entries]
+    )
     caption = f"Leaderboard revision {board.revision} ({board.updated_at or 'never updated'})."
-    return Table(data, pd.DataFrame(rows), caption, "offbench-leaderboard", "lllrllll")
+    return Table(data, pd.DataFrame(rows), caption, "offbench-leaderboard", "llllrllll")
+
+
+def entry_labels(entries: Sequence[Entry]) -> list[str]:
+    """Each entry's row label: its algorithm, plus its config's difference where the algorithm has several."""
+    return [label for label, _ in _entry_names(entries)]
+
+
+def _entry_hyperparameters(entries: Sequence[Entry]) -> list[str]:
+    return [hyperparameters or "defaults" for _, hyperparameters in _entry_names(entries)]
+
+
+def _entry_names(entries: Sequence[Entry]) -> list[tuple[str, str]]:
+    """(label, difference from the baseline) per entry, named as `configuration_names` names runs;
+    an entry frozen without a config is `(algo, "not recorded")`."""
+    names = [(e.algo, "not recorded") for e in entries]
+    for algo in dict.fromkeys(e.algo for e in entries):
+        positions = [i for i, e in enumerate(entries) if e.algo == algo and e.algo_config is not None]
+        configured = configuration_names(algo, [(entries[i].dataset["id"], entries[i].algo_config) for i in positions])
+        for i, name in zip(positions, configured):
+            names[i] = name
+    return names
 
 
 # ---- internals ---------------------------------------------------------------------------------
 
 
 def _parse_entry(raw: Mapping[str, Any]) -> Entry:
-    entry = Entry(**{f.name: raw[f.name] for f in fields(Entry)})
+    entry = Entry(**{f.name: raw[f.name] for f in fields(Entry) if f.name != "algo_config"}, algo_config=raw.get("algo_config"))
+    if entry.algo_config is not None and not isinstance(entry.algo_config, dict):
+        raise ValueError(f"{entry.algo} on {entry.dataset['id']}: algo_config must be an object")
     for key in ("id", "sha256"):
         if not isinstance(entry.dataset[key], str):
             raise ValueError(f"dataset {key} must be a string")
@@ -380,8 +456,8 @@ def _parse_entry(raw: Mapping[str, Any]) -> Entry:
     if entry.protocol["statistic"] not in STATISTICS:
         raise ValueError(f"unknown statistic {entry.protocol['statistic']!r}")
     for s in entry.seeds:
-        if not isinstance(s["seed"], int) or not isinstance(s["score"], (int, float)):
-            raise ValueError(f"{entry.algo} on {entry.dataset['id']}: a seed needs an integer seed and a numeric score")
+        if not isinstance(s["seed"], int) or not isinstance(s["score"], (int, float)) or not math.isfinite(s["score"]):
+            raise ValueError(f"{entry.algo} on {entry.dataset['id']}: a seed needs an integer seed and a finite numeric score")
     return entry
 
 
@@ -434,9 +510,10 @@ def _missing_references(entries: Sequence[Entry], algos: Sequence[str], datasets
 
 
 def _check_cell(
-    entries: list[Entry], index: pd.DataFrame, store: ResultsStore, required: bool, margin: float, reps: int, seed: int
+    group: list[tuple[Entry, str]], index: pd.DataFrame, store: ResultsStore, required: bool, margin: float, reps: int, seed: int
 ) -> list[CellCheck]:
-    """Check the entries of one (algo, dataset); refuse when its new runs match none of their protocols."""
+    """Check the (entry, label) pairs of one (algo, dataset); refuse when its new runs match none of their protocols."""
+    entries = [entry for entry, _ in group]
     algo, dataset = entries[0].algo, entries[0].dataset["id"]
     frozen = {s["run_id"] for e in entries for s in e.seeds}
     runs = index[(index["algo"] == algo) & (index["dataset_id"] == dataset) & ~index["run_id"].isin(frozen)]
@@ -451,21 +528,49 @@ def _check_cell(
             f"the new runs have {found}",
             _refusal_hint(runs, entries),
         )
+    records = {run_id: store.load(run_id) for c in comparable for run_id in c["run_id"]}
     checks = []
-    for entry, candidates in zip(entries, comparable):
-        reference = entry.scores()
-        if candidates.empty:
-            if required:
-                checks.append(CellCheck(algo, dataset, reference, np.array([]), None, "no new runs"))
-            continue
-        candidates, _ = latest_run_per_seed(candidates)
-        new = score_runs(store, candidates, entry.statistic)[0]["score"].to_numpy(float)
-        if len(new) < 2 or len(reference) < 2:
-            checks.append(CellCheck(algo, dataset, reference, new, None, "too few seeds"))
-            continue
-        difference = difference_of_means(new, reference, reps, stream_seed(seed, "check", algo, dataset))
-        checks.append(CellCheck(algo, dataset, reference, new, difference, regression_verdict(difference, margin)))
+    for (entry, label), candidates in zip(group, comparable):
+        configs = [records[r].config.algo_config for r in candidates["run_id"]]
+        same = candidates[np.array([entry.matches(c) for c in configs], bool)]
+        claimed = [any(e.matches(c) for e in entries if _same_protocol_as(e, entry)) for c in configs]
+        unclaimed = candidates[~np.array(claimed, bool)]
+        check = _check_entry(entry, label, same, unclaimed, records, store, required, margin, reps, seed)
+        checks += [check] if check else []
     return checks
+
+
+def _check_entry(
+    entry: Entry,
+    label: str,
+    same: pd.DataFrame,
+    unclaimed: pd.DataFrame,
+    records: Mapping[str, RunRecord],
+    store: ResultsStore,
+    required: bool,
+    margin: float,
+    reps: int,
+    seed: int,
+) -> CellCheck | None:
+    """The verdict for one entry given its new runs with its config (`same`) and those no entry of the cell claims."""
+    dataset, reference, none = entry.dataset["id"], entry.scores(), np.array([])
+    other = "; ".join(dict.fromkeys(config_changes(entry.algo_config or {}, records[r].config.algo_config) for r in unclaimed["run_id"]))
+    if same.empty and not unclaimed.empty:
+        note = f"the new runs' hyperparameters differ from the reference's ({other}); rerun with the reference's or freeze one for them"
+        return CellCheck(label, dataset, reference, none, None, "other hyperparameters", note)
+    if same.empty:
+        return CellCheck(label, dataset, reference, none, None, "no new runs") if required else None
+    same, _ = latest_run_per_seed(same)
+    scored, diverged = score_runs(same, records, entry.statistic, store)
+    new = scored["score"].to_numpy(float)
+    note = f"{len(unclaimed)} new runs with other hyperparameters were not compared ({other})" if len(unclaimed) else ""
+    if not diverged.empty:
+        listed = ", ".join(f"{r} ({divergence(records[r])})" for r in diverged["run_id"])
+        return CellCheck(label, dataset, reference, new, None, "diverged", f"{len(diverged)} new runs diverged (a NaN or inf evaluation): {listed}")
+    if len(new) < 2 or len(reference) < 2:
+        return CellCheck(label, dataset, reference, new, None, "too few seeds", note)
+    difference = difference_of_means(new, reference, reps, stream_seed(seed, "check", label, dataset))
+    return CellCheck(label, dataset, reference, new, difference, regression_verdict(difference, margin), note)
 
 
 def _refusal_hint(runs: pd.DataFrame, entries: list[Entry]) -> str:
@@ -474,6 +579,10 @@ def _refusal_hint(runs: pd.DataFrame, entries: list[Entry]) -> str:
                 "generations (datasets/README.md), a downloaded one may be another version; freeze a reference "
                 "on this machine class and data with `offbench leaderboard update`")
     return "rerun under the leaderboard's protocol, or freeze a new reference with `offbench leaderboard update`"
+
+
+def _same_protocol_as(entry: Entry, other: Entry) -> bool:
+    return entry.dataset["sha256"] == other.dataset["sha256"] and entry.budget == other.budget
 
 
 def _same_protocol(runs: pd.DataFrame, entry: Entry) -> pd.Series:

@@ -3,7 +3,8 @@
 Output layout under the report directory::
 
     report.md                     everything below, embedded, with a protocol section from the records
-    scores.csv                    one row per run used: run id, algorithm, dataset, seed, protocol, score
+    scores.csv                    one row per scored run: run id, algorithm (row label), hyperparameters
+                                  (difference from baselines/<algo>.toml), dataset, seed, protocol, score
     tables/per_dataset.{md,tex,csv}
     tables/aggregate.{md,tex,csv}
     tables/improvement.{md,tex,csv}        (two or more algorithms)
@@ -12,7 +13,9 @@ Output layout under the report directory::
     figures/probability_of_improvement.{png,pdf}   (two or more algorithms)
     figures/learning_curves.{png,pdf}
 
-The same records, selection, statistic, `reps` and `seed` give byte-identical tables.
+The same records, selection, statistic, `reps` and `seed` give byte-identical tables. Diverged runs
+(`offbench.analysis.scores.divergence`) are listed under the caveats and counted in their cell of the
+per-dataset table; they never enter a score, mean, aggregate, profile or curve.
 """
 
 from __future__ import annotations
@@ -40,7 +43,9 @@ from offbench.io import atomic_write
 from offbench.store import ResultsStore
 
 ANALYSIS_PACKAGES = ("offbench", "rliable", "arch", "numpy", "scipy", "pandas", "matplotlib")
-SCORE_COLUMNS = ["run_id", "algo", "dataset_id", "dataset_sha256", "seed", "steps", "eval_every", "eval_episodes", "score"]
+SCORE_COLUMNS = [
+    "run_id", "algo", "hyperparameters", "dataset_id", "dataset_sha256", "seed", "steps", "eval_every", "eval_episodes", "score",
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -62,7 +67,10 @@ def build_report(
     reps: int = DEFAULT_REPS,
     seed: int = 0,
 ) -> Report:
-    """Compute every table and figure for the selected runs and write them, with report.md, to `out_dir`."""
+    """Compute every table and figure for the selected runs and write them, with report.md, to `out_dir`.
+
+    Raises OffbenchError when the selection is empty or refused (`collect_scores`) or nothing can be aggregated.
+    """
     scores = collect_scores(store, algos, datasets, statistic, where)
     matrices, aggregated, aggregate_warnings = scores.aggregate_matrices()
     warnings = [*scores.warnings, *_mixed_protocol_warnings(scores), *aggregate_warnings]
@@ -112,13 +120,9 @@ def learning_curves(scores: ScoreSet, reps: int, seed: int) -> dict[str, dict[st
 
 def protocol_markdown(scores: ScoreSet, reps: int, seed: int) -> str:
     """The protocol section of report.md, generated from the run records."""
-    records = [scores.records[r] for r in scores.runs["run_id"]]
-    runs = scores.runs
-    seeds = runs.groupby(["algo", "dataset_id"], sort=False).size()
-    seed_counts = []
-    for algo in scores.algos:
-        low, high = seeds[algo].min(), seeds[algo].max()
-        seed_counts.append(f"{algo} {low}" + (f"-{high}" if high > low else ""))
+    records = list(scores.records.values())
+    runs = scores.selected
+    diverged = f" and {_count(len(scores.diverged), 'diverged run')} (no score)" if len(scores.diverged) else ""
     packages = _package_versions(r.provenance.get("packages", {}) for r in records)
     commits = _distinct(str(r.provenance.get("git_commit", "unknown"))[:10] for r in records)
     dirty = sum(bool(r.provenance.get("git_dirty")) for r in records)
@@ -126,7 +130,7 @@ def protocol_markdown(scores: ScoreSet, reps: int, seed: int) -> str:
     python = _distinct(str(r.provenance.get("python", "unknown")) for r in records)
     analysis = ", ".join(f"{p} {_version(p)}" for p in ANALYSIS_PACKAGES)
     lines = [
-        f"{_count(len(runs), 'finished run')}: {', '.join(scores.algos)} on {_count(len(scores.datasets), 'dataset')}.",
+        f"{_count(len(scores.runs), 'scored run')}{diverged}: {', '.join(scores.algos)} on {_count(len(scores.datasets), 'dataset')}.",
         "",
         "**Datasets.**",
         "",
@@ -136,7 +140,9 @@ def protocol_markdown(scores: ScoreSet, reps: int, seed: int) -> str:
         f"{_distinct(f'{s:,}' for s in runs['eval_every'])} steps with "
         f"{_distinct(str(e) for e in runs['eval_episodes'])} episodes.",
         "",
-        f"**Seeds** per dataset: {', '.join(seed_counts)}.",
+        f"**Seeds** per dataset (scored): {', '.join(_seed_counts(scores))}.",
+        "",
+        _hyperparameters_markdown(scores),
         "",
         f"**Statistic.** A run's score is {scores.statistic.description} (`{scores.statistic.label}`); "
         "scores are normalised as 100 x (return - reference min) / (reference max - reference min).",
@@ -208,8 +214,38 @@ def _report_markdown(
     return "\n\n".join(parts) + "\n"
 
 
+def _seed_counts(scores: ScoreSet) -> list[str]:
+    seeds = scores.runs.groupby(["algo", "dataset_id"], sort=False).size()
+    counts = []
+    for algo in scores.algos:
+        per_dataset = [int(seeds.get((algo, d), 0)) for d in scores.datasets if scores.has_cell(algo, d) or len(scores.cell_diverged(algo, d))]
+        low, high = min(per_dataset), max(per_dataset)
+        counts.append(f"{algo} {low}" + (f"-{high}" if high > low else ""))
+    return counts
+
+
+def _hyperparameters_markdown(scores: ScoreSet) -> str:
+    """Each row's hyperparameters as their difference from its baseline file, from the records."""
+    runs = scores.selected
+    lines = []
+    for algo in scores.algos:
+        row = runs[runs["algo"] == algo].iloc[0]
+        name = scores.records[row["run_id"]].config.algo
+        lines.append(f"- `{algo}`: {row['hyperparameters'] or 'the defaults'} (baselines/{name}.toml)")
+    return "\n".join(
+        [
+            "**Hyperparameters**, as each run resolved them (config.json), written as their difference from "
+            "`baselines/<algo>.toml` with its per-dataset overrides (keys outside the file are shown where "
+            "configurations differ in them). Runs that differ in any value are separate rows, never pooled:",
+            "",
+            *lines,
+        ]
+    )
+
+
 def _dataset_line(scores: ScoreSet, dataset: str) -> str:
-    runs = scores.dataset_runs(dataset)
+    runs = scores.selected
+    runs = runs[runs["dataset_id"] == dataset]
     info = scores.records[runs["run_id"].iloc[0]].config.dataset
     hashes = ", ".join(f"`{h[:12]}`" for h in dict.fromkeys(runs["dataset_sha256"]))
     return (

@@ -9,16 +9,25 @@ A run's score is one number taken from its evaluation curve (normalised score x1
 
 Rules that keep a score table honest, applied by `collect_scores`:
 
-- only finished runs count (the store's index plus the summary file);
-- one cell (algorithm x dataset) holds one protocol: a cell whose runs differ in dataset sha256,
-  steps, eval_every or eval_episodes is refused, never averaged;
-- one run per seed: when a seed was run twice under the same protocol, the latest finished run is
-  kept and a warning says so;
-- a cell with fewer than `MIN_SEEDS` seeds gets a warning.
+- only runs that are over count (the store's index plus the summary file): finished ones, and
+  diverged ones, which are kept apart and never scored;
+- a run is *diverged* when its status says so or any evaluation's normalised score is NaN, inf or
+  missing: it has no score, is left out of every mean and named in the warnings;
+- one cell (algorithm x configuration x dataset) holds one set of hyperparameters: runs that differ in
+  any resolved config value (`config.algo_config`) are separate rows, `td3bc [alpha=5]`, named by
+  their difference from the plain configuration (`configuration_names`);
+- one cell holds one protocol: a cell whose runs differ in dataset sha256, steps, eval_every or
+  eval_episodes is refused, never averaged;
+- one run per seed: when a seed was run twice under the same protocol, the latest run is kept and a
+  warning says so;
+- a cell with fewer than `MIN_SEEDS` scored seeds gets a warning.
 """
 
 from __future__ import annotations
 
+import json
+import math
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from offbench.config import baseline_values
 from offbench.data import ids
 from offbench.errors import OffbenchError
 from offbench.protocol import BUDGET_KEYS
@@ -84,26 +94,34 @@ DEFAULT_STATISTIC = Statistic()
 
 @dataclass(frozen=True)
 class ScoreSet:
-    """Scores of the selected finished runs: one row per run, plus the records they came from.
+    """Scores of the selected runs: one row per scored run, the diverged runs apart, and their records.
 
-    `runs` columns: the store's index columns (algo, dataset_id, dataset_sha256, seed, steps, ...)
-    and `score`. `algos` and `datasets` keep the requested order.
+    `selected` columns: the store's index columns (dataset_id, dataset_sha256, seed, steps, ...), `algo`
+    (the row label: the algorithm, plus its configuration's difference when it has several,
+    `td3bc [alpha=5]`) and `hyperparameters` (the difference from baselines/<algo>.toml, "" for none), for
+    every selected run. `runs`: the scored ones, with `score`; `diverged`: those without a score, never
+    counted. `algos` (row labels) and `datasets` keep the requested order.
     """
 
     statistic: Statistic
+    selected: pd.DataFrame
     runs: pd.DataFrame
+    diverged: pd.DataFrame
     records: Mapping[str, RunRecord]
     algos: tuple[str, ...]
     datasets: tuple[str, ...]
     warnings: tuple[str, ...]
 
     def cell_runs(self, algo: str, dataset: str) -> pd.DataFrame:
-        """The runs of one cell, sorted by seed."""
-        runs = self.runs
-        return runs[(runs["algo"] == algo) & (runs["dataset_id"] == dataset)].sort_values("seed")
+        """The scored runs of one cell, sorted by seed."""
+        return _cell(self.runs, algo, dataset)
+
+    def cell_diverged(self, algo: str, dataset: str) -> pd.DataFrame:
+        """The diverged runs of one cell, sorted by seed."""
+        return _cell(self.diverged, algo, dataset)
 
     def dataset_runs(self, dataset: str) -> pd.DataFrame:
-        """The runs of every selected algorithm on one dataset."""
+        """The scored runs of every selected algorithm on one dataset."""
         return self.runs[self.runs["dataset_id"] == dataset]
 
     def cell(self, algo: str, dataset: str) -> np.ndarray:
@@ -111,6 +129,7 @@ class ScoreSet:
         return self.cell_runs(algo, dataset)["score"].to_numpy(float)
 
     def has_cell(self, algo: str, dataset: str) -> bool:
+        """Whether the cell has a scored run."""
         return len(self.cell_runs(algo, dataset)) > 0
 
     def curves(self, algo: str, dataset: str) -> tuple[np.ndarray, np.ndarray]:
@@ -124,22 +143,24 @@ class ScoreSet:
         """One (runs, datasets) matrix per algorithm, for rliable, and the warnings this choice causes.
 
         rliable's aggregates compare algorithms on one task set, and its stratified bootstrap needs
-        the same number of runs on every task of an algorithm. So: only datasets that every algorithm
-        ran are aggregated, and each algorithm keeps its lowest-numbered `n` seeds per dataset, `n`
-        being its smallest seed count (a rule fixed before looking at scores, so no seed is chosen
-        for its score). Algorithms may still differ from each other in `n`.
+        the same number of runs on every task of an algorithm. So: only datasets on which every algorithm
+        has scored runs are aggregated (an algorithm with none anywhere is left out), and each algorithm
+        keeps its lowest-numbered `n` seeds per dataset, `n` being its smallest seed count (a rule fixed
+        before looking at scores, so no seed is chosen for its score). Algorithms may still differ from
+        each other in `n`. Raises OffbenchError when no dataset is left.
         """
-        warnings = []
-        common = tuple(d for d in self.datasets if all(self.has_cell(a, d) for a in self.algos))
+        algos = [a for a in self.algos if any(self.has_cell(a, d) for d in self.datasets)]
+        warnings = [f"aggregates leave out {a}: none of its runs has a score" for a in self.algos if a not in algos]
+        common = tuple(d for d in self.datasets if algos and all(self.has_cell(a, d) for a in algos))
         if not common:
             raise OffbenchError(
-                "no dataset has finished runs of every selected algorithm, so nothing can be aggregated",
+                "no dataset has scored runs of every selected algorithm, so nothing can be aggregated",
                 "select algorithms and datasets that overlap with --algos/--datasets",
             )
         if missing := [d for d in self.datasets if d not in common]:
-            warnings.append(f"aggregates leave out {', '.join(missing)}: not every algorithm has runs there")
+            warnings.append(f"aggregates leave out {', '.join(missing)}: not every algorithm has scored runs there")
         matrices = {}
-        for algo in self.algos:
+        for algo in algos:
             cells = [self.cell(algo, d) for d in common]
             n = min(len(c) for c in cells)
             if any(len(c) > n for c in cells):
@@ -152,6 +173,12 @@ class ScoreSet:
         return matrices, common, warnings
 
 
+def _cell(runs: pd.DataFrame, algo: str, dataset: str) -> pd.DataFrame:
+    return runs[(runs["algo"] == algo) & (runs["dataset_id"] == dataset)].sort_values("seed")
+
+
+
+
 def collect_scores(
     store: ResultsStore,
     algos: Sequence[str] | None = None,
@@ -159,12 +186,15 @@ def collect_scores(
     statistic: Statistic = DEFAULT_STATISTIC,
     where: Mapping[str, Any] | None = None,
 ) -> ScoreSet:
-    """Score the finished runs of the chosen algorithms and datasets (all when None).
+    """Score the finished runs of the chosen algorithms and datasets (all when None); keep diverged runs apart.
 
-    `datasets` entries are selectors (`select_datasets`): ids, short names or globs of either.
-    `where` keeps only runs whose index columns equal the given values (e.g. `{"steps": 1000}`).
+    `algos` are algorithm names (every configuration of each is selected); `datasets` entries are
+    selectors (`select_datasets`): ids, short names or globs of either. `where` keeps only runs whose
+    index columns equal the given values (e.g. `{"steps": 1000}`).
+    Raises OffbenchError when no run matches, when a cell mixes protocols, or when a finished run has
+    no evaluations.
     """
-    index = store.runs("finished")
+    index = finished_or_diverged(store)
     if index.empty:
         raise OffbenchError(f"no finished runs in {store.root}", "train with `offbench run` or pass --results-dir")
     algo_names = select_algos(index["algo"], algos)
@@ -175,17 +205,39 @@ def collect_scores(
     if index.empty:
         condition = ", ".join(f"{k}={v}" for k, v in (where or {}).items())
         raise OffbenchError(f"no finished runs match the selection{' with ' + condition if condition else ''}")
+    records = {run_id: store.load(run_id) for run_id in index["run_id"]}
+    index, labels, warnings = name_configurations(index, records, algo_names)
     ensure_one_protocol_per_cell(index)
-    index, warnings = latest_run_per_seed(index)
-    runs, records = score_runs(store, index, statistic)
-    algo_names = [a for a in algo_names if a in set(runs["algo"])]
-    dataset_ids = [d for d in dataset_ids if d in set(runs["dataset_id"])]
-    warnings += few_seed_warnings(runs)
-    return ScoreSet(statistic, runs, records, tuple(algo_names), tuple(dataset_ids), tuple(warnings))
+    index, rerun_warnings = latest_run_per_seed(index)
+    runs, diverged = score_runs(index, records, statistic, store)
+    present = set(index["algo"])
+    kept = set(index["dataset_id"])
+    warnings += rerun_warnings + few_seed_warnings(runs) + diverged_warnings(runs, diverged, records)
+    return ScoreSet(
+        statistic,
+        index,
+        runs,
+        diverged,
+        {run_id: records[run_id] for run_id in index["run_id"]},
+        tuple(a for a in labels if a in present),
+        tuple(d for d in dataset_ids if d in kept),
+        tuple(warnings),
+    )
+
+
+def finished_or_diverged(store: ResultsStore) -> pd.DataFrame:
+    """The index rows of the runs that are over: finished and diverged (each with its summary file)."""
+    # .get: `ResultsStore.runs(status)` returns a frame without columns when no run has that status
+    over = {run_id for status in ("finished", "diverged") for run_id in store.runs(status).get("run_id", ())}
+    index = store.runs(None)
+    return index[index["run_id"].isin(over)].reset_index(drop=True)
 
 
 def select_algos(available: Iterable[str], wanted: Sequence[str] | None) -> list[str]:
-    """The requested algorithms in the requested order (all, sorted, when None)."""
+    """The requested algorithms in the requested order (all, sorted, when None).
+
+    Raises OffbenchError for an algorithm without runs.
+    """
     names = sorted(set(available))
     if wanted is None:
         return names
@@ -200,7 +252,8 @@ def select_datasets(available: Iterable[str], wanted: Sequence[str] | None) -> l
     """Dataset ids the selectors pick, in selector order (all, sorted, when None).
 
     A selector is an id, a short name (`hopper-medium`, `hopper-medium+first10000`) or a glob of either;
-    one without "+" never picks transformed data (`offbench.data.ids.selects`).
+    one without "+" never picks transformed data (`offbench.data.ids.selects`). Raises OffbenchError for
+    a selector that picks nothing.
     """
     names = sorted(set(available))
     if wanted is None:
@@ -222,7 +275,10 @@ def _selection_hint(selector: str, names: Sequence[str]) -> str:
 
 
 def ensure_one_protocol_per_cell(index: pd.DataFrame) -> None:
-    """Refuse cells whose runs were trained or evaluated differently (their mean would mean nothing)."""
+    """Refuse cells whose runs were trained or evaluated differently (their mean would mean nothing).
+
+    Raises OffbenchError naming the cell and its protocols.
+    """
     for (algo, dataset), cell in index.groupby(["algo", "dataset_id"], sort=False):
         protocols = cell.groupby(list(PROTOCOL_COLUMNS)).size()
         if len(protocols) > 1:
@@ -237,28 +293,46 @@ def ensure_one_protocol_per_cell(index: pd.DataFrame) -> None:
 
 
 def latest_run_per_seed(index: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
-    """Keep one run per (algo, dataset, seed): the latest finished one."""
+    """Keep one run per (algo, dataset, seed): the latest one to end."""
     ordered = index.sort_values(["finished_at", "run_id"])
     duplicated = ordered.duplicated(["algo", "dataset_id", "seed"], keep="last")
     warnings = [
-        f"{row.algo} on {row.dataset_id}, seed {row.seed}: ignoring run {row.run_id}, a later finished run has the same seed"
+        f"{row.algo} on {row.dataset_id}, seed {row.seed}: ignoring run {row.run_id}, a later run has the same seed"
         for row in ordered[duplicated].itertuples()
     ]
     return ordered[~duplicated].reset_index(drop=True), warnings
 
 
 def score_runs(
-    store: ResultsStore, index: pd.DataFrame, statistic: Statistic
-) -> tuple[pd.DataFrame, dict[str, RunRecord]]:
-    """Load the records of `index` rows and add their `score` column."""
-    records = {run_id: store.load(run_id) for run_id in index["run_id"]}
+    index: pd.DataFrame, records: Mapping[str, RunRecord], statistic: Statistic, store: ResultsStore
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split the `index` rows into scored runs (with a `score` column) and diverged runs (no score).
+
+    Raises OffbenchError for a finished run without evaluations.
+    """
+    diverged = np.array([divergence(records[run_id]) is not None for run_id in index["run_id"]], bool)
+    scored = index[~diverged]
     scores = []
-    for run_id, record in records.items():
-        curve = [entry["normalized_score"] for entry in record.curve]
+    for run_id in scored["run_id"]:
+        curve = [entry["normalized_score"] for entry in records[run_id].curve]
         if not curve:
             raise OffbenchError(f"run {run_id} is finished but has no evaluations", f"inspect {store.run_dir(run_id)}")
         scores.append(statistic.of(curve))
-    return index.assign(score=scores).reset_index(drop=True), records
+    return scored.assign(score=scores).reset_index(drop=True), index[diverged].reset_index(drop=True)
+
+
+def divergence(record: RunRecord) -> str | None:
+    """Where a run diverged: its first evaluation with a NaN, inf or missing score, or its summary's status.
+
+    None for a run whose every evaluation has a finite score.
+    """
+    for entry in record.curve:
+        score = entry.get("normalized_score")
+        if entry.get("diverged") or score is None or not math.isfinite(score):
+            return f"at step {entry['step']}"
+    if record.summary is not None and record.summary.status == "diverged":
+        return f"at step {record.summary.diverged_at_step}"
+    return None
 
 
 def few_seed_warnings(runs: pd.DataFrame) -> list[str]:
@@ -268,3 +342,125 @@ def few_seed_warnings(runs: pd.DataFrame) -> list[str]:
         for (algo, dataset), n in counts.items()
         if n < MIN_SEEDS
     ]
+
+
+def diverged_warnings(runs: pd.DataFrame, diverged: pd.DataFrame, records: Mapping[str, RunRecord]) -> list[str]:
+    """One warning per cell with diverged runs, naming each run and where it diverged."""
+    warnings = []
+    for (algo, dataset), cell in diverged.groupby(["algo", "dataset_id"], sort=False):
+        total = len(cell) + len(_cell(runs, algo, dataset))
+        listed = ", ".join(f"{r} ({divergence(records[r])})" for r in cell["run_id"])
+        warnings.append(
+            f"{algo} on {dataset}: {len(cell)} of {total} runs diverged (a NaN or inf evaluation) and are left "
+            f"out of every score and mean: {listed}"
+        )
+    return warnings
+
+
+# ---- configurations ----------------------------------------------------------------------------
+
+
+class _Marker:
+    """A value that is not a config value: a key missing from a record, or one at its baseline value."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+UNSET: Any = _Marker("unset")  # a key the record or the baseline does not have
+_DEFAULT: Any = _Marker("default")  # in a label: a key at the value baselines/<algo>.toml gives it
+
+
+def name_configurations(
+    index: pd.DataFrame, records: Mapping[str, RunRecord], algos: Sequence[str]
+) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """Label every run with its configuration (`configuration_names`): (index, row labels in order, warnings).
+
+    `algo` becomes the row label and `hyperparameters` the difference from baselines/<algo>.toml.
+    """
+    index = index.assign(hyperparameters="")
+    labels, warnings = [], []
+    for algo in algos:
+        rows = index.index[index["algo"] == algo]
+        names = configuration_names(algo, [(index.at[i, "dataset_id"], records[index.at[i, "run_id"]].config.algo_config) for i in rows])
+        index.loc[rows, "algo"] = [label for label, _ in names]
+        index.loc[rows, "hyperparameters"] = [difference for _, difference in names]
+        counts = Counter(label for label, _ in names)
+        labels += sorted(counts, key=lambda label: (label != algo, label))
+        if len(counts) > 1:
+            listed = ", ".join(f"{label} ({n} runs)" for label, n in sorted(counts.items(), key=lambda c: (c[0] != algo, c[0])))
+            warnings.append(f"{algo}: runs with different hyperparameters are kept apart, one row per configuration: {listed}")
+    return index, labels, warnings
+
+
+def configuration_names(algo: str, runs: Sequence[tuple[str, Mapping[str, Any]]]) -> list[tuple[str, str]]:
+    """The row label and the hyperparameter difference of each (dataset id, resolved config) of one algorithm.
+
+    A run's configuration is its config's difference from its dataset's baseline (`baseline_config`),
+    so `--set alpha=5` is one configuration on every dataset. The label is the plain algorithm name for
+    the configuration equal to the baseline (keys outside the TOML aside) when one is present, else for
+    the one with the most runs (then the fewest differences from the baseline); every other one is
+    `algo [key=value, ...]` over the keys in which it differs from that one (`default`: the baseline's
+    value, `unset`: not in the record). The difference text lists the keys that differ from the baseline
+    and are in the TOML or differ between configurations ("" for none).
+    """
+    if not runs:
+        return []
+    baselines = {dataset: baseline_config(algo, dataset) for dataset, _ in runs}
+    toml_keys = set().union(*baselines.values())
+    deltas = [config_delta(config, baselines[dataset]) for dataset, config in runs]
+    distinct = {_canonical(d): d for d in deltas}
+    counts = Counter(_canonical(d) for d in deltas)
+    plain = min(distinct, key=lambda c: (bool(toml_keys & set(distinct[c])), -counts[c], len(distinct[c]), c))
+    keys = sorted({k for d in distinct.values() for k in d})
+    varying = {k for k in keys if len({_canonical(d.get(k, _DEFAULT)) for d in distinct.values()}) > 1}
+
+    def value(delta: Mapping[str, Any], key: str) -> str:
+        return format_value(delta.get(key, _DEFAULT if key in toml_keys else UNSET))
+
+    names = {}
+    for c, delta in distinct.items():
+        changed = [k for k in keys if _canonical(delta.get(k, _DEFAULT)) != _canonical(distinct[plain].get(k, _DEFAULT))]
+        label = algo if c == plain else f"{algo} [{', '.join(f'{k}={value(delta, k)}' for k in changed)}]"
+        names[c] = (label, ", ".join(f"{k}={value(delta, k)}" for k in keys if k in delta and (k in toml_keys or k in varying)))
+    return [names[_canonical(d)] for d in deltas]
+
+
+def baseline_config(algo: str, dataset_id: str) -> dict[str, Any]:
+    """The hyperparameters baselines/<algo>.toml gives `dataset_id`: its [config], then its [datasets] overrides,
+    as `offbench.config.resolve_config` applies them ({} for an algorithm without a baseline file)."""
+    try:
+        return baseline_values(algo, dataset_id)
+    except OffbenchError:
+        return {}
+
+
+def config_delta(config: Mapping[str, Any], baseline: Mapping[str, Any]) -> dict[str, Any]:
+    """The keys in which `config` differs from `baseline`, with `config`'s value (`UNSET` where it lacks the key)."""
+    keys = sorted(set(config) | set(baseline))
+    return {k: config.get(k, UNSET) for k in keys if config.get(k, UNSET) != baseline.get(k, UNSET)}
+
+
+def config_changes(reference: Mapping[str, Any], new: Mapping[str, Any]) -> str:
+    """`alpha 2.5 -> 1000, tau 0.005 -> unset`: the keys in which `new` differs from `reference`."""
+    return ", ".join(
+        f"{k} {format_value(reference.get(k, UNSET))} -> {format_value(v)}" for k, v in config_delta(new, reference).items()
+    )
+
+
+def format_value(value: Any) -> str:
+    """A config value as a label shows it: `5` for 5.0 (exact, else its repr), `true`, `[256, 256]`, `uniform`."""
+    if isinstance(value, float):
+        short = f"{value:g}"
+        return short if float(short) == value else repr(value)
+    if isinstance(value, (str, _Marker)):
+        return str(value)
+    return json.dumps(value)
+
+
+def _canonical(value: Any) -> str:
+    """A stable text for a config value or dict (a marker never reads as a config string)."""
+    return json.dumps(value, sort_keys=True, default=lambda marker: {"marker": repr(marker)})

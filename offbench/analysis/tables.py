@@ -70,33 +70,40 @@ class Table:
 
 
 def per_dataset_data(scores: ScoreSet, reps: int, seed: int) -> pd.DataFrame:
-    """Mean, std and 95% bootstrap CI over seeds for every (dataset, algo) cell, with its protocol."""
+    """Mean, std and 95% bootstrap CI over scored seeds for every (dataset, algo) cell, with its protocol,
+    hyperparameters and diverged-run count (a cell whose runs all diverged has no mean: NaN, shown as text)."""
     rows = []
     for dataset in scores.datasets:
         for algo in scores.algos:
-            cell = scores.cell_runs(algo, dataset)
-            if cell.empty:
+            cell, diverged = scores.cell_runs(algo, dataset), scores.cell_diverged(algo, dataset)
+            if cell.empty and diverged.empty:
                 continue
             values = cell["score"].to_numpy(float)
-            ci = mean_interval(values, reps, stream_seed(seed, "cell", algo, dataset))
-            first = cell.iloc[0]
+            first = (cell if len(cell) else diverged).iloc[0]
             rows.append(
                 {
                     "dataset": dataset,
                     "algo": algo,
+                    "hyperparameters": first["hyperparameters"],
                     "statistic": scores.statistic.label,
                     "seeds": len(values),
+                    "diverged": len(diverged),
                     "steps": int(first["steps"]),
                     "eval_every": int(first["eval_every"]),
                     "eval_episodes": int(first["eval_episodes"]),
-                    "mean": ci.estimate,
-                    "std": float(np.std(values, ddof=1)) if len(values) > 1 else float("nan"),
-                    "ci_low": ci.low,
-                    "ci_high": ci.high,
+                    **_summary(values, reps, stream_seed(seed, "cell", algo, dataset)),
                     "dataset_sha256": first["dataset_sha256"],
                 }
             )
     return pd.DataFrame(rows)
+
+
+def _summary(values: np.ndarray, reps: int, seed: int) -> dict[str, float]:
+    if len(values) == 0:
+        return dict.fromkeys(("mean", "std", "ci_low", "ci_high"), float("nan"))
+    ci = mean_interval(values, reps, seed)
+    std = float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
+    return {"mean": ci.estimate, "std": std, "ci_low": ci.low, "ci_high": ci.high}
 
 
 def per_dataset_table(data: pd.DataFrame, reps: int) -> Table:
@@ -118,8 +125,10 @@ def per_dataset_table(data: pd.DataFrame, reps: int) -> Table:
         f"Normalised score per dataset (statistic: {statistics}): mean ± std over seeds "
         f"[95% bootstrap CI of the mean, {reps} resamples of the seeds]; n = seeds."
     )
+    if data["diverged"].any():
+        caption += " Diverged runs (a NaN or inf evaluation) have no score and are left out of every mean."
     notes = (f"{FEW_SEEDS_MARK} fewer than {MIN_SEEDS} seeds: treat the interval with caution.",)
-    few = bool((data["seeds"] < MIN_SEEDS).any())
+    few = bool(((data["seeds"] > 0) & (data["seeds"] < MIN_SEEDS)).any())
     return Table(data, pd.DataFrame(rows), caption, "offbench-per-dataset", "lrr" + "l" * len(algos), notes if few else ())
 
 
@@ -155,9 +164,13 @@ def improvement_table(poi: pd.DataFrame, datasets: int, reps: int) -> Table:
 
 
 def _score_cell(row: Any) -> str:
+    """`mean ± std [CI] n=seeds`, then `(d of n diverged)` when runs diverged; only that when all did."""
+    diverged = f"{row.diverged} of {row.seeds + row.diverged} diverged"
+    if row.seeds == 0:
+        return diverged
     std = "–" if np.isnan(row.std) else f"{row.std:.1f}"
     mark = FEW_SEEDS_MARK if row.seeds < MIN_SEEDS else ""
-    return f"{row.mean:.1f} ± {std} [{row.ci_low:.1f}, {row.ci_high:.1f}] n={row.seeds}{mark}"
+    return f"{row.mean:.1f} ± {std} [{row.ci_low:.1f}, {row.ci_high:.1f}] n={row.seeds}{mark}" + (f" ({diverged})" if row.diverged else "")
 
 
 def _distinct(values: Iterable[str]) -> str:
