@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -114,3 +115,24 @@ def test_sampled_returns_match_the_policy_card(policies, monkeypatch):
     returns = dataset.episode_returns()[complete]
     assert len(returns) >= 10
     assert abs(returns.mean() - mean) < 0.1 * abs(mean) + 3 * std / np.sqrt(10)
+
+
+# Measured on 2026-11-30 (AMD EPYC, numpy 2.x): the first 4000 transitions of each recipe. Behaviour
+# policies run in float64 with actions on a 1e-6 grid, so these bytes are meant to be the same on every
+# CPU class: a failure on another machine is the cross-CPU drift this guards against.
+PREFIX_HASHES = {
+    "local/hopper-medium-v5": "f8fb9d6a50e258dcea0aa77d456aeb167ff9fa655313f393824f2100a95c98f5",
+    "local/halfcheetah-medium-v5": "7a45229e671b445c003a6f555532d061c5745fe24982e84d0908594e7bf42455",
+}
+
+
+@pytest.mark.parametrize("dataset_id", sorted(PREFIX_HASHES))
+def test_a_policy_recipe_remakes_the_committed_bytes(dataset_id: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from offbench.data.catalogue import catalogue
+    from offbench.data.registry import make_dataset
+
+    monkeypatch.setenv("OFFBENCH_DATA_DIR", str(tmp_path))
+    recipe = {key: value for key, value in catalogue()[dataset_id].items() if key != "sha256"} | {"steps": 4000}
+    dataset = make_dataset(dataset_id, recipe=recipe)
+    assert np.array_equal(dataset.actions, np.round(dataset.actions.astype(np.float64), 6).astype(np.float32))  # on the grid
+    assert dataset.metadata.sha256 == PREFIX_HASHES[dataset_id]

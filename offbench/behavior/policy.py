@@ -15,8 +15,12 @@ Exporting a training run into committed policies (`python -m offbench.behavior.p
 picks the expert (the best snapshot) and the medium policy (closest to a third of the expert's return,
 as in D4RL), copies them with the snapshot sequence up to medium, and writes a JSON card for each.
 
-The forward pass runs in float32 numpy, so data generation needs no torch threads and, on one machine,
-gives the same bits for the same batch of observations.
+The forward pass runs in float64 numpy and every action is rounded to a grid of 10^-ACTION_DECIMALS before
+it is cast to float32 and enters the simulator. CPU generations differ in their float32 kernels (SIMD
+widths, fused multiply-adds, numpy's exp/tanh paths), which made float32 rollouts, and so the datasets'
+hashes, differ between machines; in float64 those differences are ~1e-16, far below the grid, so the
+rounded actions (and the rollouts that follow) are the same bits on every CPU, except when a value falls
+within ~1e-16 of a grid boundary (about one chance in 10^10 per action component).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from offbench.errors import OffbenchError
 SNAPSHOT_FORMAT = "offbench-sac-actor-v1"
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # rlkit's TanhGaussianPolicy bounds, as in D4RL's behaviour policies
 LAYERS = ("fc0", "fc1", "last_fc", "last_fc_log_std")
+ACTION_DECIMALS = 6  # actions are rounded to 1e-6 before they are cast to float32 (see the module docstring)
 
 Policy = Callable[[np.ndarray], np.ndarray]
 
@@ -57,17 +62,17 @@ def load_snapshot(path: str | Path) -> dict[str, Any]:
 
 
 class TanhGaussianActor:
-    """The numpy forward pass of a 2-hidden-layer tanh-Gaussian actor."""
+    """The numpy forward pass of a 2-hidden-layer tanh-Gaussian actor, in float64; actions are float32 on a 1e-6 grid."""
 
     def __init__(self, actor: dict[str, Any], action_low: np.ndarray, action_high: np.ndarray) -> None:
         def array(name: str) -> np.ndarray:
             value = actor[name]
-            return (value.numpy() if isinstance(value, torch.Tensor) else np.asarray(value)).astype(np.float32)
+            return (value.numpy() if isinstance(value, torch.Tensor) else np.asarray(value)).astype(np.float64)
 
         # Weights are stored as (out, in) like torch.nn.Linear; keep them transposed for obs @ W.
         self.layers = [(array(f"{n}.weight").T.copy(), array(f"{n}.bias")) for n in LAYERS]
-        self.scale = ((np.asarray(action_high) - np.asarray(action_low)) / 2).astype(np.float32)
-        self.bias = ((np.asarray(action_high) + np.asarray(action_low)) / 2).astype(np.float32)
+        self.scale = (np.asarray(action_high, dtype=np.float64) - np.asarray(action_low, dtype=np.float64)) / 2
+        self.bias = (np.asarray(action_high, dtype=np.float64) + np.asarray(action_low, dtype=np.float64)) / 2
 
     @classmethod
     def from_snapshot(cls, snapshot: dict[str, Any]) -> TanhGaussianActor:
@@ -75,18 +80,21 @@ class TanhGaussianActor:
 
     def mean_and_log_std(self, observations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         (w0, b0), (w1, b1), (wm, bm), (ws, bs) = self.layers
-        h = np.maximum(np.asarray(observations, dtype=np.float32) @ w0 + b0, 0)
+        h = np.maximum(np.asarray(observations, dtype=np.float64) @ w0 + b0, 0)
         h = np.maximum(h @ w1 + b1, 0)
         return h @ wm + bm, np.clip(h @ ws + bs, LOG_STD_MIN, LOG_STD_MAX)
 
     def mean_action(self, observations: np.ndarray) -> np.ndarray:
         mean, _ = self.mean_and_log_std(observations)
-        return np.tanh(mean) * self.scale + self.bias
+        return self.squash(mean)
 
     def sample(self, observations: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         mean, log_std = self.mean_and_log_std(observations)
-        noise = rng.standard_normal(mean.shape, dtype=np.float32)
-        return np.tanh(mean + np.exp(log_std) * noise) * self.scale + self.bias
+        return self.squash(mean + np.exp(log_std) * rng.standard_normal(mean.shape))
+
+    def squash(self, pre_tanh: np.ndarray) -> np.ndarray:
+        """tanh into the action box, rounded to the 1e-6 grid, as float32 (the action stored is the one executed)."""
+        return np.round(np.tanh(pre_tanh) * self.scale + self.bias, ACTION_DECIMALS).astype(np.float32)
 
 
 def make_policy(path: str | Path, sampled: bool, seed: int = 0) -> Policy:
