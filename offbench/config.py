@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import tomllib
 import typing
 from dataclasses import dataclass
@@ -124,10 +125,12 @@ def field_ranges(config_class: type) -> dict[str, Range]:
 
 
 def _check_value(owner: str, key: str, value: Any, valid: Range | None) -> None:
-    for number in value if isinstance(value, list) else [value]:
-        if isinstance(number, float) and not math.isfinite(number):
+    for number in value if isinstance(value, (list, tuple)) else [value]:
+        if not isinstance(number, numbers.Real) or isinstance(number, bool):  # numpy scalars are Real too
+            continue
+        if not math.isfinite(float(number)):
             raise OffbenchError(f"config key '{key}' for {owner} must be a finite number, got {number!r}")
-        if valid is not None and isinstance(number, (int, float)) and not isinstance(number, bool) and not valid.contains(number):
+        if valid is not None and not valid.contains(float(number)):
             raise OffbenchError(f"config key '{key}' for {owner} must be {valid.describe()}, got {value!r}")
 
 

@@ -39,7 +39,7 @@ def make_env(env_id: str, env_kwargs: dict | None = None, wrappers: Sequence[str
     """
     try:
         env = gym.make(env_id, **(env_kwargs or {}))
-    except (gym.error.Error, ImportError, TypeError) as error:
+    except (gym.error.Error, ImportError, TypeError, ValueError) as error:
         raise OffbenchError(f"evaluation env {env_id} cannot be built: {error}".splitlines()[0],
                             "the dataset's metadata names the env; check its id and kwargs") from None
     for wrap in wrappers_named(wrappers):

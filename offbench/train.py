@@ -11,6 +11,7 @@ written, and the whole group is checkpointed atomically, so a killed group resum
 from __future__ import annotations
 
 import dataclasses
+import math
 import secrets
 import time
 from collections.abc import Callable
@@ -25,7 +26,7 @@ from offbench import provenance
 from offbench.algos import get_algorithm
 from offbench.algos.base import OfflineAlgorithm, Problem, StageContext
 from offbench.config import protocol_defaults, resolve_config
-from offbench.data import OfflineDataset, corruption, load_dataset, transforms
+from offbench.data import OfflineDataset, corruption, load_dataset, resolve, transforms
 from offbench.data.registry import recorded_hash_mismatch
 from offbench.data.sampling import (
     Sampler,
@@ -152,14 +153,16 @@ def build_group(plan: RunPlan, reporter: Reporter, group_id: str | None = None) 
     """Load the data, resolve the config and build the seeded networks for a plan."""
     algorithm_class = get_algorithm(plan.algo)
     check_plan(plan)
+    resolve_config(plan.algo, algorithm_class, resolve(plan.dataset), plan.overrides)  # bad --set values before any data work
     device = pick_device(plan.device)
     dataset = transformed(load_dataset(plan.dataset, on_make=lambda d: _announce_make(reporter, d)), plan)
     config = resolve_config(plan.algo, algorithm_class, dataset.metadata.id, plan.overrides)
     protocol = _protocol(plan, dataset, config)
     meta = dataset.metadata
-    if meta.ref_min_score is None or meta.ref_max_score is None:
-        raise OffbenchError(f"dataset {meta.id} has no reference returns to normalise scores with",
-                            "use a dataset whose metadata carries ref_min_score and ref_max_score")
+    low, high = meta.ref_min_score, meta.ref_max_score
+    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high) and high > low):
+        raise OffbenchError(f"dataset {meta.id} has no usable reference returns to normalise scores with (min {low}, max {high})",
+                            "use a dataset whose metadata carries finite ref_min_score < ref_max_score")
     algorithm_class.check_problem(plan.algo, Problem(meta.observation_space, meta.action_space), meta.id)
     sampler = make_sampler(dataset, device, config)
     problem = Problem(sampler.observation_space, meta.action_space)
@@ -402,7 +405,7 @@ def evaluation_entry(step: int, returns: np.ndarray, scores: np.ndarray, time_s:
     inf, the entry is marked `"diverged": true` and its score, return mean and std are null; every
     non-finite value (returns, scores, training metrics) is written as null, never as a NaN token.
     """
-    finite = bool(np.isfinite(returns).all())
+    finite = bool(np.isfinite(returns).all() and np.isfinite(scores).all())
     entry = {
         "step": step,
         "normalized_score": float(scores.mean()) if finite else None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 
+import numpy as np
 import pytest
 
 from offbench.algos import ALGORITHMS, get_algorithm
@@ -50,8 +51,14 @@ def test_every_numeric_field_declares_its_range(config_class: type) -> None:
     config_class()  # the defaults themselves are valid
 
 
-def test_a_config_built_directly_is_held_to_the_same_ranges() -> None:
+@pytest.mark.parametrize("fields, message", [
+    ({"tau": 2.0}, r"config key 'tau' for TD3BCConfig must be in \[0, 1\], got 2.0"),
+    ({"batch_size": np.int64(0)}, r"'batch_size' for TD3BCConfig must be >= 1"),
+    ({"alpha": np.float32("nan")}, r"'alpha' for TD3BCConfig must be a finite number"),
+    ({"hidden_dims": (256, 0)}, r"'hidden_dims' for TD3BCConfig must be >= 1"),
+])
+def test_a_config_built_directly_is_held_to_the_same_ranges(fields: dict, message: str) -> None:
     from offbench.algos.td3bc import TD3BCConfig
 
-    with pytest.raises(OffbenchError, match=r"config key 'tau' for TD3BCConfig must be in \[0, 1\], got 2.0"):
-        TD3BCConfig(tau=2.0)
+    with pytest.raises(OffbenchError, match=message):
+        TD3BCConfig(**fields)

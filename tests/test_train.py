@@ -137,9 +137,12 @@ def test_a_dataset_without_reference_returns_is_refused_before_anything_is_writt
                "rewards": np.ones(20), "terminations": np.zeros(20, bool), "truncations": np.r_[np.zeros(19, bool), True]}
     write_minari(tmp_path / "minari", "made-up/hopper/noref-v0", [episode], "Hopper-v5", None, None, "made up", {})
     store = ResultsStore(tmp_path / "results")
-    with pytest.raises(OffbenchError, match="has no reference returns to normalise scores with"):
+    with pytest.raises(OffbenchError, match=r"has no usable reference returns to normalise scores with \(min None, max None\)"):
         run(RunPlan("bc", "minari/made-up/hopper/noref-v0", seeds=[0], steps=10, eval_every=10, eval_episodes=1), store)
     assert store.runs(status=None).empty and not (tmp_path / "results" / "runs").exists()
+    write_minari(tmp_path / "minari", "made-up/hopper/flat-v0", [episode], "Hopper-v5", 5.0, 5.0, "made up", {})
+    with pytest.raises(OffbenchError, match=r"no usable reference returns .* \(min 5.0, max 5.0\)"):  # max == min: scores would be inf
+        run(RunPlan("bc", "minari/made-up/hopper/flat-v0", seeds=[0], steps=10, eval_every=10, eval_episodes=1), store)
 
 
 @pytest.mark.parametrize("plan_fields, message", [
@@ -149,6 +152,7 @@ def test_a_dataset_without_reference_returns_is_refused_before_anything_is_writt
     ({"subset": 100, "subset_mode": "last"}, "unknown subset mode 'last'"),
     ({"corrupt": "gaussian:0.1"}, "gaussian"),
     ({"seeds": [1, 1]}, "seeds must be distinct"),
+    ({"overrides": {"alpha": float("nan")}}, "config key 'alpha' for td3bc must be a finite number"),
 ])
 def test_flags_are_checked_before_the_dataset_is_loaded_or_made(empty_roots: Path, plan_fields: dict, message: str) -> None:
     from offbench.errors import OffbenchError

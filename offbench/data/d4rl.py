@@ -40,8 +40,6 @@ REFERENCE_SCORES: dict[str, tuple[float, float]] = {
     "maze2d-large-dense": (30.569041, 303.4857382709002),
 }
 
-# D4RL v2 locomotion was collected in gym's mujoco-py v3 envs; Gymnasium v4 keeps their observation
-# layout (ant needs contact forces for its 111 dimensions). v4 runs on current MuJoCo.
 # The env each D4RL locomotion family is evaluated in, configured to produce the observations and reward
 # terms the files were recorded with (gym v2 envs under mujoco-py 2.0). D4RL's ant files keep the 84
 # contact-force dims (27:111) but mujoco-py 2.0 never filled cfrc_ext, so they are all zero there and no

@@ -204,7 +204,8 @@ def _reference(dataset_id: str, minari_meta: dict[str, Any], source: str) -> dic
 
     Minari's `mujoco/<robot>/...` datasets may carry no ref_min_score/ref_max_score; their scores are then
     normalised with D4RL's random/expert returns of the same robot (d4rl/infos.py), as offbench's local
-    datasets are, and `ref_source` says so. Any other dataset without references keeps None (a run on it
+    datasets are, and `ref_source` says so: hopper, halfcheetah and walker2d only (D4RL's ant returns were
+    recorded without the contact cost that Ant-v5's rewards include, so they are not comparable). Any other dataset without references keeps None (a run on it
     is refused before training).
     """
     low, high = minari_meta.get("ref_min_score"), minari_meta.get("ref_max_score")
@@ -212,7 +213,7 @@ def _reference(dataset_id: str, minari_meta: dict[str, Any], source: str) -> dic
         return {"ref_min_score": low, "ref_max_score": high, "ref_source": source}
     parts = dataset_id.split("/")
     robot = parts[2] if len(parts) > 3 and parts[:2] == ["minari", "mujoco"] else None
-    if robot in d4rl.REFERENCE_SCORES:
+    if robot in ("hopper", "halfcheetah", "walker2d"):  # not ant: D4RL's ant returns have no contact cost, Ant-v5's do
         low, high = d4rl.REFERENCE_SCORES[robot]
         return {"ref_min_score": low, "ref_max_score": high,
                 "ref_source": f"d4rl/infos.py {robot} (the Minari dataset has no reference scores; D4RL's random/expert returns of the same robot)"}
