@@ -22,6 +22,14 @@ BUDGET_KEYS = ("steps", "eval_every", "eval_episodes")
 SCORE = "normalised return x100 under the dataset's reference min/max"
 
 
+def check_budget(budget: Mapping[str, Any]) -> None:
+    """Raise one line (`--steps must be positive, got 0`) unless every budget value is a positive integer."""
+    for key in BUDGET_KEYS:
+        value = budget[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise OffbenchError(f"--{key.replace('_', '-')} must be positive, got {value!r}")
+
+
 @dataclass(frozen=True)
 class TrainingProtocol:
     """How one seed group was trained and evaluated (see the module docstring)."""
@@ -39,10 +47,7 @@ class TrainingProtocol:
     score: str = SCORE
 
     def __post_init__(self) -> None:
-        for key in BUDGET_KEYS:
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise OffbenchError(f"--{key.replace('_', '-')} must be positive, got {value!r}")
+        check_budget(self.budget)
 
     @property
     def budget(self) -> dict[str, int]:

@@ -26,7 +26,7 @@ from offbench import provenance
 from offbench.algos import get_algorithm
 from offbench.algos.base import OfflineAlgorithm, Problem, StageContext
 from offbench.config import protocol_defaults, resolve_config
-from offbench.data import OfflineDataset, corruption, load_dataset, resolve, transforms
+from offbench.data import DatasetMetadata, OfflineDataset, corruption, load_dataset, resolve, transforms
 from offbench.data.registry import recorded_hash_mismatch
 from offbench.data.sampling import (
     Sampler,
@@ -37,7 +37,7 @@ from offbench.data.sampling import (
 from offbench.errors import OffbenchError
 from offbench.evaluate import check_env_spaces, evaluate
 from offbench.io import atomic_write
-from offbench.protocol import TrainingProtocol
+from offbench.protocol import BUDGET_KEYS, TrainingProtocol, check_budget
 from offbench.records import DEFAULT_LAST_K, DatasetRecord, RunConfig, RunSummary
 from offbench.seeding import SeedStreams
 from offbench.store import ResultsStore
@@ -153,16 +153,15 @@ def build_group(plan: RunPlan, reporter: Reporter, group_id: str | None = None) 
     """Load the data, resolve the config and build the seeded networks for a plan."""
     algorithm_class = get_algorithm(plan.algo)
     check_plan(plan)
-    resolve_config(plan.algo, algorithm_class, resolve(plan.dataset), plan.overrides)  # bad --set values before any data work
+    dataset_id = resolve(plan.dataset)
+    # Transforms never change the config (overrides are keyed by alias or base id), so bad --set values
+    # are refused here, before the dataset is loaded or made.
+    config = resolve_config(plan.algo, algorithm_class, dataset_id, plan.overrides)
     device = pick_device(plan.device)
-    dataset = transformed(load_dataset(plan.dataset, on_make=lambda d: _announce_make(reporter, d)), plan)
-    config = resolve_config(plan.algo, algorithm_class, dataset.metadata.id, plan.overrides)
+    dataset = transformed(load_dataset(dataset_id, on_make=lambda d: _announce_make(reporter, d)), plan)
     protocol = _protocol(plan, dataset, config)
     meta = dataset.metadata
-    low, high = meta.ref_min_score, meta.ref_max_score
-    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high) and high > low):
-        raise OffbenchError(f"dataset {meta.id} has no usable reference returns to normalise scores with (min {low}, max {high})",
-                            "use a dataset whose metadata carries finite ref_min_score < ref_max_score")
+    _check_references(meta)
     algorithm_class.check_problem(plan.algo, Problem(meta.observation_space, meta.action_space), meta.id)
     sampler = make_sampler(dataset, device, config)
     problem = Problem(sampler.observation_space, meta.action_space)
@@ -188,10 +187,9 @@ def check_plan(plan: RunPlan) -> None:
     """Everything about a plan that can be checked before its dataset is loaded or made; raises `OffbenchError`."""
     if not plan.seeds or len(set(plan.seeds)) != len(plan.seeds) or min(plan.seeds) < 0:
         raise OffbenchError(f"seeds must be distinct non-negative integers, got {plan.seeds}")
-    for key in ("steps", "eval_every", "eval_episodes", "subset"):
-        value = getattr(plan, key)
-        if value is not None and value <= 0:
-            raise OffbenchError(f"--{key.replace('_', '-')} must be positive, got {value}")
+    plan_budget(plan)
+    if plan.subset is not None and plan.subset <= 0:
+        raise OffbenchError(f"--subset must be positive, got {plan.subset}")
     if plan.subset_mode not in transforms.SUBSET_MODES:
         raise OffbenchError(f"unknown subset mode '{plan.subset_mode}'", f"choose one of: {', '.join(transforms.SUBSET_MODES)}")
     if plan.corrupt is not None:
@@ -212,12 +210,25 @@ def _announce_make(reporter: Reporter, dataset_id: str) -> Callable[[int], None]
     return reporter.making(dataset_id)
 
 
+def plan_budget(plan: RunPlan) -> dict[str, int]:
+    """Steps, eval_every and eval_episodes: the plan's, else the algorithm's protocol defaults; checked positive."""
+    defaults = {"steps": 1_000_000, "eval_every": 5000, "eval_episodes": 10, **protocol_defaults(plan.algo)}
+    budget = {key: defaults[key] if getattr(plan, key) is None else getattr(plan, key) for key in BUDGET_KEYS}
+    check_budget(budget)
+    return budget
+
+
+def _check_references(meta: DatasetMetadata) -> None:
+    """Scores are 100 (R - min) / (max - min): refuse, before training, references that would make them inf or NaN."""
+    low, high = meta.ref_min_score, meta.ref_max_score
+    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high) and high > low):
+        raise OffbenchError(f"dataset {meta.id} has no usable reference returns to normalise scores with (min {low}, max {high})",
+                            "use a dataset whose metadata carries finite ref_min_score < ref_max_score")
+
+
 def _protocol(plan: RunPlan, dataset: OfflineDataset, config: Any) -> TrainingProtocol:
-    defaults = protocol_defaults(plan.algo)
     protocol = TrainingProtocol(
-        steps=_given_or(plan.steps, defaults.get("steps", 1_000_000)),
-        eval_every=_given_or(plan.eval_every, defaults.get("eval_every", 5000)),
-        eval_episodes=_given_or(plan.eval_episodes, defaults.get("eval_episodes", 10)),
+        **plan_budget(plan),
         sampler=config.sampler,
         batch_sampling=sampler_class(config.sampler).description,
         normalize_states=config.normalize_states,
@@ -229,10 +240,6 @@ def _protocol(plan: RunPlan, dataset: OfflineDataset, config: Any) -> TrainingPr
     if not dataset.metadata.env_id:
         raise OffbenchError(f"dataset {dataset.metadata.id} names no environment to evaluate in")
     return protocol
-
-
-def _given_or(value: int | None, default: int) -> int:
-    return default if value is None else value
 
 
 def _new_group_id(algo: str, dataset_id: str) -> str:

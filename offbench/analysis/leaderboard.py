@@ -54,6 +54,7 @@ from offbench.errors import OffbenchError
 from offbench.io import read_json, write_json
 from offbench.paths import resource_dir
 from offbench.protocol import BUDGET_KEYS
+from offbench.records import DEFAULT_LAST_K
 from offbench.store import ResultsStore, RunRecord
 
 LEADERBOARD_FORMAT = "offbench-leaderboard"
@@ -130,7 +131,7 @@ def load_protocol(name_or_path: str | Path) -> Protocol:
         steps=data["steps"],
         eval_every=data["eval_every"],
         eval_episodes=data["eval_episodes"],
-        statistic=Statistic(data.get("statistic", "last-k"), data.get("k", 10)),
+        statistic=Statistic(data.get("statistic", "last-k"), data.get("k", DEFAULT_LAST_K)),
         margin=float(data.get("margin", DEFAULT_MARGIN)),
         description=data.get("description", ""),
     )
@@ -575,9 +576,9 @@ def _check_entry(
 
 def _refusal_hint(runs: pd.DataFrame, entries: list[Entry]) -> str:
     if any(_same_budget(runs, e).any() for e in entries):
-        return ("same budget, other data bytes: a local dataset rolled out by a policy differs across CPU "
-                "generations (datasets/README.md), a downloaded one may be another version; freeze a reference "
-                "on this machine class and data with `offbench leaderboard update`")
+        return ("same budget, other data bytes: a downloaded dataset may be another version, a local one made by "
+                "another generation or machine (datasets/README.md); freeze a reference on this data with "
+                "`offbench leaderboard update`")
     return "rerun under the leaderboard's protocol, or freeze a new reference with `offbench leaderboard update`"
 
 

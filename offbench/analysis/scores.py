@@ -39,6 +39,7 @@ from offbench.config import baseline_values
 from offbench.data import ids
 from offbench.errors import OffbenchError
 from offbench.protocol import BUDGET_KEYS
+from offbench.records import DEFAULT_LAST_K
 from offbench.store import ResultsStore, RunRecord
 
 STATISTICS = ("final", "last-k", "best")
@@ -51,7 +52,7 @@ class Statistic:
     """How one run's evaluation curve becomes its score."""
 
     name: str = "last-k"
-    k: int = 10
+    k: int = DEFAULT_LAST_K  # the k every run summary records, so the end-of-run line and the tables agree
 
     def __post_init__(self) -> None:
         if self.name not in STATISTICS:
@@ -77,7 +78,7 @@ class Statistic:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Statistic:
-        return cls(data["statistic"], int(data.get("k", 10)))
+        return cls(data["statistic"], int(data.get("k", DEFAULT_LAST_K)))
 
     def of(self, curve_scores: Sequence[float]) -> float:
         if len(curve_scores) == 0:
@@ -175,8 +176,6 @@ class ScoreSet:
 
 def _cell(runs: pd.DataFrame, algo: str, dataset: str) -> pd.DataFrame:
     return runs[(runs["algo"] == algo) & (runs["dataset_id"] == dataset)].sort_values("seed")
-
-
 
 
 def collect_scores(
