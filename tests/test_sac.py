@@ -74,3 +74,36 @@ def test_missing_or_foreign_policy_file_is_a_user_error(tmp_path):
     torch.save({"something": 1}, tmp_path / "foreign.pt")
     with pytest.raises(OffbenchError):
         load_snapshot(tmp_path / "foreign.pt")
+
+
+def _small_config(tmp_path, steps: int, **kw) -> sac.Config:
+    return sac.Config(env="Hopper-v5", steps=steps, seed=0, out=str(tmp_path), snapshot_every=100, checkpoint_every=100,
+                      eval_episodes=1, learning_starts=50, buffer_size=1000, batch_size=16, hidden=16, **kw)
+
+
+def test_resumed_run_is_bit_identical_to_an_uninterrupted_one(tmp_path):
+    sac.train(_small_config(tmp_path / "whole", 300))
+    sac.train(_small_config(tmp_path / "split", 200))  # "killed" after its step-200 checkpoint
+    log = sac.train(_small_config(tmp_path / "split", 300), resume=True)
+    assert [r["step"] for r in log["resumed_at"]] == [200]
+    whole = json.loads((tmp_path / "whole" / "log.json").read_text())
+    assert [s["step"] for s in log["snapshots"]] == [0, 100, 200, 300]
+    assert log["train_episodes"] == whole["train_episodes"]
+    for name in ("step_0000200.pt", "step_0000300.pt"):
+        a, b = (load_snapshot(tmp_path / run / "snapshots" / name) for run in ("whole", "split"))
+        assert all(torch.equal(a["actor"][k], b["actor"][k]) for k in a["actor"])
+    a, b = (torch.load(tmp_path / run / sac.CHECKPOINT, weights_only=False) for run in ("whole", "split"))
+    assert all(torch.equal(a["buffer"][k], b["buffer"][k]) for k in sac.BUFFER_FIELDS)
+    assert all(torch.equal(x, y) for x, y in zip(a["agent"]["critic"].values(), b["agent"]["critic"].values()))
+
+
+def test_resume_refuses_other_settings_and_a_second_run_refuses_to_overwrite(tmp_path):
+    with pytest.raises(OffbenchError, match="nothing to resume"):
+        sac.train(_small_config(tmp_path, 100), resume=True)
+    sac.train(_small_config(tmp_path, 100))
+    with pytest.raises(OffbenchError, match="--resume"):
+        sac.train(_small_config(tmp_path, 100))
+    with pytest.raises(OffbenchError, match="lr=0.0003 \\(now 0.001\\)"):
+        sac.train(_small_config(tmp_path, 200, lr=1e-3), resume=True)
+    with pytest.raises(OffbenchError, match="already at --steps 100"):
+        sac.train(_small_config(tmp_path, 100), resume=True)

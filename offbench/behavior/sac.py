@@ -22,8 +22,11 @@ with one batched numpy forward per step.
 
 Output in `--out`: `snapshots/step_NNNNNNN.pt` every `--snapshot-every` env steps (and at step 0),
 each an actor-only snapshot (see `offbench.behavior.policy`) with the return of its deterministic
-policy over `--eval-episodes` episodes, and `log.json`, rewritten atomically after every snapshot. A
-killed run keeps every snapshot written so far; it does not resume.
+policy over `--eval-episodes` episodes, and `log.json`, rewritten atomically after every snapshot.
+Every `--checkpoint-every` env steps it also writes `checkpoint.pt` atomically: networks, optimiser
+states, the replay buffer, every random stream and the simulator's full integration state. A killed
+run continues from its last checkpoint with `--resume` (the same flags; `--steps` may grow), and the
+continued run takes the same steps, bit for bit, as one that was never interrupted.
 """
 
 from __future__ import annotations
@@ -39,12 +42,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import gymnasium as gym
+import mujoco
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from offbench.behavior.policy import LOG_STD_MAX, LOG_STD_MIN, SNAPSHOT_FORMAT, TanhGaussianActor, evaluate_policy
+from offbench.errors import OffbenchError
 from offbench.io import atomic_write, write_json
 
 LOG_2 = math.log(2.0)
@@ -58,6 +63,7 @@ class Config:
     seed: int = 0
     out: str = ".behavior_runs/hopper"
     snapshot_every: int = 10_000
+    checkpoint_every: int = 20_000
     eval_episodes: int = 10
     learning_starts: int = 5_000
     buffer_size: int = 1_000_000
@@ -153,6 +159,22 @@ class ReplayBuffer:
         idx = torch.randint(self.count, (batch_size,), generator=self.generator)
         return self.obs[idx], self.actions[idx], self.rewards[idx], self.next_obs[idx], self.terminated[idx]
 
+    def state_dict(self) -> dict:
+        n = self.count
+        return {"count": n, "position": self.position, "generator": self.generator.get_state(),
+                **{k: getattr(self, k)[:n].clone() for k in BUFFER_FIELDS}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.count = state["count"]
+        # A buffer sized by a shorter --steps was full without wrapping; a longer run appends after it.
+        self.position = state["position"] if self.count == self.size else self.count
+        self.generator.set_state(state["generator"])
+        for k in BUFFER_FIELDS:
+            getattr(self, k)[: self.count] = state[k]
+
+
+BUFFER_FIELDS = ("obs", "next_obs", "actions", "rewards", "terminated")
+
 
 # ---- the agent ------------------------------------------------------------------------------------
 
@@ -205,6 +227,43 @@ class SAC:
         torch._foreach_lerp_(list(self.target_critic.weights), list(self.critic.weights), self.cfg.tau)
         return {"critic_loss": critic_loss.detach(), "actor_loss": actor_loss.detach(), "alpha": alpha}
 
+    def state_dict(self) -> dict:
+        return {"actor": self.actor.state_dict(), "critic": self.critic.state_dict(), "target_critic": self.target_critic.state_dict(),
+                "log_alpha": self.log_alpha.detach().clone(), "actor_opt": self.actor_opt.state_dict(),
+                "critic_opt": self.critic_opt.state_dict(), "alpha_opt": self.alpha_opt.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name in ("actor", "critic", "target_critic", "actor_opt", "critic_opt", "alpha_opt"):
+            getattr(self, name).load_state_dict(state[name])
+        with torch.no_grad():
+            self.log_alpha.copy_(state["log_alpha"])
+
+
+# ---- resumable state of the simulator -------------------------------------------------------------
+
+
+def env_state(env: gym.Env) -> dict:
+    """Everything that decides the env's next steps: MuJoCo's integration state, the time limit's
+    step count and the reset RNG (a pickled gymnasium env is rebuilt from its spec, not copied)."""
+    sim = env.unwrapped
+    spec = mujoco.mjtState.mjSTATE_INTEGRATION
+    state = np.empty(mujoco.mj_stateSize(sim.model, spec))
+    mujoco.mj_getState(sim.model, sim.data, state, spec)
+    return {"mujoco": state, "elapsed_steps": _time_limit(env)._elapsed_steps, "np_random": sim.np_random.bit_generator.state}
+
+
+def restore_env_state(env: gym.Env, state: dict) -> None:
+    sim = env.unwrapped
+    mujoco.mj_setState(sim.model, sim.data, state["mujoco"], mujoco.mjtState.mjSTATE_INTEGRATION)
+    _time_limit(env)._elapsed_steps = state["elapsed_steps"]
+    sim.np_random.bit_generator.state = state["np_random"]
+
+
+def _time_limit(env: gym.Env) -> gym.wrappers.TimeLimit:
+    while not isinstance(env, gym.wrappers.TimeLimit):
+        env = env.env
+    return env
+
 
 # ---- snapshots and the loop -----------------------------------------------------------------------
 
@@ -237,6 +296,10 @@ def eval_seed(seed: int) -> int:
     return 1_000_000 + 1000 * seed
 
 
+def command_line() -> str:
+    return " ".join([Path(sys.executable).name, "-m", "offbench.behavior.sac", *sys.argv[1:]])
+
+
 def git_commit() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, cwd=Path(__file__).parent).stdout.strip()
@@ -244,11 +307,18 @@ def git_commit() -> str:
         return "unknown"
 
 
-def train(cfg: Config) -> dict:
-    """Train SAC for `cfg.steps` environment steps, writing snapshots and `log.json` as it goes."""
+CHECKPOINT = "checkpoint.pt"
+
+
+def train(cfg: Config, resume: bool = False) -> dict:
+    """Train SAC for `cfg.steps` environment steps, writing snapshots, `log.json` and checkpoints as it goes.
+
+    Raises OffbenchError if `cfg.out` holds a run and `resume` is not set, or if `resume` is set and the
+    checkpoint is missing or was written with other settings (only `steps` may differ).
+    """
+    out = Path(cfg.out)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    out = Path(cfg.out)
     env = gym.make(cfg.env)
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     low, high = env.action_space.low.astype(np.float64), env.action_space.high.astype(np.float64)
@@ -256,28 +326,54 @@ def train(cfg: Config) -> dict:
     buffer = ReplayBuffer(min(cfg.buffer_size, cfg.steps), obs_dim, act_dim, cfg.seed)
     log = {
         "config": asdict(cfg),
-        "command": " ".join([Path(sys.executable).name, "-m", "offbench.behavior.sac", *sys.argv[1:]]),
+        "command": command_line(),
         "git_commit": git_commit(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "machine": f"{platform.machine()} {platform.system()}, {os.cpu_count()} logical cores",
         "snapshots": [],
         "train_episodes": [],
+        "resumed_at": [],
     }
+    if resume:
+        ckpt = load_checkpoint(out, cfg)
+        agent.load_state_dict(ckpt["agent"])
+        buffer.load_state_dict(ckpt["buffer"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        rng.bit_generator.state = ckpt["numpy_rng"]
+        env.reset()
+        restore_env_state(env, ckpt["env"])
+        log = ckpt["log"] | {"config": asdict(cfg)}
+        log["resumed_at"].append({"step": ckpt["step"], "git_commit": git_commit(), "command": command_line()})
+        first_step, elapsed_before = ckpt["step"] + 1, ckpt["wall_s"]
+        obs, episode_return, episode_length, metrics = ckpt["obs"], ckpt["episode_return"], ckpt["episode_length"], ckpt["metrics"]
+    elif (out / "log.json").exists():
+        raise OffbenchError(f"{out} already holds a SAC run; continue it with --resume or choose another --out")
     start = time.perf_counter()
+
+    def wall_s() -> float:
+        return round(elapsed_before + time.perf_counter() - start, 1)
 
     def snapshot(step: int, metrics: dict[str, torch.Tensor]) -> None:
         record = save_snapshot(out / "snapshots" / f"step_{step:07d}.pt", agent, cfg, step)
-        record.update({k: float(v) for k, v in metrics.items()}, wall_s=round(time.perf_counter() - start, 1))
+        record.update({k: float(v) for k, v in metrics.items()}, wall_s=wall_s())
         log["snapshots"].append(record)
         write_json(out / "log.json", log)
         print(f"step {step:>8d}  eval {record['return_mean']:8.1f} ± {record['return_std']:6.1f}  "
               f"{step / max(record['wall_s'], 1e-9):6.1f} steps/s", flush=True)
 
-    snapshot(0, {})
-    obs, _ = env.reset(seed=cfg.seed)
-    episode_return, episode_length, metrics = 0.0, 0, {}
-    for step in range(1, cfg.steps + 1):
+    def checkpoint(step: int) -> None:
+        state = {"config": asdict(cfg), "step": step, "wall_s": wall_s(), "agent": agent.state_dict(), "buffer": buffer.state_dict(),
+                 "torch_rng": torch.get_rng_state(), "numpy_rng": rng.bit_generator.state, "env": env_state(env), "obs": obs,
+                 "episode_return": episode_return, "episode_length": episode_length, "metrics": metrics, "log": log}
+        atomic_write(out / CHECKPOINT, lambda tmp: torch.save(state, tmp))
+
+    if not resume:
+        first_step, elapsed_before = 1, 0.0
+        snapshot(0, {})
+        obs, _ = env.reset(seed=cfg.seed)
+        episode_return, episode_length, metrics = 0.0, 0, {}
+    for step in range(first_step, cfg.steps + 1):
         action = rng.uniform(low, high).astype(np.float32) if step <= cfg.learning_starts else agent.act(obs)
         next_obs, reward, terminated, truncated, _ = env.step(action)
         buffer.add(obs, action, reward, next_obs, terminated)
@@ -291,17 +387,41 @@ def train(cfg: Config) -> dict:
             metrics = agent.update(buffer.sample(cfg.batch_size))
         if step % cfg.snapshot_every == 0:
             snapshot(step, metrics)
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            checkpoint(step)
     env.close()
     return log
 
 
-def parse_args(argv: list[str] | None = None) -> Config:
+def load_checkpoint(out: Path, cfg: Config) -> dict:
+    """The checkpoint in `out`, after checking it was written with `cfg`'s settings (bar `steps`)."""
+    path = out / CHECKPOINT
+    if not path.is_file():
+        raise OffbenchError(f"no {CHECKPOINT} in {out}: nothing to resume")
+    ckpt = torch.load(path, weights_only=False)
+    saved, wanted = dict(ckpt["config"]), asdict(cfg)
+    changed = sorted(k for k in wanted if k != "steps" and saved.get(k) != wanted[k])
+    if changed:
+        raise OffbenchError(f"{path} was written with other settings: " + ", ".join(f"{k}={saved.get(k)!r} (now {wanted[k]!r})" for k in changed))
+    if ckpt["step"] >= cfg.steps:
+        raise OffbenchError(f"{path} is at step {ckpt['step']}, already at --steps {cfg.steps}; raise --steps to train on")
+    return ckpt
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[Config, bool]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     for field, default in asdict(Config()).items():
         parser.add_argument("--" + field.replace("_", "-"), type=type(default), default=default)
-    return Config(**vars(parser.parse_args(argv)))
+    parser.add_argument("--resume", action="store_true", help=f"continue from {CHECKPOINT} in --out")
+    args = vars(parser.parse_args(argv))
+    resume = args.pop("resume")
+    return Config(**args), resume
 
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
-    train(parse_args())
+    try:
+        train(*parse_args())
+    except OffbenchError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
