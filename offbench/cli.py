@@ -89,7 +89,7 @@ def _making_progress(dataset_id: str) -> Callable[[int], None]:
 @app.command()
 def run(
     algo: Optional[str] = typer.Option(None, "--algo", help="Algorithm (e.g. td3bc)."),
-    dataset: Optional[str] = typer.Option(None, "--dataset", help="Dataset id or alias (e.g. hopper-medium, local/hopper-random-v5)."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Dataset id or alias (e.g. hopper-medium, local/hopper-random-v5), or the path of your own file: a D4RL-layout .hdf5, an .npz or a Minari dataset folder."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Gradient steps (default: the algorithm's protocol, 1M for TD3+BC)."),
     seeds: int = typer.Option(1, "--seeds", help="Number of seeds, trained together on the seed axis; one record each."),
     seed_start: int = typer.Option(0, "--seed-start", help="First seed; seeds are seed-start .. seed-start+seeds-1."),
@@ -101,12 +101,16 @@ def run(
     subset_mode: str = typer.Option("first", "--subset-mode", help="first: the first N transitions (Sparse-Reg's code); episodes: random whole episodes."),
     corrupt: Optional[str] = typer.Option(None, "--corrupt", help="Degraded-data protocol (DriftQL paper): random-actions:P (recorded in the dataset id)."),
     data_seed: int = typer.Option(0, "--data-seed", help="Seed of data transforms (random-episode subsets, corruption), shared by all training seeds."),
+    env: Optional[str] = typer.Option(None, "--env", help="Your own file: the Gymnasium env to evaluate in (e.g. Hopper-v5)."),
+    ref: Optional[str] = typer.Option(None, "--ref", help="Your own file: reference returns for normalised scores, d4rl:<robot> or MIN,MAX."),
+    clip_actions: bool = typer.Option(False, "--clip-actions", help="Your own file: clip actions outside the env's action box (recorded in the id as +clip-actions)."),
     resume: Optional[str] = typer.Option(None, "--resume", help="Resume a killed seed group by its group id (other options are taken from it)."),
     results: Optional[Path] = ResultsDirOption,
 ) -> None:
     """Train ALGO on DATASET for one or more seeds under the unified protocol and record each run."""
     from offbench import train
     from offbench.config import parse_overrides
+    from offbench.data.user_files import is_user_path
     from offbench.store import ResultsStore
 
     store = ResultsStore(results_dir(results))
@@ -118,10 +122,12 @@ def run(
                                 "e.g. offbench run --algo td3bc --dataset hopper-medium --steps 5000")
         if seeds < 1 or seed_start < 0:
             raise OffbenchError("--seeds must be at least 1 and --seed-start non-negative")
+        if is_user_path(dataset):  # recorded absolute, so that --resume finds it from any directory
+            dataset = str(Path(dataset).expanduser().resolve())
         plan = train.RunPlan(
             algo=algo, dataset=dataset, seeds=list(range(seed_start, seed_start + seeds)), steps=steps,
             eval_every=eval_every, eval_episodes=eval_episodes, overrides=parse_overrides(set_), device=device,
-            subset=subset, subset_mode=subset_mode, corrupt=corrupt, data_seed=data_seed,
+            subset=subset, subset_mode=subset_mode, corrupt=corrupt, data_seed=data_seed, env=env, ref=ref, clip_actions=clip_actions,
         )
         run_ids = train.run(plan, store, ProgressReporter(f"{algo} {dataset}"))
     _print_run_summaries(store, run_ids)

@@ -79,7 +79,7 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     return overrides
 
 
-def resolve_config(algo: str, algorithm_class: Any, dataset_id: str, overrides: dict[str, Any]) -> Any:
+def resolve_config(algo: str, algorithm_class: Any, dataset_id: str | None, overrides: dict[str, Any]) -> Any:
     """Defaults, then the dataset's overrides, then the user's; every key and type is checked.
 
     The config class is `algorithm_class.config_class_for(values)`: an algorithm whose valid keys depend
@@ -134,11 +134,14 @@ def _check_value(owner: str, key: str, value: Any, valid: Range | None) -> None:
             raise OffbenchError(f"config key '{key}' for {owner} must be {valid.describe()}, got {value!r}")
 
 
-def baseline_values(algo: str, dataset_id: str) -> dict[str, Any]:
+def baseline_values(algo: str, dataset_id: str | None) -> dict[str, Any]:
     """What baselines/<algo>.toml sets for `dataset_id`: its [config], then the dataset's [datasets] overrides
-    (keyed by alias, then by canonical id; transforms are ignored). Raises `OffbenchError` without a TOML."""
+    (keyed by alias, then by canonical id; transforms are ignored). A user's file (`dataset_id` None) gets
+    the [config] alone. Raises `OffbenchError` without a TOML."""
     spec = baseline_file(algo)
     per_dataset = spec.get("datasets", {})
+    if dataset_id is None:
+        return dict(spec.get("config", {}))
     return {
         **spec.get("config", {}),
         **per_dataset.get(dataset_key(dataset_id), {}),

@@ -26,7 +26,7 @@ from offbench import provenance
 from offbench.algos import get_algorithm
 from offbench.algos.base import OfflineAlgorithm, Problem, StageContext
 from offbench.config import protocol_defaults, resolve_config
-from offbench.data import DatasetMetadata, OfflineDataset, corruption, load_dataset, resolve, transforms
+from offbench.data import DatasetMetadata, OfflineDataset, corruption, load_dataset, resolve, transforms, user_files
 from offbench.data.registry import recorded_hash_mismatch
 from offbench.data.sampling import (
     Sampler,
@@ -61,6 +61,9 @@ class RunPlan:
     subset_mode: str = "first"
     corrupt: str | None = None  # degraded-data protocol, e.g. "random-actions:0.3" (offbench.data.corruption)
     data_seed: int = 0  # seeds data transforms; the same for every training seed of a comparison
+    env: str | None = None  # a user's file (dataset given by path): the evaluation env
+    ref: str | None = None  # ... and its reference returns, "d4rl:hopper" or "MIN,MAX" (offbench.data.user_files)
+    clip_actions: bool = False  # ... and whether actions outside the env's box are clipped (+clip-actions)
 
 
 class Reporter:
@@ -152,13 +155,14 @@ def pick_device(name: str) -> torch.device:
 def build_group(plan: RunPlan, reporter: Reporter, group_id: str | None = None) -> SeedGroup:
     """Load the data, resolve the config and build the seeded networks for a plan."""
     algorithm_class = get_algorithm(plan.algo)
-    check_plan(plan)
-    dataset_id = resolve(plan.dataset)
+    user_file = check_plan(plan)
+    dataset_id = None if user_file else resolve(plan.dataset)
     # Transforms never change the config (overrides are keyed by alias or base id), so bad --set values
     # are refused here, before the dataset is loaded or made.
     config = resolve_config(plan.algo, algorithm_class, dataset_id, plan.overrides)
     device = pick_device(plan.device)
-    dataset = transformed(load_dataset(dataset_id, on_make=lambda d: _announce_make(reporter, d)), plan)
+    loaded = user_file.load() if user_file else load_dataset(dataset_id, on_make=lambda d: _announce_make(reporter, d))
+    dataset = transformed(loaded, plan)
     protocol = _protocol(plan, dataset, config)
     meta = dataset.metadata
     _check_references(meta)
@@ -183,8 +187,11 @@ def build_group(plan: RunPlan, reporter: Reporter, group_id: str | None = None) 
     )
 
 
-def check_plan(plan: RunPlan) -> None:
-    """Everything about a plan that can be checked before its dataset is loaded or made; raises `OffbenchError`."""
+def check_plan(plan: RunPlan) -> user_files.UserFile | None:
+    """Everything about a plan that can be checked before its dataset is loaded or made; raises `OffbenchError`.
+
+    Returns the checked user file when the plan's dataset is a path, else None.
+    """
     if not plan.seeds or len(set(plan.seeds)) != len(plan.seeds) or min(plan.seeds) < 0:
         raise OffbenchError(f"seeds must be distinct non-negative integers, got {plan.seeds}")
     plan_budget(plan)
@@ -194,6 +201,13 @@ def check_plan(plan: RunPlan) -> None:
         raise OffbenchError(f"unknown subset mode '{plan.subset_mode}'", f"choose one of: {', '.join(transforms.SUBSET_MODES)}")
     if plan.corrupt is not None:
         corruption.parse_corruption(plan.corrupt)
+    if user_files.is_user_path(plan.dataset):
+        return user_files.UserFile.check(plan.dataset, plan.env, plan.ref, plan.clip_actions)
+    given = [flag for flag, value in (("--env", plan.env), ("--ref", plan.ref), ("--clip-actions", plan.clip_actions)) if value]
+    if given:
+        raise OffbenchError(f"{', '.join(given)} apply to a dataset file given by path, not to {plan.dataset}",
+                            "a catalogued dataset names its own env and references (see `offbench data info`)")
+    return None
 
 
 def transformed(dataset: OfflineDataset, plan: RunPlan) -> OfflineDataset:

@@ -79,14 +79,14 @@ def file_name(name: str) -> str:
     return f"{match['task']}_{kind}-v{match['version']}.hdf5"
 
 
-def read_hdf5_arrays(path: Path, dataset_id: str) -> dict[str, np.ndarray]:
-    """The standard top-level arrays of a D4RL file; one clear error for a missing key or bad file."""
+def read_hdf5_arrays(path: Path, dataset_id: str, optional: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """The standard top-level arrays of a D4RL file (and those of `optional` it has); one clear error for a missing key or bad file."""
     try:
         with h5py.File(path, "r") as f:
             missing = [key for key in REQUIRED_KEYS if key not in f]
             if missing:
                 raise OffbenchError(f"dataset {dataset_id}: file {path} lacks the key '{missing[0]}'")
-            return {key: f[key][()] for key in REQUIRED_KEYS}
+            return {key: f[key][()] for key in (*REQUIRED_KEYS, *optional) if key in f}
     except OSError as error:  # truncated or not HDF5 at all
         raise OffbenchError(f"dataset {dataset_id}: cannot read {path} as HDF5 ({error})") from None
 

@@ -7,6 +7,7 @@ Reading never downloads: a dataset is opened from its directory (`<root>/<id>/da
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -156,7 +157,10 @@ def write_cache(path: Path, dataset_id: str, arrays: dict[str, np.ndarray]) -> N
 
 def _cache_location(path: Path, dataset_id: str) -> tuple[Path, np.ndarray | None]:
     main = path / "data" / "main_data.hdf5"
-    cache = data_dir() / "cache" / f"{dataset_id.replace('/', '__')}.npz"
+    name = dataset_id.replace("/", "__")
+    if dataset_id.startswith("file/"):  # a user's folder, named by path: two folders of one name never share a cache
+        name += "-" + hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]
+    cache = data_dir() / "cache" / f"{name}.npz"
     if not main.exists():
         return cache, None
     stat = main.stat()
@@ -220,8 +224,8 @@ def _reference(dataset_id: str, minari_meta: dict[str, Any], source: str) -> dic
     return {"ref_min_score": None, "ref_max_score": None, "ref_source": None}
 
 
-def load_minari(path: Path, dataset_id: str, env_id: str | None = None, ref_source: str | None = None) -> OfflineDataset:
-    """Load the Minari dataset at `path` (the folder holding `data/`) as an `OfflineDataset`."""
+def load_minari(path: Path, dataset_id: str, env_id: str | None = None, ref_source: str | None = None, validate: bool = True) -> OfflineDataset:
+    """Load the Minari dataset at `path` (the folder holding `data/`) as an `OfflineDataset` (validated unless `validate` is False)."""
     minari_dataset = open_minari(path, dataset_id)
     minari_meta = dict(minari_dataset.storage.metadata)
     observation_space = observation_space_from_gymnasium(minari_meta["observation_space"], f"dataset {dataset_id}")
@@ -241,7 +245,7 @@ def load_minari(path: Path, dataset_id: str, env_id: str | None = None, ref_sour
         eval_wrappers=tuple(sidecar.get("eval_wrappers", ())),
         extra={"path": str(path), **{k: v for k, v in sidecar.items() if k not in ("env_id", "ref_source", "eval_wrappers")}},
     )
-    dataset = OfflineDataset.build(metadata, **arrays)
+    dataset = OfflineDataset.build(metadata, **arrays, validate=validate)
     recorded = sidecar.get("sha256")
     if recorded and recorded != dataset.metadata.sha256:
         raise OffbenchError(

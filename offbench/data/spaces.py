@@ -72,11 +72,15 @@ class Box:
         low, high = np.asarray(self.low), np.asarray(self.high)
         return float(high[0]) if np.allclose(low, -high) and np.allclose(high, high[0]) and high[0] > 0 else None
 
-    def first_outside(self, actions: np.ndarray) -> int | None:
-        """Row index of the first action outside the box (tolerance 1e-5 x max(1, width)), else None."""
+    def outside_rows(self, actions: np.ndarray) -> np.ndarray:
+        """Bool mask (N,) of the actions (N, dims) outside the box, with a tolerance of 1e-5 x max(1, width)."""
         low, high = np.asarray(self.low, np.float32), np.asarray(self.high, np.float32)
         tolerance = 1e-5 * np.maximum(1.0, np.abs(high - low))
-        return first_true(((actions < low - tolerance) | (actions > high + tolerance)).reshape(len(actions), -1).any(axis=1))
+        return ((actions < low - tolerance) | (actions > high + tolerance)).reshape(len(actions), -1).any(axis=1)
+
+    def first_outside(self, actions: np.ndarray) -> int | None:
+        """Row index of the first action outside the box (see `outside_rows`), else None."""
+        return first_true(self.outside_rows(actions))
 
     def sample_uniform(self, rng: np.random.Generator, count: int) -> np.ndarray:
         """`count` actions uniform in the box: (count, dims) float64."""
