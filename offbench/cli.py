@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Optional
 
@@ -12,6 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from offbench.algos import ALGORITHMS
 from offbench.analysis.commands import check, leaderboard_app, report
 from offbench.errors import OffbenchError
 from offbench.paths import results_dir
@@ -21,6 +24,20 @@ app = typer.Typer(
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
 )
 data_app = typer.Typer(help="Datasets: list, inspect, make.", no_args_is_help=True)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from offbench import __version__
+
+        print(f"offbench {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version, help="Print the version and exit.")) -> None:
+    """Offline-RL baselines under one protocol, with honest statistics."""
+
 app.add_typer(data_app, name="data")
 app.command("report")(report)
 app.command("check")(check)
@@ -33,19 +50,28 @@ err = Console(stderr=True, width=None if sys.stderr.isatty() else 220)
 ResultsDirOption = typer.Option(None, "--results-dir", help="Results store directory (default: $OFFBENCH_RESULTS_DIR or ./results).")
 
 
+PLAIN_PROGRESS_EVERY_S = 60.0  # piped output: a line at each evaluation, and at least this often between them
+
+
 class ProgressReporter:
-    """A rich progress bar with steps/s and the latest normalised score."""
+    """A rich progress bar with steps/s and the latest normalised score; plain lines when stderr is not a terminal."""
 
     def __init__(self, description: str) -> None:
         self.description = description
         self.progress: Progress | None = None
         self.task = None
         self.score = "-"
+        self.plain = not err.is_terminal
+        self.total = 0
+        self.last_line = 0.0
 
     def message(self, text: str) -> None:
         err.print(text)
 
     def start(self, total: int, completed: int) -> None:
+        self.total, self.last_line = total, time.monotonic()
+        if self.plain:
+            return
         self.progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
             TextColumn("{task.fields[rate]} steps/s"), TextColumn("score {task.fields[score]}"),
@@ -57,10 +83,16 @@ class ProgressReporter:
     def advance(self, step: int, steps_per_s: float, score: float | None) -> None:
         if score is not None:
             self.score = f"{score:.1f}"
-        self.progress.update(self.task, completed=step, rate=f"{steps_per_s:.0f}", score=self.score)
+        if not self.plain:
+            self.progress.update(self.task, completed=step, rate=f"{steps_per_s:.0f}", score=self.score)
+        elif score is not None or time.monotonic() - self.last_line >= PLAIN_PROGRESS_EVERY_S:
+            self.last_line = time.monotonic()
+            eta = timedelta(seconds=round((self.total - step) / max(steps_per_s, 1e-9)))
+            err.print(f"step {step}/{self.total} ({100 * step / self.total:.0f}%)  {steps_per_s:.0f} steps/s  "
+                      f"score {self.score}  ETA {eta}", highlight=False)
 
-    def making(self, dataset_id: str) -> Callable[[int], None]:
-        return _making_progress(dataset_id)
+    def making(self, dataset_id: str) -> Callable[[int], None] | None:
+        return None if self.plain else _making_progress(dataset_id)
 
     def stop(self) -> None:
         if self.progress is not None:
@@ -88,14 +120,16 @@ def _making_progress(dataset_id: str) -> Callable[[int], None]:
 
 @app.command()
 def run(
-    algo: Optional[str] = typer.Option(None, "--algo", help="Algorithm (e.g. td3bc)."),
-    dataset: Optional[str] = typer.Option(None, "--dataset", help="Dataset id or alias (e.g. hopper-medium, local/hopper-random-v5), or the path of your own file: a D4RL-layout .hdf5, an .npz or a Minari dataset folder."),
+    algo: Optional[str] = typer.Option(None, "--algo", help=f"Algorithm, required (unless --resume): {', '.join(ALGORITHMS)}."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Required (unless --resume). Dataset id or alias (hopper-medium, local/hopper-random-v5), "
+                                                               "or the path of your own file: a D4RL-layout .hdf5, an .npz or a Minari dataset folder."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Gradient steps (default: the algorithm's protocol, 1M for TD3+BC)."),
     seeds: int = typer.Option(1, "--seeds", help="Number of seeds, trained together on the seed axis; one record each."),
     seed_start: int = typer.Option(0, "--seed-start", help="First seed; seeds are seed-start .. seed-start+seeds-1."),
     eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Evaluate every K steps (default: the algorithm's protocol)."),
     eval_episodes: Optional[int] = typer.Option(None, "--eval-episodes", help="Evaluation episodes per seed (default: the algorithm's protocol)."),
     device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto."),
+    threads: int = typer.Option(1, "--threads", help="Torch CPU threads of this process (1 cannot oversubscribe a busy machine)."),
     set_: list[str] = typer.Option([], "--set", help="Override a config key: --set alpha=2.5 (repeatable)."),
     subset: Optional[int] = typer.Option(None, "--subset", help="Small-data protocol: train on N transitions of the dataset (recorded in the dataset id)."),
     subset_mode: str = typer.Option("first", "--subset-mode", help="first: the first N transitions (Sparse-Reg's code); episodes: random whole episodes."),
@@ -103,7 +137,7 @@ def run(
     data_seed: int = typer.Option(0, "--data-seed", help="Seed of data transforms (random-episode subsets, corruption), shared by all training seeds."),
     env: Optional[str] = typer.Option(None, "--env", help="Your own file: the Gymnasium env to evaluate in (e.g. Hopper-v5)."),
     ref: Optional[str] = typer.Option(None, "--ref", help="Your own file: reference returns for normalised scores, d4rl:<robot> or MIN,MAX."),
-    clip_actions: bool = typer.Option(False, "--clip-actions", help="Your own file: clip actions outside the env's action box (recorded in the id as +clip-actions)."),
+    clip_actions: bool = typer.Option(False, "--clip-actions", help="Your own file: clip actions outside the env's box (recorded as +clip-actions)."),
     resume: Optional[str] = typer.Option(None, "--resume", help="Resume a killed seed group by its group id (other options are taken from it)."),
     results: Optional[Path] = ResultsDirOption,
 ) -> None:
@@ -113,8 +147,11 @@ def run(
     from offbench.data.user_files import is_user_path
     from offbench.store import ResultsStore
 
+    if threads < 1:
+        raise OffbenchError(f"--threads must be at least 1, got {threads}")
+    torch_threads(threads)
     store = ResultsStore(results_dir(results))
-    if resume:
+    if resume is not None:
         run_ids = train.resume(resume, store, ProgressReporter(resume))
     else:
         if not algo or not dataset:
@@ -131,6 +168,17 @@ def run(
         )
         run_ids = train.run(plan, store, ProgressReporter(f"{algo} {dataset}"))
     _print_run_summaries(store, run_ids)
+
+
+def torch_threads(count: int) -> None:
+    """Use `count` torch CPU threads (intra- and inter-op) in this process."""
+    import torch
+
+    torch.set_num_threads(count)
+    try:
+        torch.set_num_interop_threads(count)
+    except RuntimeError:  # only settable before the first parallel work; the intra-op count is what matters here
+        pass
 
 
 def _print_run_summaries(store, run_ids: list[str]) -> None:

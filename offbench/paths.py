@@ -3,7 +3,20 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
+
+from offbench.errors import OffbenchError
+
+SAFE_NAME = re.compile(r"[A-Za-z0-9_+=-][A-Za-z0-9_.+=-]*")
+
+
+def safe_name(kind: str, name: str) -> str:
+    """`name` when it can only name a file or folder inside its parent: letters, digits and `_.+=-`, not
+    starting with "." (so no "..", no hidden file, no "/"); else one-line `OffbenchError` naming `kind`."""
+    if not SAFE_NAME.fullmatch(name):
+        raise OffbenchError(f"{name!r} is not a valid {kind}: use letters, digits and _ . + = - (no '/', not starting with '.')")
+    return name
 
 
 def data_dir() -> Path:

@@ -11,7 +11,9 @@ field existed (a missing field takes its documented default; `last10_score` read
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +67,12 @@ class RunConfig:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         return {**data, "dataset": self.dataset.to_dict(), "protocol": self.protocol.to_dict()}
 
+    @property
+    def evaluation(self) -> dict[str, Any]:
+        """What turns a policy into a score: the eval env, its kwargs and wrappers, and the reference returns."""
+        return evaluation_settings(self.protocol.eval_env, self.protocol.eval_env_kwargs, self.protocol.eval_wrappers,
+                                   self.dataset.ref_min_score, self.dataset.ref_max_score)
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RunConfig:
         values = _known(cls, data)
@@ -106,6 +114,17 @@ class RunSummary:
         if "last10_score" in values and "last_k_score" not in values:  # records written before last_k existed
             values["last_k_score"], values["last_k"] = values["last10_score"], 10
         return cls(**_known(cls, values))
+
+
+def evaluation_settings(env: str, env_kwargs: Mapping[str, Any], wrappers: Sequence[str], ref_min: float | None, ref_max: float | None) -> dict[str, Any]:
+    """The evaluation settings of a run with their `key`: 12 hex digits of the sha256 of the rest as canonical JSON.
+
+    Runs with different keys were scored differently (another env, kwargs, wrappers or references), so
+    analysis never pools or compares them (offbench.analysis.scores.PROTOCOL_COLUMNS).
+    """
+    settings = {"env": env, "env_kwargs": dict(env_kwargs), "wrappers": list(wrappers), "ref_min_score": ref_min, "ref_max_score": ref_max}
+    canonical = json.dumps(settings, sort_keys=True, default=list)
+    return {**settings, "key": hashlib.sha256(canonical.encode()).hexdigest()[:12]}
 
 
 def _known(cls: type, data: Mapping[str, Any]) -> dict[str, Any]:

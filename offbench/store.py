@@ -30,6 +30,7 @@ import pandas as pd
 
 from offbench.errors import OffbenchError
 from offbench.io import read_json, write_json
+from offbench.paths import safe_name
 from offbench.protocol import BUDGET_KEYS
 from offbench.records import RunConfig, RunSummary
 
@@ -39,6 +40,7 @@ INDEX_COLUMNS = {
     "algo": "TEXT",
     "dataset_id": "TEXT",
     "dataset_sha256": "TEXT",
+    "evaluation": "TEXT",  # RunConfig.evaluation["key"]: eval env, kwargs, wrappers and reference returns
     "seed": "INTEGER",
     **{key: "INTEGER" for key in BUDGET_KEYS},
     "status": "TEXT",
@@ -131,10 +133,11 @@ class ResultsStore:
     # ---- reading -----------------------------------------------------------------------------
 
     def run_dir(self, run_id: str) -> Path:
-        return self.runs_dir / run_id
+        """The folder of a run; raises `OffbenchError` for an id that could name a path outside `runs/`."""
+        return self.runs_dir / safe_name("run id", run_id)
 
     def checkpoint_path(self, group_id: str) -> Path:
-        return self.checkpoints_dir / f"{group_id}.pt"
+        return self.checkpoints_dir / f"{safe_name('group id', group_id)}.pt"
 
     def load(self, run_id: str) -> RunRecord:
         run_dir = self.run_dir(run_id)
@@ -227,6 +230,7 @@ class ResultsStore:
             "algo": config.algo,
             "dataset_id": config.dataset.id,
             "dataset_sha256": config.dataset.sha256,
+            "evaluation": config.evaluation["key"],
             "seed": config.seed,
             **config.protocol.budget,
             "status": status,

@@ -269,6 +269,7 @@ def run(plan: RunPlan, store: ResultsStore, reporter: Reporter | None = None) ->
     reporter = reporter or Reporter()
     store.ensure_writable()
     group = build_group(plan, reporter)
+    reporter.message(budget_line(group))
     for mismatch in _hash_warnings(group.dataset):
         reporter.message(f"warning: {mismatch}")
     _start_records(group, store)
@@ -289,6 +290,15 @@ def resume(group_id: str, store: ResultsStore, reporter: Reporter | None = None)
     _start_records(group, store)
     reporter.message(f"resuming {group_id} at step {group.step}")
     return _train(group, store, reporter)
+
+
+def budget_line(group: SeedGroup) -> str:
+    """What a run is about to do, said before it starts: a bare `offbench run` trains the paper's full budget."""
+    plan, protocol = group.plan, group.protocol
+    default = f" (the protocol default of baselines/{plan.algo}.toml; --steps for fewer)" if plan.steps is None else ""
+    seeds = f"{len(plan.seeds)} seed{'s' if len(plan.seeds) > 1 else ''}"
+    return (f"{plan.algo} on {group.dataset.metadata.id}: {protocol.steps:,} steps{default}, {seeds}, "
+            f"an evaluation of {protocol.eval_episodes} episodes every {protocol.eval_every:,} steps")
 
 
 def _ensure_unchanged(group_id: str, what: str, started: dict[str, Any], now: dict[str, Any]) -> None:

@@ -45,6 +45,8 @@ def write_run(
     tag: str = "a",
     overrides: Mapping[str, object] | None = None,
     diverged_at: int | None = None,
+    eval_env: str = "Synthetic-v0",
+    references: tuple[float, float] = (REF_MIN, REF_MAX),
 ) -> str:
     """Write one run that is over, whose evaluations (evenly spaced up to `steps`) score `curve_scores`.
 
@@ -52,7 +54,7 @@ def write_run(
     dataset (none for an algorithm without one) updated by `overrides`. A NaN or inf score is written as
     it comes (records from other code). With `diverged_at` (an evaluation index), the run is recorded as
     `offbench.train` records a diverged seed: from that evaluation on, null scores marked `"diverged"`,
-    and a summary with status "diverged" and no score.
+    and a summary with status "diverged" and no score. `eval_env` and `references` set its evaluation settings.
     """
     run_id = f"{algo}__{dataset.replace('/', '_')}__s{seed}__{tag}"
     eval_every = steps // len(curve_scores)
@@ -66,11 +68,11 @@ def write_run(
             "requested": dataset,
             "sha256": sha256 or f"sha-{dataset}",
             "source": dataset.split("/")[0],
-            "env_id": "Synthetic-v0",
-            "ref_min_score": REF_MIN,
-            "ref_max_score": REF_MAX,
+            "env_id": eval_env,
+            "ref_min_score": references[0],
+            "ref_max_score": references[1],
         },
-        "protocol": {"steps": steps, "eval_every": eval_every, "eval_episodes": eval_episodes},
+        "protocol": {"steps": steps, "eval_every": eval_every, "eval_episodes": eval_episodes, "eval_env": eval_env},
         "algo_config": {**baseline_config(algo, dataset), **(overrides or {})},
         "overrides": dict(overrides or {}),
     }

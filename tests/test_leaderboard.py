@@ -55,13 +55,16 @@ def new_store(path: Path, levels: dict[tuple[str, str], float] = LEVELS, **kwarg
 def test_update_freezes_per_seed_scores_and_provenance(reference: tuple[ResultsStore, Path]) -> None:
     store, path = reference
     data = json.loads(path.read_text())
-    assert (data["format"], data["version"], data["revision"]) == ("offbench-leaderboard", 2, 1)
+    assert (data["format"], data["version"], data["revision"]) == ("offbench-leaderboard", 3, 1)
     assert [(e["algo"], e["dataset"]["id"]) for e in data["entries"]] == [
         ("iql", HOPPER), ("iql", WALKER), ("td3bc", HOPPER), ("td3bc", WALKER)
     ]  # fmt: skip
     entry = data["entries"][2]
     assert entry["protocol"] == {"steps": 1000, "eval_every": 100, "eval_episodes": 5, "statistic": "last-k", "k": 3}
     assert entry["dataset"]["sha256"] == f"sha-{HOPPER}"
+    assert {k: v for k, v in entry["evaluation"].items() if k != "key"} == {
+        "env": "Synthetic-v0", "env_kwargs": {}, "wrappers": [], "ref_min_score": -20.0, "ref_max_score": 3000.0}
+    assert len(entry["evaluation"]["key"]) == 12
     assert entry["algo_config"] == baseline_config("td3bc", HOPPER) and data["entries"][0]["algo_config"] == {}
     assert [s["seed"] for s in entry["seeds"]] == [0, 1, 2, 3, 4]
     first = entry["seeds"][0]
@@ -126,6 +129,15 @@ def test_check_refuses_runs_under_another_protocol(reference: tuple[ResultsStore
     result = invoke("check", "--results-dir", regenerated.root, "--leaderboard", board)
     assert isinstance(result.exception, OffbenchError) and "ffffffffffff" in str(result.exception)
     assert "other data bytes" in result.exception.hint
+
+
+@pytest.mark.parametrize("settings", [{"eval_env": "Other-v0"}, {"references": (0.0, 3000.0)}])
+def test_check_refuses_runs_scored_under_other_evaluation_settings(reference: tuple[ResultsStore, Path], tmp_path: Path, settings) -> None:
+    _, board = reference
+    other = new_store(tmp_path / "eval", {("td3bc", HOPPER): 60.0}, **settings)
+    with pytest.raises(OffbenchError, match=r"refusing to compare td3bc on local/hopper-random-v5.*evaluation [0-9a-f]{12}") as refused:
+        check_runs(load_leaderboard(board), other)
+    assert "other evaluation settings" in refused.value.hint
 
 
 def test_frozen_runs_are_never_compared_with_themselves(reference: tuple[ResultsStore, Path]) -> None:
@@ -260,10 +272,10 @@ def test_a_version_1_leaderboard_loads_and_its_entries_match_any_hyperparameters
     data = json.loads(board.read_text())
     data["version"] = 1
     for entry in data["entries"]:
-        del entry["algo_config"]
+        del entry["algo_config"], entry["evaluation"]
     old = tmp_path / "leaderboard.json"
     old.write_text(json.dumps(data))
-    assert all(e.algo_config is None for e in load_leaderboard(old).entries)
+    assert all(e.algo_config is None and e.evaluation is None for e in load_leaderboard(old).entries)
     other = new_store(tmp_path / "other", {("td3bc", HOPPER): 60.0}, overrides={"alpha": 5.0})
     assert [c.verdict for c in check_runs(load_leaderboard(old), other, reps=200)] == ["pass"]
     update = invoke("leaderboard", "update", "--statistic", "last-k", "--k", 3, "--results-dir", store.root, "--leaderboard", old)

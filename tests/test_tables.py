@@ -148,6 +148,14 @@ def test_a_cell_mixing_protocols_is_refused(store: ResultsStore) -> None:
     assert collect_scores(store, where={"steps": 5000}).cell("iql", HOPPER).tolist() == [1.5]
 
 
+def test_a_cell_mixing_evaluation_settings_is_refused(tmp_path: Path) -> None:
+    store = ResultsStore(tmp_path / "results")
+    write_run(store, "td3bc", HOPPER, 0, [10.0, 20.0])
+    write_run(store, "td3bc", HOPPER, 1, [10.0, 20.0], eval_env="Hopper-v4", tag="v4")
+    with pytest.raises(OffbenchError, match=r"td3bc on local/hopper-random-v5 mixes protocols: .*evaluation="):
+        collect_scores(store)
+
+
 def test_a_rerun_seed_counts_once(store: ResultsStore) -> None:
     write_run(store, "iql", HOPPER, 0, [0.0, 10.0, 99.0], tag="rerun")
     scores = collect_scores(store, statistic=Statistic("final"))

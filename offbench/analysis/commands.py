@@ -22,7 +22,7 @@ from rich.table import Table as RichTable
 from rich.text import Text
 
 from offbench.errors import OffbenchError
-from offbench.paths import results_dir
+from offbench.paths import results_dir, safe_name
 
 if TYPE_CHECKING:
     from offbench.analysis.leaderboard import Protocol
@@ -85,7 +85,7 @@ def report(
 
     if paper and reps is not None:
         raise OffbenchError("--paper sets --reps to 50000", "pass one of them")
-    out_dir = out or Path("reports") / name
+    out_dir = out or Path("reports") / safe_name("report name", name)
     result = build_report(
         ResultsStore(results_dir(results)),
         out_dir,

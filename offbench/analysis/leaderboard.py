@@ -7,11 +7,13 @@ the dataset's sha256 and the runs' resolved config (`algo_config`), and keeps ev
 score with its run id and provenance. See docs/analysis.md for the format.
 
 The check compares new runs with an entry only under the entry's protocol and hyperparameters: same
-dataset id and sha256, same steps, eval_every and eval_episodes, the same resolved config, and the new
-runs scored with the entry's statistic. Runs of the same algorithm and dataset under another protocol
+dataset id and sha256, the same evaluation settings (env, env kwargs, wrappers and reference returns), same
+steps, eval_every and eval_episodes, the same resolved config, and the new runs scored with the entry's
+statistic. Runs of the same algorithm and dataset under another protocol
 are refused, never compared; runs with other hyperparameters fail the cell ("other hyperparameters"),
 and a diverged new run fails it too ("diverged"). An entry frozen before the config was kept (no
-`algo_config`) matches any hyperparameters.
+`algo_config`) matches any hyperparameters; one frozen before the evaluation settings were kept (no
+`evaluation`) matches any evaluation settings.
 
 Regression test, per cell: d = mean(new) - mean(reference) over seeds, with a 95% bootstrap CI that
 resamples the new and the reference seeds independently. The cell has *regressed* when the whole CI
@@ -58,8 +60,8 @@ from offbench.records import DEFAULT_LAST_K
 from offbench.store import ResultsStore, RunRecord
 
 LEADERBOARD_FORMAT = "offbench-leaderboard"
-FORMAT_VERSION = 2  # 2: entries keep `algo_config`; version 1 files are read, their entries matching any config
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3  # 2: entries keep `algo_config`; 3: and `evaluation`. Older entries match any config / evaluation
+READABLE_VERSIONS = (1, 2, 3)
 DEFAULT_MARGIN = 5.0
 FAILING_VERDICTS = ("regressed", "diverged", "other hyperparameters", "no new runs", "no reference", "too few seeds")
 
@@ -151,6 +153,7 @@ class Entry:
     provenance: dict[str, Any]  # packages {name: [versions]}, python [...], hardware [...]
     frozen_at: str
     algo_config: dict[str, Any] | None = None  # the runs' resolved config; None: frozen before it was kept
+    evaluation: dict[str, Any] | None = None  # the runs' RunConfig.evaluation (env, kwargs, wrappers, references, key); None: frozen before it was kept
 
     @property
     def statistic(self) -> Statistic:
@@ -181,8 +184,12 @@ class Entry:
     def scores(self) -> np.ndarray:
         return np.array([s["score"] for s in self.seeds], float)
 
+    @property
+    def evaluation_key(self) -> str | None:
+        return None if self.evaluation is None else self.evaluation["key"]
+
     def describe_protocol(self) -> str:
-        return _describe(self.dataset["sha256"], self.budget) + f", statistic {self.statistic.label}"
+        return _describe(self.dataset["sha256"], self.evaluation_key, self.budget) + f", statistic {self.statistic.label}"
 
 
 @dataclass(frozen=True)
@@ -282,7 +289,7 @@ def freeze_entries(scores: ScoreSet, protocol_name: str | None = None, now: str 
         ]
         config = records[0].config  # a cell's runs share one resolved config (`configuration_names`)
         provenance = _provenance(r.provenance for r in records)
-        entries.append(Entry(config.algo, dataset_info, protocol, seeds, provenance, now, dict(config.algo_config)))
+        entries.append(Entry(config.algo, dataset_info, protocol, seeds, provenance, now, dict(config.algo_config), config.evaluation))
     return entries
 
 
@@ -445,9 +452,13 @@ def _entry_names(entries: Sequence[Entry]) -> list[tuple[str, str]]:
 
 
 def _parse_entry(raw: Mapping[str, Any]) -> Entry:
-    entry = Entry(**{f.name: raw[f.name] for f in fields(Entry) if f.name != "algo_config"}, algo_config=raw.get("algo_config"))
-    if entry.algo_config is not None and not isinstance(entry.algo_config, dict):
-        raise ValueError(f"{entry.algo} on {entry.dataset['id']}: algo_config must be an object")
+    optional = ("algo_config", "evaluation")
+    entry = Entry(**{f.name: raw[f.name] for f in fields(Entry) if f.name not in optional}, **{k: raw.get(k) for k in optional})
+    for key in optional:
+        if getattr(entry, key) is not None and not isinstance(getattr(entry, key), dict):
+            raise ValueError(f"{entry.algo} on {entry.dataset['id']}: {key} must be an object")
+    if entry.evaluation is not None and not isinstance(entry.evaluation.get("key"), str):
+        raise ValueError(f"{entry.algo} on {entry.dataset['id']}: evaluation needs its key")
     for key in ("id", "sha256"):
         if not isinstance(entry.dataset[key], str):
             raise ValueError(f"dataset {key} must be a string")
@@ -521,7 +532,7 @@ def _check_cell(
     comparable = [runs[_same_protocol(runs, e)] for e in entries]
     if not runs.empty and all(c.empty for c in comparable):
         found = "; ".join(
-            dict.fromkeys(_describe(r.dataset_sha256, {k: getattr(r, k) for k in BUDGET_KEYS}) for r in runs.itertuples())
+            dict.fromkeys(_describe(r.dataset_sha256, r.evaluation, {k: getattr(r, k) for k in BUDGET_KEYS}) for r in runs.itertuples())
         )
         expected = "; ".join(e.describe_protocol() for e in entries)
         raise OffbenchError(
@@ -575,6 +586,10 @@ def _check_entry(
 
 
 def _refusal_hint(runs: pd.DataFrame, entries: list[Entry]) -> str:
+    if any((_same_budget(runs, e) & (runs["dataset_sha256"] == e.dataset["sha256"])).any() for e in entries):
+        return ("same data and budget, other evaluation settings (env, env kwargs, wrappers or reference returns: "
+                "`evaluation` in the leaderboard entry and the runs' records); rerun with the reference's, or freeze a "
+                "reference for these with `offbench leaderboard update`")
     if any(_same_budget(runs, e).any() for e in entries):
         return ("same budget, other data bytes: a downloaded dataset may be another version, a local one made by "
                 "another generation or machine (datasets/README.md); freeze a reference on this data with "
@@ -583,11 +598,12 @@ def _refusal_hint(runs: pd.DataFrame, entries: list[Entry]) -> str:
 
 
 def _same_protocol_as(entry: Entry, other: Entry) -> bool:
-    return entry.dataset["sha256"] == other.dataset["sha256"] and entry.budget == other.budget
+    return entry.dataset["sha256"] == other.dataset["sha256"] and entry.budget == other.budget and entry.evaluation_key == other.evaluation_key
 
 
 def _same_protocol(runs: pd.DataFrame, entry: Entry) -> pd.Series:
-    return (runs["dataset_sha256"] == entry.dataset["sha256"]) & _same_budget(runs, entry)
+    same_evaluation = True if entry.evaluation is None else runs["evaluation"] == entry.evaluation_key
+    return (runs["dataset_sha256"] == entry.dataset["sha256"]) & same_evaluation & _same_budget(runs, entry)
 
 
 def _same_budget(runs: pd.DataFrame, entry: Entry) -> pd.Series:
@@ -597,5 +613,6 @@ def _same_budget(runs: pd.DataFrame, entry: Entry) -> pd.Series:
     return same
 
 
-def _describe(sha256: str, budget: Mapping[str, Any]) -> str:
-    return f"dataset sha256 {str(sha256)[:12]}, " + ", ".join(f"{k}={int(v)}" for k, v in budget.items())
+def _describe(sha256: str, evaluation: str | None, budget: Mapping[str, Any]) -> str:
+    settings = f"evaluation {evaluation}, " if evaluation else ""
+    return f"dataset sha256 {str(sha256)[:12]}, {settings}" + ", ".join(f"{k}={int(v)}" for k, v in budget.items())

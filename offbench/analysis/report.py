@@ -44,7 +44,7 @@ from offbench.store import ResultsStore
 
 ANALYSIS_PACKAGES = ("offbench", "rliable", "arch", "numpy", "scipy", "pandas", "matplotlib")
 SCORE_COLUMNS = [
-    "run_id", "algo", "hyperparameters", "dataset_id", "dataset_sha256", "seed", "steps", "eval_every", "eval_episodes", "score",
+    "run_id", "algo", "hyperparameters", "dataset_id", "dataset_sha256", "evaluation", "seed", "steps", "eval_every", "eval_episodes", "score",
 ]  # fmt: skip
 
 
@@ -246,11 +246,14 @@ def _hyperparameters_markdown(scores: ScoreSet) -> str:
 def _dataset_line(scores: ScoreSet, dataset: str) -> str:
     runs = scores.selected
     runs = runs[runs["dataset_id"] == dataset]
-    info = scores.records[runs["run_id"].iloc[0]].config.dataset
+    config = scores.records[runs["run_id"].iloc[0]].config
+    info, evaluation = config.dataset, config.evaluation
     hashes = ", ".join(f"`{h[:12]}`" for h in dict.fromkeys(runs["dataset_sha256"]))
+    kwargs = f" with {evaluation['env_kwargs']}" if evaluation["env_kwargs"] else ""
+    wrappers = f", wrappers {', '.join(evaluation['wrappers'])}" if evaluation["wrappers"] else ""
     return (
-        f"- `{dataset}`: source {info.source or 'unknown'}, evaluated in {info.env_id or 'unknown'}, "
-        f"reference returns [{info.ref_min_score}, {info.ref_max_score}], sha256 {hashes}"
+        f"- `{dataset}`: source {info.source or 'unknown'}, evaluated in {evaluation['env'] or info.env_id or 'unknown'}{kwargs}{wrappers}, "
+        f"reference returns [{info.ref_min_score}, {info.ref_max_score}] ({info.ref_source or 'source unknown'}), sha256 {hashes}"
     )
 
 

@@ -16,8 +16,9 @@ Rules that keep a score table honest, applied by `collect_scores`:
 - one cell (algorithm x configuration x dataset) holds one set of hyperparameters: runs that differ in
   any resolved config value (`config.algo_config`) are separate rows, `td3bc [alpha=5]`, named by
   their difference from the plain configuration (`configuration_names`);
-- one cell holds one protocol: a cell whose runs differ in dataset sha256, steps, eval_every or
-  eval_episodes is refused, never averaged;
+- one cell holds one protocol: a cell whose runs differ in dataset sha256, evaluation settings (env,
+  env kwargs, wrappers, reference returns: `RunConfig.evaluation`), steps, eval_every or eval_episodes
+  is refused, never averaged;
 - one run per seed: when a seed was run twice under the same protocol, the latest run is kept and a
   warning says so;
 - a cell with fewer than `MIN_SEEDS` scored seeds gets a warning.
@@ -44,7 +45,7 @@ from offbench.store import ResultsStore, RunRecord
 
 STATISTICS = ("final", "last-k", "best")
 MIN_SEEDS = 5
-PROTOCOL_COLUMNS = ("dataset_sha256", *BUDGET_KEYS)
+PROTOCOL_COLUMNS = ("dataset_sha256", "evaluation", *BUDGET_KEYS)  # evaluation: offbench.records.evaluation_settings key
 
 
 @dataclass(frozen=True)
