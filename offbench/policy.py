@@ -216,8 +216,12 @@ def export_policy(store: ResultsStore, run_id: str, out: Path | None = None) -> 
     out = out or default_export_path(run_id)
     metadata = export_metadata(loaded)
     policy, inputs, dynamic = loaded.policy, example_inputs(loaded, 2), torch.export.Dim("batch")
-    with torch.no_grad():
-        program = torch.export.export(policy, inputs, dynamic_shapes=tuple({0: dynamic} for _ in inputs))
+    try:
+        with torch.no_grad():
+            program = torch.export.export(policy, inputs, dynamic_shapes=tuple({0: dynamic} for _ in inputs))
+    except Exception as error:  # torch.export refuses code it cannot trace (data-dependent control flow ...)
+        raise OffbenchError(f"the {metadata['algo']} policy of run {run_id} cannot be traced by torch.export ({type(error).__name__}: "
+                            f"{str(error).splitlines()[0] if str(error) else ''})", "its policy_module must be traceable; see docs/extending.md") from None
     text = json.dumps(metadata, indent=2, sort_keys=True)
     atomic_write(out, lambda tmp: torch.export.save(program, tmp, extra_files={EXPORT_METADATA: text}), suffix=".pt2")
     _check_export(out, policy, example_inputs(loaded, 3, random=True))
