@@ -231,6 +231,51 @@ def _fmt(value, pattern: str = "{:.1f}") -> str:
     return "-" if value is None or value != value else pattern.format(value)
 
 
+# ---- export / eval -------------------------------------------------------------------------------
+
+
+@app.command("export")
+def export(
+    run_id: str = typer.Argument(..., help="A finished run's id (see `offbench runs`)."),
+    out_file: Optional[Path] = typer.Option(None, "--out", help="Where to write it (default: exports/RUN_ID.pt2)."),
+    results: Optional[Path] = ResultsDirOption,
+) -> None:
+    """Write a finished run's policy as a torch.export program that runs with torch alone (normaliser inside)."""
+    from offbench.policy import export_policy
+    from offbench.store import ResultsStore
+
+    exported = export_policy(ResultsStore(results_dir(results)), run_id, out_file)
+    meta = exported.metadata
+    kind = "deterministic" if meta["noise_dim"] == 0 else f"stochastic: takes noise (N, {meta['noise_dim']}) of standard normals"
+    out.print(f"wrote {exported.path} ({exported.path.stat().st_size // 1024} KiB): {meta['algo']} on {meta['dataset']['id']}, "
+              f"seed {meta['seed']}, {meta['steps']} steps, env {meta['env']['id']}; {kind}", highlight=False, soft_wrap=True)
+    out.print("load it with torch alone:", highlight=False)
+    out.print(exported.snippet(), highlight=False, markup=False, soft_wrap=True)
+
+
+@app.command("eval")
+def eval_(
+    run_id: str = typer.Argument(..., help="A finished run's id (see `offbench runs`)."),
+    episodes: Optional[int] = typer.Option(None, "--episodes", help="Episodes (default: the run's evaluation episodes)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Evaluation seed: the env seeds and noise the protocol gives this seed (default: the run's)."),
+    video: Optional[Path] = typer.Option(None, "--video", help="Also write an mp4 of the first episode, rendered headless (MUJOCO_GL=egl unless set)."),
+    results: Optional[Path] = ResultsDirOption,
+) -> None:
+    """Re-evaluate a finished run's policy in its recorded evaluation env; the run's records are not changed."""
+    from offbench.policy import evaluate_policy
+    from offbench.store import ResultsStore
+
+    evaluation = evaluate_policy(ResultsStore(results_dir(results)), run_id, episodes, seed, video)
+    out.print(f"{run_id}: return {evaluation.return_mean:.1f} ± {evaluation.return_std:.1f} (std over {evaluation.episodes} episodes, "
+              f"seed {evaluation.seed}), normalised score {evaluation.normalized_score:.1f}", highlight=False, soft_wrap=True)
+    if evaluation.matches_last_evaluation is not None:
+        verdict = "the same returns as" if evaluation.matches_last_evaluation else "[bold red]returns that differ from[/bold red]"
+        out.print(f"{verdict} the run's last recorded evaluation (step {evaluation.last_step})", highlight=False)
+    if evaluation.video is not None:
+        out.print(f"video of the first episode: {evaluation.video}", highlight=False)
+    out.print(f"result in {evaluation.record_path}", highlight=False, soft_wrap=True)
+
+
 # ---- data ----------------------------------------------------------------------------------------
 
 

@@ -76,6 +76,7 @@ def evaluate(
     episodes: int,
     env_kwargs: dict | None = None,
     wrappers: Sequence[str] = (),
+    watch_first: Callable[[gym.Env], None] | None = None,
 ) -> np.ndarray:
     """Undiscounted returns, shape (S, episodes).
 
@@ -84,15 +85,21 @@ def evaluate(
     a stateless policy may be `act(observations)`.
     Each sub-env runs exactly one episode; sub-envs that finished keep stepping (the vector env
     autoresets them) until the slowest is done, and their extra rewards are ignored.
+    `watch_first(env)`, when given, is called with the first sub-env after its reset and after each step
+    of its episode (a video recorder renders it): the sub-envs are then made with render_mode="rgb_array",
+    which changes no returns.
     """
     if len(inspect.signature(act).parameters) == 1:  # a stateless policy: act(observations)
         stateless = act
         act = lambda observations, episode_start: stateless(observations)  # noqa: E731
     num_envs = len(seeds) * episodes
+    env_kwargs = {**(env_kwargs or {}), **({"render_mode": "rgb_array"} if watch_first else {})}
     envs = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync", wrappers=wrappers_named(wrappers),
-                        vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP}, **(env_kwargs or {}))
+                        vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP}, **env_kwargs)
+    watch = watch_first or (lambda env: None)
     try:
         observations, _ = envs.reset(seed=episode_seeds(seeds, episodes))
+        watch(envs.envs[0])
         action_shape = envs.single_action_space.shape
         returns = np.zeros(num_envs)
         running = np.ones(num_envs, dtype=bool)
@@ -104,6 +111,8 @@ def evaluate(
             observations, rewards, terminated, truncated, _ = envs.step(actions)
             episode_start, ended = ended, terminated | truncated  # next-step autoreset: a step after an end resets
             returns += rewards * running
+            if running[0]:
+                watch(envs.envs[0])
             running &= ~ended
     finally:
         envs.close()

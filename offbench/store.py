@@ -5,7 +5,9 @@ Layout under the store root (``results/`` by default)::
     runs/<run_id>/config.json       resolved algorithm config + protocol + dataset identity
     runs/<run_id>/provenance.json   git commit, package versions, hardware, command line
     runs/<run_id>/curve.json        every evaluation: step, per-episode returns and scores
+    runs/<run_id>/policy.pt         the final policy of that seed, written just before the summary (offbench.policy)
     runs/<run_id>/summary.json      written last; its presence is what makes a run finished
+    runs/<run_id>/evaluations/      `offbench eval` results, one JSON each (never read as the run's record)
     checkpoints/<group_id>.pt       the resumable state of a seed group (all seeds of one process)
     index.sqlite                    one row per run; rebuildable from runs/ with `reindex()`
 

@@ -5,7 +5,8 @@ loop and the records only: the algorithm's sampler (data layer) draws each seed'
 seed's sampling stream, the algorithm's stages (if any) run once before the loop, `algorithm.update(batch,
 step)` runs every step, evaluation runs every `eval_every` steps (and at the end), each seed's curve is
 written, and the whole group is checkpointed atomically, so a killed group resumes (`offbench run
---resume GROUP_ID`) and ends exactly as an uninterrupted run would on CPU.
+--resume GROUP_ID`) and ends exactly as an uninterrupted run would on CPU. At the end, each seed's policy is
+kept with its run (`runs/<run_id>/policy.pt`, offbench.policy) before its summary is written.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from offbench.data.sampling import (
 from offbench.errors import OffbenchError
 from offbench.evaluate import check_env_spaces, evaluate
 from offbench.io import atomic_write
+from offbench.policy import save_run_policies
 from offbench.protocol import BUDGET_KEYS, TrainingProtocol, check_budget
 from offbench.records import DEFAULT_LAST_K, DatasetRecord, RunConfig, RunSummary
 from offbench.seeding import SeedStreams
@@ -460,6 +462,8 @@ def _save_checkpoint(store: ResultsStore, group: SeedGroup) -> None:
 
 
 def _finish_records(group: SeedGroup, store: ResultsStore) -> None:
+    """Each seed's policy (runs/<run_id>/policy.pt, offbench.policy), then its summary, written last."""
+    save_run_policies(store, group.plan.algo, group.algorithm, group.sampler.observation_normalizer(), group.run_ids, group.plan.seeds, group.step)
     info = provenance.collect(group.device)
     steps_per_s = group.step / max(group.train_time_s, 1e-9)
     wall = group.train_time_s + group.eval_time_s + sum(group.stage_time_s.values())

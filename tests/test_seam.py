@@ -22,6 +22,7 @@ from offbench.data.minari_io import write_minari
 from offbench.errors import OffbenchError
 from offbench.evaluate import EVAL_WRAPPERS
 from offbench.paths import data_dir
+from offbench.policy import evaluate_policy, export_policy
 from offbench.seeding import SeedStreams, stream_seed
 from offbench.store import ResultsStore
 from offbench.train import RunPlan, load_checkpoint, resume, run
@@ -114,6 +115,37 @@ def test_a_new_discrete_algorithm_runs_end_to_end_with_its_stage(toy_algorithm: 
     assert all(ret == 5.0 for entry in record.curve for ret in entry["returns"])
     state = parameters(store, record.config.group_id)
     assert int(state["counted_rows"]) == 600 and int(state["counts"].sum()) == 600
+    assert not (store.run_dir(run_ids[0]) / "policy.pt").exists()  # it defines no policy_module: nothing to keep, and eval says so
+    with pytest.raises(OffbenchError, match="algorithm toy-bc defines no standalone policy"):
+        evaluate_policy(store, run_ids[0])
+
+
+class ToyPolicy(torch.nn.Module):
+    """One seed's toy policy alone (what `policy_module` returns): its logits plus the counted log-prior."""
+
+    noise_dim = 0
+
+    def __init__(self, toy: ToyDiscreteBC, index: int) -> None:
+        super().__init__()
+        self.logits = toy.logits.member(index)
+        self.register_buffer("log_prior", torch.log1p(toy.counts).cpu())
+
+    def forward(self, observations: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        return (self.logits(observations) + self.log_prior).argmax(-1)
+
+
+def test_a_new_algorithm_with_a_policy_module_exports_and_re_evaluates_under_its_eval_wrappers(
+    toy_algorithm: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ToyDiscreteBC, "policy_module", lambda self, index: ToyPolicy(self, index), raising=False)
+    store = ResultsStore(tmp_path / "results")
+    run_id = run(RunPlan(toy_algorithm, TOY_ID, seeds=[0, 1]), store)[1]
+    evaluation = evaluate_policy(store, run_id)  # in the recorded env with the recorded wrapper: episodes capped at 5 steps
+    assert evaluation.matches_last_evaluation and evaluation.returns.tolist() == [5.0, 5.0]
+    exported = export_policy(store, run_id, tmp_path / "toy.pt2")
+    assert exported.metadata["env"]["wrappers"] == ["cap-5"] and exported.metadata["action_space"] == {"kind": "discrete", "n": 2}
+    actions = torch.export.load(exported.path).module()(torch.zeros(3, 4))
+    assert actions.dtype == torch.int64 and actions.shape == (3,)
 
 
 def test_a_stage_killed_part_way_resumes_and_ends_as_an_uninterrupted_run(toy_algorithm: str, tmp_path: Path) -> None:

@@ -148,6 +148,19 @@ class OfflineAlgorithm(nn.Module):
         """
         raise NotImplementedError
 
+    def policy_module(self, index: int) -> nn.Module:
+        """The policy of the seed at `index` on the seed axis, alone: what a run keeps and `offbench export` writes.
+
+        A plain module on a member axis of one that computes what `act` computes for that seed, bit for bit
+        (tests/test_policy.py checks every algorithm): `forward(observations (1, N, *obs_shape), noise) ->
+        actions (1, N, *action_shape)`, observations as the algorithm sees them (normalised by the sampler).
+        Its int attribute `noise_dim` is 0 for a deterministic policy (`noise` is None); a stochastic one
+        takes `noise` (1, N, noise_dim) of standard normals: what `act` draws from the seed's evaluation
+        stream for N observations, in the order it draws them, so that the same generator gives the same
+        actions. Stateless policies only (`episode_start` is not an input).
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not define a standalone policy")
+
     def trained_networks(self) -> dict[str, tuple[nn.Module, nn.Module | None]]:
         """Optimiser name -> (the network it trains, that network's target or None)."""
         raise NotImplementedError(f"{type(self).__name__} does not list its trained networks")

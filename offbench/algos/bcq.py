@@ -12,7 +12,8 @@ Deviations (also in baselines/bcq.toml [deviations]): none in the mathematics. T
 log_std heads are one 750 -> 2 * latent layer (the same function and init as two 750 -> latent layers).
 The actor's decoder samples are drawn without a graph (the code backpropagates into the VAE but discards
 those gradients). Acting draws its latents from the seed's evaluation stream (offbench.seeding), so
-evaluating never changes a seed's training draws.
+evaluating never changes a seed's training draws; a seed's standalone policy (`BCQPolicy`, what
+`offbench export` writes) takes those latents as an input, so it is deterministic given its inputs.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import copy
 from dataclasses import dataclass, field
 
 import torch
+from torch import nn
 
 from offbench.algos.base import AlgorithmConfig, Batch, OfflineAlgorithm, Problem
 from offbench.algos.nets import EnsembleMLP, per_seed_mean, polyak_update, seeded_normal
@@ -163,3 +165,34 @@ class BCQ(OfflineAlgorithm):
         actions = self.candidates(repeated, self.streams.eval).view(S, N, n, -1)
         best = self.q1(repeated, actions.view(S, N * n, -1)).view(S, N, n).argmax(dim=2)
         return actions.gather(2, best[:, :, None, None].expand(S, N, 1, actions.shape[-1])).squeeze(2)
+
+    def policy_module(self, index: int) -> nn.Module:
+        return BCQPolicy(self, index)
+
+
+class BCQPolicy(nn.Module):
+    """One seed's `BCQ.act` alone, with the act_samples prior latents per state given as `noise`.
+
+    `forward(observations (1, N, obs_dim), noise (1, N, act_samples * latent_dim) of N(0, I) draws)`: the
+    noise of state i, read as (act_samples, latent_dim), is its candidates' latents (clipped here), which
+    is how `act` reads one (N * act_samples, latent_dim) draw. Decoder, perturbation model and first critic.
+    """
+
+    def __init__(self, bcq: BCQ, index: int) -> None:
+        super().__init__()
+        cfg = bcq.config
+        self.decoder, self.actor, self.q1 = bcq.decoder.member(index), bcq.actor.member(index), bcq.critic.member(index)  # twin 1: member s
+        self.max_action, self.phi, self.latent_clip = bcq.problem.max_action, cfg.phi, cfg.latent_clip
+        self.samples, self.latent_dim = cfg.act_samples, bcq.latent_dim
+        self.noise_dim = cfg.act_samples * bcq.latent_dim
+
+    def forward(self, observations: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        N, n, max_action = observations.shape[1], self.samples, self.max_action
+        repeated = observations.repeat_interleave(n, dim=1)  # (1, N * n, obs_dim)
+        latents = noise.reshape(1, N * n, self.latent_dim).clamp(-self.latent_clip, self.latent_clip)
+        decoded = max_action * torch.tanh(self.decoder(torch.cat([repeated, latents], dim=-1)))
+        xi = self.phi * max_action * torch.tanh(self.actor(torch.cat([repeated, decoded], dim=-1)))
+        actions = (decoded + xi).clamp(-max_action, max_action)
+        best = self.q1(torch.cat([repeated, actions], dim=-1)).view(1, N, n).argmax(dim=2)
+        actions = actions.view(1, N, n, -1)
+        return actions.gather(2, best[:, :, None, None].expand(1, N, 1, actions.shape[-1])).squeeze(2)

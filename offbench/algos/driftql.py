@@ -34,6 +34,7 @@ from typing import Annotated
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from offbench.algos.base import AlgorithmConfig, Batch, OfflineAlgorithm, Problem
 from offbench.algos.nets import EnsembleMLP, per_seed_mean, polyak_update, seeded_normal
@@ -176,6 +177,20 @@ class DriftQL(OfflineAlgorithm):
     def act(self, observations: torch.Tensor, episode_start: torch.Tensor) -> torch.Tensor:
         """Stochastic, as in the paper: a fresh z per step from each seed's evaluation stream."""
         return self.policy(observations, self.streams.eval)
+
+    def policy_module(self, index: int) -> nn.Module:
+        return DriftQLPolicy(self, index)
+
+
+class DriftQLPolicy(nn.Module):
+    """One seed's `DriftQL.act` alone, with z given: forward(observations (1, N, obs), noise z (1, N, noise_dim)) -> clip(f(s, z))."""
+
+    def __init__(self, driftql: DriftQL, index: int) -> None:
+        super().__init__()
+        self.actor, self.max_action, self.noise_dim = driftql.actor.member(index), driftql.problem.max_action, driftql.noise_dim
+
+    def forward(self, observations: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        return self.actor(torch.cat([observations, noise], dim=-1)).clamp(-self.max_action, self.max_action)
 
 
 def _check(config: DriftQLConfig) -> None:

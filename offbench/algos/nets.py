@@ -108,6 +108,37 @@ class EnsembleMLP(nn.Module):
                 x = self.norms[i](x, members)
         return self.layers[-1](x, members)
 
+    @torch.no_grad()
+    def member(self, index: int) -> EnsembleMLP:
+        """Member `index` alone: a one-member copy on the CPU, without gradients, for a seed's standalone policy.
+
+        It holds the member's effective weights (a weight parametrisation such as a sparsity mask is applied)
+        and computes the same operations, so it gives that member's outputs bit for bit.
+        """
+        widths = [layer.weight.shape[2] for layer in self.layers]
+        alone = EnsembleMLP(1, self.layers[0].weight.shape[1], widths[:-1], widths[-1], self.activation, self.norms is not None)
+        for mine, theirs in zip([*alone.layers, *(alone.norms or [])], [*self.layers, *(self.norms or [])]):
+            mine.weight.copy_(theirs.weight[index : index + 1])
+            mine.bias.copy_(theirs.bias[index : index + 1])
+        return alone.requires_grad_(False)
+
+
+class TanhPolicy(nn.Module):
+    """max_action * tanh(actor(s)): one seed's deterministic actor (TD3+BC, BC) as a standalone policy.
+
+    `forward(observations (1, N, obs_dim)) -> actions (1, N, action_dim)`; `noise_dim = 0` (no noise input).
+    """
+
+    noise_dim = 0
+
+    def __init__(self, actor: EnsembleMLP, max_action: float) -> None:
+        super().__init__()
+        self.actor = actor
+        self.max_action = max_action
+
+    def forward(self, observations: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        return self.max_action * torch.tanh(self.actor(observations))
+
 
 def seeded_normal(generators: Sequence[torch.Generator], shape: Sequence[int]) -> torch.Tensor:
     """Standard normal noise of shape (S, *shape), seed s drawn from generator s."""

@@ -175,6 +175,10 @@ class SparseReg(OfflineAlgorithm):
     def act(self, observations: torch.Tensor, episode_start: torch.Tensor) -> torch.Tensor:
         return self.base.act(observations, episode_start)
 
+    def policy_module(self, index: int) -> nn.Module:
+        """The base's policy with the masked weights (the masks are applied; a standalone policy holds no mask)."""
+        return self.base.policy_module(index)
+
 
 def keep_masks(scores: list[torch.Tensor], num_seeds: int, keep_ratio: float) -> list[torch.Tensor]:
     """Binary masks keeping, per seed, the weights scoring at least the network's k-th largest score.

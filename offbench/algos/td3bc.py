@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from offbench.algos.base import AlgorithmConfig, Batch, OfflineAlgorithm, Problem
-from offbench.algos.nets import EnsembleMLP, per_seed_mean, polyak_update, seeded_normal
+from offbench.algos.nets import EnsembleMLP, TanhPolicy, per_seed_mean, polyak_update, seeded_normal
 from offbench.config import Count, Fraction, LearningRate, NonNegative, Widths
 from offbench.seeding import SeedStreams
 
@@ -112,6 +112,9 @@ class TD3BC(OfflineAlgorithm):
     @torch.no_grad()
     def act(self, observations: torch.Tensor, episode_start: torch.Tensor) -> torch.Tensor:
         return self.policy(observations)
+
+    def policy_module(self, index: int) -> nn.Module:
+        return TanhPolicy(self.actor.member(index), self.problem.max_action)
 
     # ---- for algorithms built on this one -------------------------------------------------------
 

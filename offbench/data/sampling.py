@@ -98,6 +98,10 @@ class Sampler:
         """Environment observations (S, N, *obs_shape) on the device -> the algorithm's input."""
         return observations
 
+    def observation_normalizer(self) -> StateNormalizer:
+        """The state normalisation `prepare_observations` applies (identity when none): a run's policy keeps it."""
+        return StateNormalizer()
+
     def state_dict(self) -> dict[str, Any]:
         return {}
 
@@ -144,6 +148,9 @@ class UniformTransitions(Sampler):
 
     def prepare_observations(self, observations: torch.Tensor) -> torch.Tensor:
         return self.normalizer(observations.to(self.observations.dtype))
+
+    def observation_normalizer(self) -> StateNormalizer:
+        return self.normalizer
 
 
 class FrameStack(Sampler):
