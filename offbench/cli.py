@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -144,30 +145,37 @@ def run(
     """Train ALGO on DATASET for one or more seeds under the unified protocol and record each run."""
     from offbench import train
     from offbench.config import parse_overrides
-    from offbench.data.user_files import is_user_path
     from offbench.store import ResultsStore
 
     if threads < 1:
         raise OffbenchError(f"--threads must be at least 1, got {threads}")
     torch_threads(threads)
     store = ResultsStore(results_dir(results))
-    if resume is not None:
-        run_ids = train.resume(resume, store, ProgressReporter(resume))
-    else:
-        if not algo or not dataset:
-            raise OffbenchError("--algo and --dataset are required (or --resume GROUP_ID)",
-                                "e.g. offbench run --algo td3bc --dataset hopper-medium --steps 5000")
-        if seeds < 1 or seed_start < 0:
-            raise OffbenchError("--seeds must be at least 1 and --seed-start non-negative")
-        if is_user_path(dataset):  # recorded absolute, so that --resume finds it from any directory
-            dataset = str(Path(dataset).expanduser().resolve())
-        plan = train.RunPlan(
-            algo=algo, dataset=dataset, seeds=list(range(seed_start, seed_start + seeds)), steps=steps,
-            eval_every=eval_every, eval_episodes=eval_episodes, overrides=parse_overrides(set_), device=device,
-            subset=subset, subset_mode=subset_mode, corrupt=corrupt, data_seed=data_seed, env=env, ref=ref, clip_actions=clip_actions,
-        )
-        run_ids = train.run(plan, store, ProgressReporter(f"{algo} {dataset}"))
+    try:
+        run_ids = _train_or_resume(store, resume, algo, dataset, seeds, seed_start, dict(
+            steps=steps, eval_every=eval_every, eval_episodes=eval_episodes, overrides=parse_overrides(set_), device=device,
+            subset=subset, subset_mode=subset_mode, corrupt=corrupt, data_seed=data_seed, env=env, ref=ref, clip_actions=clip_actions))
+    except KeyboardInterrupt as stop:  # click would swallow it into a bare exit code 130; say what happened
+        err.print(str(stop) if isinstance(stop, train.Interrupted) else "interrupted before training started", highlight=False, soft_wrap=True)
+        raise typer.Exit(130) from None
     _print_run_summaries(store, run_ids)
+
+
+def _train_or_resume(store, resume: str | None, algo: str | None, dataset: str | None, seeds: int, seed_start: int, options: dict) -> list[str]:
+    from offbench import train
+    from offbench.data.user_files import is_user_path
+
+    if resume is not None:
+        return train.resume(resume, store, ProgressReporter(resume))
+    if not algo or not dataset:
+        raise OffbenchError("--algo and --dataset are required (or --resume GROUP_ID)",
+                            "e.g. offbench run --algo td3bc --dataset hopper-medium --steps 5000")
+    if seeds < 1 or seed_start < 0:
+        raise OffbenchError("--seeds must be at least 1 and --seed-start non-negative")
+    if is_user_path(dataset):  # recorded absolute, so that --resume finds it from any directory
+        dataset = str(Path(dataset).expanduser().resolve())
+    plan = train.RunPlan(algo=algo, dataset=dataset, seeds=list(range(seed_start, seed_start + seeds)), **options)
+    return train.run(plan, store, ProgressReporter(f"{algo} {dataset}"))
 
 
 def torch_threads(count: int) -> None:
@@ -207,15 +215,26 @@ def _print_run_summaries(store, run_ids: list[str]) -> None:
     out.print(f"records in {store.root}")
 
 
-@app.command()
+runs_app = typer.Typer(help="The results store: list runs, remove them, rebuild the index.")
+app.add_typer(runs_app, name="runs")
+
+
+@runs_app.callback(invoke_without_command=True)
 def runs(
-    all_: bool = typer.Option(False, "--all", help="Also list unfinished (running, interrupted) runs."),
+    context: typer.Context,
+    all_: bool = typer.Option(False, "--all", help="Also list unfinished (running, interrupted, failed) runs."),
     results: Optional[Path] = ResultsDirOption,
 ) -> None:
-    """List the runs in the results store."""
+    """List the runs in the results store (finished and diverged; --all for every run)."""
+    if context.invoked_subcommand is not None:
+        return
+    import pandas as pd
+
     from offbench.store import ResultsStore
 
-    frame = ResultsStore(results_dir(results)).runs(status=None if all_ else "finished")
+    store = ResultsStore(results_dir(results))
+    frames = [store.runs(status=None)] if all_ else [store.runs("finished"), store.runs("diverged")]
+    frame = pd.concat(frames).sort_values(["started_at", "run_id"]) if any(len(f) for f in frames) else frames[0]
     if frame.empty:
         out.print(f"no {'' if all_ else 'finished '}runs in {results_dir(results)}")
         return
@@ -225,6 +244,60 @@ def runs(
         table.add_row(row.run_id, row.algo, row.dataset_id, str(row.seed), str(row.steps), row.status,
                       _fmt(row.final_score), last_k, _fmt(row.steps_per_s, "{:.0f}"))
     out.print(table)
+
+
+@runs_app.command("rm")
+def runs_rm(
+    ids: list[str] = typer.Argument(..., help="Run ids or group ids (a group id removes all its runs and its checkpoint)."),
+    force: bool = typer.Option(False, "--force", help="Also remove runs that are still running."),
+    results: Optional[Path] = ResultsDirOption,
+) -> None:
+    """Remove runs: their folders, index rows and, once a group has no runs left, its checkpoint."""
+    from offbench.store import ResultsStore
+
+    store = ResultsStore(results_dir(results))
+    frame = store.runs(status=None)
+    chosen = frame[frame["run_id"].isin(ids) | frame["group_id"].isin(ids)]
+    unknown = [i for i in ids if i not in set(chosen["run_id"]) | set(chosen["group_id"])]
+    if unknown:
+        raise OffbenchError(f"no run or group {unknown[0]} in {store.root}", "list them with `offbench runs --all`")
+    alive = chosen[chosen["status"] == "running"]
+    if not alive.empty and not force:
+        raise OffbenchError(f"{alive['run_id'].iloc[0]} is still running", "stop it first, or pass --force")
+    store.remove(list(chosen["run_id"]))
+    out.print(f"removed {len(chosen)} runs from {store.root}")
+
+
+@runs_app.command("prune")
+def runs_prune(
+    yes: bool = typer.Option(False, "--yes", help="Remove them; without it, only list what would go."),
+    results: Optional[Path] = ResultsDirOption,
+) -> None:
+    """Remove every run that ended without a result (interrupted or failed), with their groups' checkpoints."""
+    from offbench.store import ResultsStore
+
+    store = ResultsStore(results_dir(results))
+    frame = store.runs(status=None)
+    dead = frame[frame["status"].str.startswith(("interrupted", "failed"))]
+    if dead.empty:
+        out.print(f"nothing to prune in {store.root}")
+        return
+    for row in dead.itertuples():
+        out.print(f"{row.run_id}: {row.status}", highlight=False)
+    if not yes:
+        out.print(f"{len(dead)} runs would be removed (resumable ones too); pass --yes to remove them")
+        return
+    store.remove(list(dead["run_id"]))
+    out.print(f"removed {len(dead)} runs from {store.root}")
+
+
+@runs_app.command("reindex")
+def runs_reindex(results: Optional[Path] = ResultsDirOption) -> None:
+    """Rebuild index.sqlite from the run folders (after it was lost or damaged)."""
+    from offbench.store import ResultsStore
+
+    store = ResultsStore(results_dir(results))
+    out.print(f"indexed {store.reindex()} runs in {store.root}")
 
 
 def _fmt(value, pattern: str = "{:.1f}") -> str:
@@ -329,14 +402,18 @@ def data_make(
 
 def main() -> None:
     """Console entry: user errors become one line on stderr and exit code 2, never a traceback."""
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _stop_on)
     try:
         app()
     except OffbenchError as error:
         err.print(f"error: {error.message}" + (f" — {error.hint}" if error.hint else ""), highlight=False, soft_wrap=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        err.print("interrupted; a seed group resumes with `offbench run --resume GROUP_ID`")
-        sys.exit(130)
+
+
+def _stop_on(signum: int, _frame: object) -> None:
+    """SIGTERM and SIGHUP (a closed terminal, a scheduler's kill) stop a run as Ctrl-C does: recorded, with advice."""
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 if __name__ == "__main__":

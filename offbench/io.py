@@ -28,6 +28,17 @@ def atomic_write(path: Path, write: Callable[[Path], None], suffix: str = ".tmp"
         tmp.unlink(missing_ok=True)
 
 
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine (someone else's counts as running)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def write_json(path: Path, obj: Any) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_jsonable)))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import socket
 import subprocess
@@ -68,5 +69,6 @@ def collect(device: torch.device) -> dict[str, Any]:
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "hostname": socket.gethostname(),
+        "pid": os.getpid(),
         "command": sys.argv,
     }

@@ -12,13 +12,18 @@ Layout under the store root (``results/`` by default)::
     index.sqlite                    one row per run; rebuildable from runs/ with `reindex()`
 
 Every file is written atomically. A run is listed as finished (or diverged: an evaluation returned NaN
-or inf, and it has no score) only when its summary exists and its index row says so; a killed run stays
-`running` (or `failed`) and is never counted.
+or inf, and it has no score) only when its summary exists and its index row says so; a run that ends any
+other way is never counted. Its row says how it ended: `failed: <error>`, `interrupted: <signal>` (with
+the resume command or "no checkpoint: start again"), or, for a process killed without a word (SIGKILL,
+a lost machine), `running` in the file and `interrupted` when read: its process on this host is gone,
+or no heartbeat came for `STALE_AFTER_S` (`runs()`, `liveness`).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import socket
 import sqlite3
 import time
 from collections.abc import Iterator, Mapping
@@ -31,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from offbench.errors import OffbenchError
-from offbench.io import read_json, write_json
+from offbench.io import process_alive, read_json, write_json
 from offbench.paths import safe_name
 from offbench.protocol import BUDGET_KEYS
 from offbench.records import RunConfig, RunSummary
@@ -54,7 +59,12 @@ INDEX_COLUMNS = {
     "best_score": "REAL",
     "steps_per_s": "REAL",
     "device": "TEXT",
+    "host": "TEXT",  # where the training process runs, and its pid: a dead pid on this host is an interrupted run
+    "pid": "INTEGER",
+    "heartbeat_at": "REAL",  # the last sign of life of a running run (every HEARTBEAT_EVERY_S while it trains)
 }
+HEARTBEAT_EVERY_S = 30.0
+STALE_AFTER_S = 600.0  # a running run silent this long is shown as interrupted (its process may be on another host)
 
 
 @dataclass(frozen=True)
@@ -112,7 +122,7 @@ class ResultsStore:
         write_json(run_dir / "provenance.json", provenance)
         if not (run_dir / "curve.json").exists():
             write_json(run_dir / "curve.json", [])
-        self._upsert(self._row(run_id, config, status="running", started_at=time.time()))
+        self._upsert(self._row(run_id, config, status="running", provenance=provenance, started_at=time.time()))
 
     def write_curve(self, run_id: str, curve: list[dict[str, Any]]) -> None:
         write_json(self.run_dir(run_id) / "curve.json", curve)
@@ -130,7 +140,30 @@ class ResultsStore:
         self._upsert(self._row(run_id, config, status=summary.status, summary=summary, provenance=provenance))
 
     def mark_failed(self, run_id: str, reason: str) -> None:
-        self._upsert(self._row(run_id, self._config(run_id), status=f"failed: {reason}"[:200]))
+        self._upsert(self._row(run_id, self._config(run_id), status=f"failed: {reason}"[:300]))
+
+    def mark_interrupted(self, run_id: str, reason: str) -> None:
+        self._upsert(self._row(run_id, self._config(run_id), status=f"interrupted: {reason}"[:300]))
+
+    def heartbeat(self, run_ids: list[str]) -> None:
+        """Record that the process training `run_ids` is alive (one transaction)."""
+        with closing(self._connect()) as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany("UPDATE runs SET heartbeat_at = ? WHERE run_id = ?", [(time.time(), r) for r in run_ids])
+            conn.execute("COMMIT")
+
+    def remove(self, run_ids: list[str]) -> None:
+        """Delete runs (folders and index rows) and the checkpoints of groups left without runs."""
+        groups = {self._config(r).group_id for r in run_ids if (self.run_dir(r) / "config.json").exists()}
+        for run_id in run_ids:
+            shutil.rmtree(self.run_dir(run_id), ignore_errors=True)
+        with closing(self._connect()) as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany("DELETE FROM runs WHERE run_id = ?", [(r,) for r in run_ids])
+            conn.execute("COMMIT")
+            remaining = {row[0] for row in conn.execute("SELECT DISTINCT group_id FROM runs")}
+        for group_id in groups - remaining:
+            self.checkpoint_path(group_id).unlink(missing_ok=True)
 
     # ---- reading -----------------------------------------------------------------------------
 
@@ -163,7 +196,27 @@ class ResultsStore:
             frame = pd.read_sql_query(query, conn, params=(status,) if status else ())
         if status in ("finished", "diverged"):  # the summary file is the ground truth for a run that is over
             frame = frame[np.array([(self.run_dir(r) / "summary.json").exists() for r in frame["run_id"]], dtype=bool)]
+        if status is None:
+            frame["status"] = [self.liveness(row) for row in frame.itertuples()]
         return frame.reset_index(drop=True)
+
+    def liveness(self, row: Any) -> str:
+        """An index row's status, with a silent `running` run told as `interrupted: <why>; <advice>`."""
+        if row.status != "running":
+            return row.status
+        here = row.host == socket.gethostname()
+        if here and row.pid is not None and row.pid == row.pid and not process_alive(int(row.pid)):
+            why = f"its process {int(row.pid)} is gone"
+        elif row.heartbeat_at is not None and row.heartbeat_at == row.heartbeat_at and time.time() - row.heartbeat_at > STALE_AFTER_S:
+            why = f"no heartbeat for {(time.time() - row.heartbeat_at) / 60:.0f} min (process {row.pid} on {row.host})"
+        else:
+            return "running"
+        return f"interrupted: {why}; {self.resume_advice(row.group_id)}"
+
+    def resume_advice(self, group_id: str) -> str:
+        if self.checkpoint_path(group_id).exists():
+            return f"resume with `offbench run --resume {group_id}`"
+        return "no checkpoint: start again"
 
     def finished_records(self) -> Iterator[RunRecord]:
         for run_id in self.runs("finished")["run_id"]:
@@ -180,7 +233,9 @@ class ResultsStore:
             record = self.load(run_dir.name)
             status = record.summary.status if record.summary is not None else "running"
             started_at = record.provenance.get("started_at")
-            rows.append(self._row(record.run_id, record.config, status, record.summary, record.provenance, started_at))
+            last_write = max(p.stat().st_mtime for p in run_dir.iterdir())  # the heartbeat a rebuilt index can know
+            provenance = {**record.provenance, "heartbeat_at": last_write}
+            rows.append(self._row(record.run_id, record.config, status, record.summary, provenance, started_at))
         fresh = self.index_path.with_name(f".{self.index_path.name}.{os.getpid()}.tmp")
         fresh.unlink(missing_ok=True)
         with closing(self._open(fresh)) as conn:
@@ -244,6 +299,8 @@ class ResultsStore:
             "steps_per_s": summary and summary.steps_per_s,
             "device": (provenance or {}).get("device"),
         }
+        if provenance and "pid" in provenance:
+            row |= {"host": provenance.get("hostname"), "pid": provenance["pid"], "heartbeat_at": provenance.get("heartbeat_at", time.time())}
         if started_at is not None:
             row["started_at"] = started_at
         return row

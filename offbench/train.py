@@ -42,7 +42,7 @@ from offbench.policy import save_run_policies
 from offbench.protocol import BUDGET_KEYS, TrainingProtocol, check_budget
 from offbench.records import DEFAULT_LAST_K, DatasetRecord, RunConfig, RunSummary
 from offbench.seeding import SeedStreams
-from offbench.store import ResultsStore
+from offbench.store import HEARTBEAT_EVERY_S, ResultsStore
 
 CHECKPOINT_VERSION = 2  # 2: named random streams, sampler state, stages
 
@@ -66,6 +66,10 @@ class RunPlan:
     env: str | None = None  # a user's file (dataset given by path): the evaluation env
     ref: str | None = None  # ... and its reference returns, "d4rl:hopper" or "MIN,MAX" (offbench.data.user_files)
     clip_actions: bool = False  # ... and whether actions outside the env's box are clipped (+clip-actions)
+
+
+class Interrupted(KeyboardInterrupt):
+    """Training stopped by SIGINT, SIGTERM or SIGHUP; the message names the group and how to go on."""
 
 
 class Reporter:
@@ -371,6 +375,7 @@ def _train(group: SeedGroup, store: ResultsStore, reporter: Reporter) -> list[st
         _run_stages(group, store, reporter)
         reporter.start(steps, group.step)
         segment_start, segment_steps = time.perf_counter(), 0
+        last_heartbeat = time.monotonic()
         while group.step < steps:
             group.step += 1
             group.metrics.update(group.algorithm.update(group.sampler.sample(group.streams.sampling, batch_size), group.step))
@@ -384,11 +389,18 @@ def _train(group: SeedGroup, store: ResultsStore, reporter: Reporter) -> list[st
                 segment_start, segment_steps = time.perf_counter(), 0
             elif segment_steps % 100 == 0:
                 reporter.advance(group.step, group.step / max(group.train_time_s + time.perf_counter() - segment_start, 1e-9), None)
-    except BaseException as error:
-        advice = (f"resume with --resume {group.group_id}" if store.checkpoint_path(group.group_id).exists()
-                  else "no checkpoint yet: start again")
+            if time.monotonic() - last_heartbeat > HEARTBEAT_EVERY_S:
+                store.heartbeat(group.run_ids)
+                last_heartbeat = time.monotonic()
+    except KeyboardInterrupt as stop:
+        why = f"at step {group.step} ({stop.args[0] if stop.args else 'SIGINT'})"
+        advice = store.resume_advice(group.group_id)
         for run_id in group.run_ids:
-            store.mark_failed(run_id, f"interrupted at step {group.step}: {type(error).__name__}; {advice}")
+            store.mark_interrupted(run_id, f"{why}; {advice}")
+        raise Interrupted(f"interrupted {why}: group {group.group_id}; {advice}") from None
+    except BaseException as error:
+        for run_id in group.run_ids:
+            store.mark_failed(run_id, f"at step {group.step}: {type(error).__name__}: {error}; {store.resume_advice(group.group_id)}")
         raise
     finally:
         reporter.stop()

@@ -122,7 +122,7 @@ def test_a_run_interrupted_before_its_first_checkpoint_does_not_advise_resume(
     with pytest.raises(KeyboardInterrupt):
         run(RunPlan("td3bc", TINY_ID, seeds=[0], steps=20, eval_every=10, eval_episodes=1), store)
     status = store.runs(status=None)["status"].item()
-    assert "no checkpoint yet: start again" in status and "--resume" not in status
+    assert status == "interrupted: at step 1 (SIGINT); no checkpoint: start again"
 
 
 def test_a_dataset_without_reference_returns_is_refused_before_anything_is_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -22,7 +22,7 @@ from offbench.data import d4rl
 from offbench.data.dataset import DatasetMetadata, OfflineDataset
 from offbench.data.spaces import from_gymnasium, observation_space_from_gymnasium
 from offbench.errors import OffbenchError
-from offbench.io import atomic_write
+from offbench.io import atomic_write, process_alive
 from offbench.paths import data_dir
 
 OFFBENCH_METADATA = "offbench.json"  # our sidecar beside Minari's data/ folder
@@ -67,15 +67,43 @@ def write_minari(
     offbench_metadata: dict[str, Any],
     overwrite: bool = False,
 ) -> Path:
-    """Write episodes (`observations` T+1 rows; `actions`, `rewards`, `terminations`, `truncations` T rows)."""
+    """Write episodes (`observations` T+1 rows; `actions`, `rewards`, `terminations`, `truncations` T rows).
+
+    The dataset is written under `<root>/.making/<pid>/` and renamed into place when complete, so a
+    killed write never leaves a folder that looks present; staging folders of dead processes are removed.
+    """
+    path = dataset_path(root, minari_id)
+    if path.exists() and not overwrite:
+        raise OffbenchError(f"dataset {minari_id} already exists at {path}")
+    staging_root = root / STAGING / str(os.getpid())
+    _remove_dead_staging(root / STAGING)
+    shutil.rmtree(staging_root, ignore_errors=True)
+    try:
+        staged = _write_minari_files(staging_root, minari_id, episodes, env_id, ref_min_score, ref_max_score, description, offbench_metadata)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists():
+            retired = staging_root / "retired"
+            os.replace(path, retired)  # out of the way in one step: readers see the old dataset or none
+        os.replace(staged, path)
+    finally:
+        shutil.rmtree(staging_root, ignore_errors=True)
+    return path
+
+
+STAGING = ".making"
+
+
+def _remove_dead_staging(staging: Path) -> None:
+    for folder in staging.glob("*"):
+        if folder.name.isdigit() and not process_alive(int(folder.name)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _write_minari_files(root, minari_id, episodes, env_id, ref_min_score, ref_max_score, description, offbench_metadata) -> Path:
     import minari
     from minari.data_collector import EpisodeBuffer
 
     path = dataset_path(root, minari_id)
-    if path.exists():
-        if not overwrite:
-            raise OffbenchError(f"dataset {minari_id} already exists at {path}")
-        shutil.rmtree(path)
     buffers = [
         EpisodeBuffer(
             id=i,
