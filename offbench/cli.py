@@ -382,9 +382,10 @@ def data_make(
     force: bool = typer.Option(False, "--force", help="Remake it even if it is present."),
 ) -> None:
     """Make a local dataset by its recipe (datasets/catalogue.toml)."""
-    from offbench.data.registry import describe, is_present, make_dataset, recorded_hash_mismatch, resolve
+    from offbench.data.registry import describe, is_present, make_dataset, makeable_recipe, recorded_hash_mismatch, resolve
 
     dataset_id = resolve(dataset)
+    makeable_recipe(dataset_id)
     if is_present(dataset_id) and not force:
         out.print(f"{dataset_id} is already present (use --force to remake it)")
         return

@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 from offbench.data import ids
 from offbench.errors import OffbenchError
+from offbench.io import read_toml
 from offbench.paths import resource_dir
 
 
@@ -52,8 +53,7 @@ def baseline_file(algo: str) -> dict[str, Any]:
     path = resource_dir("baselines") / f"{algo}.toml"
     if not path.exists():
         raise OffbenchError(f"no baseline config for '{algo}'", f"expected {path}")
-    with open(path, "rb") as f:
-        return tomllib.load(f)
+    return read_toml(path)
 
 
 def dataset_key(dataset_id: str) -> str:

@@ -1,13 +1,16 @@
-"""Crash-safe file writes: a reader sees the old file or the new one, never half of either."""
+"""Crash-safe file writes (a reader sees the old file or the new one, never half of either) and reads that fail in one line."""
 
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from offbench.errors import OffbenchError
 
 
 def atomic_write(path: Path, write: Callable[[Path], None], suffix: str = ".tmp") -> None:
@@ -19,6 +22,7 @@ def atomic_write(path: Path, write: Callable[[Path], None], suffix: str = ".tmp"
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a store shared with teammates needs the user's umask
     try:
         write(tmp)
         with open(tmp, "rb+") as f:
@@ -26,6 +30,12 @@ def atomic_write(path: Path, write: Callable[[Path], None], suffix: str = ".tmp"
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def process_alive(pid: int) -> bool:
@@ -41,6 +51,15 @@ def process_alive(pid: int) -> bool:
 
 def write_json(path: Path, obj: Any) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_jsonable)))
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """A TOML file offbench ships or the user wrote; one-line `OffbenchError` when it cannot be read or parsed."""
+    try:
+        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:  # ValueError: TOMLDecodeError, or bytes that are not UTF-8
+        raise OffbenchError(f"{path} is not a readable TOML file ({str(error).splitlines()[0]})",
+                            "restore it (e.g. `git checkout -- FILE` for a shipped one)") from None
 
 
 def read_json(path: Path) -> Any:

@@ -26,7 +26,7 @@ import shutil
 import socket
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,6 +89,21 @@ class RunRecord:
     @property
     def finished(self) -> bool:
         return self.summary is not None and self.summary.status == "finished"
+
+
+class DamagedRecord(OffbenchError):
+    """A run folder holds a file that does not parse: analysis leaves the run out and names it."""
+
+    def __init__(self, run_id: str, damage: str) -> None:
+        super().__init__(f"run {run_id} is damaged: {damage}", f"restore the file, or remove the run with `offbench runs rm {run_id}`")
+        self.run_id, self.damage = run_id, damage
+
+
+def _parsed(run_id: str, name: str, parse: Any, data: Any) -> Any:
+    try:
+        return parse(data)
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise DamagedRecord(run_id, f"{name} lacks or mistypes a field ({type(error).__name__}: {error})") from None
 
 
 class ResultsStore:
@@ -175,21 +190,35 @@ class ResultsStore:
         return self.checkpoints_dir / f"{safe_name('group id', group_id)}.pt"
 
     def load(self, run_id: str) -> RunRecord:
+        """One run's record; raises `OffbenchError` for an unknown run and `DamagedRecord` for an unreadable one."""
         run_dir = self.run_dir(run_id)
         if not (run_dir / "config.json").exists():
             raise OffbenchError(f"no run {run_id} in {self.root}", "list runs with `offbench runs`")
-        summary_path = run_dir / "summary.json"
+        summary = self._read(run_id, "summary.json") if (run_dir / "summary.json").exists() else None
+        curve = self._read(run_id, "curve.json")
+        if not isinstance(curve, list) or not all(isinstance(entry, dict) for entry in curve):
+            raise DamagedRecord(run_id, "curve.json is not a list of evaluations")
         return RunRecord(
             run_id=run_id,
             config=self._config(run_id),
-            provenance=read_json(run_dir / "provenance.json"),
-            curve=read_json(run_dir / "curve.json"),
-            summary=RunSummary.from_dict(read_json(summary_path)) if summary_path.exists() else None,
+            provenance=self._read(run_id, "provenance.json"),
+            curve=curve,
+            summary=None if summary is None else _parsed(run_id, "summary.json", RunSummary.from_dict, summary),
         )
+
+    def load_intact(self, run_ids: Iterable[str]) -> tuple[dict[str, RunRecord], dict[str, str]]:
+        """The records of `run_ids` that read cleanly, and {run id: what is damaged} for the others."""
+        records, damaged = {}, {}
+        for run_id in run_ids:
+            try:
+                records[run_id] = self.load(run_id)
+            except DamagedRecord as error:
+                damaged[run_id] = error.damage
+        return records, damaged
 
     def runs(self, status: str | None = "finished") -> pd.DataFrame:
         """The index as a DataFrame; `status=None` lists every run, finished or not."""
-        if not self.index_path.exists():
+        if not self.index_path.exists() and not any(self.runs_dir.glob("*/config.json")):
             return pd.DataFrame(columns=list(INDEX_COLUMNS))
         query = "SELECT * FROM runs" + (" WHERE status = ?" if status else "") + " ORDER BY started_at, run_id"
         with closing(self._connect()) as conn:
@@ -230,7 +259,11 @@ class ResultsStore:
         """
         rows = []
         for run_dir in sorted(p for p in self.runs_dir.glob("*") if (p / "config.json").exists()):
-            record = self.load(run_dir.name)
+            try:
+                record = self.load(run_dir.name)
+            except DamagedRecord as error:  # listed, never counted: `offbench runs --all` shows what is wrong
+                rows.append({"run_id": run_dir.name, "status": f"damaged: {error.damage}"})
+                continue
             status = record.summary.status if record.summary is not None else "running"
             started_at = record.provenance.get("started_at")
             last_write = max(p.stat().st_mtime for p in run_dir.iterdir())  # the heartbeat a rebuilt index can know
@@ -249,7 +282,13 @@ class ResultsStore:
     # ---- index internals -----------------------------------------------------------------------
 
     def _config(self, run_id: str) -> RunConfig:
-        return RunConfig.from_dict(read_json(self.run_dir(run_id) / "config.json"))
+        return _parsed(run_id, "config.json", RunConfig.from_dict, self._read(run_id, "config.json"))
+
+    def _read(self, run_id: str, name: str) -> Any:
+        try:
+            return read_json(self.run_dir(run_id) / name)
+        except (OSError, ValueError) as error:  # ValueError: not JSON, half-written, not UTF-8
+            raise DamagedRecord(run_id, f"{name} is unreadable ({type(error).__name__})") from None
 
     def _open(self, path: Path) -> sqlite3.Connection:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -259,9 +298,20 @@ class ResultsStore:
         return conn
 
     def _connect(self) -> sqlite3.Connection:
-        conn = self._open(self.index_path)
-        if {row[1] for row in conn.execute("PRAGMA table_info(runs)")} != set(INDEX_COLUMNS):
-            conn.close()  # an index written by an older offbench: rebuild it from the run folders
+        """The index, rebuilt from the run folders first when it is missing while runs exist, unreadable, or of an older schema."""
+        if not self.index_path.exists() and any(self.runs_dir.glob("*/config.json")):
+            self.reindex()
+        conn = None
+        try:
+            conn = self._open(self.index_path)
+            current = {row[1] for row in conn.execute("PRAGMA table_info(runs)")} == set(INDEX_COLUMNS)
+            # a zero-byte file opens as an empty index: rebuild it when run folders exist
+            current = current and (conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0] > 0 or not any(self.runs_dir.glob("*/config.json")))
+        except sqlite3.DatabaseError:  # garbage, truncated: the run folders are the ground truth
+            current = False
+        if not current:
+            if conn is not None:
+                conn.close()
             self.reindex()
             conn = self._open(self.index_path)
         return conn

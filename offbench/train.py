@@ -12,8 +12,10 @@ kept with its run (`runs/<run_id>/policy.pt`, offbench.policy) before its summar
 from __future__ import annotations
 
 import dataclasses
+import errno
 import math
 import secrets
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -395,17 +397,36 @@ def _train(group: SeedGroup, store: ResultsStore, reporter: Reporter) -> list[st
     except KeyboardInterrupt as stop:
         why = f"at step {group.step} ({stop.args[0] if stop.args else 'SIGINT'})"
         advice = store.resume_advice(group.group_id)
-        for run_id in group.run_ids:
-            store.mark_interrupted(run_id, f"{why}; {advice}")
+        _mark_ended(group, store.mark_interrupted, f"{why}; {advice}")
         raise Interrupted(f"interrupted {why}: group {group.group_id}; {advice}") from None
+    except OSError as error:
+        if error.errno not in STORAGE_ERRORS:
+            _mark_ended(group, store.mark_failed, f"at step {group.step}: {type(error).__name__}: {error}")
+            raise
+        advice = store.resume_advice(group.group_id)
+        _mark_ended(group, store.mark_failed, f"at step {group.step}: {error.strerror}; {advice}")
+        raise OffbenchError(f"cannot write {error.filename or 'the results store'} ({error.strerror}): group {group.group_id} "
+                            f"stopped at step {group.step}; its records are as of its last evaluation", f"free space, then {advice}") from None
     except BaseException as error:
-        for run_id in group.run_ids:
-            store.mark_failed(run_id, f"at step {group.step}: {type(error).__name__}: {error}; {store.resume_advice(group.group_id)}")
+        _mark_ended(group, store.mark_failed, f"at step {group.step}: {type(error).__name__}: {error}; {store.resume_advice(group.group_id)}")
         raise
     finally:
         reporter.stop()
     _finish_records(group, store)
     return group.run_ids
+
+
+STORAGE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO)  # the store cannot take writes: one line, not a traceback
+
+
+def _mark_ended(group: SeedGroup, mark: Callable[[str, str], None], reason: str) -> None:
+    """Record how a group ended, as far as the store can still be written (a full disk may refuse this too:
+    the runs then stay `running` in the index and read as interrupted once the process is gone)."""
+    try:
+        for run_id in group.run_ids:
+            mark(run_id, reason)
+    except (OSError, sqlite3.Error):
+        pass
 
 
 def _run_stages(group: SeedGroup, store: ResultsStore, reporter: Reporter) -> None:

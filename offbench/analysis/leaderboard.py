@@ -23,10 +23,10 @@ lies below -margin (significantly worse by more than the margin), *improved* whe
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import math
-import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
@@ -42,6 +42,7 @@ from offbench.analysis.scores import (
     Statistic,
     config_changes,
     configuration_names,
+    damaged_warnings,
     divergence,
     finished_or_diverged,
     latest_run_per_seed,
@@ -53,7 +54,7 @@ from offbench.analysis.stats import DEFAULT_REPS, Interval, difference_of_means,
 from offbench.analysis.tables import Table
 from offbench.data.ids import selects
 from offbench.errors import OffbenchError
-from offbench.io import read_json, write_json
+from offbench.io import read_json, read_toml, write_json
 from offbench.paths import resource_dir
 from offbench.protocol import BUDGET_KEYS
 from offbench.records import DEFAULT_LAST_K
@@ -114,10 +115,7 @@ def load_protocol(name_or_path: str | Path) -> Protocol:
     if not path.is_file():
         shipped = sorted(p.stem for p in resource_dir("protocols").glob("*.toml"))
         raise OffbenchError(f"no protocol {name_or_path!r} ({path})", f"protocols: {', '.join(shipped) or 'none'}")
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise OffbenchError(f"{path} is not valid TOML: {exc}") from None
+    data = read_toml(path)
     if unknown := sorted(set(data) - set(_PROTOCOL_TYPES)):
         raise OffbenchError(f"{path}: unknown keys {', '.join(unknown)}", f"allowed: {', '.join(_PROTOCOL_TYPES)}")
     if missing := [k for k in ("algos", "datasets", "seeds", *BUDGET_KEYS) if k not in data]:
@@ -540,7 +538,8 @@ def _check_cell(
             f"the new runs have {found}",
             _refusal_hint(runs, entries),
         )
-    records = {run_id: store.load(run_id) for c in comparable for run_id in c["run_id"]}
+    records, damaged = store.load_intact(run_id for c in comparable for run_id in c["run_id"])
+    comparable = [c[~c["run_id"].isin(damaged)] for c in comparable]
     checks = []
     for (entry, label), candidates in zip(group, comparable):
         configs = [records[r].config.algo_config for r in candidates["run_id"]]
@@ -549,6 +548,9 @@ def _check_cell(
         unclaimed = candidates[~np.array(claimed, bool)]
         check = _check_entry(entry, label, same, unclaimed, records, store, required, margin, reps, seed)
         checks += [check] if check else []
+    if damaged:
+        left_out = "; ".join(damaged_warnings(damaged))
+        checks = [dataclasses.replace(c, note="; ".join(filter(None, [c.note, left_out]))) for c in checks]
     return checks
 
 

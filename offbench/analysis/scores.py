@@ -205,8 +205,10 @@ def collect_scores(
     if index.empty:
         condition = ", ".join(f"{k}={v}" for k, v in (where or {}).items())
         raise OffbenchError(f"no finished runs match the selection{' with ' + condition if condition else ''}")
-    records = {run_id: store.load(run_id) for run_id in index["run_id"]}
+    records, damaged = store.load_intact(index["run_id"])
+    index = index[~index["run_id"].isin(damaged)]
     index, labels, warnings = name_configurations(index, records, algo_names)
+    warnings = [*damaged_warnings(damaged), *warnings]
     ensure_one_protocol_per_cell(index)
     index, rerun_warnings = latest_run_per_seed(index)
     runs, diverged = score_runs(index, records, statistic, store)
@@ -223,6 +225,11 @@ def collect_scores(
         tuple(d for d in dataset_ids if d in kept),
         tuple(warnings),
     )
+
+
+def damaged_warnings(damaged: Mapping[str, str]) -> list[str]:
+    """One caveat per run left out because a file of its record does not parse."""
+    return [f"run {run_id} is left out: {damage} (restore it or `offbench runs rm {run_id}`)" for run_id, damage in damaged.items()]
 
 
 def finished_or_diverged(store: ResultsStore) -> pd.DataFrame:

@@ -6,15 +6,14 @@ lists them) both read it without importing each other.
 
 from __future__ import annotations
 
-import tomllib
 from functools import lru_cache
 from typing import Any
 
+from offbench.io import read_toml
 from offbench.paths import resource_dir
 
 
 @lru_cache(maxsize=1)
 def catalogue() -> dict[str, dict[str, Any]]:
     """The recipes of datasets offbench can make, by canonical id (`datasets/catalogue.toml`)."""
-    with open(resource_dir("datasets") / "catalogue.toml", "rb") as f:
-        return tomllib.load(f)["datasets"]
+    return read_toml(resource_dir("datasets") / "catalogue.toml")["datasets"]

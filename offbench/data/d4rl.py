@@ -98,6 +98,9 @@ def qlearning_transitions(raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     if len(set(lengths.values())) != 1:
         key = next(k for k, v in lengths.items() if v != n)
         raise OffbenchError(f"field '{key}' has {lengths[key]} rows but 'rewards' has {n}")
+    for key, ndim in (("observations", 2), ("actions", 2)):
+        if raw[key].ndim < ndim:
+            raise OffbenchError(f"field '{key}' has shape {raw[key].shape}, expected (N, dims)")
     terminals = raw["terminals"].astype(bool).reshape(-1)
     timeouts = raw["timeouts"].astype(bool).reshape(-1)
     kept = np.flatnonzero(~timeouts[: n - 1])

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import shutil
+import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -168,12 +169,23 @@ def transitions(path: Path, dataset: Any, dataset_id: str) -> dict[str, np.ndarr
     """
     cache, key = _cache_location(path, dataset_id)
     if key is not None and cache.exists():
-        with np.load(cache) as stored:
-            if np.array_equal(stored["cache_key"], key):
-                return {name: stored[name] for name in stored.files if name != "cache_key"}
+        cached = _read_cache(cache, key)
+        if cached is not None:
+            return cached
     arrays = episodes_to_transitions(read_episodes(dataset, dataset_id), dataset_id)
     write_cache(path, dataset_id, arrays)
     return arrays
+
+
+def _read_cache(cache: Path, key: np.ndarray) -> dict[str, np.ndarray] | None:
+    """The cached arrays when the cache is current and intact; None (rebuild it) when stale or damaged."""
+    try:
+        with np.load(cache, allow_pickle=False) as stored:
+            if not np.array_equal(stored["cache_key"], key):
+                return None
+            return {name: stored[name] for name in stored.files if name != "cache_key"}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # truncated, garbage, empty: derived data, rebuilt
+        return None
 
 
 def write_cache(path: Path, dataset_id: str, arrays: dict[str, np.ndarray]) -> None:
@@ -231,6 +243,17 @@ def episodes_to_transitions(episodes: Sequence[dict[str, np.ndarray]], dataset_i
     return arrays
 
 
+def _read_sidecar(path: Path, dataset_id: str) -> dict[str, Any]:
+    try:
+        sidecar = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        sidecar = error
+    if not isinstance(sidecar, dict):
+        raise OffbenchError(f"dataset {dataset_id}: {path} is damaged (not a JSON object)",
+                            f"remake it with `offbench data make {dataset_id} --force`, or restore the file")
+    return sidecar
+
+
 def _reference(dataset_id: str, minari_meta: dict[str, Any], source: str) -> dict[str, Any]:
     """The reference returns that normalise scores: Minari's own, else D4RL's for the same MuJoCo robot.
 
@@ -260,7 +283,7 @@ def load_minari(path: Path, dataset_id: str, env_id: str | None = None, ref_sour
     action_space = from_gymnasium(minari_meta["action_space"], f"dataset {dataset_id}")
     arrays = transitions(path, minari_dataset, dataset_id)
     sidecar_path = path / OFFBENCH_METADATA
-    sidecar = json.loads(sidecar_path.read_text()) if sidecar_path.exists() else {}
+    sidecar = _read_sidecar(sidecar_path, dataset_id) if sidecar_path.exists() else {}
     env_spec = minari_meta.get("env_spec")
     spec_id = json.loads(env_spec)["id"] if isinstance(env_spec, str) else getattr(env_spec, "id", "")
     metadata = DatasetMetadata(

@@ -68,16 +68,7 @@ def make_dataset(
     on_steps: Callable[[int], None] | None = None,
 ) -> OfflineDataset:
     """Make `local/<name>` by its catalogue recipe (or the `recipe` given) and store it in Minari format."""
-    source, _ = split_id(dataset_id)
-    if source != "local":
-        raise OffbenchError(f"only local/ datasets can be made here, not {dataset_id}", _how_to_get(dataset_id))
-    recipe = recipe or catalogue().get(dataset_id)
-    if recipe is None:
-        raise OffbenchError(f"no recipe for {dataset_id}", "see `offbench data list` for makeable datasets")
-    if recipe["recipe"] not in RECIPES:
-        raise OffbenchError(f"dataset {dataset_id}: unknown recipe '{recipe['recipe']}'")
-    if not recipe_available(recipe):
-        raise OffbenchError(f"cannot make {dataset_id}: {NO_POLICY}")
+    recipe = makeable_recipe(dataset_id, recipe)
     episodes = RECIPES[recipe["recipe"]](recipe, on_steps)
     ref_min, ref_max, ref_source = reference_for(recipe)
     eval_wrappers = tuple(recipe.get("eval_wrappers", ()))
@@ -95,6 +86,22 @@ def make_dataset(
     path = minari_io.write_minari(data_dir(), dataset_id, episodes, recipe["env_id"], ref_min, ref_max, description, sidecar, overwrite)
     minari_io.write_cache(path, dataset_id, {name: getattr(dataset, name) for name in TRANSITION_FIELDS})
     return dataset
+
+
+def makeable_recipe(dataset_id: str, recipe: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The recipe that makes `dataset_id` (the catalogue's unless `recipe` is given); raises one-line
+    `OffbenchError` when it is not a local id, has no recipe, or its behaviour policy is missing."""
+    source, _ = split_id(dataset_id)
+    if source != "local":
+        raise OffbenchError(f"only local/ datasets can be made here, not {dataset_id}", _how_to_get(dataset_id))
+    recipe = recipe or catalogue().get(dataset_id)
+    if recipe is None:
+        raise OffbenchError(f"no recipe for {dataset_id}", "see `offbench data list` for makeable datasets")
+    if recipe["recipe"] not in RECIPES:
+        raise OffbenchError(f"dataset {dataset_id}: unknown recipe '{recipe['recipe']}'")
+    if not recipe_available(recipe):
+        raise OffbenchError(f"cannot make {dataset_id}: {NO_POLICY}")
+    return recipe
 
 
 def recorded_hash_mismatch(dataset: OfflineDataset) -> str | None:
