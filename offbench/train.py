@@ -19,7 +19,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -378,6 +378,7 @@ def _train(group: SeedGroup, store: ResultsStore, reporter: Reporter) -> list[st
         reporter.start(steps, group.step)
         segment_start, segment_steps = time.perf_counter(), 0
         last_heartbeat = time.monotonic()
+        estimate_at = group.step + ESTIMATE_AFTER_STEPS if steps - group.step >= LONG_RUN_STEPS else None
         while group.step < steps:
             group.step += 1
             group.metrics.update(group.algorithm.update(group.sampler.sample(group.streams.sampling, batch_size), group.step))
@@ -391,6 +392,10 @@ def _train(group: SeedGroup, store: ResultsStore, reporter: Reporter) -> list[st
                 segment_start, segment_steps = time.perf_counter(), 0
             elif segment_steps % 100 == 0:
                 reporter.advance(group.step, group.step / max(group.train_time_s + time.perf_counter() - segment_start, 1e-9), None)
+            if group.step == estimate_at:
+                rate = segment_steps / max(time.perf_counter() - segment_start, 1e-9)
+                reporter.message(f"about {timedelta(seconds=round((steps - group.step) / rate))} of training left at {rate:.0f} steps/s "
+                                 f"on {group.device} (evaluations extra); --steps sets a smaller budget")
             if time.monotonic() - last_heartbeat > HEARTBEAT_EVERY_S:
                 store.heartbeat(group.run_ids)
                 last_heartbeat = time.monotonic()
@@ -416,6 +421,8 @@ def _train(group: SeedGroup, store: ResultsStore, reporter: Reporter) -> list[st
     return group.run_ids
 
 
+LONG_RUN_STEPS = 100_000  # a run this long states its estimated training time once it has measured its speed
+ESTIMATE_AFTER_STEPS = 300
 STORAGE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO)  # the store cannot take writes: one line, not a traceback
 
 
