@@ -182,6 +182,7 @@ def test_eval_writes_a_video_of_the_first_episode_headless(finished: tuple, tmp_
     ("unknown", "no run no-such-run"),
     ("unfinished", "has not finished"),
     ("no-policy", "has no saved policy"),
+    ("damaged-policy", "is unreadable"),
     ("episodes-0", "--episodes must be positive, got 0"),
     ("video-folder", "does not exist"),
     ("export-folder", "does not exist"),
@@ -189,10 +190,13 @@ def test_eval_writes_a_video_of_the_first_episode_headless(finished: tuple, tmp_
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(finished: tuple, tmp_path: Path, case: str, message: str) -> None:
     store, runs = finished
     source = runs["td3bc"][0]
-    if case in ("unfinished", "no-policy"):  # a copy of a finished run, as an interrupted one or one from before policies were kept
+    if case in ("unfinished", "no-policy", "damaged-policy"):  # a copy of a finished run: interrupted, from before policies were kept, damaged
         shutil.copytree(store.run_dir(source), store.run_dir(f"{case}-run"))
-        (store.run_dir(f"{case}-run") / ("summary.json" if case == "unfinished" else POLICY_FILE)).unlink()
-    run_id = {"unknown": "no-such-run", "unfinished": "unfinished-run", "no-policy": "no-policy-run"}.get(case, source)
+        if case == "damaged-policy":
+            (store.run_dir(f"{case}-run") / POLICY_FILE).write_bytes(b"PK\x03\x04 half a zip")
+        else:
+            (store.run_dir(f"{case}-run") / ("summary.json" if case == "unfinished" else POLICY_FILE)).unlink()
+    run_id = {"unknown": "no-such-run", "unfinished": "unfinished-run", "no-policy": "no-policy-run", "damaged-policy": "damaged-policy-run"}.get(case, source)
     args = {"episodes-0": ["eval", run_id, "--episodes", "0"], "video-folder": ["eval", run_id, "--video", str(tmp_path / "missing" / "v.mp4")],
             "export-folder": ["export", run_id, "--out", str(tmp_path / "missing" / "p.pt2")]}.get(case, ["eval", run_id])
     before = fingerprint(store.root)
