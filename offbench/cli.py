@@ -18,6 +18,7 @@ from rich.table import Table
 from offbench.algos import ALGORITHMS
 from offbench.analysis.commands import check, leaderboard_app, report
 from offbench.errors import OffbenchError
+from offbench.logs import DEFAULT_LOG_EVERY
 from offbench.paths import results_dir
 
 app = typer.Typer(
@@ -139,10 +140,16 @@ def run(
     env: Optional[str] = typer.Option(None, "--env", help="Your own file: the Gymnasium env to evaluate in (e.g. Hopper-v5)."),
     ref: Optional[str] = typer.Option(None, "--ref", help="Your own file: reference returns for normalised scores, d4rl:<robot> or MIN,MAX."),
     clip_actions: bool = typer.Option(False, "--clip-actions", help="Your own file: clip actions outside the env's box (recorded as +clip-actions)."),
+    log_every: int = typer.Option(DEFAULT_LOG_EVERY, "--log-every", help="A row of training metrics in each run's metrics.csv every K steps and at the last."),
+    tensorboard: bool = typer.Option(False, "--tensorboard", help="Also write TensorBoard event files in each run's tb/ (needs the tensorboard extra)."),
+    wandb: bool = typer.Option(False, "--wandb",
+                               help="Also log each seed to a wandb run in its run folder, offline unless WANDB_MODE is set (needs the wandb extra)."),
     resume: Optional[str] = typer.Option(None, "--resume", help="Resume a killed seed group by its group id (other options are taken from it)."),
     results: Optional[Path] = ResultsDirOption,
 ) -> None:
-    """Train ALGO on DATASET for one or more seeds under the unified protocol and record each run."""
+    """Train ALGO on DATASET for one or more seeds under the unified protocol and record each run.
+
+    Each run folder also gets metrics.csv and evaluations.csv (see offbench.logs)."""
     from offbench import train
     from offbench.config import parse_overrides
     from offbench.store import ResultsStore
@@ -154,7 +161,8 @@ def run(
     try:
         run_ids = _train_or_resume(store, resume, algo, dataset, seeds, seed_start, dict(
             steps=steps, eval_every=eval_every, eval_episodes=eval_episodes, overrides=parse_overrides(set_), device=device,
-            subset=subset, subset_mode=subset_mode, corrupt=corrupt, data_seed=data_seed, env=env, ref=ref, clip_actions=clip_actions))
+            subset=subset, subset_mode=subset_mode, corrupt=corrupt, data_seed=data_seed, env=env, ref=ref, clip_actions=clip_actions,
+            log_every=log_every, loggers=[name for name, chosen in (("tensorboard", tensorboard), ("wandb", wandb)) if chosen]))
     except KeyboardInterrupt as stop:  # click would swallow it into a bare exit code 130; say what happened
         err.print(str(stop) if isinstance(stop, train.Interrupted) else "interrupted before training started", highlight=False, soft_wrap=True)
         raise typer.Exit(130) from None
@@ -408,7 +416,7 @@ def main() -> None:
     try:
         app()
     except OffbenchError as error:
-        err.print(f"error: {error.message}" + (f" — {error.hint}" if error.hint else ""), highlight=False, soft_wrap=True)
+        err.print(f"error: {error.message}" + (f" — {error.hint}" if error.hint else ""), highlight=False, markup=False, soft_wrap=True)
         sys.exit(2)
 
 

@@ -6,7 +6,10 @@ seed's sampling stream, the algorithm's stages (if any) run once before the loop
 step)` runs every step, evaluation runs every `eval_every` steps (and at the end), each seed's curve is
 written, and the whole group is checkpointed atomically, so a killed group resumes (`offbench run
 --resume GROUP_ID`) and ends exactly as an uninterrupted run would on CPU. At the end, each seed's policy is
-kept with its run (`runs/<run_id>/policy.pt`, offbench.policy) before its summary is written.
+kept with its run (`runs/<run_id>/policy.pt`, offbench.policy) before its summary is written. Every
+`log_every` steps and at each evaluation, each seed's logs get a row (offbench.logs: metrics.csv and
+evaluations.csv in its run folder, TensorBoard and wandb as options); the device's metric tensors are
+read only at those steps.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import errno
 import math
 import secrets
 import sqlite3
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from offbench import provenance
+from offbench import logs, provenance
 from offbench.algos import get_algorithm
 from offbench.algos.base import OfflineAlgorithm, Problem, StageContext
 from offbench.config import protocol_defaults, resolve_config
@@ -68,6 +72,8 @@ class RunPlan:
     env: str | None = None  # a user's file (dataset given by path): the evaluation env
     ref: str | None = None  # ... and its reference returns, "d4rl:hopper" or "MIN,MAX" (offbench.data.user_files)
     clip_actions: bool = False  # ... and whether actions outside the env's box are clipped (+clip-actions)
+    log_every: int = logs.DEFAULT_LOG_EVERY  # a row of training metrics every K steps (offbench.logs)
+    loggers: list[str] = field(default_factory=list)  # optional loggers beside the CSV files: "tensorboard", "wandb"
 
 
 class Interrupted(KeyboardInterrupt):
@@ -203,6 +209,7 @@ def check_plan(plan: RunPlan) -> user_files.UserFile | None:
     if not plan.seeds or len(set(plan.seeds)) != len(plan.seeds) or min(plan.seeds) < 0:
         raise OffbenchError(f"seeds must be distinct non-negative integers, got {plan.seeds}")
     plan_budget(plan)
+    logs.check_loggers(plan.loggers, plan.log_every)
     if plan.subset is not None and plan.subset <= 0:
         raise OffbenchError(f"--subset must be positive, got {plan.subset}")
     if plan.subset_mode not in transforms.SUBSET_MODES:
@@ -333,7 +340,7 @@ def load_checkpoint(store: ResultsStore, group_id: str) -> dict[str, Any]:
 
 
 def _start_records(group: SeedGroup, store: ResultsStore) -> None:
-    info = provenance.collect(group.device)
+    info = {**provenance.collect(group.device), "logs": logs.described(group.plan.loggers, group.plan.log_every)}
     for seed, run_id, curve in zip(group.plan.seeds, group.run_ids, group.curves):
         store.start_run(run_id, _record_config(group, seed, run_id), {**info, "started_at": time.time()})
         store.write_curve(run_id, curve)
@@ -373,7 +380,9 @@ def _record_config(group: SeedGroup, seed: int, run_id: str) -> RunConfig:
 def _train(group: SeedGroup, store: ResultsStore, reporter: Reporter) -> list[str]:
     steps, eval_every = group.protocol.steps, group.protocol.eval_every
     batch_size = group.algorithm.config.batch_size
+    run_logs: logs.GroupLogs | None = None
     try:
+        run_logs = _open_logs(group, store)
         _run_stages(group, store, reporter)
         reporter.start(steps, group.step)
         segment_start, segment_steps = time.perf_counter(), 0
@@ -383,9 +392,14 @@ def _train(group: SeedGroup, store: ResultsStore, reporter: Reporter) -> list[st
             group.step += 1
             group.metrics.update(group.algorithm.update(group.sampler.sample(group.streams.sampling, batch_size), group.step))
             segment_steps += 1
+            if run_logs.due(group.step):
+                metrics = _seed_metrics(group)  # waits for the device: only at log steps
+                run_logs.training(group.step, metrics, group.train_time_s + time.perf_counter() - segment_start)
             if group.step % eval_every == 0 or group.step == steps:
                 group.train_time_s += _elapsed(segment_start, group.device)
                 _evaluate_and_record(group, store)
+                run_logs.evaluation(group.step, [curve[-1] for curve in group.curves])
+                run_logs.flush()  # durable before the checkpoint that a resume cuts the logs back to
                 _save_checkpoint(store, group)
                 latest = [curve[-1]["normalized_score"] for curve in group.curves if curve[-1]["normalized_score"] is not None]
                 reporter.advance(group.step, group.step / max(group.train_time_s, 1e-9), float(np.mean(latest)) if latest else None)
@@ -417,6 +431,8 @@ def _train(group: SeedGroup, store: ResultsStore, reporter: Reporter) -> list[st
         raise
     finally:
         reporter.stop()
+        if run_logs is not None:
+            run_logs.close(exit_code=0 if sys.exc_info()[0] is None else 1)
     _finish_records(group, store)
     return group.run_ids
 
@@ -434,6 +450,18 @@ def _mark_ended(group: SeedGroup, mark: Callable[[str, str], None], reason: str)
             mark(run_id, reason)
     except (OSError, sqlite3.Error):
         pass
+
+
+def _open_logs(group: SeedGroup, store: ResultsStore) -> logs.GroupLogs:
+    """Each seed's loggers, cut back to the group's step (a resumed group's checkpoint)."""
+    configs = [_record_config(group, seed, run_id) for seed, run_id in zip(group.plan.seeds, group.run_ids)]
+    return logs.open_group_logs(configs, [store.run_dir(run_id) for run_id in group.run_ids], group.plan.loggers,
+                                group.plan.log_every, group.protocol.steps, group.step, group.train_time_s)
+
+
+def _seed_metrics(group: SeedGroup) -> dict[str, np.ndarray]:
+    """The latest value of each training metric per seed, (S,) each, copied from the device."""
+    return {name: value.float().cpu().numpy() for name, value in group.metrics.items()}
 
 
 def _run_stages(group: SeedGroup, store: ResultsStore, reporter: Reporter) -> None:
@@ -464,7 +492,7 @@ def _evaluate_and_record(group: SeedGroup, store: ResultsStore) -> None:
     returns = evaluate(group.act, protocol.eval_env, group.plan.seeds, protocol.eval_episodes, protocol.eval_env_kwargs, protocol.eval_wrappers)
     group.eval_time_s += time.perf_counter() - start
     scores = group.dataset.normalized_score(returns)
-    per_seed_metrics = {name: value.float().cpu().numpy() for name, value in group.metrics.items()}
+    per_seed_metrics = _seed_metrics(group)
     for s, (run_id, curve) in enumerate(zip(group.run_ids, group.curves)):
         curve.append(evaluation_entry(group.step, returns[s], scores[s], group.train_time_s + group.eval_time_s,
                                       {name: value[s] for name, value in per_seed_metrics.items()}))
