@@ -1,7 +1,8 @@
-"""The unified protocol: records per seed, and resume after a kill ending exactly as an uninterrupted run."""
+"""The unified protocol: records per seed, and resume after a kill ending exactly as an uninterrupted run (logs too)."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -17,7 +18,8 @@ from conftest import FAST_SETTINGS, TINY_ID
 from offbench.store import ResultsStore
 from offbench.train import RunPlan, run
 
-RESUME_ARGS = ["--algo", "td3bc", "--dataset", TINY_ID, "--steps", "1500", "--eval-every", "100", "--eval-episodes", "2", "--seeds", "2", *FAST_SETTINGS]
+RESUME_ARGS = ["--algo", "td3bc", "--dataset", TINY_ID, "--steps", "1500", "--eval-every", "100", "--eval-episodes", "2", "--seeds", "2",
+               "--log-every", "10", "--tensorboard", *FAST_SETTINGS]
 
 
 def start_cli(results: Path) -> subprocess.Popen:
@@ -29,6 +31,27 @@ def start_cli(results: Path) -> subprocess.Popen:
 def curves(results: Path) -> list[list[float]]:
     runs = sorted((results / "runs").iterdir(), key=lambda p: p.name[-2:])
     return [[entry["normalized_score"] for entry in json.loads((r / "curve.json").read_text())] for r in runs]
+
+
+def run_folders(results: Path) -> list[Path]:
+    return sorted((results / "runs").iterdir(), key=lambda p: p.name[-2:])
+
+
+def logged_rows(results: Path) -> list[dict[str, list[list[str]]]]:
+    """Each seed's metrics.csv and evaluations.csv rows, without the columns that time the run."""
+    def untimed(path: Path) -> list[list[str]]:
+        header, *rows = list(csv.reader(path.open()))
+        keep = [i for i, column in enumerate(header) if column not in ("steps_per_s", "time_s")]
+        return [[row[i] for i in keep] for row in [header, *rows]]
+
+    return [{name: untimed(r / name) for name in ("metrics.csv", "evaluations.csv")} for r in run_folders(results)]
+
+
+def tensorboard_steps(results: Path) -> list[dict[str, list[int]]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulators = [EventAccumulator(str(r / "tb")).Reload() for r in run_folders(results)]
+    return [{tag: [event.step for event in a.Scalars(tag)] for tag in a.Tags()["scalars"]} for a in accumulators]
 
 
 def final_parameters(results: Path) -> dict[str, torch.Tensor]:
@@ -61,12 +84,17 @@ def test_resume_after_kill_matches_uninterrupted_run(data_root: Path, tmp_path: 
     assert ResultsStore(killed).runs().empty  # a killed run is never listed as finished
     step_at_kill = torch.load(killed / "checkpoints" / f"{group_id}.pt", weights_only=False)["step"]
     assert 0 < step_at_kill < 1500
+    killed_rows = [int(row[0]) for row in logged_rows(killed)[0]["metrics.csv"][1:]]
+    assert killed_rows == list(range(10, killed_rows[-1] + 1, 10)) and killed_rows[-1] >= step_at_kill
 
     resumed = subprocess.run([sys.executable, "-m", "offbench", "run", "--resume", group_id, "--results-dir", str(killed)],
                              env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
     assert len(ResultsStore(killed).runs()) == 2
     assert curves(killed) == curves(straight)
+    assert logged_rows(killed) == logged_rows(straight)  # every step once: rows after the checkpoint were cut, then rewritten
+    assert logged_rows(straight)[0]["metrics.csv"][-1][0] == "1500" and len(logged_rows(straight)[0]["evaluations.csv"]) == 16
+    assert tensorboard_steps(killed) == tensorboard_steps(straight)  # TensorBoard purges the killed process's later events
     expected, actual = final_parameters(straight), final_parameters(killed)
     assert expected.keys() == actual.keys()
     for name in expected:
