@@ -8,12 +8,14 @@ Layout under the store root (``results/`` by default)::
     runs/<run_id>/policy.pt         the final policy of that seed, written just before the summary (offbench.policy)
     runs/<run_id>/summary.json      written last; its presence is what makes a run finished
     runs/<run_id>/evaluations/      `offbench eval` results, one JSON each (never read as the run's record)
+    runs/<run_id>/metrics.csv       training metrics every k steps; evaluations.csv: a row per evaluation;
+                                    tb/ and wandb/ when asked for (offbench.logs: logs for people, never read here)
     checkpoints/<group_id>.pt       the resumable state of a seed group (all seeds of one process)
     index.sqlite                    one row per run; rebuildable from runs/ with `reindex()`
 
-Every file is written atomically. A run is listed as finished (or diverged: an evaluation returned NaN
-or inf, and it has no score) only when its summary exists and its index row says so; a run that ends any
-other way is never counted. Its row says how it ended: `failed: <error>`, `interrupted: <signal>` (with
+Every record file is written atomically (the logs are appended a line at a time). A run is listed as
+finished (or diverged: an evaluation returned NaN or inf, and it has no score) only when its summary
+exists and its index row says so; a run that ends any other way is never counted. Its row says how it ended: `failed: <error>`, `interrupted: <signal>` (with
 the resume command or "no checkpoint: start again"), or, for a process killed without a word (SIGKILL,
 a lost machine), `running` in the file and `interrupted` when read: its process on this host is gone,
 or no heartbeat came for `STALE_AFTER_S` (`runs()`, `liveness`).
