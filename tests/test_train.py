@@ -180,6 +180,7 @@ def test_a_dataset_without_reference_returns_is_refused_before_anything_is_writt
     ({"subset": 100, "subset_mode": "last"}, "unknown subset mode 'last'"),
     ({"corrupt": "gaussian:0.1"}, "gaussian"),
     ({"seeds": [1, 1]}, "seeds must be distinct"),
+    ({"log_every": 0}, "--log-every must be positive, got 0"),
     ({"overrides": {"alpha": float("nan")}}, "config key 'alpha' for td3bc must be a finite number"),
 ])
 def test_flags_are_checked_before_the_dataset_is_loaded_or_made(empty_roots: Path, plan_fields: dict, message: str) -> None:
