@@ -15,10 +15,11 @@ Layout under the store root (``results/`` by default)::
 
 Every record file is written atomically (the logs are appended a line at a time). A run is listed as
 finished (or diverged: an evaluation returned NaN or inf, and it has no score) only when its summary
-exists and its index row says so; a run that ends any other way is never counted. Its row says how it ended: `failed: <error>`, `interrupted: <signal>` (with
-the resume command or "no checkpoint: start again"), or, for a process killed without a word (SIGKILL,
-a lost machine), `running` in the file and `interrupted` when read: its process on this host is gone,
-or no heartbeat came for `STALE_AFTER_S` (`runs()`, `liveness`).
+exists and its index row says so; a run that ends any other way is never counted. Its row says how it
+ended: `failed: <error>`, `interrupted: <signal>` (with the resume command or "no checkpoint: start
+again"), or, for a process killed without a word (SIGKILL, a lost machine), `running` in the file and
+`interrupted` when read: its process on this host is gone, or no heartbeat came for `STALE_AFTER_S`
+(`runs()`, `liveness`).
 """
 
 from __future__ import annotations
