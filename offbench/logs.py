@@ -116,10 +116,15 @@ class GroupLogs:
                 writer.flush()
 
     def close(self, exit_code: int) -> None:
-        """Close every writer; `exit_code` 1 tells wandb the run stopped on an error or a signal."""
+        """Close every writer. `exit_code` 1 (the run stopped on an error or a signal) tells wandb so, and a
+        writer that cannot close then (a full disk keeps its line unwritten) does not hide that error."""
         for writers in self.writers:
             for writer in writers:
-                writer.close(exit_code)
+                try:
+                    writer.close(exit_code)
+                except OSError:
+                    if exit_code == 0:
+                        raise
 
 
 def open_group_logs(configs: Sequence[RunConfig], run_dirs: Sequence[Path], loggers: Sequence[str], log_every: int,

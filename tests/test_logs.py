@@ -5,6 +5,7 @@ missing extra refused in one line before any work. Resume after a kill: tests/te
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import os
 import subprocess
@@ -190,6 +191,43 @@ def test_an_interrupted_group_closes_its_wandb_runs_as_failed(data_root: Path, t
     with pytest.raises(KeyboardInterrupt):
         run(RunPlan("td3bc", TINY_ID, seeds=[0, 1], steps=20, eval_every=10, eval_episodes=1, loggers=["wandb"]), ResultsStore(tmp_path))
     assert [wandb_run.exit_code for wandb_run in fake.runs] == [1, 1]
+
+
+def test_a_full_disk_while_logging_stops_the_run_in_one_line(data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A line that cannot be flushed stays buffered, so closing the file fails too: that must not hide the first error."""
+    from offbench import logs
+
+    monkeypatch.setattr(logs, "open", lambda path, mode, **kwargs: FullDiskFile(path) if mode == "a" else open(path, mode, **kwargs), raising=False)
+    store = ResultsStore(tmp_path)
+    with pytest.raises(OffbenchError, match="No space left on device") as stopped:
+        run(RunPlan("td3bc", TINY_ID, seeds=[0], steps=60, eval_every=10, eval_episodes=1, log_every=5, overrides=FAST), store)
+    assert "stopped at step" in stopped.value.message
+    assert store.runs(status=None)["status"].item().startswith("failed: at step")
+
+
+class FullDiskFile:
+    """A log file on a disk that fills up after two appended lines: flush, and so close, raise ENOSPC."""
+
+    def __init__(self, path: Path) -> None:
+        self.real, self.pending, self.room = open(path, "a", newline=""), "", 2
+
+    def write(self, text: str) -> int:
+        self.pending += text
+        return len(text)
+
+    def flush(self) -> None:
+        if self.room == 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), self.real.name)
+        self.real.write(self.pending)
+        self.real.flush()
+        self.pending, self.room = "", self.room - 1
+
+    def fileno(self) -> int:
+        return self.real.fileno()
+
+    def close(self) -> None:
+        self.flush()
+        self.real.close()
 
 
 @pytest.mark.parametrize("logger", ["tensorboard", "wandb"])
