@@ -145,6 +145,7 @@ def run(
     wandb: bool = typer.Option(False, "--wandb",
                                help="Also log each seed to a wandb run in its run folder, offline unless WANDB_MODE is set (needs the wandb extra)."),
     resume: Optional[str] = typer.Option(None, "--resume", help="Resume a killed seed group by its group id (other options are taken from it)."),
+    protocol: Optional[str] = typer.Option(None, "--protocol", help="Run a whole protocol (ci, or a protocols/*.toml path) as a sweep."),
     results: Optional[Path] = ResultsDirOption,
 ) -> None:
     """Train ALGO on DATASET for one or more seeds under the unified protocol and record each run.
@@ -154,6 +155,13 @@ def run(
     from offbench.config import parse_overrides
     from offbench.store import ResultsStore
 
+    if protocol is not None:
+        if algo or dataset or resume:
+            raise OffbenchError("--protocol runs the protocol's own grid", "drop --algo/--dataset/--resume, or use `offbench sweep` to select a part")
+        sweep(protocol=protocol, algos=None, datasets=None, seeds=None, seed_start=0, steps=steps, eval_every=eval_every,
+              eval_episodes=eval_episodes, set_=set_, device=device, group_size=None, executor="local", workers=None, address=None,
+              cpus_per_job=1.0, gpus_per_job=0.0, retries=2, dry_run=False, results=results)
+        return
     if threads < 1:
         raise OffbenchError(f"--threads must be at least 1, got {threads}")
     torch_threads(threads)
@@ -184,6 +192,101 @@ def _train_or_resume(store, resume: str | None, algo: str | None, dataset: str |
         dataset = str(Path(dataset).expanduser().resolve())
     plan = train.RunPlan(algo=algo, dataset=dataset, seeds=list(range(seed_start, seed_start + seeds)), **options)
     return train.run(plan, store, ProgressReporter(f"{algo} {dataset}"))
+
+
+@app.command()
+def sweep(
+    protocol: Optional[str] = typer.Argument(None, help="A protocol by name (ci) or path (protocols/ci.toml); or give --algos and --datasets."),
+    algos: Optional[str] = typer.Option(None, "--algos", help="Comma-separated algorithms (with a protocol: a subset of its algorithms)."),
+    datasets: Optional[str] = typer.Option(None, "--datasets", help="Comma-separated dataset ids, aliases or globs ('local/hopper-*')."),
+    seeds: Optional[int] = typer.Option(None, "--seeds", help="Seeds per cell (default: the protocol's, else 1)."),
+    seed_start: int = typer.Option(0, "--seed-start", help="First seed."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Gradient steps (default: the protocol's, else each algorithm's)."),
+    eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Evaluate every K steps."),
+    eval_episodes: Optional[int] = typer.Option(None, "--eval-episodes", help="Evaluation episodes per seed."),
+    set_: list[str] = typer.Option([], "--set", help="Override a config key in every cell: --set alpha=2.5 (repeatable)."),
+    device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto (per job)."),
+    group_size: Optional[int] = typer.Option(None, "--group-size", help="Seeds per job (a seed group); default a cell's seeds, split so all workers get one."),
+    executor: str = typer.Option("local", "--executor", help="local (a process pool) or ray (Ray tasks; pip install 'offbench[ray]')."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="local: worker processes (default: the cores); ray: CPUs of a local Ray instance."),
+    address: Optional[str] = typer.Option(None, "--address", help="ray: join a running cluster (e.g. auto, or ray://HOST:10001)."),
+    cpus_per_job: float = typer.Option(1.0, "--cpus-per-job", help="ray: CPUs reserved per job."),
+    gpus_per_job: float = typer.Option(0.0, "--gpus-per-job", help="ray: GPUs per job; a fraction (0.25) lets several seed groups share a device."),
+    retries: int = typer.Option(2, "--retries", help="Times a job whose worker was lost (killed, out of memory) is run again."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List the jobs and their estimated cost; train nothing."),
+    results: Optional[Path] = ResultsDirOption,
+) -> None:
+    """Run a grid of algorithms x datasets x seeds: finished runs are skipped, checkpointed groups resumed, failed ones re-run."""
+    from offbench.config import parse_overrides
+    from offbench.execution import grid, jobs_of, make_executor, run_sweep
+    from offbench.store import ResultsStore
+
+    split = lambda text: [part.strip() for part in text.split(",") if part.strip()] if text else None  # noqa: E731
+    budget = {"steps": steps, "eval_every": eval_every, "eval_episodes": eval_episodes}
+    loaded = None
+    if protocol is not None:
+        from offbench.analysis.leaderboard import load_protocol
+
+        loaded = load_protocol(protocol)
+        chosen_algos, chosen_datasets = loaded.select(split(algos), split(datasets))
+        seeds = loaded.seeds if seeds is None else seeds
+    else:
+        if not algos or not datasets:
+            raise OffbenchError("give a protocol, or --algos and --datasets", "e.g. offbench sweep protocols/ci.toml, or "
+                                "offbench sweep --algos td3bc,bc --datasets 'local/hopper-*' --seeds 3 --steps 5000")
+        chosen_algos, chosen_datasets = split(algos), split(datasets)
+    seeds = 1 if seeds is None else seeds
+    if seeds < 1 or seed_start < 0:
+        raise OffbenchError("--seeds must be at least 1 and --seed-start non-negative")
+    engine = make_executor(executor, workers, address, cpus_per_job, gpus_per_job, retries) if not dry_run or executor == "local" else None
+    cells = grid(chosen_algos, chosen_datasets, budget, parse_overrides(set_), loaded)
+    jobs = jobs_of(cells, range(seed_start, seed_start + seeds), group_size, engine.workers if engine else 1, device)
+    store = ResultsStore(results_dir(results))
+    if dry_run:
+        _print_dry_run(jobs, store, device)
+        return
+    outcome = run_sweep(jobs, store, engine, print_line=lambda text: err.print(text, highlight=False, soft_wrap=True),
+                        live=err if err.is_terminal else None)
+    _print_sweep_end(outcome, store)
+    if outcome.interrupted:
+        raise typer.Exit(130)
+    if not outcome.ok:
+        raise typer.Exit(1)
+
+
+def _print_dry_run(jobs, store, device: str) -> None:
+    from offbench.execution.sweep import job_seed_steps, job_state, measured_rates
+    from offbench.train import pick_device
+
+    device_type = pick_device(device).type
+    rates = measured_rates(store, device_type)
+    table = Table("job", "group id", "seeds", "steps", "state", "est. hours")
+    total, sources = 0.0, {}
+    for job in jobs:
+        state = job_state(store, job)
+        seed_steps = job_seed_steps(job)
+        rate, source = rates.get(job.algo, (float("nan"), "no measurement"))
+        hours = 0.0 if state == "done" else seed_steps / rate / 3600
+        total += hours
+        sources[job.algo] = f"{rate:.1f} seed-steps/s ({source})"
+        table.add_row(job.label(), job.group_id, str(len(job.seeds)), f"{seed_steps // len(job.seeds):,}", state, f"{hours:.2f}")
+    out.print(table)
+    for algo, line in sources.items():
+        out.print(f"{algo}: {line}", highlight=False)
+    out.print(f"{len(jobs)} jobs; about {total:.1f} device-hours of training left on {device_type} (evaluation extra), one job per "
+              f"{'core' if device_type == 'cpu' else 'device (or its share)'}; wall time is that over the jobs running at once", highlight=False)
+
+
+def _print_sweep_end(outcome, store) -> None:
+    done = sum(r.status == "done" for r in outcome.results)
+    skipped = sum(r.status == "skipped" for r in outcome.results)
+    out.print(f"sweep: {done} jobs trained, {skipped} already done, {len(outcome.failed)} failed; records in {store.root}", highlight=False)
+    for result in outcome.failed:
+        out.print(f"[bold red]failed[/bold red] {result.label} ({result.group_id}): {result.reason}", highlight=False, soft_wrap=True)
+    for run_id in outcome.diverged:
+        out.print(f"[bold red]diverged[/bold red] {run_id}: an evaluation returned NaN or inf (recorded; not re-run)", highlight=False)
+    if outcome.interrupted:
+        out.print("interrupted: finished runs are kept; run the same command again to go on", highlight=False)
 
 
 def torch_threads(count: int) -> None:

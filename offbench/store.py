@@ -67,6 +67,7 @@ INDEX_COLUMNS = {
     "heartbeat_at": "REAL",  # the last sign of life of a running run (every HEARTBEAT_EVERY_S while it trains)
 }
 HEARTBEAT_EVERY_S = 30.0
+BUSY_TIMEOUT_S = 60.0  # how long a writer waits for another process's write to the index
 STALE_AFTER_S = 600.0  # a running run silent this long is shown as interrupted (its process may be on another host)
 
 
@@ -112,8 +113,11 @@ def _parsed(run_id: str, name: str, parse: Any, data: Any) -> Any:
 class ResultsStore:
     """The embedded results store (a directory and an SQLite index)."""
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, indexed: bool = True) -> None:
+        """`indexed=False`: write run folders and checkpoints only, never index.sqlite (a Ray worker on another
+        host: SQLite's locks do not span machines, so the sweep's driver indexes its runs, `index_runs`)."""
         self.root = Path(root)
+        self.indexed = indexed
         self.runs_dir = self.root / "runs"
         self.checkpoints_dir = self.root / "checkpoints"
         self.index_path = self.root / "index.sqlite"
@@ -157,6 +161,29 @@ class ResultsStore:
         config = self._config(run_id)
         self._upsert(self._row(run_id, config, status=summary.status, summary=summary, provenance=provenance))
 
+    def index_runs(self, run_ids: Iterable[str], failed: str | None = None) -> None:
+        """Index runs from their folders (written by workers that do not write the index); `failed`: the reason
+        an unfinished one ended."""
+        for run_id in run_ids:
+            record = self.load(run_id)
+            if record.summary is not None:
+                self._upsert(self._row(run_id, record.config, record.summary.status, record.summary, record.provenance,
+                                       record.provenance.get("started_at")))
+            else:
+                status = f"failed: {failed}"[:300] if failed else "running"
+                self._upsert(self._row(run_id, record.config, status, None, record.provenance, record.provenance.get("started_at")))
+
+    def open_index(self) -> None:
+        """Create (or repair) the index now, before many processes write it: a rebuild renames a new file into place,
+        which must never happen under another process's open connection (offbench.execution's driver calls this)."""
+        if self.indexed:
+            with closing(self._connect()):
+                pass
+
+    def is_finished(self, run_id: str) -> bool:
+        """Whether a run's summary exists (finished or diverged): it is over and is never trained again."""
+        return (self.run_dir(run_id) / "summary.json").exists()
+
     def mark_failed(self, run_id: str, reason: str) -> None:
         self._upsert(self._row(run_id, self._config(run_id), status=f"failed: {reason}"[:300]))
 
@@ -165,6 +192,8 @@ class ResultsStore:
 
     def heartbeat(self, run_ids: list[str]) -> None:
         """Record that the process training `run_ids` is alive (one transaction)."""
+        if not self.indexed:
+            return
         with closing(self._connect()) as conn:
             conn.execute("BEGIN IMMEDIATE")
             conn.executemany("UPDATE runs SET heartbeat_at = ? WHERE run_id = ?", [(time.time(), r) for r in run_ids])
@@ -274,7 +303,7 @@ class ResultsStore:
             rows.append(self._row(record.run_id, record.config, status, record.summary, provenance, started_at))
         fresh = self.index_path.with_name(f".{self.index_path.name}.{os.getpid()}.tmp")
         fresh.unlink(missing_ok=True)
-        with closing(self._open(fresh)) as conn:
+        with closing(self._open(fresh, wal=False)) as conn:
             conn.execute("BEGIN IMMEDIATE")
             for row in rows:
                 conn.execute(*_upsert_statement(row))
@@ -293,9 +322,14 @@ class ResultsStore:
         except (OSError, ValueError) as error:  # ValueError: not JSON, half-written, not UTF-8
             raise DamagedRecord(run_id, f"{name} is unreadable ({type(error).__name__})") from None
 
-    def _open(self, path: Path) -> sqlite3.Connection:
+    def _open(self, path: Path, wal: bool = True) -> sqlite3.Connection:
         self.root.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(path, timeout=60.0, isolation_level=None)
+        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        # Many processes of one sweep write the index at once: WAL lets readers run beside the one writer, and
+        # a writer waits for the lock up to the busy timeout instead of failing (SQLITE_BUSY).
+        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        if wal:  # the rebuilt index (reindex) is written without one and renamed into place; its next opener switches it
+            conn.execute("PRAGMA journal_mode = WAL")
         columns = ", ".join(f"{name} {kind}" for name, kind in INDEX_COLUMNS.items())
         conn.execute(f"CREATE TABLE IF NOT EXISTS runs ({columns})")
         return conn
@@ -320,6 +354,8 @@ class ResultsStore:
         return conn
 
     def _upsert(self, row: dict[str, Any]) -> None:
+        if not self.indexed:
+            return
         with closing(self._connect()) as conn:
             conn.execute("BEGIN IMMEDIATE")  # one writer at a time; others wait up to the timeout
             conn.execute(*_upsert_statement(row))

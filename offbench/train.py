@@ -279,11 +279,14 @@ def _new_group_id(algo: str, dataset_id: str) -> str:
 # ---- running -------------------------------------------------------------------------------------
 
 
-def run(plan: RunPlan, store: ResultsStore, reporter: Reporter | None = None) -> list[str]:
-    """Train a new seed group; returns its run ids (one finished record per seed)."""
+def run(plan: RunPlan, store: ResultsStore, reporter: Reporter | None = None, group_id: str | None = None) -> list[str]:
+    """Train a new seed group; returns its run ids (one finished record per seed).
+
+    `group_id`: the group's id (a sweep gives each job a stable one, offbench.execution); default a new timestamped id.
+    """
     reporter = reporter or Reporter()
     store.ensure_writable()
-    group = build_group(plan, reporter)
+    group = build_group(plan, reporter, group_id=group_id)
     reporter.message(budget_line(group))
     for mismatch in _hash_warnings(group.dataset):
         reporter.message(f"warning: {mismatch}")
@@ -342,6 +345,8 @@ def load_checkpoint(store: ResultsStore, group_id: str) -> dict[str, Any]:
 def _start_records(group: SeedGroup, store: ResultsStore) -> None:
     info = {**provenance.collect(group.device), "logs": logs.described(group.plan.loggers, group.plan.log_every)}
     for seed, run_id, curve in zip(group.plan.seeds, group.run_ids, group.curves):
+        if store.is_finished(run_id):  # a group killed while writing its summaries: those written stay as they are
+            continue
         store.start_run(run_id, _record_config(group, seed, run_id), {**info, "started_at": time.time()})
         store.write_curve(run_id, curve)
 
@@ -536,6 +541,8 @@ def _finish_records(group: SeedGroup, store: ResultsStore) -> None:
     steps_per_s = group.step / max(group.train_time_s, 1e-9)
     wall = group.train_time_s + group.eval_time_s + sum(group.stage_time_s.values())
     for run_id, curve in zip(group.run_ids, group.curves):
+        if store.is_finished(run_id):  # finished before the group was killed and resumed: never written twice
+            continue
         scores = [entry["normalized_score"] for entry in curve]
         diverged_at = next((entry["step"] for entry in curve if entry.get("diverged")), None)
         summary = RunSummary(

@@ -84,6 +84,18 @@ class Protocol:
     statistic: Statistic = field(default_factory=Statistic)
     margin: float = DEFAULT_MARGIN
     description: str = ""
+    # Per-cell overrides, in file order, later ones winning: {"algos": [...], "datasets": [selectors], "set": {key: value},
+    # and any of steps / eval_every / eval_episodes}; a missing algos or datasets matches every one (`cell`).
+    overrides: tuple[dict[str, Any], ...] = ()
+
+    def cell(self, algo: str, dataset: str) -> tuple[dict[str, int], dict[str, Any]]:
+        """The budget and config overrides (`--set`) of one algorithm x dataset cell of this protocol."""
+        budget, settings = dict(self.budget), {}
+        for entry in self.overrides:
+            if algo in entry.get("algos", [algo]) and any(selects(d, dataset) or d == dataset for d in entry.get("datasets", [dataset])):
+                budget |= {key: entry[key] for key in BUDGET_KEYS if key in entry}
+                settings |= entry.get("set", {})
+        return budget, settings
 
     @property
     def budget(self) -> dict[str, int]:
@@ -103,8 +115,21 @@ class Protocol:
 
 _PROTOCOL_TYPES = {
     "name": str, "description": str, "algos": list, "datasets": list, "seeds": int, "steps": int,
-    "eval_every": int, "eval_episodes": int, "statistic": str, "k": int, "margin": (int, float),
+    "eval_every": int, "eval_episodes": int, "statistic": str, "k": int, "margin": (int, float), "overrides": list,
 }  # fmt: skip
+_OVERRIDE_TYPES = {"algos": list, "datasets": list, "set": dict, "steps": int, "eval_every": int, "eval_episodes": int}
+
+
+def _check_overrides(path: Path, entries: list[Any]) -> tuple[dict[str, Any], ...]:
+    for n, entry in enumerate(entries, 1):
+        if not isinstance(entry, dict):
+            raise OffbenchError(f"{path}: overrides entry {n} is not a table", "write [[overrides]] tables")
+        if unknown := sorted(set(entry) - set(_OVERRIDE_TYPES)):
+            raise OffbenchError(f"{path}: overrides entry {n} has unknown keys {', '.join(unknown)}", f"allowed: {', '.join(_OVERRIDE_TYPES)}")
+        for key, value in entry.items():
+            if not isinstance(value, _OVERRIDE_TYPES[key]) or isinstance(value, bool):
+                raise OffbenchError(f"{path}: overrides entry {n}: {key} has the wrong type ({type(value).__name__})")
+    return tuple(entries)
 
 
 def load_protocol(name_or_path: str | Path) -> Protocol:
@@ -134,6 +159,7 @@ def load_protocol(name_or_path: str | Path) -> Protocol:
         statistic=Statistic(data.get("statistic", "last-k"), data.get("k", DEFAULT_LAST_K)),
         margin=float(data.get("margin", DEFAULT_MARGIN)),
         description=data.get("description", ""),
+        overrides=_check_overrides(path, data.get("overrides", [])),
     )
 
 

@@ -1,0 +1,221 @@
+"""Executors: where a sweep's jobs run. One small interface, `run(jobs, root)`: an iterator of `JobResult`s
+as jobs end (and None about once a second, so the caller can refresh its progress), and `running`, the group
+ids of jobs being trained now. Both executors call the same job function (`offbench.execution.sweep.run_job`).
+
+**local** (default): a process pool (spawn) sized to the machine's cores, one torch thread per worker. At
+most one job per worker is handed out at a time, so a worker killed mid-job (the pool is then broken)
+costs only the jobs in flight: the pool is rebuilt and they are submitted again, up to `retries` times, and
+each resumes from its checkpoint. Workers write records and the SQLite index directly (same host: WAL and a
+busy timeout take the concurrent writers). A worker whose driver is gone stops itself as if by SIGTERM (its
+runs are marked interrupted, its checkpoint kept), so a killed driver leaves no orphan training on.
+
+**ray**: Ray core tasks (`pip install offbench[ray]`), on a local Ray instance or a running cluster
+(`address`), with `cpus` and `gpus` per job (fractional GPUs: several seed groups share one device) and
+`retries` of tasks whose worker was lost. Records travel by the **shared filesystem**: the results store's
+folder must be mounted at the same path on every node (NFS or similar); a worker writes its run folders and
+checkpoints there (atomic renames) but never `index.sqlite` (SQLite's locks do not span machines), and the
+driver indexes each job's runs when the job returns. A lost worker's checkpoint is on the shared folder,
+so Ray's retry resumes the group from its last evaluation.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+
+from offbench.errors import OffbenchError
+from offbench.execution.sweep import Job, JobResult, run_job
+
+TICK_S = 1.0
+
+
+def default_workers() -> int:
+    """The machine's cores available to this process."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+class Executor:
+    name = "executor"
+    indexes_in_driver = False  # whether the driver must index the runs of each returned job
+    workers = 1
+
+    def run(self, jobs: Sequence[Job], root: str) -> Iterator[JobResult | None]:
+        raise NotImplementedError
+
+    @property
+    def running(self) -> set[str]:
+        return set()
+
+    def close(self) -> None: ...
+
+
+# ---- local ----------------------------------------------------------------------------------------------
+
+
+def _worker_init(parent: int, threads: int) -> None:
+    """One torch thread; SIGTERM stops training as Ctrl-C does; the worker stops itself when its driver dies."""
+    import torch
+
+    torch.set_num_threads(threads)
+    try:
+        torch.set_num_interop_threads(threads)
+    except RuntimeError:
+        pass
+
+    def stop(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGTERM, stop)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)  # orphaned: record the runs as interrupted, keep the checkpoint, exit
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+class LocalExecutor(Executor):
+    name = "local"
+
+    def __init__(self, workers: int | None = None, retries: int = 2, threads: int = 1) -> None:
+        self.workers = workers or default_workers()
+        if self.workers < 1:
+            raise OffbenchError(f"--workers must be at least 1, got {self.workers}")
+        self.retries, self.threads = retries, threads
+        self.pool: ProcessPoolExecutor | None = None
+        self.in_flight: dict[Future, Job] = {}
+
+    @property
+    def running(self) -> set[str]:
+        return {job.group_id for job in self.in_flight.values()}
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        os.environ.setdefault("OMP_NUM_THREADS", str(self.threads))  # inherited by spawned workers before torch loads
+        return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
+                                   initargs=(os.getpid(), self.threads))
+
+    def run(self, jobs: Sequence[Job], root: str) -> Iterator[JobResult | None]:
+        queue, attempts = list(jobs), {job.group_id: 0 for job in jobs}
+        self.pool = self._new_pool()
+        try:
+            while queue or self.in_flight:
+                while queue and len(self.in_flight) < self.workers:
+                    job = queue.pop(0)
+                    attempts[job.group_id] += 1
+                    self.in_flight[self.pool.submit(run_job, job, root, True)] = job
+                done, _ = wait(list(self.in_flight), timeout=TICK_S, return_when=FIRST_COMPLETED)
+                broken = False
+                for future in done:
+                    job = self.in_flight.pop(future)
+                    try:
+                        yield future.result()
+                    except BrokenProcessPool:
+                        broken = True
+                        if attempts[job.group_id] <= self.retries:
+                            queue.insert(0, job)
+                        else:
+                            yield JobResult(job.group_id, job.label(), "failed", job.run_ids,
+                                            f"its worker process died {attempts[job.group_id]} times (killed, or out of memory)")
+                if broken:  # every job still in flight died with the pool: run them again
+                    for job in list(self.in_flight.values()):
+                        queue.insert(0, job)
+                    self.in_flight.clear()
+                    self.pool.shutdown(wait=True, cancel_futures=True)
+                    self.pool = self._new_pool()
+                if not done:
+                    yield None
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            self.pool = None
+        self.in_flight.clear()
+
+
+# ---- ray ----------------------------------------------------------------------------------------------
+
+
+def _ray_job(job: Job, root: str) -> JobResult:
+    import torch
+
+    torch.set_num_threads(1)
+    return run_job(job, root, indexed=False)
+
+
+PASSED_ENV = ("OFFBENCH_DATA_DIR", "OFFBENCH_RESULTS_DIR", "MINARI_DATASETS_PATH", "D4RL_DATASET_DIR", "HF_HUB_OFFLINE", "MUJOCO_GL")
+
+
+class RayExecutor(Executor):
+    name = "ray"
+    indexes_in_driver = True
+
+    def __init__(self, address: str | None = None, cpus: float = 1.0, gpus: float = 0.0, retries: int = 2, num_cpus: int | None = None) -> None:
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise OffbenchError("the ray executor needs Ray", 'pip install "offbench[ray]"') from None
+        if cpus <= 0 or gpus < 0:
+            raise OffbenchError(f"--cpus-per-job must be positive and --gpus-per-job non-negative, got {cpus} and {gpus}")
+        self.address, self.cpus, self.gpus, self.retries, self.num_cpus = address, cpus, gpus, retries, num_cpus
+        self.refs: dict = {}
+        self.started = False
+
+    @property
+    def running(self) -> set[str]:
+        return {job.group_id for job in self.refs.values()}
+
+    def run(self, jobs: Sequence[Job], root: str) -> Iterator[JobResult | None]:
+        import ray
+
+        env = {"OMP_NUM_THREADS": "1", **{k: os.environ[k] for k in PASSED_ENV if k in os.environ}}
+        if not ray.is_initialized():
+            kwargs = {"address": self.address} if self.address else {"num_cpus": self.num_cpus}
+            ray.init(**kwargs, runtime_env={"env_vars": env}, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+            self.started = True
+        self.workers = int(ray.cluster_resources().get("CPU", 1) // self.cpus) or 1
+        task = ray.remote(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=self.retries)(_ray_job)
+        self.refs = {task.remote(job, str(root)): job for job in jobs}
+        try:
+            while self.refs:
+                done, _ = ray.wait(list(self.refs), num_returns=1, timeout=TICK_S)
+                if not done:
+                    yield None
+                for ref in done:
+                    job = self.refs.pop(ref)
+                    try:
+                        yield ray.get(ref)
+                    except Exception as error:  # noqa: BLE001  (a worker lost more often than the retries allow)
+                        yield JobResult(job.group_id, job.label(), "failed", job.run_ids, f"{type(error).__name__}: {str(error).splitlines()[0][:200]}")
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        import ray
+
+        for ref in self.refs:
+            ray.cancel(ref, force=True)
+        self.refs = {}
+        if self.started and ray.is_initialized():
+            ray.shutdown()
+            self.started = False
+
+
+def make_executor(name: str, workers: int | None = None, address: str | None = None, cpus: float = 1.0, gpus: float = 0.0,
+                  retries: int = 2) -> Executor:
+    if name == "local":
+        return LocalExecutor(workers, retries)
+    if name == "ray":
+        return RayExecutor(address, cpus, gpus, retries, num_cpus=workers)
+    raise OffbenchError(f"unknown executor {name!r}", "use local or ray")
