@@ -261,19 +261,24 @@ def _print_dry_run(jobs, store, device: str) -> None:
     device_type = pick_device(device).type
     rates = measured_rates(store, device_type)
     table = Table("job", "group id", "seeds", "steps", "state", "est. hours")
-    total, sources = 0.0, {}
+    total, unmeasured, sources = 0.0, 0, {}
     for job in jobs:
         state = job_state(store, job)
         seed_steps = job_seed_steps(job)
-        rate, source = rates.get(job.algo, (float("nan"), "no measurement"))
-        hours = 0.0 if state == "done" else seed_steps / rate / 3600
-        total += hours
-        sources[job.algo] = f"{rate:.1f} seed-steps/s ({source})"
-        table.add_row(job.label(), job.group_id, str(len(job.seeds)), f"{seed_steps // len(job.seeds):,}", state, f"{hours:.2f}")
+        rate, source = rates.get(job.algo, (None, "no measurement yet: not in the total"))
+        sources[job.algo] = f"{rate:.1f} seed-steps/s ({source})" if rate else source
+        if state == "done" or rate:
+            hours = 0.0 if state == "done" else seed_steps / rate / 3600
+            total += hours
+            shown = f"{hours:.2f}"
+        else:
+            unmeasured, shown = unmeasured + 1, "?"
+        table.add_row(job.label(), job.group_id, str(len(job.seeds)), f"{seed_steps // len(job.seeds):,}", state, shown)
     out.print(table)
     for algo, line in sources.items():
         out.print(f"{algo}: {line}", highlight=False)
-    out.print(f"{len(jobs)} jobs; about {total:.1f} device-hours of training left on {device_type} (evaluation extra), one job per "
+    left_out = f" for the {len(jobs) - unmeasured} jobs with a measured speed" if unmeasured else ""
+    out.print(f"{len(jobs)} jobs; about {total:.1f} device-hours of training left{left_out} on {device_type} (evaluation extra), one job per "
               f"{'core' if device_type == 'cpu' else 'device (or its share)'}; wall time is that over the jobs running at once", highlight=False)
 
 

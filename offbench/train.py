@@ -393,6 +393,7 @@ def _train(group: SeedGroup, store: ResultsStore, reporter: Reporter) -> list[st
         segment_start, segment_steps = time.perf_counter(), 0
         last_heartbeat = time.monotonic()
         estimate_at = group.step + ESTIMATE_AFTER_STEPS if steps - group.step >= LONG_RUN_STEPS else None
+        first_step, first_train_time_s = group.step, group.train_time_s
         while group.step < steps:
             group.step += 1
             group.metrics.update(group.algorithm.update(group.sampler.sample(group.streams.sampling, batch_size), group.step))
@@ -411,8 +412,9 @@ def _train(group: SeedGroup, store: ResultsStore, reporter: Reporter) -> list[st
                 segment_start, segment_steps = time.perf_counter(), 0
             elif segment_steps % 100 == 0:
                 reporter.advance(group.step, group.step / max(group.train_time_s + time.perf_counter() - segment_start, 1e-9), None)
-            if group.step == estimate_at:
-                rate = segment_steps / max(time.perf_counter() - segment_start, 1e-9)
+            if group.step == estimate_at:  # over every step trained so far: an evaluation may just have ended the segment
+                seconds = group.train_time_s - first_train_time_s + (time.perf_counter() - segment_start if segment_steps else 0.0)
+                rate = (group.step - first_step) / max(seconds, 1e-9)
                 reporter.message(f"about {timedelta(seconds=round((steps - group.step) / rate))} of training left at {rate:.0f} steps/s "
                                  f"on {group.device} (evaluations extra); --steps sets a smaller budget")
             if time.monotonic() - last_heartbeat > HEARTBEAT_EVERY_S:

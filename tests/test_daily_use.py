@@ -88,7 +88,9 @@ def test_one_torch_thread_by_default_and_threads_recorded(piped_run, tmp_path: P
     assert bad.returncode == 2 and "--threads" in bad.stderr
 
 
-def test_a_long_run_states_its_estimated_training_time_once_it_has_measured_its_speed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+@pytest.mark.parametrize("eval_every", [30, 20, 10])  # 20 and 10: an evaluation falls on the step the estimate is made
+def test_a_long_run_states_its_estimated_training_time_once_it_has_measured_its_speed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                                      eval_every: int):
     from offbench import train
 
     messages: list[str] = []
@@ -99,7 +101,7 @@ def test_a_long_run_states_its_estimated_training_time_once_it_has_measured_its_
 
     monkeypatch.setattr(train, "LONG_RUN_STEPS", 50)
     monkeypatch.setattr(train, "ESTIMATE_AFTER_STEPS", 20)
-    plan = train.RunPlan("td3bc", TINY_ID, [0], steps=60, eval_every=30, eval_episodes=1, overrides={"hidden_dims": [8, 8]})
+    plan = train.RunPlan("td3bc", TINY_ID, [0], steps=60, eval_every=eval_every, eval_episodes=1, overrides={"hidden_dims": [8, 8]})
     train.run(plan, ResultsStore(tmp_path / "results"), Listening())
     estimates = [m for m in messages if m.startswith("about ")]
     assert len(estimates) == 1 and "of training left at" in estimates[0] and "steps/s on cpu" in estimates[0]

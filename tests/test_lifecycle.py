@@ -51,7 +51,7 @@ def test_a_signal_stops_a_run_with_its_group_and_how_to_resume(tmp_path: Path, s
     wait_for(lambda: checkpoint_written(results))
     process.send_signal(signum)
     _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 130
+    assert process.returncode == 130, stderr[-3000:]
     last = stderr.strip().splitlines()[-1]
     group = ResultsStore(results).runs(status=None)["group_id"].iloc[0]
     assert last.startswith("interrupted at step") and signal.Signals(signum).name in last
