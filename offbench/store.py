@@ -11,6 +11,7 @@ Layout under the store root (``results/`` by default)::
     runs/<run_id>/metrics.csv       training metrics every k steps; evaluations.csv: a row per evaluation;
                                     tb/ and wandb/ when asked for (offbench.logs: logs for people, never read here)
     checkpoints/<group_id>.pt       the resumable state of a seed group (all seeds of one process)
+    locks/<group_id>.lock           held (flock) by the process training the group: two processes never train one group
     index.sqlite                    one row per run; rebuildable from runs/ with `reindex()`
 
 Every record file is written atomically (the logs are appended a line at a time). A run is listed as
@@ -30,7 +31,7 @@ import socket
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -134,6 +135,34 @@ class ResultsStore:
         except OSError as error:
             raise OffbenchError(f"results store {self.root} is not writable ({error.strerror})", "pass a writable --results-dir") from None
 
+    @contextmanager
+    def training(self, group_id: str) -> Iterator[None]:
+        """Hold `group_id`'s training lock while the body trains it, so that a second sweep or `run --resume` on the
+        same store cannot train (and write the records of) the same group at once. An advisory `flock`: released by
+        the kernel when the holder dies, so a killed run never leaves it held. Raises one-line `OffbenchError` when
+        another process holds it."""
+        import fcntl
+
+        self.ensure_writable()
+        path = self._lock_path(group_id)
+        path.parent.mkdir(exist_ok=True)
+        with open(path, "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise OffbenchError(f"group {group_id} is being trained now by {holder}", "wait for it to end (or stop it), then run again") from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()} on {socket.gethostname()}")
+            handle.flush()
+            try:
+                yield
+            finally:
+                handle.truncate(0)
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
     def start_run(self, run_id: str, config: RunConfig | Mapping[str, Any], provenance: dict[str, Any]) -> None:
         """Create the run directory and index it as `running` (a mapping is read through `RunConfig.from_dict`)."""
         config = config if isinstance(config, RunConfig) else RunConfig.from_dict(config)
@@ -211,12 +240,16 @@ class ResultsStore:
             remaining = {row[0] for row in conn.execute("SELECT DISTINCT group_id FROM runs")}
         for group_id in groups - remaining:
             self.checkpoint_path(group_id).unlink(missing_ok=True)
+            self._lock_path(group_id).unlink(missing_ok=True)
 
     # ---- reading -----------------------------------------------------------------------------
 
     def run_dir(self, run_id: str) -> Path:
         """The folder of a run; raises `OffbenchError` for an id that could name a path outside `runs/`."""
         return self.runs_dir / safe_name("run id", run_id)
+
+    def _lock_path(self, group_id: str) -> Path:
+        return self.root / "locks" / f"{safe_name('group id', group_id)}.lock"
 
     def checkpoint_path(self, group_id: str) -> Path:
         return self.checkpoints_dir / f"{safe_name('group id', group_id)}.pt"

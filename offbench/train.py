@@ -290,24 +290,27 @@ def run(plan: RunPlan, store: ResultsStore, reporter: Reporter | None = None, gr
     reporter.message(budget_line(group))
     for mismatch in _hash_warnings(group.dataset):
         reporter.message(f"warning: {mismatch}")
-    _start_records(group, store)
-    return _train(group, store, reporter)
+    with store.training(group.group_id):
+        _start_records(group, store)
+        return _train(group, store, reporter)
 
 
 def resume(group_id: str, store: ResultsStore, reporter: Reporter | None = None) -> list[str]:
     """Continue a killed seed group from its last checkpoint."""
     reporter = reporter or Reporter()
-    state = load_checkpoint(store, group_id)
-    plan = RunPlan(**state["plan"])
-    group = build_group(plan, reporter, group_id=group_id)
-    if group.dataset.metadata.sha256 != state["dataset_sha256"]:
-        raise OffbenchError(f"dataset {group.dataset.metadata.id} changed since group {group_id} started (hash differs)", "start a new run")
-    _ensure_unchanged(group_id, "config", state["algo_config"], dataclasses.asdict(group.algorithm.config))
-    _ensure_unchanged(group_id, "protocol", state["protocol"], group.protocol.to_dict())
-    group.restore(state)
-    _start_records(group, store)
-    reporter.message(f"resuming {group_id} at step {group.step}")
-    return _train(group, store, reporter)
+    _ensure_checkpoint(store, group_id)  # before the lock, which creates the store's folders
+    with store.training(group_id):
+        state = load_checkpoint(store, group_id)
+        plan = RunPlan(**state["plan"])
+        group = build_group(plan, reporter, group_id=group_id)
+        if group.dataset.metadata.sha256 != state["dataset_sha256"]:
+            raise OffbenchError(f"dataset {group.dataset.metadata.id} changed since group {group_id} started (hash differs)", "start a new run")
+        _ensure_unchanged(group_id, "config", state["algo_config"], dataclasses.asdict(group.algorithm.config))
+        _ensure_unchanged(group_id, "protocol", state["protocol"], group.protocol.to_dict())
+        group.restore(state)
+        _start_records(group, store)
+        reporter.message(f"resuming {group_id} at step {group.step}")
+        return _train(group, store, reporter)
 
 
 def budget_line(group: SeedGroup) -> str:
@@ -329,10 +332,15 @@ def _ensure_unchanged(group_id: str, what: str, started: dict[str, Any], now: di
             )
 
 
-def load_checkpoint(store: ResultsStore, group_id: str) -> dict[str, Any]:
+def _ensure_checkpoint(store: ResultsStore, group_id: str) -> None:
     path = store.checkpoint_path(group_id)
     if not path.exists():
         raise OffbenchError(f"no checkpoint for group {group_id} at {path}", "list groups with `offbench runs --all`")
+
+
+def load_checkpoint(store: ResultsStore, group_id: str) -> dict[str, Any]:
+    _ensure_checkpoint(store, group_id)
+    path = store.checkpoint_path(group_id)
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:  # any unpickling failure means the file is unusable

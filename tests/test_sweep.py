@@ -14,7 +14,10 @@ from pathlib import Path
 import pytest
 from conftest import TINY_ID, run_cli
 
+from offbench.errors import OffbenchError
 from offbench.execution import LocalExecutor, grid, jobs_of, run_sweep
+from offbench.execution.driver import prepare_datasets
+from offbench.execution.sweep import PROGRESS_DIR, Job, JobResult, run_job
 from offbench.store import ResultsStore
 
 FAST = {"hidden_dims": [32, 32], "batch_size": 32}
@@ -171,3 +174,97 @@ def test_index_takes_concurrent_writers_from_many_processes(tmp_path: Path) -> N
     import sqlite3
 
     assert sqlite3.connect(store.index_path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_ray_worker_killed_mid_job_is_retried_and_resumes_with_each_run_once(tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    root = tmp_path / "results"
+    driver = _start_sweep(root, "--executor", "ray", "--algos", "bc", "--seeds", "2", "--group-size", "1", "--steps", "1500",
+                          "--eval-every", "100")
+    store = ResultsStore(root)
+
+    def training_worker_with_checkpoint():
+        for progress in (root / PROGRESS_DIR).glob("*.json"):
+            try:
+                state = json.loads(progress.read_text())
+            except ValueError:  # being replaced
+                continue
+            if store.checkpoint_path(progress.stem).exists() and state.get("step", 0) < 1400:
+                return state["pid"]
+        return None
+
+    victim = _wait_for(training_worker_with_checkpoint, 300, "a Ray worker with a checkpoint")
+    os.kill(int(victim), signal.SIGKILL)
+    output, _ = driver.communicate(timeout=400)
+    assert driver.returncode == 0, output
+    found = _finished(root)
+    assert sorted(found) == [("bc", 0), ("bc", 1)] and all(len(v) == 1 for v in found.values())
+    assert len(store.runs("finished")) == 2  # indexed by the driver once each
+
+
+def test_a_group_is_trained_by_one_process_at_a_time(tmp_path: Path) -> None:
+    store = ResultsStore(tmp_path / "results")
+    (job,) = jobs_of(grid(["bc"], [TINY_ID], {"steps": 20, "eval_every": 10, "eval_episodes": 1}, FAST), [0])
+    with store.training(job.group_id):
+        with pytest.raises(OffbenchError, match=f"group {job.group_id} is being trained now by pid {os.getpid()}"):
+            with store.training(job.group_id):
+                pass
+        busy = run_job(job, str(store.root))  # a second sweep reaching the same job
+        assert busy.status == "failed" and "is being trained now by pid" in busy.reason
+        assert not (store.run_dir(job.run_ids[0]) / "config.json").exists()  # it wrote nothing
+    assert run_job(job, str(store.root)).status == "done"  # released at the end of the body
+
+
+def test_the_driver_makes_each_missing_dataset_once_before_the_jobs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from conftest import TINY_RECIPE
+
+    from offbench.data import registry
+
+    monkeypatch.setenv("OFFBENCH_DATA_DIR", str(tmp_path / "data"))
+    made = "local/hopper-sweeptiny-v5"
+    monkeypatch.setattr(registry, "catalogue", lambda: {made: TINY_RECIPE})
+    calls: list[str] = []
+    real_make = registry.make_dataset
+    monkeypatch.setattr(registry, "make_dataset", lambda dataset_id, **kw: calls.append(dataset_id) or real_make(dataset_id, **kw))
+    jobs = [Job("bc", made, (0,)), Job("td3bc", made, (0,)), Job("bc", "no-such-alias", (0,))]
+    lines: list[str] = []
+    unusable = prepare_datasets(jobs, lines.append)
+    assert calls == [made] and registry.is_present(made)
+    assert list(unusable) == ["no-such-alias"] and "unknown dataset 'no-such-alias'" in unusable["no-such-alias"]
+    assert lines[0] == f"making {made} (once, before its jobs start)" and lines[1].startswith(f"made {made} in ")
+    assert prepare_datasets(jobs[:2], lines.append) == {} and calls == [made]  # present now: not made again
+
+
+class _OneRunning(LocalExecutor):
+    """An executor that reports one job as running and runs nothing (for the display alone)."""
+
+    def __init__(self, running: str) -> None:
+        super().__init__(2)
+        self._running = running
+
+    @property
+    def running(self) -> set[str]:
+        return {self._running}
+
+
+def test_live_table_shows_each_running_job_and_an_eta(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from offbench.execution.driver import _Board
+    from offbench.execution.sweep import FileReporter
+
+    store = ResultsStore(tmp_path)
+    cells = grid(["bc"], [TINY_ID], {"steps": 1000, "eval_every": 100, "eval_episodes": 1}, FAST)
+    first, second, third = jobs_of(cells, range(3), group_size=1)
+    board = _Board([first, second, third], store, _OneRunning(second.group_id), {j.group_id: j_steps for j, j_steps in
+                                                                                  ((first, 1000), (second, 1000), (third, 1000))})
+    board.finish(JobResult(first.group_id, first.label(), "done", first.run_ids))
+    reporter = FileReporter(tmp_path / PROGRESS_DIR / f"{second.group_id}.json")
+    reporter.start(1000, 0)
+    reporter.advance(400, 50.0, 12.5)  # 600 steps left in it + 1000 queued, at 50 seed-steps/s: 32 s
+    console = Console(record=True, width=200)
+    console.print(board.table())
+    text = console.export_text()
+    assert "1 queued · 1 running · 1 done · 0 failed · ETA 0:00:32 at 50 seed-steps/s" in text
+    assert second.group_id in text and "400/1000" in text and "12.5" in text
+    assert board.status_line().startswith("jobs: 1 queued, 1 running, 1 done, 0 failed; ETA 0:00:32")

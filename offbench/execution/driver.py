@@ -1,5 +1,8 @@
 """The sweep's driver: hands jobs to an executor, shows progress, indexes what needs it, says what failed.
 
+Datasets: each missing local dataset is made once by the driver before the jobs start (`prepare_datasets`); a
+dataset no job can use (an unknown id) fails its jobs alone, without starting them.
+
 Progress: a live table of queued / running / done / failed jobs, each running job's step, steps/s and latest
 score, and an ETA for the whole sweep (remaining seed-steps over the seed-steps/s measured now); plain lines
 (one per job that ends, and a status line at least every `PLAIN_EVERY_S`) when stderr is not a terminal.
@@ -13,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
+from offbench.errors import OffbenchError
 from offbench.execution.executors import Executor
 from offbench.execution.sweep import Job, JobResult, job_seed_steps, job_state, read_progress
 
@@ -50,6 +54,18 @@ def run_sweep(jobs: Sequence[Job], store, executor: Executor, print_line: Callab
     board.mark_done_before({job.group_id for job in jobs if job_state(store, job) == "done"})
     print_line(f"sweep: {len(jobs)} jobs ({len(board.done_before)} already done) on the {executor.name} executor, "
                f"{executor.workers} worker{'s' if executor.workers != 1 else ''}; records in {store.root}")
+    try:
+        unusable = prepare_datasets([job for job in jobs if job.group_id not in board.done_before], print_line)
+    except KeyboardInterrupt:
+        outcome.interrupted = True
+        return outcome
+    for job in jobs:
+        if job.dataset in unusable:
+            result = JobResult(job.group_id, job.label(), "failed", job.run_ids, unusable[job.dataset])
+            board.finish(result)
+            outcome.results.append(result)
+            print_line(_result_line(result))
+    jobs = [job for job in jobs if job.dataset not in unusable]
     display = None
     if live is not None:
         from rich.live import Live
@@ -79,6 +95,29 @@ def run_sweep(jobs: Sequence[Job], store, executor: Executor, print_line: Callab
             display.stop()
     print_line(board.status_line())
     return outcome
+
+
+def prepare_datasets(jobs: Sequence[Job], print_line: Callable[[str], None] = print) -> dict[str, str]:
+    """Make each missing local dataset of `jobs` once, here, before any job starts (workers would otherwise all make
+    it at once); returns {dataset as given: one-line reason} for datasets no job can use (unknown id, a recipe that
+    fails), whose jobs then fail alone. Datasets given by path are checked by their jobs."""
+    from offbench.data import registry
+    from offbench.data.user_files import is_user_path
+
+    unusable: dict[str, str] = {}
+    for dataset in dict.fromkeys(job.dataset for job in jobs):
+        if is_user_path(dataset):
+            continue
+        try:
+            dataset_id = registry.resolve(dataset)
+            if not registry.is_present(dataset_id) and registry.is_makeable(dataset_id):
+                print_line(f"making {dataset_id} (once, before its jobs start)")
+                started = time.monotonic()
+                registry.make_dataset(dataset_id)
+                print_line(f"made {dataset_id} in {timedelta(seconds=round(time.monotonic() - started))}")
+        except OffbenchError as error:
+            unusable[dataset] = error.message + (f" — {error.hint}" if error.hint else "")
+    return unusable
 
 
 def _index(store, result: JobResult) -> None:
