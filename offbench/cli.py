@@ -520,7 +520,8 @@ def data_make(
 def main() -> None:
     """Console entry: user errors become one line on stderr and exit code 2, never a traceback."""
     for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, _stop_on)
+        if signal.getsignal(signum) is not signal.SIG_IGN:  # `nohup offbench run ...`: an ignored hang-up stays ignored
+            signal.signal(signum, _stop_on)
     try:
         app()
     except OffbenchError as error:

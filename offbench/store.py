@@ -369,14 +369,15 @@ class ResultsStore:
 
     def _connect(self) -> sqlite3.Connection:
         """The index, rebuilt from the run folders first when it is missing while runs exist, unreadable, or of an older schema."""
-        if not self.index_path.exists() and any(self.runs_dir.glob("*/config.json")):
+        # Missing or zero-byte (which would open as a new, empty index) while run folders exist: rebuild. A valid
+        # index with no rows is never rebuilt: it is what other processes of a sweep are writing their first rows to.
+        lost = not self.index_path.exists() or self.index_path.stat().st_size == 0
+        if lost and any(self.runs_dir.glob("*/config.json")):
             self.reindex()
         conn = None
         try:
             conn = self._open(self.index_path)
             current = {row[1] for row in conn.execute("PRAGMA table_info(runs)")} == set(INDEX_COLUMNS)
-            # a zero-byte file opens as an empty index: rebuild it when run folders exist
-            current = current and (conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0] > 0 or not any(self.runs_dir.glob("*/config.json")))
         except sqlite3.DatabaseError:  # garbage, truncated: the run folders are the ground truth
             current = False
         if not current:

@@ -21,11 +21,19 @@ from offbench.data import minari_io, registry
 from offbench.store import STALE_AFTER_S, ResultsStore
 
 
-def start_cli_run(results: Path, steps: int = 100_000, eval_every: int = 50) -> subprocess.Popen:
+def start_cli_run(results: Path, steps: int = 100_000, eval_every: int = 50, ignored: tuple[int, ...] = ()) -> subprocess.Popen:
+    """`offbench run` in a child process whose signals are at their defaults, but for the `ignored` ones (as `nohup`
+    leaves SIGHUP); a test suite started in the background would otherwise hand its children an ignored SIGINT."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     args = ["run", "--algo", "td3bc", "--dataset", TINY_ID, "--steps", str(steps), "--eval-every", str(eval_every),
             "--eval-episodes", "1", *FAST_SETTINGS, "--results-dir", str(results)]
-    return subprocess.Popen([sys.executable, "-m", "offbench", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+    def signals_as_asked() -> None:
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN if signum in ignored else signal.SIG_DFL)
+
+    return subprocess.Popen([sys.executable, "-m", "offbench", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=signals_as_asked)
 
 
 def wait_for(predicate, timeout: float = 120.0) -> None:
@@ -57,6 +65,18 @@ def test_a_signal_stops_a_run_with_its_group_and_how_to_resume(tmp_path: Path, s
     assert last.startswith("interrupted at step") and signal.Signals(signum).name in last
     assert f"group {group}" in last and f"resume with `offbench run --resume {group}`" in last
     assert only_status(results).startswith("interrupted: at step")
+
+
+def test_under_nohup_a_hang_up_does_not_stop_a_run(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    process = start_cli_run(results, ignored=(signal.SIGHUP,))
+    wait_for(lambda: checkpoint_written(results))
+    process.send_signal(signal.SIGHUP)
+    time.sleep(2.0)
+    assert process.poll() is None and only_status(results) == "running"  # still training
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130 and "SIGTERM" in stderr.strip().splitlines()[-1]
 
 
 def test_a_killed_run_is_shown_interrupted_and_resumes(tmp_path: Path) -> None:
