@@ -525,7 +525,7 @@ def main() -> None:
     try:
         app()
     except OffbenchError as error:
-        err.print(f"error: {error.message}" + (f" — {error.hint}" if error.hint else ""), highlight=False, markup=False, soft_wrap=True)
+        err.print(f"error: {error.line()}", highlight=False, markup=False, soft_wrap=True)
         sys.exit(2)
 
 

@@ -11,5 +11,9 @@ class OffbenchError(Exception):
         self.message = message
         self.hint = hint
 
+    def line(self) -> str:
+        """The message and its fix as the one line the CLI and a sweep's failure list print."""
+        return self.message + (f" — {self.hint}" if self.hint else "")
+
     def __str__(self) -> str:
         return self.message if not self.hint else f"{self.message} ({self.hint})"

@@ -421,7 +421,7 @@ def _train(group: SeedGroup, store: ResultsStore, reporter: Reporter) -> list[st
             elif segment_steps % 100 == 0:
                 reporter.advance(group.step, group.step / max(group.train_time_s + time.perf_counter() - segment_start, 1e-9), None)
             if group.step == estimate_at:  # over every step trained so far: an evaluation may just have ended the segment
-                seconds = group.train_time_s - first_train_time_s + (time.perf_counter() - segment_start if segment_steps else 0.0)
+                seconds = group.train_time_s - first_train_time_s + time.perf_counter() - segment_start
                 rate = (group.step - first_step) / max(seconds, 1e-9)
                 reporter.message(f"about {timedelta(seconds=round((steps - group.step) / rate))} of training left at {rate:.0f} steps/s "
                                  f"on {group.device} (evaluations extra); --steps sets a smaller budget")

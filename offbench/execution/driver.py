@@ -116,7 +116,7 @@ def prepare_datasets(jobs: Sequence[Job], print_line: Callable[[str], None] = pr
                 registry.make_dataset(dataset_id)
                 print_line(f"made {dataset_id} in {timedelta(seconds=round(time.monotonic() - started))}")
         except OffbenchError as error:
-            unusable[dataset] = error.message + (f" — {error.hint}" if error.hint else "")
+            unusable[dataset] = error.line()
     return unusable
 
 

@@ -207,7 +207,7 @@ def run_job(job: Job, root: str, indexed: bool = True) -> JobResult:
     except KeyboardInterrupt as stop:  # SIGINT/SIGTERM of the worker: recorded as interrupted, resumable
         result.status, result.reason = "failed", _one_line(str(stop) or "interrupted")
     except OffbenchError as error:
-        result.status, result.reason = "failed", _one_line(error.message + (f" — {error.hint}" if error.hint else ""))
+        result.status, result.reason = "failed", _one_line(error.line())
     except Exception as error:  # noqa: BLE001  (NaN, out of memory, a bug: this job fails, the sweep goes on)
         where = traceback.extract_tb(error.__traceback__)[-1]
         result.status = "failed"
