@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import shutil
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -120,3 +121,17 @@ def test_a_status_no_run_has_gives_an_empty_frame_with_the_index_columns(tmp_pat
     store = ResultsStore(tmp_path)
     store.start_run("a-s0", config_for("a-s0"), {})
     assert store.runs().empty and "run_id" in store.runs().columns and list(store.finished_records()) == []
+
+
+def test_a_valid_empty_index_is_never_rebuilt_under_writers_but_a_zero_byte_one_is(tmp_path: Path, monkeypatch) -> None:
+    """A sweep's driver creates the index empty; workers write run folders first and index them next: rebuilding
+    the empty index then would swap the file under another worker's open connection and lose its row."""
+    write_run(tmp_path / "elsewhere", "a-s0")
+    store = ResultsStore(tmp_path / "store")
+    store.open_index()
+    shutil.copytree(tmp_path / "elsewhere" / "runs" / "a-s0", store.run_dir("a-s0"))  # a folder not indexed yet
+    monkeypatch.setattr(store, "reindex", lambda: pytest.fail("a valid empty index was rebuilt"))
+    assert store.runs(status=None).empty
+    monkeypatch.undo()
+    store.index_path.write_bytes(b"")  # a zero-byte file: lost, rebuilt from the folders
+    assert list(store.runs()["run_id"]) == ["a-s0"]
