@@ -136,8 +136,19 @@ def test_policy_delay_and_polyak_targets() -> None:
         torch.testing.assert_close(target, 0.995 * old + 0.005 * new, rtol=1e-6, atol=1e-7)
 
 
+def test_a_new_network_holds_finite_weights_before_any_seeding() -> None:
+    """Parameters are never left as uninitialised memory (which can hold NaN) until `reset_parameters`."""
+    for _ in range(20):
+        network = EnsembleMLP(3, 5, [64, 64], 2, layer_norm=True)
+        for parameter in network.parameters():
+            assert torch.isfinite(parameter).all()
+            assert parameter.abs().max() <= 1.0
+
+
 def test_polyak_update_formula() -> None:
     target, source = EnsembleMLP(2, 3, [4], 1), EnsembleMLP(2, 3, [4], 1)
+    target.reset_parameters([torch.Generator().manual_seed(i) for i in range(2)])
+    source.reset_parameters([torch.Generator().manual_seed(i + 2) for i in range(2)])
     before = [p.clone() for p in target.parameters()]
     polyak_update(target, source, tau=0.25)
     for t, b, s in zip(target.parameters(), before, source.parameters()):

@@ -21,8 +21,10 @@ class EnsembleLinear(nn.Module):
 
     def __init__(self, members: int, in_features: int, out_features: int) -> None:
         super().__init__()
-        self.weight = nn.Parameter(torch.empty(members, in_features, out_features))
-        self.bias = nn.Parameter(torch.empty(members, 1, out_features))
+        # Like nn.Linear, a new layer is usable at once (global RNG); `reset_parameters` seeds each member.
+        bound = 1.0 / math.sqrt(in_features)
+        self.weight = nn.Parameter(torch.empty(members, in_features, out_features).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(members, 1, out_features).uniform_(-bound, bound))
 
     def reset_parameters(self, generators: Sequence[torch.Generator]) -> None:
         """PyTorch's default `nn.Linear` init (uniform in ±1/sqrt(fan_in)), one generator per member."""
