@@ -61,11 +61,18 @@ def test_log_prob_matches_torch_distributions():
 
 def test_select_medium_picks_closest_to_a_third_of_expert():
     snapshots = [(0, 15.0), (10_000, 400.0), (20_000, 950.0), (30_000, 1100.0), (40_000, 3000.0)]
-    assert select_medium(snapshots, expert_return=3000.0) == 20_000  # |950-1000| < |1100-1000|
-    assert select_medium(snapshots, expert_return=3300.0) == 30_000
-    assert select_medium([(0, 900.0), (5, 1100.0)], expert_return=3000.0) == 0  # tie: the earlier one
+    assert select_medium(snapshots, expert_return=3000.0, expert_step=40_000) == 20_000  # |950-1000| < |1100-1000|
+    assert select_medium(snapshots, expert_return=3300.0, expert_step=40_000) == 30_000
+    assert select_medium([(0, 900.0), (5, 1100.0)], expert_return=3000.0, expert_step=5) == 0  # tie: the earlier one
     with pytest.raises(OffbenchError):
-        select_medium([], expert_return=3000.0)
+        select_medium([], expert_return=3000.0, expert_step=0)
+
+
+def test_a_collapse_after_the_best_snapshot_is_never_the_medium_policy():
+    """Walker2d's run dipped to 1566 at 850k after its best (4842 at 830k): a third of 4842 is 1614, but
+    the medium policy is the learner on its way up (1532 at 280k), not a trained policy that falls."""
+    snapshots = [(0, 8.0), (270_000, 1171.0), (280_000, 1532.0), (290_000, 3022.0), (830_000, 4842.0), (850_000, 1566.0)]
+    assert select_medium(snapshots, expert_return=4842.0, expert_step=830_000) == 280_000
 
 
 def test_missing_or_foreign_policy_file_is_a_user_error(tmp_path):

@@ -12,7 +12,7 @@ The snapshot file (written by `offbench.behavior.sac`) is a `torch.save` dict:
                   policy, when it was evaluated
 
 Exporting a training run into committed policies (`python -m offbench.behavior.policy export ...`)
-picks the expert (the best snapshot) and the medium policy (closest to a third of the expert's return,
+picks the expert (the best snapshot) and the medium policy (up to the best, closest to a third of the expert's return,
 as in D4RL), copies them with the snapshot sequence up to medium, and writes a JSON card for each.
 
 The forward pass runs in float64 numpy and every action is rounded to a grid of 10^-ACTION_DECIMALS before
@@ -129,12 +129,18 @@ def evaluate_policy(policy: Policy, env_id: str, episodes: int, seed: int, max_e
 # ---- exporting a training run into committed policies ----------------------------------------------
 
 
-def select_medium(snapshots: Sequence[tuple[int, float]], expert_return: float) -> int:
-    """The env step of the snapshot whose return is closest to a third of `expert_return` (earliest on ties)."""
-    if not snapshots:
+def select_medium(snapshots: Sequence[tuple[int, float]], expert_return: float, expert_step: int) -> int:
+    """The env step of the snapshot, at or before `expert_step`, whose return is closest to a third of
+    `expert_return` (earliest on ties).
+
+    D4RL's medium policy is a learner stopped early at about a third of the expert's return; a dip of a
+    trained policy after its best snapshot (a bimodal policy that falls in some episodes) is not one.
+    """
+    on_the_way_up = [s for s in snapshots if s[0] <= expert_step]
+    if not on_the_way_up:
         raise OffbenchError("no snapshots to choose a medium policy from")
     target = expert_return / 3.0
-    return min(snapshots, key=lambda s: (abs(s[1] - target), s[0]))[0]
+    return min(on_the_way_up, key=lambda s: (abs(s[1] - target), s[0]))[0]
 
 
 def export_run(run_dir: Path, dest: Path, expert_target: float, note: str = "", eval_episodes: int = 10) -> dict[str, Any]:
@@ -149,7 +155,7 @@ def export_run(run_dir: Path, dest: Path, expert_target: float, note: str = "", 
     best = max(records.values(), key=lambda r: (r["return_mean"], -r["step"]))
     reached = best["return_mean"] >= expert_target
     reference_return = best["return_mean"] if reached else expert_target
-    medium_step = select_medium([(r["step"], r["return_mean"]) for r in records.values()], reference_return)
+    medium_step = select_medium([(r["step"], r["return_mean"]) for r in records.values()], reference_return, best["step"])
     basis = "the expert's return" if reached else f"the expert target {expert_target:g} (not reached by this run)"
     common = {
         "env_id": log["config"]["env"],
@@ -168,7 +174,7 @@ def export_run(run_dir: Path, dest: Path, expert_target: float, note: str = "", 
             (dest / f"{stale}{suffix}").unlink(missing_ok=True)
     roles = {
         expert_name: (best, f"best snapshot of the run ({'reaches' if reached else 'below'} the expert target {expert_target:g})"),
-        "medium": (records[medium_step], f"snapshot whose return is closest to a third of {basis}"),
+        "medium": (records[medium_step], f"snapshot, up to the best one, whose return is closest to a third of {basis}"),
     }
     for name, (record, role) in roles.items():
         shutil.copyfile(run_dir / record["path"], dest / f"{name}.pt")
