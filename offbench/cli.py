@@ -102,9 +102,9 @@ class ProgressReporter:
 
 
 def _making_progress(dataset_id: str) -> Callable[[int], None]:
-    from offbench.data.registry import catalogue
+    from offbench.data.registry import recipe_steps
 
-    total = catalogue()[dataset_id].get("steps")
+    total = recipe_steps(dataset_id)
     progress = Progress(TextColumn(f"making {dataset_id}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(), console=err)
     task = progress.add_task("make", total=total)
     progress.start()
@@ -507,8 +507,13 @@ def data_make(
         return
     made = make_dataset(dataset_id, overwrite=force, on_steps=_making_progress(dataset_id))
     info = describe(made)
-    out.print(f"made {dataset_id}: {info['transitions']} transitions, {info['episodes']} episodes, "
-              f"normalised return {info.get('normalized_mean', float('nan')):.1f}, sha256 {info['sha256']}")
+    if "behaviour_success" in info:  # an OGBench recording, shown as the single-task dataset it was loaded as
+        out.print(f"made {dataset_id}: {info['recorded_episodes']} recorded episodes, recording sha256 {info['recording_sha256']}; "
+                  f"{info['id']}: {info['transitions']} transitions, behaviour success {info['behaviour_success']:.1f}% of recorded episodes "
+                  f"(task {info['task']}), sha256 {info['sha256']}")
+    else:
+        out.print(f"made {dataset_id}: {info['transitions']} transitions, {info['episodes']} episodes, "
+                  f"normalised return {info['normalized_mean']:.1f}, sha256 {info['sha256']}")
     mismatch = recorded_hash_mismatch(made)
     if mismatch:
         err.print(f"warning: {mismatch}")

@@ -1,0 +1,177 @@
+"""Local OGBench recordings made by OGBench's published recipes, written as OGBench files.
+
+A recipe (DATA_SOURCES.md §4, "Generation recipes", from OGBench's `data_gen_scripts/commands.sh`)
+drives an OGBench env with the oracle the `ogbench` wheel ships and returns the rows of OGBench's file
+layout (`offbench.data.ogbench_io`): observations, actions, terminals (True on each episode's last row),
+qpos and qvel of each row's state. The first `episodes` episodes are the training file, the next
+`episodes // 10` the validation file, as OGBench splits them. The files are written under
+`<data dir>/local/ogbench-<dataset>/` and read back by the OGBench reader, so every single-task variant
+(`local/ogbench-<dataset minus -v0>-singletask[-task<k>]-v0`) comes from one recording.
+
+Determinism: episode i draws everything from generators seeded with (seed, i): its start and goal
+cells and the action noise from `numpy.random.default_rng([seed, i])`, the env's own draws from
+`env.reset(seed=...)`, its action space's sampler, and numpy's global generator (OGBench's maze adds
+position noise with `np.random`), which is seeded per episode and restored afterwards. Episodes are
+therefore independent, and `workers` processes give the same bytes as one.
+
+    pointmaze-navigate   the maze's oracle subgoal direction (`get_oracle_subgoal`, normalised) plus
+                         Gaussian noise (sigma `noise`, 0.5 in commands.sh), clipped to [-1, 1]; the
+                         start is a random free cell, the goal a random vertex cell (a free cell that
+                         is not a straight corridor), redrawn each time it is reached; the env never
+                         terminates at the goal and each episode has `episode_steps` rows (1001).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import multiprocessing
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from offbench.data import ogbench_io
+from offbench.errors import OffbenchError
+from offbench.io import atomic_write
+
+Rows = dict[str, np.ndarray]
+SIDECAR = "offbench.json"
+DIRECTION_EPS = 1e-6  # the oracle direction is d / (|d| + 1e-6), as OGBench's generate_locomaze
+
+
+@contextlib.contextmanager
+def global_numpy_seed(seed: list[int]) -> Iterator[None]:
+    """numpy's global generator seeded with `seed` inside the block, its previous state restored after."""
+    state = np.random.get_state()
+    np.random.seed(np.random.SeedSequence(seed).generate_state(1)[0])
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
+def maze_cells(maze_map: np.ndarray) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """(free cells, vertex cells) of a maze map (1 = wall): a vertex cell is a free cell that is not a
+    straight corridor (free on both sides along one axis and walled on both sides along the other)."""
+    free, vertex = [], []
+    for i, j in zip(*np.nonzero(maze_map == 0)):
+        i, j = int(i), int(j)
+        free.append((i, j))
+        vertical = maze_map[i - 1, j] == 0 and maze_map[i + 1, j] == 0 and maze_map[i, j - 1] == 1 and maze_map[i, j + 1] == 1
+        horizontal = maze_map[i, j - 1] == 0 and maze_map[i, j + 1] == 0 and maze_map[i - 1, j] == 1 and maze_map[i + 1, j] == 1
+        if not (vertical or horizontal):
+            vertex.append((i, j))
+    return free, vertex
+
+
+def pointmaze_episode(entry: dict[str, Any], index: int) -> Rows:
+    """Episode `index` of a pointmaze-navigate recording: `episode_steps` rows (see the module docstring)."""
+    ogbench_io.require_ogbench()
+    env = gym.make(entry["ogbench_env"], terminate_at_goal=False, max_episode_steps=entry["episode_steps"])
+    rng = np.random.default_rng([entry["seed"], index])
+    maze = env.unwrapped
+    free, vertex = maze_cells(maze.maze_map)
+    rows: dict[str, list] = {"observations": [], "actions": [], "terminals": [], "qpos": [], "qvel": []}
+    try:
+        with global_numpy_seed([entry["seed"], index]):
+            maze.action_space.seed(int(rng.integers(2**31)))
+            task = {"init_ij": free[rng.integers(len(free))], "goal_ij": vertex[rng.integers(len(vertex))]}
+            observation, _ = env.reset(seed=int(rng.integers(2**31)), options={"task_info": task})
+            done = False
+            while not done:
+                xy = maze.get_xy()
+                subgoal, _ = maze.get_oracle_subgoal(xy, maze.cur_goal_xy)
+                direction = (subgoal - xy) / (np.linalg.norm(subgoal - xy) + DIRECTION_EPS)
+                action = np.clip(direction + rng.normal(0.0, entry["noise"], size=direction.shape), -1.0, 1.0)
+                next_observation, _, terminated, truncated, info = env.step(action)
+                done = terminated or truncated
+                if info["success"]:
+                    maze.set_goal(goal_ij=vertex[rng.integers(len(vertex))])
+                for key, value in (("observations", observation), ("actions", action), ("terminals", done),
+                                   ("qpos", info["prev_qpos"]), ("qvel", info["prev_qvel"])):
+                    rows[key].append(value)
+                observation = next_observation
+    finally:
+        env.close()
+    return {key: np.asarray(value, dtype=bool if key == "terminals" else np.float32) for key, value in rows.items()}
+
+
+EPISODE_RECIPES: dict[str, Callable[[dict[str, Any], int], Rows]] = {"ogbench-pointmaze-navigate": pointmaze_episode}
+
+
+def record(entry: dict[str, Any], on_steps: Callable[[int], None] | None = None, workers: int = 1) -> tuple[Rows, Rows]:
+    """(training rows, validation rows) of the recipe `entry` (a catalogue table), in OGBench's layout.
+
+    `workers` > 1 runs episodes in that many processes; the result does not depend on it.
+    `on_steps(n)` is called with each finished episode's row count, in episode order.
+    """
+    if entry["recipe"] not in EPISODE_RECIPES:
+        raise OffbenchError(f"unknown OGBench recipe '{entry['recipe']}'", f"known: {', '.join(EPISODE_RECIPES)}")
+    if entry["episodes"] < 10:
+        raise OffbenchError(f"an OGBench recording needs at least 10 episodes (its validation file holds episodes // 10), got {entry['episodes']}")
+    total = entry["episodes"] + entry["episodes"] // 10
+    episodes: list[Rows] = []
+    with _episode_map(workers) as mapper:
+        for rows in mapper(_run_episode, [(entry, index) for index in range(total)]):
+            episodes.append(rows)
+            if on_steps is not None:
+                on_steps(len(rows["terminals"]))
+    return _concatenate(episodes[: entry["episodes"]]), _concatenate(episodes[entry["episodes"]:])
+
+
+def recording_hash(train: Rows, val: Rows) -> str:
+    """sha256 over both files' arrays (split, key, dtype, shape and bytes, keys sorted): the recording's identity."""
+    digest = hashlib.sha256()
+    for split, rows in (("train", train), ("val", val)):
+        for key in sorted(rows):
+            array = np.ascontiguousarray(rows[key])
+            digest.update(f"{split}:{key}:{array.dtype.str}:{array.shape}".encode())
+            digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def write_recording(folder: Path, dataset: str, train: Rows, val: Rows, sidecar: dict[str, Any], overwrite: bool = False) -> None:
+    """Write `<dataset>.npz`, `<dataset>-val.npz` (compressed, as OGBench's) and the sidecar into `folder`.
+
+    The files are staged beside `folder` and renamed into place when complete, so a killed write never
+    leaves a folder that looks present. Raises `OffbenchError` when it exists and not `overwrite`.
+    """
+    if folder.exists() and not overwrite:
+        raise OffbenchError(f"{folder} already exists", "pass --force to make it again")
+    staging = folder.with_name(f".{folder.name}.making-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    np.savez_compressed(staging / f"{dataset}.npz", **train)
+    np.savez_compressed(staging / f"{dataset}-val.npz", **val)
+    atomic_write(staging / SIDECAR, lambda tmp: Path(tmp).write_text(json.dumps(sidecar, indent=2, sort_keys=True)))
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(staging, folder)
+
+
+def _run_episode(job: tuple[dict[str, Any], int]) -> Rows:
+    entry, index = job
+    return EPISODE_RECIPES[entry["recipe"]](entry, index)
+
+
+@contextlib.contextmanager
+def _episode_map(workers: int) -> Iterator[Callable]:
+    if workers <= 1:
+        yield map
+        return
+    with multiprocessing.get_context("spawn").Pool(workers, initializer=_one_thread) as pool:
+        yield lambda function, jobs: pool.imap(function, jobs, chunksize=4)
+
+
+def _one_thread() -> None:
+    os.environ["OMP_NUM_THREADS"] = "1"
+
+
+def _concatenate(episodes: list[Rows]) -> Rows:
+    return {key: np.concatenate([rows[key] for rows in episodes]) for key in episodes[0]}

@@ -1,0 +1,277 @@
+"""OGBench: the reader on npz files written here in OGBench's own layout, single-task rewards against the
+env's own, the local pointmaze recipe, and success-rate evaluation end to end.
+
+Files are written with `np.savez_compressed` and the key names, dtypes and row conventions of OGBench's
+`data_gen_scripts` (one row per step, the episode's last state included, `terminals` True on it), never
+through offbench's writer; `ogbench.make_env_and_datasets` / `ogbench.load_dataset` (the wheel's own
+loader) are the reference the transitions are compared with.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from offbench.data import ogbench_io, ogbench_recipes, registry
+from offbench.errors import OffbenchError
+
+ogbench = pytest.importorskip("ogbench")
+
+MAZE = "pointmaze-medium-navigate"
+MAZE_ENV = "pointmaze-medium-singletask-task3-v0"
+
+
+def task_goal(env_name: str) -> np.ndarray:
+    """The goal xy of a maze single-task env (its task's goal cell)."""
+    env = gym.make(f"ogbench:{env_name}")
+    try:
+        env.reset(seed=0)
+        return np.asarray(env.unwrapped.cur_goal_xy, dtype=np.float32)
+    finally:
+        env.close()
+
+
+def maze_rows(lengths: list[int], goal: np.ndarray, at_goal: set[int], seed: int = 0, dtype: type = np.float32) -> dict[str, np.ndarray]:
+    """OGBench pointmaze rows: episodes of `lengths` rows, positions (= observations = qpos) random in the
+    maze's free area except the rows in `at_goal`, which sit on the goal."""
+    rng = np.random.default_rng(seed)
+    n = sum(lengths)
+    qpos = rng.uniform(-2.0, 2.0, size=(n, 2)).astype(np.float32)  # cell (1, 1) area: far from every task goal
+    for row in at_goal:
+        qpos[row] = goal
+    terminals = np.zeros(n, dtype=bool)
+    terminals[np.cumsum(lengths) - 1] = True
+    observations = qpos.copy() if dtype == np.float32 else rng.integers(0, 256, size=(n, 4, 4, 3), dtype=np.uint8)
+    return {"observations": observations, "actions": rng.uniform(-1, 1, size=(n, 2)).astype(np.float32), "terminals": terminals,
+            "qpos": qpos, "qvel": rng.normal(size=(n, 2)).astype(np.float32)}
+
+
+def write_ogbench(folder: Path, dataset: str, train: dict[str, np.ndarray], val: dict[str, np.ndarray]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(folder / f"{dataset}.npz", **train)
+    np.savez_compressed(folder / f"{dataset}-val.npz", **val)
+    return folder / f"{dataset}.npz"
+
+
+@pytest.fixture(scope="module")
+def maze_goal() -> np.ndarray:
+    return task_goal(MAZE_ENV)
+
+
+@pytest.fixture()
+def maze_files(tmp_path: Path, maze_goal: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """pointmaze-medium-navigate-v0 in $OFFBENCH_DATA_DIR/ogbench: episodes of 4, 3 and 5 rows; rows 1 and 2
+    (inside the first episode) and 11 (the last row of the file) are at task 3's goal."""
+    monkeypatch.setenv("OFFBENCH_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    train = maze_rows([4, 3, 5], maze_goal, at_goal={1, 2, 11})
+    val = maze_rows([3, 2], maze_goal, at_goal={0}, seed=1)
+    return write_ogbench(tmp_path / "data" / "ogbench", f"{MAZE}-v0", train, val)
+
+
+# ---- the reader ----------------------------------------------------------------------------------
+
+
+def test_regular_layout_equals_ogbench_load_dataset(maze_files: Path) -> None:
+    dataset = registry.load_dataset(f"ogbench/{MAZE}-singletask-task3-v0")
+    _, train, _ = ogbench.make_env_and_datasets(f"{MAZE}-singletask-task3-v0", dataset_path=str(maze_files), add_info=True)
+    for ours, theirs in (("observations", "observations"), ("next_observations", "next_observations"), ("actions", "actions"), ("rewards", "rewards")):
+        np.testing.assert_array_equal(getattr(dataset, ours), train[theirs])
+    np.testing.assert_array_equal(dataset.terminals, train["masks"] == 0)
+    assert len(dataset) == 12 - 3  # each episode's last row has no successor
+    np.testing.assert_array_equal(dataset.extras["qpos"], train["qpos"])  # the state s of each transition
+    assert dataset.metadata.env_id == f"ogbench:{MAZE_ENV}" and dataset.metadata.score == "success-rate"
+
+
+def test_regular_layout_transitions_by_hand(maze_files: Path, maze_goal: np.ndarray) -> None:
+    """Rows 0-3 | 4-6 | 7-11; rows 1, 2 and 11 at the goal. Transitions: rows 0,1,2 | 4,5 | 7,8,9,10."""
+    raw = dict(np.load(maze_files))
+    dataset = registry.load_dataset(f"ogbench/{MAZE}-singletask-task3-v0")
+    rows = np.array([0, 1, 2, 4, 5, 7, 8, 9, 10])
+    np.testing.assert_array_equal(dataset.observations, raw["observations"][rows])
+    np.testing.assert_array_equal(dataset.next_observations, raw["observations"][rows + 1])  # never across an episode end
+    np.testing.assert_array_equal(dataset.rewards, [-1, 0, 0, -1, -1, -1, -1, -1, -1])  # reward of s (ogbench >= 1.2.0)
+    np.testing.assert_array_equal(dataset.terminals, [0, 1, 1, 0, 0, 0, 0, 0, 0])
+    np.testing.assert_array_equal(dataset.timeouts, [0, 0, 0, 0, 1, 0, 0, 0, 1])
+    np.testing.assert_array_equal(dataset.episode_starts, [0, 2, 3, 5])  # a terminal ends an offbench episode
+    assert dataset.metadata.extra["recorded_episodes"] == 3
+    assert dataset.metadata.extra["behaviour_success"] == pytest.approx(2 / 3)  # episodes 1 and 3 reach the goal
+
+
+def test_compact_layout_keeps_every_row_as_ogbench_compact(maze_files: Path) -> None:
+    dataset = ogbench_io.load_ogbench(maze_files, "ogbench/x-singletask-task3-v0", f"{MAZE}-singletask-task3-v0", layout="compact")
+    _, train, _ = ogbench.make_env_and_datasets(f"{MAZE}-singletask-task3-v0", dataset_path=str(maze_files), compact_dataset=True)
+    assert dataset.next_observations is None and len(dataset) == 12
+    np.testing.assert_array_equal(dataset.observations, train["observations"])
+    np.testing.assert_array_equal(dataset.rewards, train["rewards"])
+    np.testing.assert_array_equal(dataset.terminals, train["masks"] == 0)
+    # OGBench's invalid rows (an episode's last state) have no successor: time-outs, except the terminal last row 11
+    np.testing.assert_array_equal(dataset.timeouts | dataset.terminals, dataset.terminals | (train["valids"] == 0))
+    np.testing.assert_array_equal(np.flatnonzero(dataset.timeouts), [3, 6])
+
+
+def test_uint8_frames_are_read_in_the_compact_layout(tmp_path: Path, maze_goal: np.ndarray) -> None:
+    path = write_ogbench(tmp_path, f"{MAZE}-v0", maze_rows([3, 4], maze_goal, set(), dtype=np.uint8), maze_rows([2], maze_goal, set()))
+    dataset = ogbench_io.load_ogbench(path, "ogbench/x-v0", f"{MAZE}-singletask-v0")
+    assert dataset.metadata.observation_space.dtype == "uint8" and dataset.observations.shape == (7, 4, 4, 3)
+    assert dataset.next_observations is None and dataset.metadata.extra["layout"] == "compact"
+    assert dataset.metadata.extra["task"] == 1  # the default task of the maze, as the env resolves it
+
+
+def test_validation_split_loads_under_its_own_id(maze_files: Path) -> None:
+    val = registry.load_validation(f"ogbench/{MAZE}-singletask-task3-v0")
+    assert val.metadata.id == f"ogbench/{MAZE}-singletask-task3-v0+val"
+    assert len(val) == 3  # episodes of 3 and 2 rows
+    np.testing.assert_array_equal(val.terminals, [1, 0, 0])
+    with pytest.raises(OffbenchError, match="has no validation split"):
+        registry.load_validation("local/hopper-tiny-v5")
+
+
+def test_files_in_ogbench_own_folder_are_found_and_listed(tmp_path: Path, maze_goal: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OFFBENCH_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    write_ogbench(tmp_path / "home" / ".ogbench" / "data", f"{MAZE}-v0", maze_rows([3], maze_goal, set()), maze_rows([2], maze_goal, set()))
+    assert f"ogbench/{MAZE}-singletask-v0" in {row.id for row in registry.list_datasets()}
+    assert registry.resolve(f"{MAZE}-singletask-task2") == f"ogbench/{MAZE}-singletask-task2-v0"  # an alias
+    assert len(registry.load_dataset(f"{MAZE}-singletask-task2")) == 2
+
+
+def test_absent_goal_conditioned_and_malformed_files_are_one_line_errors(maze_files: Path, tmp_path: Path) -> None:
+    with pytest.raises(OffbenchError, match="never downloads OGBench data: put cube-single-play-v0.npz and cube-single-play-v0-val.npz"):
+        registry.load_dataset("ogbench/cube-single-play-singletask-task2-v0")
+    with pytest.raises(OffbenchError, match="not an OGBench single-task dataset name; the goal-conditioned datasets have no rewards"):
+        registry.load_dataset(f"ogbench/{MAZE}-v0")
+    raw = dict(np.load(maze_files))
+    nan_row = np.where(np.arange(12)[:, None] == 5, np.nan, raw["observations"]).astype(np.float32)
+    for broken, message in (
+        ({k: v for k, v in raw.items() if k != "terminals"}, "lacks the key 'terminals'"),
+        ({**raw, "terminals": np.zeros(12, dtype=bool)}, "field 'terminals' .*the last row must end an episode"),
+        ({**raw, "actions": raw["actions"][:-1]}, "field 'actions' .* has 11 rows but 'terminals' has 12"),
+        ({**raw, "observations": nan_row}, "'observations' .* at row 5: value is not finite"),
+        ({k: v for k, v in raw.items() if k != "qpos"}, "computed from 'qpos', which the file lacks"),
+    ):
+        np.savez_compressed(maze_files, **broken)
+        with pytest.raises(OffbenchError, match=message):
+            registry.load_dataset(f"ogbench/{MAZE}-singletask-v0")
+    maze_files.write_bytes(b"not a zip")
+    with pytest.raises(OffbenchError, match="cannot read .* as an npz file"):
+        registry.load_dataset(f"ogbench/{MAZE}-singletask-v0")
+
+
+def test_missing_package_names_the_pip_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    from importlib.metadata import PackageNotFoundError
+
+    def absent(name: str) -> str:
+        raise PackageNotFoundError(name)
+
+    monkeypatch.setattr(ogbench_io, "version", absent)
+    with pytest.raises(OffbenchError, match=r"need the ogbench package.*pip install 'offbench\[ogbench\]'"):
+        ogbench_io.require_ogbench()
+    monkeypatch.setattr(ogbench_io, "version", lambda name: "1.1.5")
+    with pytest.raises(OffbenchError, match="ogbench 1.1.5 computes single-task rewards from s'"):
+        ogbench_io.require_ogbench()
+
+
+@pytest.mark.parametrize("name, parts", [
+    ("cube-single-play-singletask-task2-v0", ("cube-single-play-v0", "cube-single-singletask-task2-v0", 2)),
+    ("puzzle-3x3-play-singletask-v0", ("puzzle-3x3-play-v0", "puzzle-3x3-singletask-v0", None)),
+    ("visual-antmaze-large-navigate-singletask-task5-v0", ("visual-antmaze-large-navigate-v0", "visual-antmaze-large-singletask-task5-v0", 5)),
+])
+def test_single_task_names_map_to_files_and_envs_as_ogbench_does(name: str, parts: tuple) -> None:
+    parsed = ogbench_io.parse_name(name)
+    assert (parsed.dataset, parsed.env_name, parsed.task) == parts
+
+
+# ---- single-task rewards against the env's own -----------------------------------------------------
+
+
+def test_maze_rewards_and_terminals_are_the_env_step_of_each_state(maze_files: Path) -> None:
+    dataset = registry.load_dataset(f"ogbench/{MAZE}-singletask-task3-v0")
+    env = gym.make(f"ogbench:{MAZE_ENV}")
+    env.reset(seed=0)
+    for row in range(len(dataset)):
+        env.unwrapped.set_state(dataset.extras["qpos"][row].astype(np.float64), dataset.extras["qvel"][row].astype(np.float64))
+        _, reward, terminated, _, _ = env.step(dataset.actions[row])
+        assert (reward, terminated) == (dataset.rewards[row], dataset.terminals[row])
+    env.close()
+
+
+def test_cube_rewards_and_terminals_are_the_env_step_of_each_state(tmp_path: Path) -> None:
+    """cube-single task 2: states with the cube on its target (reward 0, done) and away from it (-1)."""
+    env = gym.make("ogbench:cube-single-singletask-task2-v0")
+    env.reset(seed=0)
+    data = env.unwrapped._data
+    target = data.mocap_pos[0].copy()
+    qpos, qvel = [], []
+    for offset in (0.0, 0.2, 0.01, 0.3):  # the cube's xyz at the target + offset in x (qpos 14:17, OGBench's layout)
+        state = data.qpos.copy()
+        state[14:17] = target + np.array([offset, 0.0, 0.0])
+        qpos.append(state)
+        qvel.append(np.zeros_like(data.qvel))
+    n = len(qpos)
+    rows = {"observations": np.zeros((n, env.observation_space.shape[0]), np.float32), "actions": np.zeros((n, 5), np.float32),
+            "terminals": np.array([False, False, False, True]), "qpos": np.asarray(qpos, np.float32), "qvel": np.asarray(qvel, np.float32)}
+    path = write_ogbench(tmp_path, "cube-single-play-v0", rows, rows)
+    dataset = ogbench_io.load_ogbench(path, "ogbench/cube-single-play-singletask-task2-v0", "cube-single-play-singletask-task2-v0")
+    np.testing.assert_array_equal(dataset.rewards, [0, -1, 0])
+    for row in range(len(dataset)):
+        env.reset(seed=0)
+        env.unwrapped.set_state(qpos[row], qvel[row])
+        env.unwrapped.post_step()  # what the env runs after each physics step: caches the success of the state it reached
+        _, reward, terminated, _, _ = env.step(np.zeros(5))
+        assert (reward, terminated) == (dataset.rewards[row], dataset.terminals[row])
+    env.close()
+
+
+# ---- the local recipe ------------------------------------------------------------------------------
+
+TINY_MAZE = {"recipe": "ogbench-pointmaze-navigate", "ogbench_env": "pointmaze-medium-v0", "episodes": 10, "episode_steps": 30,
+             "noise": 0.5, "seed": 3}
+
+
+def test_pointmaze_recipe_is_deterministic_split_and_in_ogbench_layout() -> None:
+    train, val = ogbench_recipes.record(TINY_MAZE)
+    again, again_val = ogbench_recipes.record(TINY_MAZE)
+    assert ogbench_recipes.recording_hash(train, val) == ogbench_recipes.recording_hash(again, again_val)
+    other, other_val = ogbench_recipes.record({**TINY_MAZE, "seed": 4})
+    assert ogbench_recipes.recording_hash(train, val) != ogbench_recipes.recording_hash(other, other_val)
+    assert len(train["terminals"]) == 10 * 30 and len(val["terminals"]) == 1 * 30  # episodes // 10 more for validation
+    np.testing.assert_array_equal(np.flatnonzero(train["terminals"]), np.arange(29, 300, 30))
+    assert {k: v.dtype.name for k, v in train.items()} == {"observations": "float32", "actions": "float32", "terminals": "bool",
+                                                           "qpos": "float32", "qvel": "float32"}
+    np.testing.assert_array_equal(train["observations"], train["qpos"])  # pointmaze observes its position
+    assert np.abs(train["actions"]).max() <= 1.0
+    np.testing.assert_allclose(train["qpos"][1:30] - train["qpos"][:29], 0.0, atol=1.0)  # one episode moves continuously
+
+
+def test_pointmaze_recipe_does_not_depend_on_the_worker_count() -> None:
+    one = ogbench_recipes.record({**TINY_MAZE, "episode_steps": 10})
+    two = ogbench_recipes.record({**TINY_MAZE, "episode_steps": 10}, workers=2)
+    assert ogbench_recipes.recording_hash(*one) == ogbench_recipes.recording_hash(*two)
+
+
+def test_maze_vertex_cells_exclude_straight_corridors() -> None:
+    maze = np.array([[1, 1, 1, 1, 1], [1, 0, 0, 0, 1], [1, 1, 1, 0, 1], [1, 1, 1, 1, 1]])
+    free, vertex = ogbench_recipes.maze_cells(maze)
+    assert free == [(1, 1), (1, 2), (1, 3), (2, 3)]
+    assert vertex == [(1, 1), (1, 3), (2, 3)]  # (1, 2) is a horizontal corridor
+
+
+def test_local_recording_is_made_once_and_read_as_every_task(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OFFBENCH_DATA_DIR", str(tmp_path))
+    monkeypatch.setattr(registry, "catalogue", lambda: {f"local/ogbench-{MAZE}-v0": TINY_MAZE})
+    task2 = f"local/ogbench-{MAZE}-singletask-task2-v0"
+    assert registry.recording_id(task2) == f"local/ogbench-{MAZE}-v0" and registry.is_makeable(task2)
+    assert registry.recipe_steps(task2) == 11 * 30
+    made = registry.load_dataset(task2)
+    folder = tmp_path / "local" / f"ogbench-{MAZE}-v0"
+    assert sorted(p.name for p in folder.iterdir()) == ["offbench.json", f"{MAZE}-v0-val.npz", f"{MAZE}-v0.npz"]
+    assert made.metadata.extra["recording_sha256"] == ogbench_recipes.recording_hash(*ogbench_recipes.record(TINY_MAZE))
+    default = registry.load_dataset(f"local/ogbench-{MAZE}-singletask-v0", make_missing=False)
+    assert default.metadata.extra["task"] == 1 and len(default) == len(made) == 10 * 29
+    np.testing.assert_array_equal(default.observations, made.observations)
+    assert registry.load_validation(task2).metadata.extra["recorded_episodes"] == 1
+    assert [row.id for row in registry.list_datasets() if "ogbench" in row.id] == [f"local/ogbench-{MAZE}-singletask-v0"]
