@@ -275,3 +275,73 @@ def test_local_recording_is_made_once_and_read_as_every_task(tmp_path: Path, mon
     np.testing.assert_array_equal(default.observations, made.observations)
     assert registry.load_validation(task2).metadata.extra["recorded_episodes"] == 1
     assert [row.id for row in registry.list_datasets() if "ogbench" in row.id] == [f"local/ogbench-{MAZE}-singletask-v0"]
+
+
+# ---- success-rate evaluation -----------------------------------------------------------------------
+
+
+def test_success_is_counted_per_episode_from_the_env_report() -> None:
+    """An oracle (the maze's subgoal direction) reaches task 1's goal in every episode; standing still never does."""
+    from offbench.data.dataset import episode_scores
+    from offbench.evaluate import evaluate_episodes
+
+    guide = gym.make("ogbench:pointmaze-medium-singletask-task1-v0")
+    guide.reset(seed=0)
+    maze = guide.unwrapped
+
+    def oracle(observations: np.ndarray) -> np.ndarray:
+        actions = np.zeros(observations.shape, dtype=np.float32)
+        for index in np.ndindex(observations.shape[:2]):
+            xy = observations[index].astype(np.float64)
+            subgoal, _ = maze.get_oracle_subgoal(xy, maze.cur_goal_xy)
+            actions[index] = np.clip((subgoal - xy) / (np.linalg.norm(subgoal - xy) + 1e-6), -1, 1)
+        return actions
+
+    reached = evaluate_episodes(oracle, "ogbench:pointmaze-medium-singletask-task1-v0", [0, 1], 2)
+    still = evaluate_episodes(lambda o: np.zeros(o.shape, np.float32), "ogbench:pointmaze-medium-singletask-task1-v0", [0], 3)
+    guide.close()
+    assert reached.successes.tolist() == [[True, True], [True, True]] and still.successes.tolist() == [[False, False, False]]
+    assert (reached.returns > -1000).all() and (still.returns == -1000).all()  # -1 per step until the goal; 1000 steps
+    np.testing.assert_array_equal(episode_scores("success-rate", still.returns, np.array([True, False, False]), None, None), [100, 0, 0])
+    again = evaluate_episodes(lambda o: np.zeros(o.shape, np.float32), "ogbench:pointmaze-medium-singletask-task1-v0", [0], 3)
+    np.testing.assert_array_equal(again.returns, still.returns)  # numpy's global generator is seeded for the call
+
+
+def test_an_env_without_success_reports_none_and_cannot_be_scored_by_success() -> None:
+    from offbench.data.dataset import episode_scores
+    from offbench.evaluate import evaluate_episodes
+
+    episodes = evaluate_episodes(lambda o: np.zeros(o.shape[:2], dtype=np.int64), "CartPole-v1", [0], 2)
+    assert episodes.successes is None
+    with pytest.raises(OffbenchError, match="scored by success rate, but its evaluation env reports no info"):
+        episode_scores("success-rate", episodes.returns, episodes.successes, None, None)
+
+
+@pytest.mark.parametrize("algo", ["bc", "td3bc"])
+def test_offbench_run_on_a_tiny_ogbench_recording_records_success_rates(algo: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from conftest import FAST_SETTINGS, run_cli
+
+    monkeypatch.setenv("OFFBENCH_DATA_DIR", str(tmp_path / "data"))
+    train, val = ogbench_recipes.record(TINY_MAZE)
+    write_ogbench(tmp_path / "data" / "ogbench", f"{MAZE}-v0", train, val)
+    dataset_id = f"ogbench/{MAZE}-singletask-task1-v0"
+    results = tmp_path / "results"
+    done = run_cli("run", "--algo", algo, "--dataset", dataset_id, "--steps", "40", "--eval-every", "20", "--eval-episodes", "2",
+                   "--seeds", "2", *FAST_SETTINGS, "--results-dir", str(results))
+    assert done.returncode == 0, done.stderr
+    assert f"{dataset_id}: success rate (last-10 mean)" in done.stdout
+    run_dirs = sorted((results / "runs").iterdir())
+    config = json.loads((run_dirs[0] / "config.json").read_text())
+    assert config["dataset"]["score"] == "success-rate" and config["protocol"]["eval_env"] == "ogbench:pointmaze-medium-singletask-task1-v0"
+    curve = json.loads((run_dirs[0] / "curve.json").read_text())
+    assert [entry["step"] for entry in curve] == [20, 40]
+    for entry in curve:
+        assert len(entry["successes"]) == len(entry["returns"]) == 2
+        assert entry["normalized_scores"] == [100.0 * s for s in entry["successes"]]
+        assert entry["normalized_score"] == pytest.approx(50.0 * sum(entry["successes"]))
+    report = run_cli("report", "--results-dir", str(results), "--out", str(tmp_path / "report"))
+    assert report.returncode == 0, report.stderr
+    table = (tmp_path / "report" / "tables" / "per_dataset.md").read_text()
+    assert table.startswith("Success rate (%) per dataset") and "Aggregate success rate (%)" in (tmp_path / "report" / "tables" / "aggregate.md").read_text()

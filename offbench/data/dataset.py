@@ -15,6 +15,7 @@ SCORES = {
     "normalized-return": "normalised return x100: 100 (R - ref min) / (ref max - ref min) (D4RL)",
     "success-rate": "success rate x100: 100 x the share of episodes that end in the task's success (OGBench)",
 }
+SCORE_NAMES = {"normalized-return": "normalised score", "success-rate": "success rate"}  # how tables and messages name them
 ROW_FIELDS = ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts")
 TRANSITION_FIELDS = (*ROW_FIELDS, "episode_starts")
 
@@ -210,6 +211,23 @@ class OfflineDataset:
         bad = first_true(continuity & mismatch)
         if bad is not None:
             fail("next_observations", bad, "differs from the next transition's observation inside an episode")
+
+
+def episode_scores(score: str, returns: np.ndarray, successes: np.ndarray | None, ref_min: float | None, ref_max: float | None) -> np.ndarray:
+    """Each evaluation episode's score x100 (float64, the shape of `returns`), by the dataset's `score` (`SCORES`).
+
+    "normalized-return": 100 (R - ref_min) / (ref_max - ref_min) (D4RL's normalised score);
+    "success-rate": 100 where the episode ended in success, else 0, so the mean over episodes is the
+    success rate x100 (OGBench's single-task protocol). Raises `OffbenchError` when the score needs
+    successes the env did not report, or references the dataset lacks.
+    """
+    if score == "success-rate":
+        if successes is None:
+            raise OffbenchError("the dataset is scored by success rate, but its evaluation env reports no info['success'] at an episode's end")
+        return 100.0 * np.asarray(successes, dtype=np.float64)
+    if ref_min is None or ref_max is None:
+        raise OffbenchError("the dataset has no reference returns to normalise returns with")
+    return 100.0 * (np.asarray(returns, dtype=np.float64) - ref_min) / (ref_max - ref_min)
 
 
 def episode_starts_from_ends(ends: np.ndarray) -> np.ndarray:
