@@ -253,6 +253,21 @@ def test_pointmaze_recipe_does_not_depend_on_the_worker_count() -> None:
     assert ogbench_recipes.recording_hash(*one) == ogbench_recipes.recording_hash(*two)
 
 
+TINY_CUBE = {"recipe": "ogbench-cube-play", "ogbench_env": "cube-single-v0", "episodes": 10, "episode_steps": 15, "noise": 0.1,
+             "noise_smoothing": 0.5, "p_stack": 0.0, "min_norm": 0.4, "p_random_action": 0.1, "seed": 0}
+
+
+@pytest.mark.parametrize("recipe", ["ogbench-cube-play", "ogbench-cube-noisy"])
+def test_cube_recipes_are_deterministic_and_each_episode_stands_alone(recipe: str) -> None:
+    entry = {**TINY_CUBE, "recipe": recipe}
+    train, val = ogbench_recipes.record(entry)
+    assert ogbench_recipes.recording_hash(train, val) == ogbench_recipes.recording_hash(*ogbench_recipes.record(entry))
+    alone = ogbench_recipes.cube_episode(entry, 7)  # in a fresh order: the env is reused, but every episode reseeds it
+    assert all(np.array_equal(alone[key], train[key][7 * 15 : 8 * 15]) for key in alone)
+    assert train["observations"].shape == (150, 28) and train["qpos"].shape == (150, 21) and val["actions"].shape == (15, 5)
+    assert np.abs(train["actions"]).max() <= 1.0
+
+
 def test_maze_vertex_cells_exclude_straight_corridors() -> None:
     maze = np.array([[1, 1, 1, 1, 1], [1, 0, 0, 0, 1], [1, 1, 1, 0, 1], [1, 1, 1, 1, 1]])
     free, vertex = ogbench_recipes.maze_cells(maze)

@@ -8,10 +8,10 @@ qpos and qvel of each row's state. The first `episodes` episodes are the trainin
 `<data dir>/local/ogbench-<dataset>/` and read back by the OGBench reader, so every single-task variant
 (`local/ogbench-<dataset minus -v0>-singletask[-task<k>]-v0`) comes from one recording.
 
-Determinism: episode i draws everything from generators seeded with (seed, i): its start and goal
-cells and the action noise from `numpy.random.default_rng([seed, i])`, the env's own draws from
-`env.reset(seed=...)`, its action space's sampler, and numpy's global generator (OGBench's maze adds
-position noise with `np.random`), which is seeded per episode and restored afterwards. Episodes are
+Determinism: episode i draws everything from generators seeded with (seed, i): the recipe's own draws
+(cells, action noise, random actions) from `numpy.random.default_rng([seed, i])`, the env's from
+`env.reset(seed=...)` and its action space's sampler, and numpy's global generator (OGBench's maze and
+oracles draw from `np.random`), which is seeded per episode and restored afterwards. Episodes are
 therefore independent, and `workers` processes give the same bytes as one.
 
     pointmaze-navigate   the maze's oracle subgoal direction (`get_oracle_subgoal`, normalised) plus
@@ -19,11 +19,18 @@ therefore independent, and `workers` processes give the same bytes as one.
                          start is a random free cell, the goal a random vertex cell (a free cell that
                          is not a straight corridor), redrawn each time it is reached; the env never
                          terminates at the goal and each episode has `episode_steps` rows (1001).
+    cube-play            cube env in `data_collection` mode with the wheel's `CubePlanOracle` (noise 0.1,
+                         smoothing 0.5), re-targeted with `set_new_target(p_stack)` each time the oracle
+                         is done (p_stack 0 for one cube); actions clipped to [-1, 1]; 1001 rows.
+    cube-noisy           the same with the wheel's `CubeMarkovOracle` (min_norm 0.4) plus Gaussian noise of
+                         scale xi ~ U(0, `noise`) drawn per episode (sigma xi, xi, xi, 3 xi, 10 xi on x, y, z,
+                         yaw, gripper), and with probability `p_random_action` (0.1) a uniform random action.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import multiprocessing
@@ -70,39 +77,86 @@ def maze_cells(maze_map: np.ndarray) -> tuple[list[tuple[int, int]], list[tuple[
     return free, vertex
 
 
+@functools.lru_cache(maxsize=2)
+def recording_env(env_id: str, episode_steps: int, manipulation: bool) -> gym.Env:
+    """The env a recipe records in, made once per process (a manipulation env takes seconds to build) and
+    reused: every episode resets it with its own seed, so an episode does not depend on those before it."""
+    ogbench_io.require_ogbench()
+    kwargs = {"mode": "data_collection"} if manipulation else {}
+    return gym.make(env_id, terminate_at_goal=False, max_episode_steps=episode_steps, **kwargs)
+
+
 def pointmaze_episode(entry: dict[str, Any], index: int) -> Rows:
     """Episode `index` of a pointmaze-navigate recording: `episode_steps` rows (see the module docstring)."""
-    ogbench_io.require_ogbench()
-    env = gym.make(entry["ogbench_env"], terminate_at_goal=False, max_episode_steps=entry["episode_steps"])
+    env = recording_env(entry["ogbench_env"], entry["episode_steps"], manipulation=False)
     rng = np.random.default_rng([entry["seed"], index])
     maze = env.unwrapped
     free, vertex = maze_cells(maze.maze_map)
     rows: dict[str, list] = {"observations": [], "actions": [], "terminals": [], "qpos": [], "qvel": []}
-    try:
-        with global_numpy_seed([entry["seed"], index]):
-            maze.action_space.seed(int(rng.integers(2**31)))
-            task = {"init_ij": free[rng.integers(len(free))], "goal_ij": vertex[rng.integers(len(vertex))]}
-            observation, _ = env.reset(seed=int(rng.integers(2**31)), options={"task_info": task})
-            done = False
-            while not done:
-                xy = maze.get_xy()
-                subgoal, _ = maze.get_oracle_subgoal(xy, maze.cur_goal_xy)
-                direction = (subgoal - xy) / (np.linalg.norm(subgoal - xy) + DIRECTION_EPS)
-                action = np.clip(direction + rng.normal(0.0, entry["noise"], size=direction.shape), -1.0, 1.0)
-                next_observation, _, terminated, truncated, info = env.step(action)
-                done = terminated or truncated
-                if info["success"]:
-                    maze.set_goal(goal_ij=vertex[rng.integers(len(vertex))])
-                for key, value in (("observations", observation), ("actions", action), ("terminals", done),
-                                   ("qpos", info["prev_qpos"]), ("qvel", info["prev_qvel"])):
-                    rows[key].append(value)
-                observation = next_observation
-    finally:
-        env.close()
+    with global_numpy_seed([entry["seed"], index]):
+        maze.action_space.seed(int(rng.integers(2**31)))
+        task = {"init_ij": free[rng.integers(len(free))], "goal_ij": vertex[rng.integers(len(vertex))]}
+        observation, _ = env.reset(seed=int(rng.integers(2**31)), options={"task_info": task})
+        done = False
+        while not done:
+            xy = maze.get_xy()
+            subgoal, _ = maze.get_oracle_subgoal(xy, maze.cur_goal_xy)
+            direction = (subgoal - xy) / (np.linalg.norm(subgoal - xy) + DIRECTION_EPS)
+            action = np.clip(direction + rng.normal(0.0, entry["noise"], size=direction.shape), -1.0, 1.0)
+            next_observation, _, terminated, truncated, info = env.step(action)
+            done = terminated or truncated
+            if info["success"]:
+                maze.set_goal(goal_ij=vertex[rng.integers(len(vertex))])
+            for key, value in (("observations", observation), ("actions", action), ("terminals", done),
+                               ("qpos", info["prev_qpos"]), ("qvel", info["prev_qvel"])):
+                rows[key].append(value)
+            observation = next_observation
     return {key: np.asarray(value, dtype=bool if key == "terminals" else np.float32) for key, value in rows.items()}
 
 
-EPISODE_RECIPES: dict[str, Callable[[dict[str, Any], int], Rows]] = {"ogbench-pointmaze-navigate": pointmaze_episode}
+def cube_episode(entry: dict[str, Any], index: int) -> Rows:
+    """Episode `index` of a cube-play or cube-noisy recording: `episode_steps` rows (see the module docstring)."""
+    env = recording_env(entry["ogbench_env"], entry["episode_steps"], manipulation=True)
+    from ogbench.manipspace.oracles.markov.cube_markov import CubeMarkovOracle
+    from ogbench.manipspace.oracles.plan.cube_plan import CubePlanOracle
+
+    plan = entry["recipe"] == "ogbench-cube-play"
+    if plan:
+        oracle = CubePlanOracle(env=env, noise=entry["noise"], noise_smoothing=entry["noise_smoothing"])
+    else:
+        oracle = CubeMarkovOracle(env=env, min_norm=entry["min_norm"])
+    low, high = env.action_space.low, env.action_space.high
+    rng = np.random.default_rng([entry["seed"], index])
+    rows: dict[str, list] = {"observations": [], "actions": [], "terminals": [], "qpos": [], "qvel": []}
+    with global_numpy_seed([entry["seed"], index]):  # the oracles draw their plans and targets from np.random
+        observation, info = env.reset(seed=int(rng.integers(2**31)))
+        oracle.reset(observation, info)
+        xi = 0.0 if plan else rng.uniform(0.0, entry["noise"])
+        done = False
+        while not done:
+            if not plan and rng.uniform() < entry["p_random_action"]:
+                action = rng.uniform(low, high)
+            else:
+                action = np.asarray(oracle.select_action(observation, info), dtype=np.float64)
+                action = action if plan else action + rng.normal(0.0, [xi, xi, xi, 3 * xi, 10 * xi])
+            action = np.clip(action, -1.0, 1.0)
+            next_observation, _, terminated, truncated, info = env.step(action)
+            done = terminated or truncated
+            if oracle.done:
+                target_observation, target_info = env.unwrapped.set_new_target(p_stack=entry["p_stack"])
+                oracle.reset(target_observation, target_info)
+            for key, value in (("observations", observation), ("actions", action), ("terminals", done),
+                               ("qpos", info["prev_qpos"]), ("qvel", info["prev_qvel"])):
+                rows[key].append(value)
+            observation = next_observation
+    return {key: np.asarray(value, dtype=bool if key == "terminals" else np.float32) for key, value in rows.items()}
+
+
+EPISODE_RECIPES: dict[str, Callable[[dict[str, Any], int], Rows]] = {
+    "ogbench-pointmaze-navigate": pointmaze_episode,
+    "ogbench-cube-play": cube_episode,
+    "ogbench-cube-noisy": cube_episode,
+}
 
 
 def record(entry: dict[str, Any], on_steps: Callable[[int], None] | None = None, workers: int = 1) -> tuple[Rows, Rows]:
