@@ -156,6 +156,8 @@ def test_absent_goal_conditioned_and_malformed_files_are_one_line_errors(maze_fi
         np.savez_compressed(maze_files, **broken)
         with pytest.raises(OffbenchError, match=message):
             registry.load_dataset(f"ogbench/{MAZE}-singletask-v0")
+    with pytest.raises(OffbenchError, match=r"ogbench [0-9.]+ has no env powderworld-easy-singletask-task2-v0"):
+        ogbench_io.load_ogbench(maze_files, "ogbench/x-v0", "powderworld-easy-play-singletask-task2-v0")
     maze_files.write_bytes(b"not a zip")
     with pytest.raises(OffbenchError, match="cannot read .* as an npz file"):
         registry.load_dataset(f"ogbench/{MAZE}-singletask-v0")
@@ -360,3 +362,36 @@ def test_offbench_run_on_a_tiny_ogbench_recording_records_success_rates(algo: st
     assert report.returncode == 0, report.stderr
     table = (tmp_path / "report" / "tables" / "per_dataset.md").read_text()
     assert table.startswith("Success rate (%) per dataset") and "Aggregate success rate (%)" in (tmp_path / "report" / "tables" / "aggregate.md").read_text()
+    board = tmp_path / "leaderboard.json"
+    assert run_cli("leaderboard", "update", "--results-dir", str(results), "--leaderboard", str(board)).returncode == 0
+    assert json.loads(board.read_text())["entries"][0]["evaluation"]["score"] == "success-rate"  # what `check` labels its cells by
+
+
+def test_check_table_says_which_cells_hold_success_rates() -> None:
+    from offbench.analysis.leaderboard import CellCheck, check_table
+
+    checks = [CellCheck("bc", "ogbench/x-singletask-v0", np.array([50.0, 60.0]), np.array([]), None, "no new runs", score="success-rate"),
+              CellCheck("bc", "local/hopper-random-v5", np.array([1.0, 2.0]), np.array([]), None, "no new runs")]
+    markdown = check_table(checks, margin=5, reps=100).markdown()
+    assert "| bc | ogbench/x-singletask-v0 (success rate) |" in markdown and "| bc | local/hopper-random-v5 |" in markdown
+    assert "A dataset marked (success rate) is scored by success rate x100" in markdown
+
+
+def test_data_make_of_a_local_recording_reports_its_episodes_success_and_hashes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from offbench.cli import app
+
+    monkeypatch.setenv("OFFBENCH_DATA_DIR", str(tmp_path))
+    monkeypatch.setattr(registry, "catalogue", lambda: {f"local/ogbench-{MAZE}-v0": TINY_MAZE})
+    task2 = f"local/ogbench-{MAZE}-singletask-task2-v0"
+    made = CliRunner().invoke(app, ["data", "make", task2])
+    assert made.exit_code == 0, made.output
+    text = " ".join(made.output.split())
+    recording = ogbench_recipes.recording_hash(*ogbench_recipes.record(TINY_MAZE))
+    dataset = registry.load_dataset(task2, make_missing=False)
+    success = 100 * dataset.metadata.extra["behaviour_success"]
+    assert (f"made {task2}: 10 recorded episodes, recording sha256 {recording}; {task2}: {len(dataset)} transitions, "
+            f"behaviour success {success:.1f}% of recorded episodes (task 2), sha256 {dataset.metadata.sha256}") in text
+    again = CliRunner().invoke(app, ["data", "make", f"local/ogbench-{MAZE}-singletask-task4-v0"])
+    assert again.exit_code == 0 and "is already present" in again.output  # one recording serves every task

@@ -197,7 +197,10 @@ def load_ogbench(path: Path, dataset_id: str, name: str, layout: str | None = No
     raw = read_npz(path, dataset_id)
     if layout is None:
         layout = "compact" if raw["observations"].dtype == np.uint8 else "regular"
-    env = gym.make(parsed.env_name)
+    try:
+        env = gym.make(parsed.env_name)
+    except gym.error.Error as error:  # e.g. an env OGBench has no single-task variant of
+        raise OffbenchError(f"dataset {dataset_id}: ogbench {installed} has no env {parsed.env_name} ({type(error).__name__})") from None
     try:
         rewards, success = task_labels(env, parsed.env_name, raw)
         action_space = from_gymnasium(env.action_space, f"dataset {dataset_id}")
