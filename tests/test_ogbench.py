@@ -21,6 +21,8 @@ from offbench.errors import OffbenchError
 ogbench = pytest.importorskip("ogbench")
 
 MAZE = "pointmaze-medium-navigate"
+TINY_MAZE = {"recipe": "ogbench-pointmaze-navigate", "ogbench_env": "pointmaze-medium-v0", "episodes": 10, "episode_steps": 30,
+             "noise": 0.5, "seed": 3}
 MAZE_ENV = "pointmaze-medium-singletask-task3-v0"
 
 
@@ -99,6 +101,18 @@ def test_regular_layout_transitions_by_hand(maze_files: Path, maze_goal: np.ndar
     np.testing.assert_array_equal(dataset.episode_starts, [0, 2, 3, 5])  # a terminal ends an offbench episode
     assert dataset.metadata.extra["recorded_episodes"] == 3
     assert dataset.metadata.extra["behaviour_success"] == pytest.approx(2 / 3)  # episodes 1 and 3 reach the goal
+
+
+def test_transforms_keep_the_extras_of_the_rows_they_keep(tmp_path: Path) -> None:
+    from offbench.data.corruption import corrupt
+    from offbench.data.transforms import subset
+
+    path = write_ogbench(tmp_path, f"{MAZE}-v0", *ogbench_recipes.record(TINY_MAZE))
+    dataset = ogbench_io.load_ogbench(path, f"ogbench/{MAZE}-singletask-task3-v0", f"{MAZE}-singletask-task3-v0")
+    cut = subset(dataset, 50)  # the first 50 transitions: episodes of 29 and 21 (no terminal: task 3's goal is not reached)
+    assert not dataset.terminals[:50].any()
+    np.testing.assert_array_equal(cut.extras["qpos"], dataset.extras["qpos"][:50])
+    np.testing.assert_array_equal(corrupt(dataset, "random-actions:0.5", seed=0).extras["qvel"], dataset.extras["qvel"])
 
 
 def test_compact_layout_keeps_every_row_as_ogbench_compact(maze_files: Path) -> None:
@@ -230,8 +244,6 @@ def test_cube_rewards_and_terminals_are_the_env_step_of_each_state(tmp_path: Pat
 
 # ---- the local recipe ------------------------------------------------------------------------------
 
-TINY_MAZE = {"recipe": "ogbench-pointmaze-navigate", "ogbench_env": "pointmaze-medium-v0", "episodes": 10, "episode_steps": 30,
-             "noise": 0.5, "seed": 3}
 
 
 def test_pointmaze_recipe_is_deterministic_split_and_in_ogbench_layout() -> None:
