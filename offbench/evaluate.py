@@ -3,8 +3,10 @@
 Each episode gives its undiscounted return and, when the env reports one (OGBench's `info["success"]`),
 whether it ended in success: the `info["success"]` of its last step, as OGBench's own evaluation reads
 it. A success-rate dataset is scored by the latter (`offbench.data.dataset.episode_scores`).
-OGBench envs draw start positions from numpy's global generator besides their own; `evaluate_episodes`
-seeds it from the first episode seed for the call and restores it after, so evaluations repeat.
+OGBench envs draw start positions from numpy's global generator besides their own: every sub-env
+seeds it with its episode seed right before its reset (`SeedGlobalNumpy`), so an episode depends on its
+own seed alone (seed s evaluates alike beside other seeds and alone), and `evaluate_episodes` restores
+the generator's state afterwards.
 
 A dataset may name evaluation wrappers (`DatasetMetadata.eval_wrappers`, recorded in the run's
 protocol): each name is an entry of `EVAL_WRAPPERS`, a function that wraps one sub-environment
@@ -99,10 +101,18 @@ def evaluate(
     return evaluate_episodes(act, env_id, seeds, episodes, env_kwargs, wrappers, watch_first).returns
 
 
+class SeedGlobalNumpy(gym.Wrapper):
+    """Seeds numpy's global generator with the reset seed before a seeded reset (OGBench envs draw from it)."""
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        if seed is not None:
+            np.random.seed(seed % 2**32)
+        return self.env.reset(seed=seed, options=options)
+
+
 @contextlib.contextmanager
-def _global_numpy_seed(seed: int) -> Iterator[None]:
+def _restoring_global_numpy() -> Iterator[None]:
     state = np.random.get_state()
-    np.random.seed(seed % 2**32)
     try:
         yield
     finally:
@@ -134,12 +144,12 @@ def evaluate_episodes(
         act = lambda observations, episode_start: stateless(observations)  # noqa: E731
     num_envs = len(seeds) * episodes
     env_kwargs = {**(env_kwargs or {}), **({"render_mode": "rgb_array"} if watch_first else {})}
-    envs = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync", wrappers=wrappers_named(wrappers),
+    envs = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync", wrappers=[SeedGlobalNumpy, *wrappers_named(wrappers)],
                         vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP}, **env_kwargs)
     watch = watch_first or (lambda env: None)
     env_seeds = episode_seeds(seeds, episodes)
     try:
-        with _global_numpy_seed(env_seeds[0]):
+        with _restoring_global_numpy():
             returns, successes = _run(act, envs, env_seeds, len(seeds), episodes, watch)
     finally:
         envs.close()

@@ -309,16 +309,13 @@ def test_local_recording_is_made_once_and_read_as_every_task(tmp_path: Path, mon
 # ---- success-rate evaluation -----------------------------------------------------------------------
 
 
-def test_success_is_counted_per_episode_from_the_env_report() -> None:
-    """An oracle (the maze's subgoal direction) reaches task 1's goal in every episode; standing still never does."""
-    from offbench.data.dataset import episode_scores
-    from offbench.evaluate import evaluate_episodes
-
-    guide = gym.make("ogbench:pointmaze-medium-singletask-task1-v0")
+def maze_oracle(env_name: str):
+    """A policy (observations (S, E, 2) -> actions) that follows the maze's oracle subgoal to the task's goal."""
+    guide = gym.make(f"ogbench:{env_name}")
     guide.reset(seed=0)
     maze = guide.unwrapped
 
-    def oracle(observations: np.ndarray) -> np.ndarray:
+    def act(observations: np.ndarray) -> np.ndarray:
         actions = np.zeros(observations.shape, dtype=np.float32)
         for index in np.ndindex(observations.shape[:2]):
             xy = observations[index].astype(np.float64)
@@ -326,14 +323,33 @@ def test_success_is_counted_per_episode_from_the_env_report() -> None:
             actions[index] = np.clip((subgoal - xy) / (np.linalg.norm(subgoal - xy) + 1e-6), -1, 1)
         return actions
 
+    return act
+
+
+def test_success_is_counted_per_episode_from_the_env_report() -> None:
+    """An oracle (the maze's subgoal direction) reaches task 1's goal in every episode; standing still never does."""
+    from offbench.data.dataset import episode_scores
+    from offbench.evaluate import evaluate_episodes
+
+    oracle = maze_oracle("pointmaze-medium-singletask-task1-v0")
     reached = evaluate_episodes(oracle, "ogbench:pointmaze-medium-singletask-task1-v0", [0, 1], 2)
     still = evaluate_episodes(lambda o: np.zeros(o.shape, np.float32), "ogbench:pointmaze-medium-singletask-task1-v0", [0], 3)
-    guide.close()
     assert reached.successes.tolist() == [[True, True], [True, True]] and still.successes.tolist() == [[False, False, False]]
     assert (reached.returns > -1000).all() and (still.returns == -1000).all()  # -1 per step until the goal; 1000 steps
     np.testing.assert_array_equal(episode_scores("success-rate", still.returns, np.array([True, False, False]), None, None), [100, 0, 0])
-    again = evaluate_episodes(lambda o: np.zeros(o.shape, np.float32), "ogbench:pointmaze-medium-singletask-task1-v0", [0], 3)
-    np.testing.assert_array_equal(again.returns, still.returns)  # numpy's global generator is seeded for the call
+
+
+def test_an_ogbench_episode_depends_on_its_seed_alone() -> None:
+    """OGBench's maze draws its start noise from numpy's global generator: each sub-env seeds it before its reset."""
+    from offbench.evaluate import evaluate_episodes
+
+    oracle = maze_oracle("pointmaze-medium-singletask-task1-v0")
+    state = np.random.get_state()
+    beside = evaluate_episodes(oracle, "ogbench:pointmaze-medium-singletask-task1-v0", [0, 1], 2).returns
+    alone = evaluate_episodes(oracle, "ogbench:pointmaze-medium-singletask-task1-v0", [1], 2).returns
+    np.testing.assert_array_equal(alone[0], beside[1])
+    assert len(set(beside.ravel().tolist())) > 1  # the start noise differs between episodes, and moves the return
+    assert all(np.array_equal(a, b) for a, b in zip(np.random.get_state(), state, strict=True) if isinstance(a, np.ndarray))
 
 
 def test_an_env_without_success_reports_none_and_cannot_be_scored_by_success() -> None:
