@@ -390,6 +390,9 @@ def test_offbench_run_on_a_tiny_ogbench_recording_records_success_rates(algo: st
     assert report.returncode == 0, report.stderr
     table = (tmp_path / "report" / "tables" / "per_dataset.md").read_text()
     assert table.startswith("Success rate (%) per dataset") and "Aggregate success rate (%)" in (tmp_path / "report" / "tables" / "aggregate.md").read_text()
+    evaluated = run_cli("eval", run_dirs[0].name, "--results-dir", str(results))
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert f"success rate {curve[-1]['normalized_score']:.1f}" in evaluated.stdout and "the same returns as" in evaluated.stdout
     board = tmp_path / "leaderboard.json"
     assert run_cli("leaderboard", "update", "--results-dir", str(results), "--leaderboard", str(board)).returncode == 0
     assert json.loads(board.read_text())["entries"][0]["evaluation"]["score"] == "success-rate"  # what `check` labels its cells by
