@@ -9,6 +9,7 @@ loader) are the reference the transitions are compared with.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import gymnasium as gym
@@ -142,6 +143,18 @@ def test_validation_split_loads_under_its_own_id(maze_files: Path) -> None:
     np.testing.assert_array_equal(val.terminals, [1, 0, 0])
     with pytest.raises(OffbenchError, match="has no validation split"):
         registry.load_validation("local/hopper-tiny-v5")
+
+
+def test_a_stage_reads_the_validation_split_of_its_data(maze_files: Path) -> None:
+    from offbench.algos.base import StageContext
+    from offbench.data.corruption import corrupt
+
+    dataset = registry.load_dataset(f"ogbench/{MAZE}-singletask-task3-v0")
+    context = StageContext(corrupt(dataset, "random-actions:0.5", seed=0), None, None, None, save=lambda: None, message=print)
+    assert context.validation().metadata.id == f"ogbench/{MAZE}-singletask-task3-v0+val" and len(context.validation()) == 3
+    with pytest.raises(OffbenchError, match="has no validation split"):
+        d4rl_named = replace(dataset, metadata=replace(dataset.metadata, id="d4rl/hopper-medium-v2"))
+        StageContext(d4rl_named, None, None, None, lambda: None, print).validation()
 
 
 def test_files_in_ogbench_own_folder_are_found_and_listed(tmp_path: Path, maze_goal: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
