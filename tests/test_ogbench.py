@@ -280,19 +280,43 @@ def test_pointmaze_recipe_does_not_depend_on_the_worker_count() -> None:
     assert ogbench_recipes.recording_hash(*one) == ogbench_recipes.recording_hash(*two)
 
 
-TINY_CUBE = {"recipe": "ogbench-cube-play", "ogbench_env": "cube-single-v0", "episodes": 10, "episode_steps": 15, "noise": 0.1,
+TINY_CUBE = {"recipe": "ogbench-manipspace-play", "ogbench_env": "cube-single-v0", "episodes": 10, "episode_steps": 15, "noise": 0.1,
              "noise_smoothing": 0.5, "p_stack": 0.0, "min_norm": 0.4, "p_random_action": 0.1, "seed": 0}
 
 
-@pytest.mark.parametrize("recipe", ["ogbench-cube-play", "ogbench-cube-noisy"])
+@pytest.mark.parametrize("recipe", ["ogbench-manipspace-play", "ogbench-manipspace-noisy"])
 def test_cube_recipes_are_deterministic_and_each_episode_stands_alone(recipe: str) -> None:
     entry = {**TINY_CUBE, "recipe": recipe}
     train, val = ogbench_recipes.record(entry)
     assert ogbench_recipes.recording_hash(train, val) == ogbench_recipes.recording_hash(*ogbench_recipes.record(entry))
-    alone = ogbench_recipes.cube_episode(entry, 7)  # in a fresh order: the env is reused, but every episode reseeds it
+    alone = ogbench_recipes.manipspace_episode(entry, 7)  # in a fresh order: the env is reused, but every episode reseeds it
     assert all(np.array_equal(alone[key], train[key][7 * 15 : 8 * 15]) for key in alone)
     assert train["observations"].shape == (150, 28) and train["qpos"].shape == (150, 21) and val["actions"].shape == (15, 5)
-    assert np.abs(train["actions"]).max() <= 1.0
+    assert np.abs(train["actions"]).max() <= 1.0 and "button_states" not in train
+
+
+@pytest.mark.parametrize("env, tasks, stack", [("puzzle-3x3-v0", {"button"}, 0.5), ("scene-v0", {"cube", "button", "drawer", "window"}, 0.5),
+                                               ("cube-double-v0", {"cube"}, [0.0, 0.25])])
+def test_scene_puzzle_and_double_recipes_record_button_states_where_the_env_has_them(env: str, tasks: set, stack: object) -> None:
+    entry = {**TINY_CUBE, "ogbench_env": env, "p_stack": stack}
+    env_made = ogbench_recipes.recording_env(env, 15, manipulation=True)
+    assert set(ogbench_recipes.manipspace_oracles(entry, env_made)) == tasks
+    rows = ogbench_recipes.manipspace_episode(entry, 0)
+    assert rows["terminals"].tolist() == [False] * 14 + [True] and np.abs(rows["actions"]).max() <= 1.0
+    assert ("button_states" in rows) == (not env.startswith("cube"))
+    if "button_states" in rows:
+        assert rows["button_states"].dtype == np.int64 and set(np.unique(rows["button_states"])) <= {0, 1}
+    assert np.array_equal(ogbench_recipes.manipspace_episode(entry, 0)["qpos"], rows["qpos"])
+
+
+def test_scene_health_check_refuses_a_cube_out_of_view() -> None:
+    qpos = np.zeros((3, 30))
+    qpos[:, 16] = 0.02
+    assert ogbench_recipes.scene_healthy(qpos)
+    qpos[1, 15] = 0.29  # too far right
+    assert not ogbench_recipes.scene_healthy(qpos)
+    qpos[1, 15], qpos[2, 15], qpos[2, 16] = 0.0, -0.31, 0.07  # far left but in the drawer's height band
+    assert ogbench_recipes.scene_healthy(qpos)
 
 
 def test_maze_vertex_cells_exclude_straight_corridors() -> None:

@@ -19,12 +19,16 @@ therefore independent, and `workers` processes give the same bytes as one.
                          start is a random free cell, the goal a random vertex cell (a free cell that
                          is not a straight corridor), redrawn each time it is reached; the env never
                          terminates at the goal and each episode has `episode_steps` rows (1001).
-    cube-play            cube env in `data_collection` mode with the wheel's `CubePlanOracle` (noise 0.1,
-                         smoothing 0.5), re-targeted with `set_new_target(p_stack)` each time the oracle
-                         is done (p_stack 0 for one cube); actions clipped to [-1, 1]; 1001 rows.
-    cube-noisy           the same with the wheel's `CubeMarkovOracle` (min_norm 0.4) plus Gaussian noise of
+    manipspace-play      a cube, scene or puzzle env in `data_collection` mode driven by the wheel's plan
+                         oracle of the task the env names (`privileged/target_task`; noise 0.1, smoothing
+                         0.5), re-targeted with `set_new_target(p_stack)` each time the oracle is done
+                         (`p_stack`: a number, or [low, high] drawn per episode: 0 for one cube, U(0, 0.25)
+                         for two); actions clipped to [-1, 1]; 1001 rows; puzzle and scene record
+                         `button_states`; a scene episode that fails OGBench's health check is redrawn.
+    manipspace-noisy     the same with the wheel's Markov oracles (min_norm 0.4) plus Gaussian noise of
                          scale xi ~ U(0, `noise`) drawn per episode (sigma xi, xi, xi, 3 xi, 10 xi on x, y, z,
-                         yaw, gripper), and with probability `p_random_action` (0.1) a uniform random action.
+                         yaw, gripper), and with probability `p_random_action` (0.1; 0.2 for puzzle) a
+                         uniform random action.
 """
 
 from __future__ import annotations
@@ -114,48 +118,98 @@ def pointmaze_episode(entry: dict[str, Any], index: int) -> Rows:
     return {key: np.asarray(value, dtype=bool if key == "terminals" else np.float32) for key, value in rows.items()}
 
 
-def cube_episode(entry: dict[str, Any], index: int) -> Rows:
-    """Episode `index` of a cube-play or cube-noisy recording: `episode_steps` rows (see the module docstring)."""
-    env = recording_env(entry["ogbench_env"], entry["episode_steps"], manipulation=True)
-    from ogbench.manipspace.oracles.markov.cube_markov import CubeMarkovOracle
-    from ogbench.manipspace.oracles.plan.cube_plan import CubePlanOracle
+ORACLES = {  # (module, class) in ogbench.manipspace.oracles, by the kind of oracle and the task the env names in info
+    ("plan", "cube"): ("plan.cube_plan", "CubePlanOracle"),
+    ("plan", "button"): ("plan.button_plan", "ButtonPlanOracle"),
+    ("plan", "drawer"): ("plan.drawer_plan", "DrawerPlanOracle"),
+    ("plan", "window"): ("plan.window_plan", "WindowPlanOracle"),
+    ("markov", "cube"): ("markov.cube_markov", "CubeMarkovOracle"),
+    ("markov", "button"): ("markov.button_markov", "ButtonMarkovOracle"),
+    ("markov", "drawer"): ("markov.drawer_markov", "DrawerMarkovOracle"),
+    ("markov", "window"): ("markov.window_markov", "WindowMarkovOracle"),
+}
 
-    plan = entry["recipe"] == "ogbench-cube-play"
-    if plan:
-        oracle = CubePlanOracle(env=env, noise=entry["noise"], noise_smoothing=entry["noise_smoothing"])
-    else:
-        oracle = CubeMarkovOracle(env=env, min_norm=entry["min_norm"])
-    low, high = env.action_space.low, env.action_space.high
+
+def manipspace_oracles(entry: dict[str, Any], env: gym.Env) -> dict[str, Any]:
+    """The wheel's oracles for the env's tasks (`privileged/target_task`), built as OGBench's recipes build them:
+    plan oracles with `noise` and `noise_smoothing`, Markov ones with `min_norm` (scene's cube oracle with
+    max_step 100); puzzle's button oracles keep the gripper closed."""
+    import importlib
+
+    kind = "plan" if entry["recipe"].endswith("-play") else "markov"
+    family = entry["ogbench_env"].split("-")[0]
+    tasks = {"cube": ("cube",), "scene": ("cube", "button", "drawer", "window"), "puzzle": ("button",)}[family]
+    oracles = {}
+    for task in tasks:
+        module, name = ORACLES[(kind, task)]
+        oracle_class = getattr(importlib.import_module(f"ogbench.manipspace.oracles.{module}"), name)
+        kwargs: dict[str, Any] = {"noise": entry["noise"], "noise_smoothing": entry["noise_smoothing"]} if kind == "plan" else {"min_norm": entry["min_norm"]}
+        if family == "puzzle":
+            kwargs["gripper_always_closed"] = True
+        if family == "scene" and kind == "markov" and task == "cube":
+            kwargs["max_step"] = 100
+        oracles[task] = oracle_class(env=env, **kwargs)
+    return oracles
+
+
+def scene_healthy(qpos: np.ndarray) -> bool:
+    """OGBench's health check of a scene episode: the cube stays in view unless it is in the drawer
+    (qpos 14:17 is its xyz; y >= 0.29 is too far right, y <= -0.3 outside z in [0.06, 0.08] too far left)."""
+    y, z = qpos[:, 15], qpos[:, 16]
+    return not ((y >= 0.29).any() or ((y <= -0.3) & ((z < 0.06) | (z > 0.08))).any())
+
+
+def manipspace_episode(entry: dict[str, Any], index: int) -> Rows:
+    """Episode `index` of a cube/scene/puzzle play or noisy recording: `episode_steps` rows (module docstring).
+
+    A scene episode that fails `scene_healthy` is recorded again, from where the episode's generators are.
+    """
+    env = recording_env(entry["ogbench_env"], entry["episode_steps"], manipulation=True)
+    oracles = manipspace_oracles(entry, env)
     rng = np.random.default_rng([entry["seed"], index])
-    rows: dict[str, list] = {"observations": [], "actions": [], "terminals": [], "qpos": [], "qvel": []}
     with global_numpy_seed([entry["seed"], index]):  # the oracles draw their plans and targets from np.random
-        observation, info = env.reset(seed=int(rng.integers(2**31)))
-        oracle.reset(observation, info)
-        xi = 0.0 if plan else rng.uniform(0.0, entry["noise"])
-        done = False
-        while not done:
-            if not plan and rng.uniform() < entry["p_random_action"]:
-                action = rng.uniform(low, high)
-            else:
-                action = np.asarray(oracle.select_action(observation, info), dtype=np.float64)
-                action = action if plan else action + rng.normal(0.0, [xi, xi, xi, 3 * xi, 10 * xi])
-            action = np.clip(action, -1.0, 1.0)
-            next_observation, _, terminated, truncated, info = env.step(action)
-            done = terminated or truncated
-            if oracle.done:
-                target_observation, target_info = env.unwrapped.set_new_target(p_stack=entry["p_stack"])
-                oracle.reset(target_observation, target_info)
-            for key, value in (("observations", observation), ("actions", action), ("terminals", done),
-                               ("qpos", info["prev_qpos"]), ("qvel", info["prev_qvel"])):
-                rows[key].append(value)
-            observation = next_observation
-    return {key: np.asarray(value, dtype=bool if key == "terminals" else np.float32) for key, value in rows.items()}
+        while True:
+            rows = _manipspace_rows(entry, env, oracles, rng)
+            if not entry["ogbench_env"].startswith("scene") or scene_healthy(rows["qpos"]):
+                return rows
+
+
+def _manipspace_rows(entry: dict[str, Any], env: gym.Env, oracles: dict[str, Any], rng: np.random.Generator) -> Rows:
+    plan = entry["recipe"].endswith("-play")
+    low, high = env.action_space.low, env.action_space.high
+    p_stack = entry["p_stack"] if np.isscalar(entry["p_stack"]) else rng.uniform(*entry["p_stack"])
+    xi = 0.0 if plan else rng.uniform(0.0, entry["noise"])
+    observation, info = env.reset(seed=int(rng.integers(2**31)))
+    oracle = oracles[info["privileged/target_task"]]
+    oracle.reset(observation, info)
+    keys = ("observations", "actions", "terminals", "qpos", "qvel", *(("button_states",) if "prev_button_states" in info else ()))
+    rows: dict[str, list] = {key: [] for key in keys}
+    done = False
+    while not done:
+        if not plan and rng.uniform() < entry["p_random_action"]:
+            action = rng.uniform(low, high)
+        else:
+            action = np.asarray(oracle.select_action(observation, info), dtype=np.float64)
+            action = action if plan else action + rng.normal(0.0, [xi, xi, xi, 3 * xi, 10 * xi])
+        action = np.clip(action, -1.0, 1.0)
+        next_observation, _, terminated, truncated, info = env.step(action)
+        done = terminated or truncated
+        if oracle.done:
+            target_observation, target_info = env.unwrapped.set_new_target(p_stack=p_stack)
+            oracle = oracles[target_info["privileged/target_task"]]
+            oracle.reset(target_observation, target_info)
+        step = {"observations": observation, "actions": action, "terminals": done, "qpos": info["prev_qpos"], "qvel": info["prev_qvel"]}
+        for key in keys:
+            rows[key].append(info["prev_button_states"] if key == "button_states" else step[key])
+        observation = next_observation
+    dtypes = {"terminals": bool, "button_states": np.int64}
+    return {key: np.asarray(value, dtype=dtypes.get(key, np.float32)) for key, value in rows.items()}
 
 
 EPISODE_RECIPES: dict[str, Callable[[dict[str, Any], int], Rows]] = {
     "ogbench-pointmaze-navigate": pointmaze_episode,
-    "ogbench-cube-play": cube_episode,
-    "ogbench-cube-noisy": cube_episode,
+    "ogbench-manipspace-play": manipspace_episode,
+    "ogbench-manipspace-noisy": manipspace_episode,
 }
 
 
