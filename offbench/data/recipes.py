@@ -83,9 +83,9 @@ RECIPES: dict[str, Recipe] = {
 
 
 def recipe_available(entry: dict[str, Any]) -> bool:
-    """Whether every behaviour-policy file the recipe needs is present (a random recipe needs none)."""
+    """Whether every behaviour-policy file the recipe needs is present (random and OGBench recipes need none)."""
     kind = entry.get("recipe")
-    if kind == "random":
+    if kind == "random" or str(kind).startswith("ogbench-"):  # OGBench recipes use the oracles of the ogbench package
         return True
     if kind == "policy":
         return (policies_dir() / entry["policy"]).is_file()
