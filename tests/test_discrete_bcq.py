@@ -6,26 +6,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from algo_fixtures import assert_member_equals_alone, member_forward, seed_slice
+from conftest import run_cli
 
 from offbench.algos.base import Batch, Problem
 from offbench.algos.discrete_bcq import DiscreteBCQ, DiscreteBCQConfig, filtered_argmax
 from offbench.algos.nets import epsilon_greedy
 from offbench.algos.offline_dqn import OfflineDQN, OfflineDQNConfig
 from offbench.config import resolve_config
-from offbench.data.generate import collect_episodes, uniform_random_policy
-from offbench.data.minari_io import write_minari
+from offbench.data.registry import make_dataset
 from offbench.data.spaces import Discrete, ObservationSpace
 from offbench.errors import OffbenchError
 from offbench.paths import data_dir
+from offbench.policy import evaluate_policy
 from offbench.seeding import SeedStreams
 from offbench.store import ResultsStore
-from offbench.train import RunPlan, run
 
 OBS, N_ACTIONS, B = 5, 4, 16
 VECTOR = Problem(ObservationSpace((OBS,)), Discrete(N_ACTIONS))
@@ -356,30 +355,36 @@ def test_a_box_action_dataset_is_refused_in_one_line() -> None:
 
 # ---- protocol runs -------------------------------------------------------------------------------------
 
-TINY_CARTPOLE = "local/cartpole-tinyrandom-v1"
+TINY_CARTPOLE = "local/cartpole-tiny-v1"
+TINY_CARTPOLE_RECIPE = {  # the catalogue's local/cartpole-dqn-v1 recipe, 800 transitions
+    "env_id": "CartPole-v1", "recipe": "noisy-dqn", "policy": "cartpole/dqn-partial.pt", "low_noise_p": 0.2, "rand_action_p": 0.2,
+    "eval_eps": 0.001, "steps": 800, "seed": 0, "num_envs": 4, "max_episode_steps": 500, "reference": "classic:cartpole",
+}
 
 
 @pytest.fixture()
 def tiny_cartpole(data_root: Path) -> str:
-    """600 CartPole transitions of uniform-random actions, written as a recipe writes them (Minari format)."""
+    """800 CartPole transitions of the committed behaviour policy with the buffer noise, made by a recipe."""
     if not (data_dir() / TINY_CARTPOLE).exists():
-        env = gym.make("CartPole-v1")
-        episodes = collect_episodes("CartPole-v1", uniform_random_policy(env.action_space, seed=0), 600, seed=0, num_envs=2, max_episode_steps=500)
-        sidecar = {"env_id": "CartPole-v1", "ref_source": "test"}
-        write_minari(data_dir(), TINY_CARTPOLE, episodes, "CartPole-v1", 22.37, 500.0, "tiny random CartPole data", sidecar)
+        make_dataset(TINY_CARTPOLE, recipe=TINY_CARTPOLE_RECIPE)
     return TINY_CARTPOLE
 
 
 @pytest.mark.parametrize("algo", ["discrete-bcq", "offline-dqn"])
-def test_protocol_run_on_cartpole_records_finite_scores_and_keeps_its_policy(algo: str, tiny_cartpole: str, tmp_path: Path) -> None:
+def test_offbench_run_on_cartpole_records_raw_returns_and_keeps_a_policy_that_repeats_them(algo: str, tiny_cartpole: str, tmp_path: Path) -> None:
+    result = run_cli("run", "--algo", algo, "--dataset", tiny_cartpole, "--seeds", "2", "--steps", "40", "--eval-every", "20",
+                     "--eval-episodes", "2", "--results-dir", str(tmp_path), "--set", "hidden_dims=[16, 16]", "--set", "batch_size=16")
+    assert result.returncode == 0, result.stderr
     store = ResultsStore(tmp_path)
-    plan = RunPlan(algo, tiny_cartpole, seeds=[0, 1], steps=40, eval_every=20, eval_episodes=2, overrides={"hidden_dims": [16, 16], "batch_size": 16})
-    run_ids = run(plan, store)
+    run_ids = sorted(store.runs()["run_id"])
     metrics = ("q_loss", "imitation_loss", "logit_l2") if algo == "discrete-bcq" else ("q_loss",)
-    for record in map(store.load, run_ids):
+    for run_id in run_ids:
+        record = store.load(run_id)
         assert record.config.algo_config["target_update"] == "polyak" and record.config.algo_config["eval_eps"] == 0.0
+        assert record.config.dataset.ref_min_score == 22.66 and record.config.dataset.action_space == {"kind": "discrete", "n": 2}
         assert [entry["step"] for entry in record.curve] == [20, 40]
         for entry in record.curve:
             assert np.isfinite([entry[k] for k in ("normalized_score", *metrics)]).all()
-            assert all(r >= 8 for r in entry["returns"])  # raw CartPole returns (+1 per step), not clipped or normalised
-        assert (store.run_dir(record.config.run_id) / "policy.pt").exists()
+            assert all(r >= 8 and r == int(r) for r in entry["returns"])  # raw CartPole returns (+1 per step), not clipped or normalised
+            torch.testing.assert_close(entry["normalized_score"], float(np.mean([100 * (r - 22.66) / (500 - 22.66) for r in entry["returns"]])))
+        assert evaluate_policy(store, run_id).matches_last_evaluation
