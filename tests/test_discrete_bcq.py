@@ -18,13 +18,16 @@ from offbench.algos.discrete_bcq import DiscreteBCQ, DiscreteBCQConfig, filtered
 from offbench.algos.nets import epsilon_greedy
 from offbench.algos.offline_dqn import OfflineDQN, OfflineDQNConfig
 from offbench.config import resolve_config
+from offbench.data.dataset import DatasetMetadata, OfflineDataset
 from offbench.data.registry import make_dataset
+from offbench.data.sampling import FrameStack, make_sampler
 from offbench.data.spaces import Discrete, ObservationSpace
 from offbench.errors import OffbenchError
 from offbench.paths import data_dir
-from offbench.policy import evaluate_policy
+from offbench.policy import evaluate_policy, export_policy
 from offbench.seeding import SeedStreams
 from offbench.store import ResultsStore
+from offbench.train import RunPlan, run
 
 OBS, N_ACTIONS, B = 5, 4, 16
 VECTOR = Problem(ObservationSpace((OBS,)), Discrete(N_ACTIONS))
@@ -388,3 +391,40 @@ def test_offbench_run_on_cartpole_records_raw_returns_and_keeps_a_policy_that_re
             assert all(r >= 8 and r == int(r) for r in entry["returns"])  # raw CartPole returns (+1 per step), not clipped or normalised
             torch.testing.assert_close(entry["normalized_score"], float(np.mean([100 * (r - 22.66) / (500 - 22.66) for r in entry["returns"]])))
         assert evaluate_policy(store, run_id).matches_last_evaluation
+
+
+def test_an_epsilon_greedy_run_keeps_a_policy_that_repeats_its_evaluation_and_exports(tiny_cartpole: str, tmp_path: Path) -> None:
+    store = ResultsStore(tmp_path)
+    overrides = {"hidden_dims": [16, 16], "batch_size": 16, "eval_eps": 0.3}
+    run_id = run(RunPlan("discrete-bcq", tiny_cartpole, seeds=[0, 1], steps=20, eval_every=20, eval_episodes=3, overrides=overrides), store)[1]
+    evaluation = evaluate_policy(store, run_id)  # the noise drawn from the seed's evaluation stream, as `act` drew it
+    assert evaluation.matches_last_evaluation
+    exported = export_policy(store, run_id, tmp_path / "policy.pt2")
+    assert exported.metadata["noise_dim"] == 2
+    actions = torch.export.load(exported.path).module()(torch.zeros(5, 4), torch.randn(5, 2))
+    assert actions.dtype == torch.int64 and actions.shape == (5,)
+
+
+def test_frame_stacks_from_the_sampler_train_conv_q_with_the_atari_settings() -> None:
+    """A tiny frames dataset (two 30-frame episodes) through the frame-stack sampler, with the baseline's Atari set."""
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (60, 84, 84), dtype=np.uint8)
+    terminals = np.zeros(60, dtype=bool)
+    terminals[[29, 59]] = True
+    metadata = DatasetMetadata("test/frames-v0", "test", "none", ObservationSpace((84, 84), "uint8"), Discrete(3))
+    dataset = OfflineDataset.build(metadata, observations=frames, actions=rng.integers(0, 3, 60), rewards=rng.normal(0, 5, 60),
+                                   next_observations=None, terminals=terminals, timeouts=np.zeros(60, dtype=bool),
+                                   episode_starts=np.array([0, 30]))
+    config = resolve_config("discrete-bcq", DiscreteBCQ, None, {"batch_size": 4, "hidden_dims": [32]}, "frames")
+    sampler = make_sampler(dataset, torch.device("cpu"), config)
+    assert isinstance(sampler, FrameStack) and sampler.observation_space == FRAMES.observation_space
+    algo = DiscreteBCQ(config, Problem(sampler.observation_space, Discrete(3)), SeedStreams.for_seeds([0, 1]))
+    batch = sampler.sample(algo.streams.sampling, config.batch_size)
+    assert batch.observations.dtype == torch.uint8 and batch.observations.shape == (2, 4, 4, 84, 84)
+    metrics = algo.update(batch, 1)
+    assert all(torch.isfinite(value).all() for value in metrics.values())
+
+
+def test_frames_of_another_size_are_refused_in_one_line() -> None:
+    with pytest.raises(OffbenchError, match=r"the DQN conv trunk takes stacks of 84x84 frames \(k, 84, 84\), got uint8 observations of shape \(4, 64, 64\)"):
+        make_bcq([0], Problem(ObservationSpace((4, 64, 64), "uint8"), Discrete(3)))

@@ -92,8 +92,7 @@ class QImitationNetwork(nn.Module):
         return cls(trunk, EnsembleMLP(members, features, hidden_dims, n), EnsembleMLP(members, features, hidden_dims, n))
 
     def reset_parameters(self, generators: list[torch.Generator]) -> None:
-        if hasattr(self.trunk, "reset_parameters"):
-            self.trunk.reset_parameters(generators)
+        self.trunk.reset_parameters(generators)
         self.q.reset_parameters(generators)
         self.imitation.reset_parameters(generators)
 

@@ -213,6 +213,10 @@ class TanhPolicy(nn.Module):
 class VectorTrunk(nn.Module):
     """The identity trunk of a low-dimensional Q network (FC_Q): (members, B, obs_dim) float32 passes through."""
 
+    def reset_parameters(self, generators: Sequence[torch.Generator]) -> None:
+        """Nothing to initialise (the same interface as `EnsembleConvTrunk`)."""
+        del generators
+
     def forward(self, observations: torch.Tensor) -> torch.Tensor:
         return observations
 

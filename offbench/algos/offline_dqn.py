@@ -76,8 +76,7 @@ class QNetwork(nn.Module):
         return cls(trunk, EnsembleMLP(members, features, hidden_dims, n))
 
     def reset_parameters(self, generators: list[torch.Generator]) -> None:
-        if hasattr(self.trunk, "reset_parameters"):
-            self.trunk.reset_parameters(generators)
+        self.trunk.reset_parameters(generators)
         self.q.reset_parameters(generators)
 
     def forward(self, observations: torch.Tensor) -> torch.Tensor:
