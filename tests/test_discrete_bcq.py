@@ -4,6 +4,7 @@ axis (also for the grouped-convolution trunk), the Atari/low-dim settings, and s
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from offbench.algos.base import Batch, Problem
 from offbench.algos.discrete_bcq import DiscreteBCQ, DiscreteBCQConfig, filtered_argmax
 from offbench.algos.nets import epsilon_greedy
 from offbench.algos.offline_dqn import OfflineDQN, OfflineDQNConfig
+from offbench.analysis.scores import configuration_names, recorded_observation_kind
 from offbench.config import resolve_config
 from offbench.data.dataset import DatasetMetadata, OfflineDataset
 from offbench.data.registry import make_dataset
@@ -428,3 +430,13 @@ def test_frame_stacks_from_the_sampler_train_conv_q_with_the_atari_settings() ->
 def test_frames_of_another_size_are_refused_in_one_line() -> None:
     with pytest.raises(OffbenchError, match=r"the DQN conv trunk takes stacks of 84x84 frames \(k, 84, 84\), got uint8 observations of shape \(4, 64, 64\)"):
         make_bcq([0], Problem(ObservationSpace((4, 64, 64), "uint8"), Discrete(3)))
+
+
+def test_reports_compare_each_run_with_the_baseline_of_its_kind_of_observations() -> None:
+    atari = dataclasses.asdict(resolve_config("discrete-bcq", DiscreteBCQ, None, {}, "frames"))
+    low_dim = dataclasses.asdict(resolve_config("discrete-bcq", DiscreteBCQ, None, {}, "vector"))
+    runs = [("local/pong-tiny-v5", atari), ("local/cartpole-dqn-v1", low_dim), ("local/cartpole-dqn-v1", {**low_dim, "threshold": 0.1})]
+    names = configuration_names("discrete-bcq", runs, ["frames", "vector", "vector"])
+    assert names[:2] == [("discrete-bcq", ""), ("discrete-bcq", "")]  # each run equals its own baseline
+    assert names[2] == ("discrete-bcq [threshold=0.1]", "threshold=0.1")
+    assert recorded_observation_kind({"shape": [4, 84, 84], "dtype": "uint8"}) == "frames" and recorded_observation_kind(None) is None
