@@ -84,6 +84,9 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     return overrides
 
 
+OBSERVATION_KINDS = ("vector", "frames")  # the tables a baseline may have under [observations]
+
+
 def observation_kind(space: ObservationSpace) -> str:
     """`vector`, `frames` or `other`: the key of a baseline's `[observations.<kind>]` table."""
     return "vector" if space.is_vector else "frames" if space.is_frames else "other"
@@ -100,9 +103,10 @@ def resolve_config(algo: str, algorithm_class: Any, dataset_id: str | None, over
     config_class = algorithm_class.config_class_for(values)
     fields = {f.name: f for f in dataclasses.fields(config_class)}
     hints = typing.get_type_hints(config_class)
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        raise OffbenchError(f"unknown config key '{unknown[0]}' for {algo}", f"valid keys: {', '.join(fields)}")
+    for where, table in [("", values), *((f" in [observations.{k}]", t) for k, t in baseline_file(algo).get("observations", {}).items())]:
+        unknown = sorted(set(table) - set(fields))
+        if unknown:
+            raise OffbenchError(f"unknown config key '{unknown[0]}' for {algo}{where}", f"valid keys: {', '.join(fields)}")
     coerced = {key: _coerce(algo, key, value, hints[key]) for key, value in values.items()}
     check_fields(algo, coerced, config_class)
     return config_class(**coerced)
@@ -151,6 +155,8 @@ def baseline_values(algo: str, dataset_id: str | None, kind: str | None = None) 
     ignored). A user's file (`dataset_id` None) gets no [datasets] overrides. Raises `OffbenchError` without a TOML."""
     spec = baseline_file(algo)
     per_dataset = spec.get("datasets", {})
+    if unknown_kinds := sorted(set(spec.get("observations", {})) - set(OBSERVATION_KINDS)):
+        raise OffbenchError(f"baselines/{algo}.toml: unknown table [observations.{unknown_kinds[0]}]", f"kinds: {', '.join(OBSERVATION_KINDS)}")
     defaults = {**spec.get("config", {}), **(spec.get("observations", {}).get(kind, {}) if kind else {})}
     if dataset_id is None:
         return defaults

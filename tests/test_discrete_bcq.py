@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from algo_fixtures import assert_member_equals_alone, member_forward, seed_slice
 from conftest import run_cli
 
+import offbench.config
 from offbench.algos.base import Batch, Problem
 from offbench.algos.discrete_bcq import DiscreteBCQ, DiscreteBCQConfig, filtered_argmax
 from offbench.algos.nets import epsilon_greedy
@@ -440,3 +441,15 @@ def test_reports_compare_each_run_with_the_baseline_of_its_kind_of_observations(
     assert names[:2] == [("discrete-bcq", ""), ("discrete-bcq", "")]  # each run equals its own baseline
     assert names[2] == ("discrete-bcq [threshold=0.1]", "threshold=0.1")
     assert recorded_observation_kind({"shape": [4, 84, 84], "dtype": "uint8"}) == "frames" and recorded_observation_kind(None) is None
+
+
+def test_a_misspelt_observations_table_or_key_in_a_baseline_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    baselines = tmp_path / "baselines"
+    baselines.mkdir()
+    monkeypatch.setattr(offbench.config, "resource_dir", lambda name: baselines)
+    (baselines / "discrete-bcq.toml").write_text("[config]\nlr = 1e-3\n\n[observations.frame]\nlr = 1e-4\n")
+    with pytest.raises(OffbenchError, match=r"baselines/discrete-bcq.toml: unknown table \[observations.frame\] \(kinds: vector, frames\)"):
+        resolve_config("discrete-bcq", DiscreteBCQ, None, {})
+    (baselines / "discrete-bcq.toml").write_text("[config]\nlr = 1e-3\n\n[observations.frames]\nthreshhold = 0.2\n")
+    with pytest.raises(OffbenchError, match=r"unknown config key 'threshhold' for discrete-bcq in \[observations.frames\]"):
+        resolve_config("discrete-bcq", DiscreteBCQ, None, {})  # refused before a frames dataset is ever loaded
