@@ -142,3 +142,8 @@ def test_an_unknown_reference_is_one_line() -> None:
     with pytest.raises(OffbenchError, match="unknown reference 'classic:pendulum'"):
         registry.reference_for({"reference": "classic:pendulum"})
     assert registry.reference_for({"reference": "classic:acrobot"})[:2] == (-498.95, -100.0)
+
+
+def test_the_aliases_reach_the_catalogued_discrete_datasets() -> None:
+    assert registry.resolve("cartpole-dqn") == "local/cartpole-dqn-v1" and registry.resolve("acrobot-dqn") == "local/acrobot-dqn-v1"
+    assert registry.is_makeable("local/cartpole-dqn-v1") and not registry.is_present("local/cartpole-dqn-v1")

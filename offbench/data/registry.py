@@ -9,7 +9,8 @@ The grammar of ids and aliases is `offbench.data.ids`. The sources are the table
                               stored in Minari format, e.g. local/hopper-random-v5
 
 An alias (`hopper-medium`) resolves to the first of its candidates (one per source, by the source's
-alias form) that is present; if none is, to the first that can be made here (else to a catalogued
+alias form, then any catalogued local id of that alias with another version, e.g. `local/cartpole-dqn-v1`)
+that is present; if none is, to the first that can be made here (else to a catalogued
 one, whose error then says which behaviour policy is missing). Run records keep the resolved id.
 
 Adding a source (say `ogbench/`): a module `offbench/data/ogbench.py` that reads one dataset's files into
@@ -296,9 +297,11 @@ def is_makeable(dataset_id: str) -> bool:
 
 
 def alias_candidates(alias: str) -> list[str]:
-    """The ids an alias like `hopper-medium` stands for, at most one per source, in the table's order."""
-    expanded = (ids.expand_alias(source.alias_form, alias) for source in SOURCES.values())
-    return [candidate for candidate in expanded if candidate is not None]
+    """The ids an alias like `hopper-medium` stands for: one per source by its alias form, in the table's
+    order, then the catalogue's local ids of that alias that the form does not name (`cartpole-dqn` ->
+    `local/cartpole-dqn-v1`, whose version is its env's, not v5), in catalogue order."""
+    expanded = [candidate for candidate in (ids.expand_alias(source.alias_form, alias) for source in SOURCES.values()) if candidate]
+    return expanded + [dataset_id for dataset_id in catalogue() if ids.parse(dataset_id).alias == alias and dataset_id not in expanded]
 
 
 def resolve(name: str) -> str:
