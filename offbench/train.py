@@ -32,7 +32,7 @@ import torch
 from offbench import logs, provenance
 from offbench.algos import get_algorithm
 from offbench.algos.base import OfflineAlgorithm, Problem, StageContext
-from offbench.config import protocol_defaults, resolve_config
+from offbench.config import observation_kind, protocol_defaults, resolve_config
 from offbench.data import DatasetMetadata, OfflineDataset, corruption, load_dataset, resolve, transforms, user_files
 from offbench.data.dataset import episode_scores
 from offbench.data.registry import recorded_hash_mismatch
@@ -173,15 +173,17 @@ def build_group(plan: RunPlan, reporter: Reporter, group_id: str | None = None) 
     user_file = check_plan(plan)
     dataset_id = None if user_file else resolve(plan.dataset)
     # Transforms never change the config (overrides are keyed by alias or base id), so bad --set values
-    # are refused here, before the dataset is loaded or made.
-    config = resolve_config(plan.algo, algorithm_class, dataset_id, plan.overrides)
+    # are refused here, before the dataset is loaded or made; the defaults for the dataset's kind of
+    # observations ([observations.<kind>] of the baseline) are applied once it is loaded.
+    resolve_config(plan.algo, algorithm_class, dataset_id, plan.overrides)
     device = pick_device(plan.device)
     loaded = user_file.load() if user_file else load_dataset(dataset_id, on_make=lambda d: _announce_make(reporter, d))
     dataset = transformed(loaded, plan)
-    protocol = _protocol(plan, dataset, config)
     meta = dataset.metadata
     _check_references(meta)
     algorithm_class.check_problem(plan.algo, Problem(meta.observation_space, meta.action_space), meta.id)
+    config = resolve_config(plan.algo, algorithm_class, dataset_id, plan.overrides, observation_kind(meta.observation_space))
+    protocol = _protocol(plan, dataset, config)
     sampler = make_sampler(dataset, device, config)
     problem = Problem(sampler.observation_space, meta.action_space)
     check_env_spaces(protocol.eval_env, protocol.eval_env_kwargs, protocol.eval_wrappers, problem.observation_space, problem.action_space, meta.id)

@@ -61,6 +61,8 @@ def test_the_transforms_write_suffixes_the_grammar_reads() -> None:
     ("walker2d-medium-replay", ["d4rl/walker2d-medium-replay-v2", "minari/mujoco/walker2d/medium-replay-v0", "local/walker2d-medium-replay-v5",
                                 "ogbench/walker2d-medium-replay-v0"]),
     ("toy", ["d4rl/toy-v2", "local/toy-v5", "ogbench/toy-v0"]),  # minari's form needs a task and a kind
+    ("cartpole-dqn", ["d4rl/cartpole-dqn-v2", "minari/mujoco/cartpole/dqn-v0", "local/cartpole-dqn-v5", "ogbench/cartpole-dqn-v0",
+                      "local/cartpole-dqn-v1"]),  # catalogued with its env's version: last
 ])
 def test_alias_candidates_in_source_order_and_each_has_the_alias(alias: str, candidates: list[str]) -> None:
     assert list(registry.SOURCES) == ["d4rl", "minari", "local", "ogbench"]

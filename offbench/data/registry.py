@@ -12,7 +12,8 @@ The grammar of ids and aliases is `offbench.data.ids`. The sources are the table
                               e.g. ogbench/cube-single-play-singletask-task2-v0; never downloaded here
 
 An alias (`hopper-medium`) resolves to the first of its candidates (one per source, by the source's
-alias form) that is present; if none is, to the first that can be made here (else to a catalogued
+alias form, then any catalogued local id of that alias with another version, e.g. `local/cartpole-dqn-v1`)
+that is present; if none is, to the first that can be made here (else to a catalogued
 one, whose error then says which behaviour policy is missing). Run records keep the resolved id.
 
 Adding a source: a module `offbench/data/<source>.py` that reads one dataset's files into
@@ -58,11 +59,28 @@ class DatasetStatus:
 # ---- making local datasets ------------------------------------------------------------------------
 
 
+# Classic-control discrete tasks have no published random/expert table like D4RL's. min: the mean return
+# of uniform-random actions, measured here (`python benchmarks/classic_references.py --episodes 1000`:
+# CartPole-v1 22.66 ± 12.51, Acrobot-v1 -498.95 ± 9.53, standard errors 0.40 and 0.30). max: CartPole-v1's
+# largest possible return (+1 per step, 500-step limit); Acrobot-v1's `reward_threshold` in Gymnasium's
+# registration (gymnasium/envs/__init__.py: -100, the return at which the task counts as solved; good
+# policies reach about -60 to -80, so scores above 100 occur).
+CLASSIC_REFERENCES: dict[str, tuple[float, float, str]] = {
+    "cartpole": (22.66, 500.0, "min 22.66: uniform-random actions, 1000 episodes (benchmarks/classic_references.py); "
+                               "max 500: the largest possible return of CartPole-v1 (500-step limit)"),
+    "acrobot": (-498.95, -100.0, "min -498.95: uniform-random actions, 1000 episodes (benchmarks/classic_references.py); "
+                                 "max -100: Acrobot-v1's reward_threshold (solved) in Gymnasium's registration"),
+}
+
+
 def reference_for(recipe: dict[str, Any]) -> tuple[float, float, str]:
-    """(min, max, source) of the reference returns a recipe names, e.g. `d4rl:hopper`."""
+    """(min, max, source) of the reference returns a recipe names: `d4rl:hopper` or `classic:cartpole`."""
     kind, _, family = recipe["reference"].partition(":")
-    if kind != "d4rl":
-        raise OffbenchError(f"unknown reference '{recipe['reference']}' in the dataset catalogue")
+    if kind == "classic" and family in CLASSIC_REFERENCES:
+        return CLASSIC_REFERENCES[family]
+    if kind != "d4rl" or family not in d4rl.REFERENCE_SCORES:
+        raise OffbenchError(f"unknown reference '{recipe['reference']}' in the dataset catalogue",
+                            f"use d4rl:<robot> ({', '.join(d4rl.REFERENCE_SCORES)}) or classic:<task> ({', '.join(CLASSIC_REFERENCES)})")
     low, high = d4rl.REFERENCE_SCORES[family]
     return low, high, f"d4rl/infos.py {family} (D4RL's random/expert returns of the same robot)"
 
@@ -406,9 +424,11 @@ def is_makeable(dataset_id: str) -> bool:
 
 
 def alias_candidates(alias: str) -> list[str]:
-    """The ids an alias like `hopper-medium` stands for, at most one per source, in the table's order."""
-    expanded = (ids.expand_alias(source.alias_form, alias) for source in SOURCES.values())
-    return [candidate for candidate in expanded if candidate is not None]
+    """The ids an alias like `hopper-medium` stands for: one per source by its alias form, in the table's
+    order, then the catalogue's local ids of that alias that the form does not name (`cartpole-dqn` ->
+    `local/cartpole-dqn-v1`, whose version is its env's, not v5), in catalogue order."""
+    expanded = [candidate for candidate in (ids.expand_alias(source.alias_form, alias) for source in SOURCES.values()) if candidate]
+    return expanded + [dataset_id for dataset_id in catalogue() if ids.parse(dataset_id).alias == alias and dataset_id not in expanded]
 
 
 def resolve(name: str) -> str:
