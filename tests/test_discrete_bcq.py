@@ -361,7 +361,7 @@ def test_a_box_action_dataset_is_refused_in_one_line() -> None:
 
 # ---- protocol runs -------------------------------------------------------------------------------------
 
-TINY_CARTPOLE = "local/cartpole-tiny-v1"
+TINY_CARTPOLE = "local/cartpole-dqn-tiny-v1"
 TINY_CARTPOLE_RECIPE = {  # the catalogue's local/cartpole-dqn-v1 recipe, 800 transitions
     "env_id": "CartPole-v1", "recipe": "noisy-dqn", "policy": "cartpole/dqn-partial.pt", "low_noise_p": 0.2, "rand_action_p": 0.2,
     "eval_eps": 0.001, "steps": 800, "seed": 0, "num_envs": 4, "max_episode_steps": 500, "reference": "classic:cartpole",
