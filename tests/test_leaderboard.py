@@ -10,7 +10,7 @@ import pytest
 from analysis_fixtures import analysis_cli, write_run, write_synthetic_store
 from typer.testing import CliRunner, Result
 
-from offbench.analysis.leaderboard import check_runs, freeze_entries, load_leaderboard, load_protocol, regression_verdict
+from offbench.analysis.leaderboard import Leaderboard, check_runs, freeze_entries, load_leaderboard, load_protocol, regression_verdict
 from offbench.analysis.scores import baseline_config, collect_scores
 from offbench.analysis.stats import Interval
 from offbench.errors import OffbenchError
@@ -236,8 +236,11 @@ def test_a_cell_with_a_diverged_run_cannot_be_frozen(tmp_path: Path) -> None:
     result = invoke("leaderboard", "update", "--results-dir", store.root, "--leaderboard", board)
     assert isinstance(result.exception, OffbenchError) and not board.exists()
     assert f"refusing to freeze cells with diverged runs (td3bc on {HOPPER}: {trainer}, {nan})" in str(result.exception)
+    [entry] = freeze_entries(collect_scores(store))  # the entry names its diverged seeds, never as scores
+    assert [s["score"] is None for s in entry.seeds] == [False, False, False, True, True]
+    assert entry.diverged_runs == [trainer, nan]
     with pytest.raises(OffbenchError, match="refusing to freeze"):
-        freeze_entries(collect_scores(store))
+        Leaderboard().updated([entry], "now")
 
 
 def test_a_reference_score_must_be_finite(reference: tuple[ResultsStore, Path], tmp_path: Path) -> None:

@@ -174,7 +174,7 @@ class Entry:
     algo: str
     dataset: dict[str, Any]  # id, sha256, source, env_id, ref_min_score, ref_max_score
     protocol: dict[str, Any]  # steps, eval_every, eval_episodes, statistic, k (last-k), name
-    seeds: list[dict[str, Any]]  # seed, score (finite), run_id, git_commit, git_dirty, finished_at
+    seeds: list[dict[str, Any]]  # seed, score (finite; None and diverged=True before `updated` refuses it), run_id, git_commit, git_dirty, finished_at
     provenance: dict[str, Any]  # packages {name: [versions]}, python [...], hardware [...]
     frozen_at: str
     algo_config: dict[str, Any] | None = None  # the runs' resolved config; None: frozen before it was kept
@@ -210,6 +210,11 @@ class Entry:
         return np.array([s["score"] for s in self.seeds], float)
 
     @property
+    def diverged_runs(self) -> list[str]:
+        """The run ids of the seeds that diverged (only in entries fresh from `freeze_entries`)."""
+        return [s["run_id"] for s in self.seeds if s.get("diverged")]
+
+    @property
     def evaluation_key(self) -> str | None:
         return None if self.evaluation is None else self.evaluation["key"]
 
@@ -233,7 +238,17 @@ class Leaderboard:
         }
 
     def updated(self, new: Sequence[Entry], now: str) -> tuple[Leaderboard, list[Entry], list[Entry]]:
-        """A new revision with `new` added or replacing the entries they supersede; (board, added, replaced)."""
+        """A new revision with `new` added or replacing the entries they supersede; (board, added, replaced).
+
+        Raises OffbenchError when an entry of `new` has a diverged run: a reference never holds a NaN or
+        inf score, and a cell is frozen with every seed it was given or not at all.
+        """
+        refused = [f"{e.algo} on {e.dataset['id']}: {', '.join(e.diverged_runs)}" for e in new if e.diverged_runs]
+        if refused:
+            raise OffbenchError(
+                f"refusing to freeze cells with diverged runs ({'; '.join(refused)})",
+                "a reference never holds a NaN or inf score: rerun those seeds, or leave the cells out with --algos/--datasets",
+            )
         superseded = [any(n.supersedes(e) for n in new) for e in self.entries]
         replaced = [e for e, gone in zip(self.entries, superseded) if gone]
         kept = [e for e, gone in zip(self.entries, superseded) if not gone]
@@ -272,29 +287,25 @@ def save_leaderboard(board: Leaderboard, path: Path) -> None:
 def freeze_entries(scores: ScoreSet, protocol_name: str | None = None, now: str | None = None) -> list[Entry]:
     """Leaderboard entries for every cell of `scores`, each with its runs' resolved config.
 
-    Raises OffbenchError when a cell has a diverged run (a reference holds finite scores of every seed
-    it was given, or none) or only one seed (a reference needs two to be checked against).
+    A diverged run is listed among its cell's seeds with `"score": None, "diverged": True`, so the entry
+    says what happened but can never become a reference: `Leaderboard.updated` refuses it. Raises
+    OffbenchError when a cell without diverged runs has only one seed (a reference needs two to be
+    checked against).
     """
-    if not scores.diverged.empty:
-        listed = "; ".join(
-            f"{algo} on {dataset}: {', '.join(cell['run_id'])}"
-            for (algo, dataset), cell in scores.diverged.groupby(["algo", "dataset_id"], sort=False)
-        )
-        raise OffbenchError(
-            f"refusing to freeze cells with diverged runs ({listed})",
-            "a reference never holds a NaN or inf score: rerun those seeds, or leave the cells out with --algos/--datasets",
-        )
     now = now or utc_now()
     entries = []
     for algo, dataset in itertools.product(scores.algos, scores.datasets):
-        runs = scores.cell_runs(algo, dataset)
-        if runs.empty:
+        runs, diverged = scores.cell_runs(algo, dataset), scores.cell_diverged(algo, dataset)
+        if runs.empty and diverged.empty:
             continue
-        if len(runs) < 2:
+        if len(runs) < 2 and diverged.empty:
             raise OffbenchError(
                 f"{algo} on {dataset} has one seed: a reference needs at least two to be checked against",
                 "train more seeds (offbench run --seeds N) before freezing it",
             )
+        if not diverged.empty:
+            runs = pd.concat([runs, diverged]).sort_values("seed", kind="stable")
+        diverged_ids = set(diverged["run_id"])
         records = [scores.records[r] for r in runs["run_id"]]
         dataset_info = {k: v for k, v in records[0].config.dataset.to_dict().items() if k != "requested"}
         first = runs.iloc[0]
@@ -304,7 +315,7 @@ def freeze_entries(scores: ScoreSet, protocol_name: str | None = None, now: str 
         seeds = [
             {
                 "seed": int(row.seed),
-                "score": float(row.score),
+                **({"score": None, "diverged": True} if row.run_id in diverged_ids else {"score": float(row.score)}),
                 "run_id": row.run_id,
                 "git_commit": record.provenance.get("git_commit"),
                 "git_dirty": record.provenance.get("git_dirty"),
