@@ -5,7 +5,10 @@
 Prints seed-steps/s (gradient steps x seeds per second) for each algorithm and S, and for the baseline:
 a plain PyTorch TD3+BC step (nn.Linear networks, one seed, the reference code's structure) written
 inline below. Each algorithm runs with its default config from baselines/<algo>.toml. Data: a synthetic
-1M-transition hopper-sized dataset on the device, sampled as the protocol does.
+1M-transition hopper-sized dataset on the device, sampled as the protocol does. Discrete-action algorithms
+(discrete BCQ, offline DQN) get two rows per S instead: low-dim (a synthetic 1M-transition CartPole-sized
+dataset, 4-d observations, 2 actions, the baseline's low-dim config) and Atari (N_FRAMES synthetic 84x84
+uint8 frames, 6 actions, stacked by the frame-stack sampler, the baseline's [observations.frames] config).
 """
 
 from __future__ import annotations
@@ -24,12 +27,13 @@ from offbench.algos import ALGORITHMS, get_algorithm
 from offbench.algos.base import Problem
 from offbench.config import resolve_config
 from offbench.data.dataset import DatasetMetadata, OfflineDataset
-from offbench.data.sampling import UniformTransitions
-from offbench.data.spaces import Box, ObservationSpace
+from offbench.data.sampling import FrameStack, Sampler, UniformTransitions
+from offbench.data.spaces import Box, Discrete, ObservationSpace
 from offbench.provenance import cpu_model
 from offbench.seeding import SeedStreams
 
 OBS, ACT, N, BATCH = 11, 3, 1_000_000, 256
+DISCRETE_OBS, DISCRETE_ACTIONS, ATARI_ACTIONS, N_FRAMES = 4, 2, 6, 20_000
 
 
 def synthetic_data(device: torch.device) -> UniformTransitions:
@@ -44,6 +48,33 @@ def synthetic_data(device: torch.device) -> UniformTransitions:
         episode_starts=np.zeros(1, dtype=np.int64), validate=False,
     )
     return UniformTransitions(dataset, device, normalize_states=False, timeouts_as_terminals=False)
+
+
+def synthetic_discrete_data(device: torch.device, frames: bool) -> tuple[Sampler, Problem]:
+    """Low-dim: 1M CartPole-sized transitions, uniform sampler. Atari: N_FRAMES 84x84 frames in 100-step episodes, frame-stack sampler."""
+    rng = np.random.default_rng(0)
+    count = N_FRAMES if frames else N
+    if frames:
+        space, actions = ObservationSpace((84, 84), "uint8"), Discrete(ATARI_ACTIONS)
+        obs = rng.integers(0, 256, (count, 84, 84), dtype=np.uint8)
+    else:
+        space, actions = ObservationSpace((DISCRETE_OBS,)), Discrete(DISCRETE_ACTIONS)
+        obs = rng.standard_normal((count, DISCRETE_OBS), dtype=np.float32)
+    starts = np.arange(0, count, 100 if frames else count, dtype=np.int64)
+    terminals = np.zeros(count, dtype=bool)
+    terminals[starts[1:] - 1] = True
+    terminals[-1] = True
+    metadata = DatasetMetadata("test/synthetic-v0", "test", "CartPole-v1", space, actions)
+    dataset = OfflineDataset.build(
+        metadata, observations=obs, actions=rng.integers(0, actions.n, count), rewards=rng.standard_normal(count),
+        next_observations=None if frames else np.roll(obs, -1, 0), terminals=terminals, timeouts=np.zeros(count, dtype=bool),
+        episode_starts=starts, validate=False,
+    )
+    if frames:
+        sampler: Sampler = FrameStack(dataset, device, 4, timeouts_as_terminals=False)
+    else:
+        sampler = UniformTransitions(dataset, device, normalize_states=False, timeouts_as_terminals=False)
+    return sampler, Problem(sampler.observation_space, actions)
 
 
 def timed(step_fn, seconds: float, device: torch.device, warmup: int = 20) -> float:
@@ -62,11 +93,12 @@ def timed(step_fn, seconds: float, device: torch.device, warmup: int = 20) -> fl
     return steps / (time.perf_counter() - start)
 
 
-def offbench_rate(name: str, num_seeds: int, data: UniformTransitions, device: torch.device, seconds: float) -> float:
+def offbench_rate(name: str, num_seeds: int, data: Sampler, device: torch.device, seconds: float,
+                  problem: Problem = Problem.vector(OBS, ACT, 1.0), kind: str | None = None) -> float:
     algorithm_class = get_algorithm(name)
-    config = resolve_config(name, algorithm_class, "local/hopper-medium-v5", {})
+    config = resolve_config(name, algorithm_class, None if kind else "local/hopper-medium-v5", {}, kind)
     streams = SeedStreams.for_seeds(list(range(num_seeds)), device)
-    algo = algorithm_class(config, Problem.vector(OBS, ACT, 1.0), streams).to(device)
+    algo = algorithm_class(config, problem, streams).to(device)
     return timed(lambda i: algo.update(data.sample(streams.sampling, config.batch_size), i), seconds, device) * num_seeds
 
 
@@ -129,8 +161,15 @@ def main() -> None:
     print(f"{'implementation':<36}{'seeds':>6}{'steps/s':>10}{'seed-steps/s':>14}")
     baseline = plain_rate(data, device, args.seconds)
     print(f"{'plain PyTorch TD3+BC (baseline)':<36}{1:>6}{baseline:>10.1f}{baseline:>14.1f}")
+    discrete = {kind: synthetic_discrete_data(device, frames=kind == "frames") for kind in ("vector", "frames")}
     for name in args.algos:
         for num_seeds in args.seeds:
+            if "discrete" in get_algorithm(name).action_kinds:
+                for kind, label in (("vector", "low-dim"), ("frames", "Atari")):
+                    sampler, problem = discrete[kind]
+                    rate = offbench_rate(name, num_seeds, sampler, device, args.seconds, problem, kind)
+                    print(f"{'offbench ' + name + ' (' + label + ')':<36}{num_seeds:>6}{rate / num_seeds:>10.1f}{rate:>14.1f}")
+                continue
             rate = offbench_rate(name, num_seeds, data, device, args.seconds)
             print(f"{'offbench ' + name:<36}{num_seeds:>6}{rate / num_seeds:>10.1f}{rate:>14.1f}   x{rate / baseline:.2f} vs baseline TD3+BC")
 

@@ -102,9 +102,9 @@ class ProgressReporter:
 
 
 def _making_progress(dataset_id: str) -> Callable[[int], None]:
-    from offbench.data.registry import catalogue
+    from offbench.data.registry import recipe_steps
 
-    total = catalogue()[dataset_id].get("steps")
+    total = recipe_steps(dataset_id)
     progress = Progress(TextColumn(f"making {dataset_id}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(), console=err)
     task = progress.add_task("make", total=total)
     progress.start()
@@ -310,6 +310,9 @@ def _print_run_summaries(store, run_ids: list[str]) -> None:
     its final evaluation, and the group's mean ± std (ddof 1); a diverged seed has no score and is named."""
     import numpy as np
 
+    from offbench.data.dataset import SCORE_NAMES
+
+    name = SCORE_NAMES[store.load(run_ids[0]).config.dataset.score]
     scored, diverged = [], []
     for run_id in run_ids:
         summary = store.load(run_id).summary
@@ -318,14 +321,14 @@ def _print_run_summaries(store, run_ids: list[str]) -> None:
             out.print(f"{run_id}: [bold red]diverged[/bold red] (an evaluation returned NaN or inf at step {summary.diverged_at_step}): no score")
             continue
         scored.append(summary.last_k_score)
-        out.print(f"{run_id}: normalised score {summary.last_k_score:.1f} (mean of the last {summary.last_k} evaluations; "
+        out.print(f"{run_id}: {name} {summary.last_k_score:.1f} (mean of the last {summary.last_k} evaluations; "
                   f"final {summary.final_score:.1f}, return {summary.final_return:.1f}) after {summary.steps} steps, "
                   f"{summary.seed_steps_per_s:.0f} seed-steps/s")
     dataset_id = store.load(run_ids[0]).config.dataset.id
     k = store.load(run_ids[0]).summary.last_k
     if scored:
         spread = f" ± {np.std(scored, ddof=1):.1f} (std over {len(scored)} seeds)" if len(scored) > 1 else " (1 seed)"
-        out.print(f"[bold]{dataset_id}: normalised score (last-{k} mean) {np.mean(scored):.1f}{spread}[/bold]")
+        out.print(f"[bold]{dataset_id}: {name} (last-{k} mean) {np.mean(scored):.1f}{spread}[/bold]")
     if diverged:
         out.print(f"[bold red]{len(diverged)} of {len(run_ids)} seeds diverged and are left out of the mean[/bold red]")
     out.print(f"records in {store.root}")
@@ -451,12 +454,13 @@ def eval_(
     results: Optional[Path] = ResultsDirOption,
 ) -> None:
     """Re-evaluate a finished run's policy in its recorded evaluation env; the run's records are not changed."""
+    from offbench.data.dataset import SCORE_NAMES
     from offbench.policy import evaluate_policy
     from offbench.store import ResultsStore
 
     evaluation = evaluate_policy(ResultsStore(results_dir(results)), run_id, episodes, seed, video)
     out.print(f"{run_id}: return {evaluation.return_mean:.1f} ± {evaluation.return_std:.1f} (std over {evaluation.episodes} episodes, "
-              f"seed {evaluation.seed}), normalised score {evaluation.normalized_score:.1f}", highlight=False, soft_wrap=True)
+              f"seed {evaluation.seed}), {SCORE_NAMES[evaluation.score]} {evaluation.normalized_score:.1f}", highlight=False, soft_wrap=True)
     if evaluation.matches_last_evaluation is not None:
         verdict = "the same returns as" if evaluation.matches_last_evaluation else "[bold red]returns that differ from[/bold red]"
         out.print(f"{verdict} the run's last recorded evaluation (step {evaluation.last_step})", highlight=False)
@@ -507,8 +511,13 @@ def data_make(
         return
     made = make_dataset(dataset_id, overwrite=force, on_steps=_making_progress(dataset_id))
     info = describe(made)
-    out.print(f"made {dataset_id}: {info['transitions']} transitions, {info['episodes']} episodes, "
-              f"normalised return {info.get('normalized_mean', float('nan')):.1f}, sha256 {info['sha256']}")
+    if "behaviour_success" in info:  # an OGBench recording, shown as the single-task dataset it was loaded as
+        out.print(f"made {dataset_id}: {info['recorded_episodes']} recorded episodes, recording sha256 {info['recording_sha256']}; "
+                  f"{info['id']}: {info['transitions']} transitions, behaviour success {info['behaviour_success']:.1f}% of recorded episodes "
+                  f"(task {info['task']}), sha256 {info['sha256']}")
+    else:
+        out.print(f"made {dataset_id}: {info['transitions']} transitions, {info['episodes']} episodes, "
+                  f"normalised return {info['normalized_mean']:.1f}, sha256 {info['sha256']}")
     mismatch = recorded_hash_mismatch(made)
     if mismatch:
         err.print(f"warning: {mismatch}")

@@ -1,5 +1,9 @@
 """Algorithm configs: `baselines/<algo>.toml` defaults, then per-dataset overrides, then `--set`.
 
+The defaults are `[config]`, then, for an algorithm whose settings depend on what it sees (discrete BCQ:
+Atari vs low-dimensional tasks), the table `[observations.<kind>]` of the dataset's observation kind
+(`vector`: float32 vectors, `frames`: uint8 images; `observation_kind`).
+
 Every value is checked before anything runs: the key must be a field of the algorithm's config, the
 value of the field's type, a float finite, and a number inside the range its field declares with
 `Annotated[type, Range(...)]` (the aliases below name the common ones).
@@ -16,6 +20,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from offbench.data import ids
+from offbench.data.spaces import ObservationSpace
 from offbench.errors import OffbenchError
 from offbench.io import read_toml
 from offbench.paths import resource_dir
@@ -79,19 +84,29 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     return overrides
 
 
-def resolve_config(algo: str, algorithm_class: Any, dataset_id: str | None, overrides: dict[str, Any]) -> Any:
-    """Defaults, then the dataset's overrides, then the user's; every key and type is checked.
+OBSERVATION_KINDS = ("vector", "frames")  # the tables a baseline may have under [observations]
+
+
+def observation_kind(space: ObservationSpace) -> str:
+    """`vector`, `frames` or `other`: the key of a baseline's `[observations.<kind>]` table."""
+    return "vector" if space.is_vector else "frames" if space.is_frames else "other"
+
+
+def resolve_config(algo: str, algorithm_class: Any, dataset_id: str | None, overrides: dict[str, Any], kind: str | None = None) -> Any:
+    """Defaults (for observations of `kind`, when known), then the dataset's overrides, then the user's;
+    every key and type is checked.
 
     The config class is `algorithm_class.config_class_for(values)`: an algorithm whose valid keys depend
     on a choice (Sparse-Reg's `base`) refuses the keys of the other choice.
     """
-    values = {**baseline_values(algo, dataset_id), **overrides}
+    values = {**baseline_values(algo, dataset_id, kind), **overrides}
     config_class = algorithm_class.config_class_for(values)
     fields = {f.name: f for f in dataclasses.fields(config_class)}
     hints = typing.get_type_hints(config_class)
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        raise OffbenchError(f"unknown config key '{unknown[0]}' for {algo}", f"valid keys: {', '.join(fields)}")
+    for where, table in [("", values), *((f" in [observations.{k}]", t) for k, t in baseline_file(algo).get("observations", {}).items())]:
+        unknown = sorted(set(table) - set(fields))
+        if unknown:
+            raise OffbenchError(f"unknown config key '{unknown[0]}' for {algo}{where}", f"valid keys: {', '.join(fields)}")
     coerced = {key: _coerce(algo, key, value, hints[key]) for key, value in values.items()}
     check_fields(algo, coerced, config_class)
     return config_class(**coerced)
@@ -134,16 +149,19 @@ def _check_value(owner: str, key: str, value: Any, valid: Range | None) -> None:
             raise OffbenchError(f"config key '{key}' for {owner} must be {valid.describe()}, got {value!r}")
 
 
-def baseline_values(algo: str, dataset_id: str | None) -> dict[str, Any]:
-    """What baselines/<algo>.toml sets for `dataset_id`: its [config], then the dataset's [datasets] overrides
-    (keyed by alias, then by canonical id; transforms are ignored). A user's file (`dataset_id` None) gets
-    the [config] alone. Raises `OffbenchError` without a TOML."""
+def baseline_values(algo: str, dataset_id: str | None, kind: str | None = None) -> dict[str, Any]:
+    """What baselines/<algo>.toml sets for `dataset_id`: its [config], then [observations.<kind>] when `kind`
+    is given, then the dataset's [datasets] overrides (keyed by alias, then by canonical id; transforms are
+    ignored). A user's file (`dataset_id` None) gets no [datasets] overrides. Raises `OffbenchError` without a TOML."""
     spec = baseline_file(algo)
     per_dataset = spec.get("datasets", {})
+    if unknown_kinds := sorted(set(spec.get("observations", {})) - set(OBSERVATION_KINDS)):
+        raise OffbenchError(f"baselines/{algo}.toml: unknown table [observations.{unknown_kinds[0]}]", f"kinds: {', '.join(OBSERVATION_KINDS)}")
+    defaults = {**spec.get("config", {}), **(spec.get("observations", {}).get(kind, {}) if kind else {})}
     if dataset_id is None:
-        return dict(spec.get("config", {}))
+        return defaults
     return {
-        **spec.get("config", {}),
+        **defaults,
         **per_dataset.get(dataset_key(dataset_id), {}),
         **per_dataset.get(ids.parse(dataset_id).base, {}),
     }

@@ -1,5 +1,13 @@
 """Evaluation: every seed's policy, several episodes each, all in one Gymnasium vector env.
 
+Each episode gives its undiscounted return and, when the env reports one (OGBench's `info["success"]`),
+whether it ended in success: the `info["success"]` of its last step, as OGBench's own evaluation reads
+it. A success-rate dataset is scored by the latter (`offbench.data.dataset.episode_scores`).
+OGBench envs draw start positions from numpy's global generator besides their own: every sub-env
+seeds it with its episode seed right before its reset (`SeedGlobalNumpy`), so an episode depends on its
+own seed alone (seed s evaluates alike beside other seeds and alone), and `evaluate_episodes` restores
+the generator's state afterwards.
+
 A dataset may name evaluation wrappers (`DatasetMetadata.eval_wrappers`, recorded in the run's
 protocol): each name is an entry of `EVAL_WRAPPERS`, a function that wraps one sub-environment
 (e.g. the pixel protocol's frame skip, grayscale and frame stack), applied in the listed order.
@@ -7,8 +15,10 @@ protocol): each name is an entry of `EVAL_WRAPPERS`, a function that wraps one s
 
 from __future__ import annotations
 
+import contextlib
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 
 import gymnasium as gym
 import numpy as np
@@ -69,6 +79,15 @@ def check_env_spaces(
         raise OffbenchError(f"{dataset_id} has {action_space.describe()}, but the evaluation env {env_id} takes {env_actions.describe()}")
 
 
+@dataclass(frozen=True)
+class Episodes:
+    """What the evaluation episodes gave: `returns` (S, episodes) float64 and `successes` (S, episodes)
+    bool, True when the episode's last step reported `info["success"]`; None when the env reports none."""
+
+    returns: np.ndarray
+    successes: np.ndarray | None
+
+
 def evaluate(
     act: Callable[[np.ndarray, np.ndarray], np.ndarray],
     env_id: str,
@@ -78,7 +97,38 @@ def evaluate(
     wrappers: Sequence[str] = (),
     watch_first: Callable[[gym.Env], None] | None = None,
 ) -> np.ndarray:
-    """Undiscounted returns, shape (S, episodes).
+    """Undiscounted returns, shape (S, episodes); see `evaluate_episodes`."""
+    return evaluate_episodes(act, env_id, seeds, episodes, env_kwargs, wrappers, watch_first).returns
+
+
+class SeedGlobalNumpy(gym.Wrapper):
+    """Seeds numpy's global generator with the reset seed before a seeded reset (OGBench envs draw from it)."""
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        if seed is not None:
+            np.random.seed(seed % 2**32)
+        return self.env.reset(seed=seed, options=options)
+
+
+@contextlib.contextmanager
+def _restoring_global_numpy() -> Iterator[None]:
+    state = np.random.get_state()
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
+def evaluate_episodes(
+    act: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    env_id: str,
+    seeds: list[int],
+    episodes: int,
+    env_kwargs: dict | None = None,
+    wrappers: Sequence[str] = (),
+    watch_first: Callable[[gym.Env], None] | None = None,
+) -> Episodes:
+    """Returns and successes of every seed's episodes, each of shape (S, episodes).
 
     `act(observations, episode_start)` maps observations (S, episodes, *obs_shape) and a bool mask
     (S, episodes), True on the first observation of an episode, to actions (S, episodes, *action_shape);
@@ -94,26 +144,43 @@ def evaluate(
         act = lambda observations, episode_start: stateless(observations)  # noqa: E731
     num_envs = len(seeds) * episodes
     env_kwargs = {**(env_kwargs or {}), **({"render_mode": "rgb_array"} if watch_first else {})}
-    envs = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync", wrappers=wrappers_named(wrappers),
+    envs = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync", wrappers=[SeedGlobalNumpy, *wrappers_named(wrappers)],
                         vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP}, **env_kwargs)
     watch = watch_first or (lambda env: None)
+    env_seeds = episode_seeds(seeds, episodes)
     try:
-        observations, _ = envs.reset(seed=episode_seeds(seeds, episodes))
-        watch(envs.envs[0])
-        action_shape = envs.single_action_space.shape
-        returns = np.zeros(num_envs)
-        running = np.ones(num_envs, dtype=bool)
-        episode_start = np.ones(num_envs, dtype=bool)
-        ended = np.zeros(num_envs, dtype=bool)
-        while running.any():
-            grouped = observations.reshape(len(seeds), episodes, *observations.shape[1:])
-            actions = act(grouped, episode_start.reshape(len(seeds), episodes)).reshape(num_envs, *action_shape)
-            observations, rewards, terminated, truncated, _ = envs.step(actions)
-            episode_start, ended = ended, terminated | truncated  # next-step autoreset: a step after an end resets
-            returns += rewards * running
-            if running[0]:
-                watch(envs.envs[0])
-            running &= ~ended
+        with _restoring_global_numpy():
+            returns, successes = _run(act, envs, env_seeds, len(seeds), episodes, watch)
     finally:
         envs.close()
-    return returns.reshape(len(seeds), episodes)
+    shape = (len(seeds), episodes)
+    return Episodes(returns.reshape(shape), None if successes is None else successes.reshape(shape))
+
+
+def _run(act: Callable, envs: gym.vector.VectorEnv, env_seeds: list[int], num_seeds: int, episodes: int,
+         watch: Callable[[gym.Env], None]) -> tuple[np.ndarray, np.ndarray | None]:
+    """One episode per sub-env: (returns, successes or None), flat over the sub-envs."""
+    num_envs = len(env_seeds)
+    observations, _ = envs.reset(seed=env_seeds)
+    watch(envs.envs[0])
+    action_shape = envs.single_action_space.shape
+    returns = np.zeros(num_envs)
+    successes = np.zeros(num_envs, dtype=bool)
+    reported = np.zeros(num_envs, dtype=bool)
+    running = np.ones(num_envs, dtype=bool)
+    episode_start = np.ones(num_envs, dtype=bool)
+    ended = np.zeros(num_envs, dtype=bool)
+    while running.any():
+        grouped = observations.reshape(num_seeds, episodes, *observations.shape[1:])
+        actions = act(grouped, episode_start.reshape(num_seeds, episodes)).reshape(num_envs, *action_shape)
+        observations, rewards, terminated, truncated, infos = envs.step(actions)
+        episode_start, ended = ended, terminated | truncated  # next-step autoreset: a step after an end resets
+        returns += rewards * running
+        if running[0]:
+            watch(envs.envs[0])
+        last = running & ended
+        if "success" in infos:
+            successes[last] = np.asarray(infos["success"])[last] > 0
+            reported[last] = np.asarray(infos["_success"])[last]
+        running &= ~ended
+    return returns, successes if reported.all() else None

@@ -42,10 +42,11 @@ from torch import nn
 import offbench
 from offbench.algos import get_algorithm
 from offbench.algos.base import OfflineAlgorithm, Problem
+from offbench.data.dataset import SCORES, episode_scores
 from offbench.data.sampling import StateNormalizer
 from offbench.data.spaces import ObservationSpace, action_space_from_dict
 from offbench.errors import OffbenchError
-from offbench.evaluate import episode_seeds, evaluate
+from offbench.evaluate import Episodes, episode_seeds, evaluate_episodes
 from offbench.io import atomic_write, write_json
 from offbench.seeding import SeedStreams, stream_seed
 from offbench.store import ResultsStore, RunRecord
@@ -291,6 +292,7 @@ class PolicyEvaluation:
     last_step: int
     record_path: Path
     video: Path | None
+    score: str = "normalized-return"  # what `normalized_scores` hold: offbench.data.dataset.SCORES
 
     @property
     def return_mean(self) -> float:
@@ -335,20 +337,22 @@ def evaluate_policy(store: ResultsStore, run_id: str, episodes: int | None = Non
         noise = (torch.randn((batch.shape[0], policy.noise_dim), generator=generator),) if policy.noise_dim else ()
         return policy(batch, *noise).numpy()[None]
 
-    def run_episodes(watch_first: Any = None) -> np.ndarray:
-        return evaluate(act, protocol.eval_env, [seed], episodes, protocol.eval_env_kwargs, protocol.eval_wrappers, watch_first)[0]
+    def run_episodes(watch_first: Any = None) -> Episodes:
+        return evaluate_episodes(act, protocol.eval_env, [seed], episodes, protocol.eval_env_kwargs, protocol.eval_wrappers, watch_first)
 
-    returns = run_episodes() if video is None else _with_video(video, run_episodes)
+    result = run_episodes() if video is None else _with_video(video, run_episodes)
+    returns, successes = result.returns[0], None if result.successes is None else result.successes[0]
     dataset = record.config.dataset
-    scores = 100.0 * (returns - dataset.ref_min_score) / (dataset.ref_max_score - dataset.ref_min_score)
+    scores = episode_scores(dataset.score, returns, successes, dataset.ref_min_score, dataset.ref_max_score)
     own = seed == record.config.seed and episodes == protocol.eval_episodes
     matches = bool(np.array_equal(returns, np.asarray(record.curve[-1]["returns"], dtype=np.float64))) if own else None
     path = store.run_dir(run_id) / EVALUATIONS_DIR / f"{datetime.now(UTC).strftime('%Y%m%d-%H%M%S-%f')}-seed{seed}-{episodes}ep.json"
-    evaluation = PolicyEvaluation(run_id, seed, episodes, returns, scores, matches, step, path, video)
+    evaluation = PolicyEvaluation(run_id, seed, episodes, returns, scores, matches, step, path, video, dataset.score)
     write_json(path, {
         "run_id": run_id, "seed": seed, "episodes": episodes, "env_seeds": episode_seeds([seed], episodes),
         "noise_seed": stream_seed(seed, "eval", step) if policy.noise_dim else None, "policy_step": step,
-        "returns": returns, "normalized_scores": scores, "return_mean": evaluation.return_mean, "return_std": evaluation.return_std,
+        "returns": returns, **({} if successes is None else {"successes": successes.tolist()}), "score": SCORES[dataset.score],
+        "normalized_scores": scores, "return_mean": evaluation.return_mean, "return_std": evaluation.return_std,
         "normalized_score": evaluation.normalized_score, "matches_last_evaluation": matches,
         "video": None if video is None else str(video), "evaluated_at": time.time(),
         "offbench": offbench.__version__, "torch": torch.__version__,
@@ -356,21 +360,21 @@ def evaluate_policy(store: ResultsStore, run_id: str, episodes: int | None = Non
     return evaluation
 
 
-def _with_video(path: Path, run_episodes: Any) -> np.ndarray:
+def _with_video(path: Path, run_episodes: Any) -> Episodes:
     from offbench.video import EpisodeVideo, use_headless_rendering
 
     use_headless_rendering()
-    result: dict[str, np.ndarray] = {}
+    result: dict[str, Episodes] = {}
 
     def record(tmp: Path) -> None:
         recorder = EpisodeVideo(tmp)
         try:
-            result["returns"] = run_episodes(recorder)
+            result["episodes"] = run_episodes(recorder)
         finally:
             recorder.close()
 
     atomic_write(path, record, suffix=path.suffix)
-    return result["returns"]
+    return result["episodes"]
 
 
 def _check_writable(folder: Path) -> None:

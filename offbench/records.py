@@ -2,7 +2,8 @@
 
     RunConfig    what was trained: run and group ids, algorithm, seed, dataset identity, the training
                  protocol (offbench.protocol), resolved hyperparameters, the user's overrides, device
-    RunSummary   how it ended: final, last-k mean and best normalised score (x100), timings, speed
+    RunSummary   how it ended: final, last-k mean and best score (x100: normalised return or success rate,
+                 as the dataset record's `score` says), timings, speed
 
 `to_dict()` writes a record and `from_dict()` reads it back; reading accepts records written before a
 field existed (a missing field takes its documented default; `last10_score` reads as last_k = 10).
@@ -39,6 +40,7 @@ class DatasetRecord:
     parent_sha256: str | None = None
     observation_space: dict[str, Any] | None = None
     action_space: dict[str, Any] | None = None
+    score: str = "normalized-return"  # what an evaluation scores: offbench.data.dataset.SCORES (records before it: normalised return)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -69,9 +71,9 @@ class RunConfig:
 
     @property
     def evaluation(self) -> dict[str, Any]:
-        """What turns a policy into a score: the eval env, its kwargs and wrappers, and the reference returns."""
+        """What turns a policy into a score: the eval env, its kwargs and wrappers, the reference returns and the score."""
         return evaluation_settings(self.protocol.eval_env, self.protocol.eval_env_kwargs, self.protocol.eval_wrappers,
-                                   self.dataset.ref_min_score, self.dataset.ref_max_score)
+                                   self.dataset.ref_min_score, self.dataset.ref_max_score, self.dataset.score)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RunConfig:
@@ -116,13 +118,18 @@ class RunSummary:
         return cls(**_known(cls, values))
 
 
-def evaluation_settings(env: str, env_kwargs: Mapping[str, Any], wrappers: Sequence[str], ref_min: float | None, ref_max: float | None) -> dict[str, Any]:
+def evaluation_settings(env: str, env_kwargs: Mapping[str, Any], wrappers: Sequence[str], ref_min: float | None, ref_max: float | None,
+                        score: str = "normalized-return") -> dict[str, Any]:
     """The evaluation settings of a run with their `key`: 12 hex digits of the sha256 of the rest as canonical JSON.
 
-    Runs with different keys were scored differently (another env, kwargs, wrappers or references), so
-    analysis never pools or compares them (offbench.analysis.scores.PROTOCOL_COLUMNS).
+    Runs with different keys were scored differently (another env, kwargs, wrappers, references or score),
+    so analysis never pools or compares them (offbench.analysis.scores.PROTOCOL_COLUMNS). The score enters
+    the settings only when it is not the normalised return, so the keys of runs recorded before it existed
+    stay what they were.
     """
     settings = {"env": env, "env_kwargs": dict(env_kwargs), "wrappers": list(wrappers), "ref_min_score": ref_min, "ref_max_score": ref_max}
+    if score != "normalized-return":
+        settings["score"] = score
     canonical = json.dumps(settings, sort_keys=True, default=list)
     return {**settings, "key": hashlib.sha256(canonical.encode()).hexdigest()[:12]}
 

@@ -51,7 +51,8 @@ INDEX_COLUMNS = {
     "algo": "TEXT",
     "dataset_id": "TEXT",
     "dataset_sha256": "TEXT",
-    "evaluation": "TEXT",  # RunConfig.evaluation["key"]: eval env, kwargs, wrappers and reference returns
+    "evaluation": "TEXT",  # RunConfig.evaluation["key"]: eval env, kwargs, wrappers, reference returns and score
+    "score_kind": "TEXT",  # DatasetRecord.score: what the scores hold (normalized-return, success-rate)
     "seed": "INTEGER",
     **{key: "INTEGER" for key in BUDGET_KEYS},
     "status": "TEXT",
@@ -411,6 +412,7 @@ class ResultsStore:
             "dataset_id": config.dataset.id,
             "dataset_sha256": config.dataset.sha256,
             "evaluation": config.evaluation["key"],
+            "score_kind": config.dataset.score,
             "seed": config.seed,
             **config.protocol.budget,
             "status": status,

@@ -32,8 +32,9 @@ import torch
 from offbench import logs, provenance
 from offbench.algos import get_algorithm
 from offbench.algos.base import OfflineAlgorithm, Problem, StageContext
-from offbench.config import protocol_defaults, resolve_config
+from offbench.config import observation_kind, protocol_defaults, resolve_config
 from offbench.data import DatasetMetadata, OfflineDataset, corruption, load_dataset, resolve, transforms, user_files
+from offbench.data.dataset import episode_scores
 from offbench.data.registry import recorded_hash_mismatch
 from offbench.data.sampling import (
     Sampler,
@@ -42,7 +43,7 @@ from offbench.data.sampling import (
     state_normalizer,  # noqa: F401  (its public home before samplers moved to the data layer)
 )
 from offbench.errors import OffbenchError
-from offbench.evaluate import check_env_spaces, evaluate
+from offbench.evaluate import check_env_spaces, evaluate_episodes
 from offbench.io import atomic_write
 from offbench.policy import save_run_policies
 from offbench.protocol import BUDGET_KEYS, TrainingProtocol, check_budget
@@ -172,15 +173,17 @@ def build_group(plan: RunPlan, reporter: Reporter, group_id: str | None = None) 
     user_file = check_plan(plan)
     dataset_id = None if user_file else resolve(plan.dataset)
     # Transforms never change the config (overrides are keyed by alias or base id), so bad --set values
-    # are refused here, before the dataset is loaded or made.
-    config = resolve_config(plan.algo, algorithm_class, dataset_id, plan.overrides)
+    # are refused here, before the dataset is loaded or made; the defaults for the dataset's kind of
+    # observations ([observations.<kind>] of the baseline) are applied once it is loaded.
+    resolve_config(plan.algo, algorithm_class, dataset_id, plan.overrides)
     device = pick_device(plan.device)
     loaded = user_file.load() if user_file else load_dataset(dataset_id, on_make=lambda d: _announce_make(reporter, d))
     dataset = transformed(loaded, plan)
-    protocol = _protocol(plan, dataset, config)
     meta = dataset.metadata
     _check_references(meta)
     algorithm_class.check_problem(plan.algo, Problem(meta.observation_space, meta.action_space), meta.id)
+    config = resolve_config(plan.algo, algorithm_class, dataset_id, plan.overrides, observation_kind(meta.observation_space))
+    protocol = _protocol(plan, dataset, config)
     sampler = make_sampler(dataset, device, config)
     problem = Problem(sampler.observation_space, meta.action_space)
     check_env_spaces(protocol.eval_env, protocol.eval_env_kwargs, protocol.eval_wrappers, problem.observation_space, problem.action_space, meta.id)
@@ -248,7 +251,10 @@ def plan_budget(plan: RunPlan) -> dict[str, int]:
 
 
 def _check_references(meta: DatasetMetadata) -> None:
-    """Scores are 100 (R - min) / (max - min): refuse, before training, references that would make them inf or NaN."""
+    """Normalised-return scores are 100 (R - min) / (max - min): refuse, before training, references that would make
+    them inf or NaN. A success-rate dataset needs none."""
+    if meta.score == "success-rate":
+        return
     low, high = meta.ref_min_score, meta.ref_max_score
     if low is None or high is None or not (math.isfinite(low) and math.isfinite(high) and high > low):
         raise OffbenchError(f"dataset {meta.id} has no usable reference returns to normalise scores with (min {low}, max {high})",
@@ -375,6 +381,7 @@ def _record_config(group: SeedGroup, seed: int, run_id: str) -> RunConfig:
         parent_sha256=meta.extra.get("parent_sha256"),
         observation_space=meta.observation_space.to_dict(),
         action_space=meta.action_space.to_dict(),
+        score=meta.score,
     )
     return RunConfig(
         run_id=run_id,
@@ -504,20 +511,28 @@ def _evaluate_and_record(group: SeedGroup, store: ResultsStore) -> None:
     start = time.perf_counter()
     group.streams.start_evaluation(group.step)
     protocol = group.protocol
-    returns = evaluate(group.act, protocol.eval_env, group.plan.seeds, protocol.eval_episodes, protocol.eval_env_kwargs, protocol.eval_wrappers)
+    episodes = evaluate_episodes(group.act, protocol.eval_env, group.plan.seeds, protocol.eval_episodes, protocol.eval_env_kwargs,
+                                 protocol.eval_wrappers)
     group.eval_time_s += time.perf_counter() - start
-    scores = group.dataset.normalized_score(returns)
+    meta = group.dataset.metadata
+    returns, successes = episodes.returns, episodes.successes
+    scores = episode_scores(meta.score, returns, successes, meta.ref_min_score, meta.ref_max_score)
     per_seed_metrics = _seed_metrics(group)
     for s, (run_id, curve) in enumerate(zip(group.run_ids, group.curves)):
         curve.append(evaluation_entry(group.step, returns[s], scores[s], group.train_time_s + group.eval_time_s,
-                                      {name: value[s] for name, value in per_seed_metrics.items()}))
+                                      {name: value[s] for name, value in per_seed_metrics.items()},
+                                      None if successes is None else successes[s]))
         store.write_curve(run_id, curve)
 
 
-def evaluation_entry(step: int, returns: np.ndarray, scores: np.ndarray, time_s: float, metrics: dict[str, float]) -> dict[str, Any]:
+def evaluation_entry(step: int, returns: np.ndarray, scores: np.ndarray, time_s: float, metrics: dict[str, float],
+                     successes: np.ndarray | None = None) -> dict[str, Any]:
     """One seed's curve entry. A non-finite return (a diverged policy) is never stored as a number.
 
-    `returns`/`scores`: (episodes,) raw returns and normalised scores (x100). When any return is NaN or
+    `returns`/`scores`: (episodes,) raw returns and scores x100 (`offbench.data.dataset.episode_scores`);
+    `successes`: (episodes,) bool when the env reports them, stored per episode beside the returns
+    (`"successes"`, absent otherwise). `normalized_score` keeps its name whatever the dataset's score is,
+    so analysis reads every curve alike; the run's dataset record says what it holds. When any return is NaN or
     inf, the entry is marked `"diverged": true` and its score, return mean and std are null; every
     non-finite value (returns, scores, training metrics) is written as null, never as a NaN token.
     """
@@ -529,6 +544,7 @@ def evaluation_entry(step: int, returns: np.ndarray, scores: np.ndarray, time_s:
         "return_std": float(returns.std()) if finite else None,
         "returns": [_number(r) for r in returns],
         "normalized_scores": [_number(v) for v in scores],
+        **({} if successes is None else {"successes": [bool(v) for v in successes]}),
         "time_s": time_s,
         **{name: _number(value) for name, value in metrics.items()},
     }

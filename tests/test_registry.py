@@ -76,22 +76,22 @@ def test_dataset_key_for_overrides(dataset_id: str, key: str) -> None:
 
 
 def test_a_source_is_one_entry_in_the_table(empty_roots: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    folder = empty_roots / "ogbench"
+    folder = empty_roots / "fake"
     source = registry.DataSource(
-        name="ogbench",
-        alias_form="ogbench/{alias}-v0",
+        name="fake",
+        alias_form="fake/{alias}-v0",
         location=lambda name: folder / f"{name}.npz",
         is_present=Path.is_file,
         load=lambda name, path: ("loaded", name, path),
-        how_to_get=lambda name: f"fetch {name} with ogbench",
-        listed=lambda: ["ogbench/hopper-medium-v0"],
+        how_to_get=lambda name: f"fetch {name} with fake",
+        listed=lambda: ["fake/hopper-medium-v0"],
     )
-    monkeypatch.setattr(registry, "SOURCES", {"ogbench": source, **registry.SOURCES})
-    assert registry.alias_candidates("hopper-medium")[0] == "ogbench/hopper-medium-v0"
-    assert {row.id: row.note for row in registry.list_datasets()}["ogbench/hopper-medium-v0"] == "fetch hopper-medium-v0 with ogbench"
-    with pytest.raises(OffbenchError, match="fetch hopper-medium-v0 with ogbench"):
-        registry.load_dataset("ogbench/hopper-medium-v0")
+    monkeypatch.setattr(registry, "SOURCES", {"fake": source, **registry.SOURCES})
+    assert registry.alias_candidates("hopper-medium")[0] == "fake/hopper-medium-v0"
+    assert {row.id: row.note for row in registry.list_datasets()}["fake/hopper-medium-v0"] == "fetch hopper-medium-v0 with fake"
+    with pytest.raises(OffbenchError, match="fetch hopper-medium-v0 with fake"):
+        registry.load_dataset("fake/hopper-medium-v0")
     folder.mkdir()
     (folder / "hopper-medium-v0.npz").touch()
-    assert registry.resolve("hopper-medium") == "ogbench/hopper-medium-v0"
+    assert registry.resolve("hopper-medium") == "fake/hopper-medium-v0"
     assert registry.load_dataset("hopper-medium") == ("loaded", "hopper-medium-v0", folder / "hopper-medium-v0.npz")

@@ -11,7 +11,7 @@ import torch
 from algo_fixtures import assert_member_equals_alone, first_steps, member_forward, random_batch, train_beside_and_alone
 
 from offbench.algos.base import Batch, Problem
-from offbench.algos.nets import EnsembleMLP, polyak_update
+from offbench.algos.nets import EnsembleConv2d, EnsembleMLP, polyak_update
 from offbench.algos.td3bc import TD3BC, TD3BCConfig
 from offbench.data.sampling import state_normalizer
 from offbench.seeding import SeedStreams
@@ -139,8 +139,8 @@ def test_policy_delay_and_polyak_targets() -> None:
 def test_a_new_network_holds_finite_weights_before_any_seeding() -> None:
     """Parameters are never left as uninitialised memory (which can hold NaN) until `reset_parameters`."""
     for _ in range(20):
-        network = EnsembleMLP(3, 5, [64, 64], 2, layer_norm=True)
-        for parameter in network.parameters():
+        networks = [EnsembleMLP(3, 5, [64, 64], 2, layer_norm=True), EnsembleConv2d(3, 4, 32, kernel_size=8, stride=4)]
+        for parameter in (p for network in networks for p in network.parameters()):
             assert torch.isfinite(parameter).all()
             assert parameter.abs().max() <= 1.0
 

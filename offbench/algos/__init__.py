@@ -13,6 +13,8 @@ ALGORITHMS: dict[str, str] = {
     "bcq": "offbench.algos.bcq:BCQ",
     "sparse-reg": "offbench.algos.sparse_reg:SparseReg",
     "driftql": "offbench.algos.driftql:DriftQL",
+    "discrete-bcq": "offbench.algos.discrete_bcq:DiscreteBCQ",
+    "offline-dqn": "offbench.algos.offline_dqn:OfflineDQN",
 }
 
 

@@ -88,6 +88,17 @@ class StageContext:
     save: Callable[[], None]
     message: Callable[[str], None]
 
+    def validation(self) -> OfflineDataset:
+        """The validation split of the stored dataset the run's data came from (OGBench's `-val.npz`, read as
+        `offbench.data.registry.load_validation` reads it, id `<stored id>+val`), loaded when asked.
+
+        Transforms of the training data (`+first10000`, `+corrupt-...`) are not applied to it. Raises
+        `OffbenchError` for a dataset without a validation split (every source but OGBench's).
+        """
+        from offbench.data import ids, registry
+
+        return registry.load_validation(ids.parse(self.dataset.metadata.id).base)
+
 
 class OfflineAlgorithm(nn.Module):
     """An algorithm's networks and optimisers, vectorised over S seeds.

@@ -15,6 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from offbench.data.spaces import ObservationSpace
+from offbench.errors import OffbenchError
+
 
 class EnsembleLinear(nn.Module):
     """`members` independent linear layers applied with one batched matmul."""
@@ -125,6 +128,74 @@ class EnsembleMLP(nn.Module):
         return alone.requires_grad_(False)
 
 
+class EnsembleConv2d(nn.Module):
+    """`members` independent 2-D convolutions applied as one grouped convolution (group m = member m).
+
+    Works on the grouped layout (batch, members * channels, H, W): member m's channels are the m-th block
+    of `in_channels`. Weight (members * out, in, kh, kw), bias (members * out,).
+    """
+
+    def __init__(self, members: int, in_channels: int, out_channels: int, kernel_size: int, stride: int) -> None:
+        super().__init__()
+        self.members, self.stride = members, stride
+        bound = 1.0 / math.sqrt(in_channels * kernel_size * kernel_size)  # as nn.Conv2d, until reset_parameters
+        self.weight = nn.Parameter(torch.empty(members * out_channels, in_channels, kernel_size, kernel_size).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(members * out_channels).uniform_(-bound, bound))
+
+    def reset_parameters(self, generators: Sequence[torch.Generator]) -> None:
+        """PyTorch's default `nn.Conv2d` init (uniform in ±1/sqrt(in * kh * kw) for weight and bias), one generator per member."""
+        bound = 1.0 / math.sqrt(self.weight[0].numel())
+        weights, biases = self.weight.view(self.members, -1), self.bias.view(self.members, -1)
+        with torch.no_grad():
+            for member, generator in enumerate(generators):
+                for tensor in (weights[member], biases[member]):
+                    values = torch.rand(tensor.shape, generator=generator, device=generator.device)
+                    tensor.copy_(values.mul_(2 * bound).sub_(bound))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight, self.bias, stride=self.stride, groups=self.members)
+
+
+class EnsembleConvTrunk(nn.Module):
+    """The DQN (Nature) conv trunk for `members` networks: (members, B, k, 84, 84) -> (members, B, 3136).
+
+    conv 32 8x8/4 -> ReLU -> conv 64 4x4/2 -> ReLU -> conv 64 3x3/1 -> ReLU -> flatten (channel-major, as
+    `tensor.reshape(-1, 3136)` in sfujim/BCQ discrete_BCQ Conv_Q). Inputs are cast to float32 as they are
+    (frames stay in 0..255: the reference code does not divide by 255). Members never mix: each conv is
+    grouped by member.
+    """
+
+    def __init__(self, members: int, in_channels: int) -> None:
+        super().__init__()
+        self.members, self.in_channels = members, in_channels
+        self.convs = nn.ModuleList([
+            EnsembleConv2d(members, in_channels, 32, 8, 4),
+            EnsembleConv2d(members, 32, 64, 4, 2),
+            EnsembleConv2d(members, 64, 64, 3, 1),
+        ])
+
+    def reset_parameters(self, generators: Sequence[torch.Generator]) -> None:
+        for conv in self.convs:
+            conv.reset_parameters(generators)
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        members, batch = frames.shape[:2]
+        x = frames.float().transpose(0, 1).reshape(batch, members * frames.shape[2], *frames.shape[3:])
+        for conv in self.convs:
+            x = torch.relu(conv(x))
+        return x.reshape(batch, members, -1).transpose(0, 1)
+
+    @torch.no_grad()
+    def member(self, index: int) -> EnsembleConvTrunk:
+        """Member `index` alone: a one-member copy on the CPU, without gradients (see `EnsembleMLP.member`)."""
+        alone = EnsembleConvTrunk(1, self.in_channels)
+        for mine, theirs in zip(alone.convs, self.convs):
+            rows = slice(index * mine.weight.shape[0], (index + 1) * mine.weight.shape[0])
+            mine.weight.copy_(theirs.weight[rows])
+            mine.bias.copy_(theirs.bias[rows])
+        return alone.requires_grad_(False)
+
+
 class TanhPolicy(nn.Module):
     """max_action * tanh(actor(s)): one seed's deterministic actor (TD3+BC, BC) as a standalone policy.
 
@@ -142,9 +213,59 @@ class TanhPolicy(nn.Module):
         return self.max_action * torch.tanh(self.actor(observations))
 
 
+class VectorTrunk(nn.Module):
+    """The identity trunk of a low-dimensional Q network (FC_Q): (members, B, obs_dim) float32 passes through."""
+
+    def reset_parameters(self, generators: Sequence[torch.Generator]) -> None:
+        """Nothing to initialise (the same interface as `EnsembleConvTrunk`)."""
+        del generators
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        return observations
+
+    def member(self, index: int) -> VectorTrunk:
+        del index
+        return VectorTrunk()
+
+
+def q_trunk(members: int, observation_space: ObservationSpace) -> tuple[nn.Module, int]:
+    """The trunk of a discrete-action Q network and its output width, chosen by the observations (sfujim/BCQ discrete_BCQ).
+
+    uint8 frame stacks (k, 84, 84) get the DQN conv trunk (`EnsembleConvTrunk`, 3136 features: Conv_Q);
+    float32 vectors (obs_dim,) go straight to the heads (FC_Q). Raises `OffbenchError` for frames of another size.
+    """
+    if observation_space.is_vector:
+        return VectorTrunk(), observation_space.shape[0]
+    if observation_space.shape[-2:] != (84, 84) or len(observation_space.shape) != 3:
+        raise OffbenchError(f"the DQN conv trunk takes stacks of 84x84 frames (k, 84, 84), got {observation_space.describe()}")
+    return EnsembleConvTrunk(members, observation_space.shape[0]), CONV_FEATURES
+
+
+CONV_FEATURES = 3136  # 64 channels x 7 x 7 after the DQN trunk on 84x84 frames
+
+
+def epsilon_greedy(greedy: torch.Tensor, noise: torch.Tensor, num_actions: int, epsilon: float) -> torch.Tensor:
+    """Epsilon-greedy actions from standard normal noise: (S, N) greedy actions, (S, N, 2) noise -> (S, N) int64.
+
+    With u = Phi(noise[..., 0]) and v = Phi(noise[..., 1]) (uniform on (0, 1)), the action is uniform,
+    min(floor(v * n), n - 1), where u < epsilon, else the greedy one: the evaluation policy of DQN and
+    discrete BCQ (sfujim/BCQ discrete_BCQ `select_action`). Normals, not uniforms, because a standalone
+    policy takes its noise as N(0, I) (`OfflineAlgorithm.policy_module`).
+    """
+    uniform = torch.special.ndtr(noise)
+    random_actions = (uniform[..., 1] * num_actions).long().clamp(max=num_actions - 1)
+    return torch.where(uniform[..., 0] < epsilon, random_actions, greedy)
+
+
 def seeded_normal(generators: Sequence[torch.Generator], shape: Sequence[int]) -> torch.Tensor:
     """Standard normal noise of shape (S, *shape), seed s drawn from generator s."""
     return torch.stack([torch.randn(tuple(shape), generator=g, device=g.device) for g in generators])
+
+
+@torch.no_grad()
+def hard_update(target: nn.Module, source: nn.Module) -> None:
+    """target <- source, for every parameter (a hard copy, as `load_state_dict`)."""
+    torch._foreach_copy_(list(target.parameters()), list(source.parameters()))
 
 
 @torch.no_grad()

@@ -52,6 +52,7 @@ from offbench.analysis.scores import (
 )
 from offbench.analysis.stats import DEFAULT_REPS, Interval, difference_of_means, stream_seed
 from offbench.analysis.tables import Table
+from offbench.data.dataset import SCORE_NAMES
 from offbench.data.ids import selects
 from offbench.errors import OffbenchError
 from offbench.io import read_json, read_toml, write_json
@@ -346,6 +347,7 @@ class CellCheck:
     difference: Interval | None
     verdict: str  # pass | improved | regressed | diverged | other hyperparameters | no new runs | no reference | too few seeds
     note: str = ""  # one line: why it failed, or which new runs were not compared
+    score: str = "normalized-return"  # what the scores hold (offbench.data.dataset.SCORES), from the entry's evaluation settings
 
     @property
     def failed(self) -> bool:
@@ -406,7 +408,7 @@ def check_table(checks: Sequence[CellCheck], margin: float, reps: int) -> Table:
     rows = [
         {
             "Algorithm": c.algo,
-            "Dataset": c.dataset,
+            "Dataset": c.dataset if c.score == "normalized-return" else f"{c.dataset} ({SCORE_NAMES[c.score]})",
             "Reference": scores(c.reference),
             "New": scores(c.new),
             "New - reference [95% CI]": "–"
@@ -435,6 +437,8 @@ def check_table(checks: Sequence[CellCheck], margin: float, reps: int) -> Table:
         f"Score regression check: a cell has regressed when the 95% bootstrap CI of mean(new) - "
         f"mean(reference) ({reps} resamples) lies entirely below -{margin:g} normalised points."
     )
+    if any(c.score != "normalized-return" for c in checks):
+        caption += " A dataset marked (success rate) is scored by success rate x100, and the margin is in its points."
     notes = tuple(f"{c.algo} on {c.dataset}: {c.note}" for c in checks if c.note)
     return Table(data, pd.DataFrame(rows), caption, "offbench-check", "llllll", notes)
 
@@ -584,7 +588,8 @@ def _check_cell(
         claimed = [any(e.matches(c) for e in entries if _same_protocol_as(e, entry)) for c in configs]
         unclaimed = candidates[~np.array(claimed, bool)]
         check = _check_entry(entry, label, same, unclaimed, records, store, required, margin, reps, seed)
-        checks += [check] if check else []
+        score = (entry.evaluation or {}).get("score", "normalized-return")  # evaluation_settings names a score other than the default
+        checks += [dataclasses.replace(check, score=score)] if check else []
     if damaged:
         left_out = "; ".join(damaged_warnings(damaged))
         checks = [dataclasses.replace(c, note="; ".join(filter(None, [c.note, left_out]))) for c in checks]

@@ -78,7 +78,8 @@ def build_report(
     per_dataset = per_dataset_table(per_dataset_data(scores, reps, seed), reps)
     intervals = aggregate_intervals(matrices, reps, seed)
     runs = {algo: matrix.shape[0] for algo, matrix in matrices.items()}
-    aggregate = aggregate_table(intervals, runs, len(aggregated), statistic.label, reps)
+    kinds = set(scores.runs.loc[scores.runs["dataset_id"].isin(aggregated), "score_kind"])
+    aggregate = aggregate_table(intervals, runs, len(aggregated), statistic.label, reps, kinds)
     poi = pairwise_improvement(matrices, reps, seed)
     improvement = improvement_table(poi, len(aggregated), reps) if len(poi) else None
 
@@ -145,7 +146,9 @@ def protocol_markdown(scores: ScoreSet, reps: int, seed: int) -> str:
         _hyperparameters_markdown(scores),
         "",
         f"**Statistic.** A run's score is {scores.statistic.description} (`{scores.statistic.label}`); "
-        "scores are normalised as 100 x (return - reference min) / (reference max - reference min).",
+        "scores are normalised as 100 x (return - reference min) / (reference max - reference min)"
+        + (", except on goal-reaching datasets scored by success rate (x100: the share of evaluation episodes that end in "
+           "success), which the tables mark." if "success-rate" in set(scores.runs["score_kind"]) else "."),
         "",
         "**Intervals.** 95% percentile-bootstrap confidence intervals, "
         f"{reps} resamples, seed {seed} (the same inputs and seed give identical intervals). Per-dataset "
@@ -251,9 +254,11 @@ def _dataset_line(scores: ScoreSet, dataset: str) -> str:
     hashes = ", ".join(f"`{h[:12]}`" for h in dict.fromkeys(runs["dataset_sha256"]))
     kwargs = f" with {evaluation['env_kwargs']}" if evaluation["env_kwargs"] else ""
     wrappers = f", wrappers {', '.join(evaluation['wrappers'])}" if evaluation["wrappers"] else ""
+    scored = ("scored by success rate x100 over the evaluation episodes" if info.score == "success-rate" else
+              f"reference returns [{info.ref_min_score}, {info.ref_max_score}] ({info.ref_source or 'source unknown'})")
     return (
         f"- `{dataset}`: source {info.source or 'unknown'}, evaluated in {evaluation['env'] or info.env_id or 'unknown'}{kwargs}{wrappers}, "
-        f"reference returns [{info.ref_min_score}, {info.ref_max_score}] ({info.ref_source or 'source unknown'}), sha256 {hashes}"
+        f"{scored}, sha256 {hashes}"
     )
 
 

@@ -36,8 +36,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from offbench.config import baseline_values
+from offbench.config import baseline_values, observation_kind
 from offbench.data import ids
+from offbench.data.spaces import ObservationSpace
 from offbench.errors import OffbenchError
 from offbench.protocol import BUDGET_KEYS
 from offbench.records import DEFAULT_LAST_K
@@ -392,7 +393,9 @@ def name_configurations(
     labels, warnings = [], []
     for algo in algos:
         rows = index.index[index["algo"] == algo]
-        names = configuration_names(algo, [(index.at[i, "dataset_id"], records[index.at[i, "run_id"]].config.algo_config) for i in rows])
+        configs = [records[index.at[i, "run_id"]].config for i in rows]
+        names = configuration_names(algo, [(index.at[i, "dataset_id"], config.algo_config) for i, config in zip(rows, configs)],
+                                    [recorded_observation_kind(config.dataset.observation_space) for config in configs])
         index.loc[rows, "algo"] = [label for label, _ in names]
         index.loc[rows, "hyperparameters"] = [difference for _, difference in names]
         counts = Counter(label for label, _ in names)
@@ -403,10 +406,13 @@ def name_configurations(
     return index, labels, warnings
 
 
-def configuration_names(algo: str, runs: Sequence[tuple[str, Mapping[str, Any]]]) -> list[tuple[str, str]]:
+def configuration_names(
+    algo: str, runs: Sequence[tuple[str, Mapping[str, Any]]], kinds: Sequence[str | None] | None = None
+) -> list[tuple[str, str]]:
     """The row label and the hyperparameter difference of each (dataset id, resolved config) of one algorithm.
 
-    A run's configuration is its config's difference from its dataset's baseline (`baseline_config`),
+    A run's configuration is its config's difference from its dataset's baseline (`baseline_config`, with
+    the run's kind of observations from `kinds` when given, so an Atari run is compared with the Atari set),
     so `--set alpha=5` is one configuration on every dataset. The label is the plain algorithm name for
     the configuration equal to the baseline (keys outside the TOML aside) when one is present, else for
     the one with the most runs (then the fewest differences from the baseline); every other one is
@@ -416,9 +422,10 @@ def configuration_names(algo: str, runs: Sequence[tuple[str, Mapping[str, Any]]]
     """
     if not runs:
         return []
-    baselines = {dataset: baseline_config(algo, dataset) for dataset, _ in runs}
+    keyed = list(zip([dataset for dataset, _ in runs], kinds or [None] * len(runs)))
+    baselines = {key: baseline_config(algo, *key) for key in keyed}
     toml_keys = set().union(*baselines.values())
-    deltas = [config_delta(config, baselines[dataset]) for dataset, config in runs]
+    deltas = [config_delta(config, baselines[key]) for key, (_, config) in zip(keyed, runs)]
     distinct = {_canonical(d): d for d in deltas}
     counts = Counter(_canonical(d) for d in deltas)
     plain = min(distinct, key=lambda c: (bool(toml_keys & set(distinct[c])), -counts[c], len(distinct[c]), c))
@@ -436,13 +443,19 @@ def configuration_names(algo: str, runs: Sequence[tuple[str, Mapping[str, Any]]]
     return [names[_canonical(d)] for d in deltas]
 
 
-def baseline_config(algo: str, dataset_id: str) -> dict[str, Any]:
-    """The hyperparameters baselines/<algo>.toml gives `dataset_id`: its [config], then its [datasets] overrides,
-    as `offbench.config.resolve_config` applies them ({} for an algorithm without a baseline file)."""
+def baseline_config(algo: str, dataset_id: str, kind: str | None = None) -> dict[str, Any]:
+    """The hyperparameters baselines/<algo>.toml gives `dataset_id`: its [config], then [observations.<kind>]
+    when `kind` is given, then its [datasets] overrides, as `offbench.config.resolve_config` applies them
+    ({} for an algorithm without a baseline file)."""
     try:
-        return baseline_values(algo, dataset_id)
+        return baseline_values(algo, dataset_id, kind)
     except OffbenchError:
         return {}
+
+
+def recorded_observation_kind(space: Mapping[str, Any] | None) -> str | None:
+    """`vector` or `frames` for a record's observation space (None for records that predate spaces)."""
+    return None if space is None else observation_kind(ObservationSpace(tuple(space["shape"]), space["dtype"]))
 
 
 def config_delta(config: Mapping[str, Any], baseline: Mapping[str, Any]) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import pandas as pd
 
 from offbench.analysis.scores import MIN_SEEDS, ScoreSet
 from offbench.analysis.stats import AGGREGATE_METRICS, mean_interval, stream_seed
+from offbench.data.dataset import SCORE_NAMES
 
 FEW_SEEDS_MARK = "†"
 _LATEX_ESCAPES = {
@@ -93,6 +94,7 @@ def per_dataset_data(scores: ScoreSet, reps: int, seed: int) -> pd.DataFrame:
                     "eval_episodes": int(first["eval_episodes"]),
                     **_summary(values, reps, stream_seed(seed, "cell", algo, dataset)),
                     "dataset_sha256": first["dataset_sha256"],
+                    "score_kind": first["score_kind"],
                 }
             )
     return pd.DataFrame(rows)
@@ -121,26 +123,52 @@ def per_dataset_table(data: pd.DataFrame, reps: int) -> Table:
             }
         )
     statistics = ", ".join(dict.fromkeys(data["statistic"]))
+    kinds = score_kinds(data)
+    if kinds != {"normalized-return"}:  # say per row which score a cell holds
+        names = dict(zip(data["dataset"], data["score_kind"].map(SCORE_NAMES)))
+        rows = [{"Dataset": row["Dataset"], "Score": names[row["Dataset"]], **{k: v for k, v in row.items() if k != "Dataset"}} for row in rows]
     caption = (
-        f"Normalised score per dataset (statistic: {statistics}): mean ± std over seeds "
+        f"{score_caption(kinds)} per dataset (statistic: {statistics}): mean ± std over seeds "
         f"[95% bootstrap CI of the mean, {reps} resamples of the seeds]; n = seeds."
     )
     if data["diverged"].any():
         caption += " Diverged runs (a NaN or inf evaluation) have no score and are left out of every mean."
     notes = (f"{FEW_SEEDS_MARK} fewer than {MIN_SEEDS} seeds: treat the interval with caution.",)
     few = bool(((data["seeds"] > 0) & (data["seeds"] < MIN_SEEDS)).any())
-    return Table(data, pd.DataFrame(rows), caption, "offbench-per-dataset", "lrr" + "l" * len(algos), notes if few else ())
+    align = ("lrr" if kinds == {"normalized-return"} else "llrr") + "l" * len(algos)
+    return Table(data, pd.DataFrame(rows), caption, "offbench-per-dataset", align, notes if few else ())
 
 
-def aggregate_table(intervals: pd.DataFrame, runs: dict[str, int], datasets: int, statistic: str, reps: int) -> Table:
-    """Algorithms as rows, aggregate metrics as columns; each cell `estimate [CI]`."""
+def score_kinds(data: pd.DataFrame) -> set[str]:
+    """The scores the rows hold (`score_kind`; rows without it are normalised returns, as runs recorded before it)."""
+    return set(data["score_kind"]) if "score_kind" in data else {"normalized-return"}
+
+
+def score_caption(kinds: set[str]) -> str:
+    """`Normalised score`, `Success rate (%)`, or for a mix `Score (normalised return x100 or success rate x100, ...)`."""
+    if kinds == {"normalized-return"}:
+        return "Normalised score"
+    if kinds == {"success-rate"}:
+        return "Success rate (%)"
+    return "Score (x100: the normalised return or the success rate, as the Score column says)"
+
+
+def aggregate_table(intervals: pd.DataFrame, runs: dict[str, int], datasets: int, statistic: str, reps: int,
+                    kinds: set[str] | None = None) -> Table:
+    """Algorithms as rows, aggregate metrics as columns; each cell `estimate [CI]`.
+
+    `kinds`: the scores of the aggregated datasets (`score_kinds`), named in the caption; a mix is pooled
+    as the per-dataset numbers are, each x100 with 100 the best, and the caption says so.
+    """
     data = intervals.assign(runs_per_dataset=intervals["algo"].map(runs), datasets=datasets, statistic=statistic)
     rows = []
     for algo, group in intervals.groupby("algo", sort=False):
         cells = {row.metric: f"{row.estimate:.1f} [{row.ci_low:.1f}, {row.ci_high:.1f}]" for row in group.itertuples()}
         rows.append({"Algorithm": algo, "Runs": str(runs[algo]), **{m: cells[m] for m in AGGREGATE_METRICS}})
+    kinds = kinds or {"normalized-return"}
+    what = score_caption(kinds) if len(kinds) == 1 else "score (x100: normalised return on some datasets, success rate on others)"
     caption = (
-        f"Aggregate normalised score over {datasets} dataset{'s' * (datasets != 1)} (statistic: {statistic}): point estimate "
+        f"Aggregate {what[0].lower() + what[1:]} over {datasets} dataset{'s' * (datasets != 1)} (statistic: {statistic}): point estimate "
         f"[95% stratified-bootstrap CI, rliable, {reps} resamples]. Runs = seeds per dataset. "
         "Optimality gap = mean shortfall below 100; lower is better."
     )

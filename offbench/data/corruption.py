@@ -76,4 +76,5 @@ def corrupt(dataset: OfflineDataset, spec: str, seed: int) -> OfflineDataset:
         terminals=dataset.terminals,
         timeouts=dataset.timeouts,
         episode_starts=dataset.episode_starts,
+        extras=dataset.extras,  # the simulator states of the observations, which the corruption leaves as recorded
     )

@@ -11,6 +11,11 @@ import numpy as np
 from offbench.data.spaces import ActionSpace, ObservationSpace, first_true
 from offbench.errors import OffbenchError
 
+SCORES = {
+    "normalized-return": "normalised return x100: 100 (R - ref min) / (ref max - ref min) (D4RL)",
+    "success-rate": "success rate x100: 100 x the share of episodes that end in the task's success (OGBench)",
+}
+SCORE_NAMES = {"normalized-return": "normalised score", "success-rate": "success rate"}  # how tables and messages name them
 ROW_FIELDS = ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts")
 TRANSITION_FIELDS = (*ROW_FIELDS, "episode_starts")
 
@@ -19,8 +24,10 @@ TRANSITION_FIELDS = (*ROW_FIELDS, "episode_starts")
 class DatasetMetadata:
     """Where a dataset came from and how its returns are normalised.
 
-    `ref_min_score`/`ref_max_score` give the normalised score 100 * (R - min) / (max - min),
-    the D4RL convention; `ref_source` says whose reference numbers they are.
+    `score` says what an evaluation scores (`SCORES`): for "normalized-return", `ref_min_score`/
+    `ref_max_score` give 100 * (R - min) / (max - min), the D4RL convention, and `ref_source` says whose
+    reference numbers they are; for "success-rate" (goal-reaching tasks) an episode scores 100 when it
+    ends in success, else 0, and no reference returns are used.
     """
 
     id: str
@@ -28,6 +35,7 @@ class DatasetMetadata:
     env_id: str  # the Gymnasium env the dataset is evaluated in
     observation_space: ObservationSpace
     action_space: ActionSpace
+    score: str = "normalized-return"  # what an evaluation's score is: a name in SCORES
     ref_min_score: float | None = None
     ref_max_score: float | None = None
     ref_source: str | None = None
@@ -47,6 +55,9 @@ class OfflineDataset:
     episode cut by a time limit (or the end of the data) and is never a terminal: only terminals stop
     bootstrapping. `episode_starts[i]` is the index of the first transition of episode i.
 
+    `extras` holds per-row arrays a source keeps beside the transitions (OGBench's `qpos`, `qvel` and
+    `button_states` of each row's observation), each with N rows; the content hash covers them.
+
     `next_observations` is None for datasets that store each frame once (Atari replay logs): then s' of
     row i is row i + 1 of the same episode, and the last row of an episode has no stored successor.
     """
@@ -59,6 +70,7 @@ class OfflineDataset:
     timeouts: np.ndarray
     episode_starts: np.ndarray
     metadata: DatasetMetadata
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
 
     @classmethod
     def build(
@@ -72,6 +84,7 @@ class OfflineDataset:
         timeouts: np.ndarray,
         episode_starts: np.ndarray,
         validate: bool = True,
+        extras: dict[str, np.ndarray] | None = None,
     ) -> OfflineDataset:
         """Cast the arrays to the dtypes of the metadata's spaces, validate them and stamp the content hash."""
         obs_dtype = np.dtype(metadata.observation_space.dtype)
@@ -88,6 +101,7 @@ class OfflineDataset:
             timeouts=np.ascontiguousarray(timeouts, dtype=bool).reshape(-1),
             episode_starts=np.ascontiguousarray(episode_starts, dtype=np.int64).reshape(-1),
             metadata=metadata,
+            extras={name: np.ascontiguousarray(array) for name, array in (extras or {}).items()},
         )
         if validate:
             dataset.validate()
@@ -120,10 +134,10 @@ class OfflineDataset:
         return 100.0 * (np.asarray(returns, dtype=np.float64) - lo) / (hi - lo)
 
     def content_hash(self) -> str:
-        """sha256 over the arrays (shape, dtype and bytes, in a fixed order): the dataset's identity."""
+        """sha256 over the arrays (shape, dtype and bytes, in a fixed order; extras after the fields, by name): the dataset's identity."""
         digest = hashlib.sha256()
-        for name in TRANSITION_FIELDS:
-            array = getattr(self, name)
+        arrays = [(name, getattr(self, name)) for name in TRANSITION_FIELDS] + [(f"extra:{name}", self.extras[name]) for name in sorted(self.extras)]
+        for name, array in arrays:
             if array is None:
                 continue
             digest.update(f"{name}:{array.dtype.str}:{array.shape}".encode())
@@ -142,10 +156,11 @@ class OfflineDataset:
         if n == 0:
             fail("rewards", None, "the dataset is empty")
         present = [f for f in ROW_FIELDS if getattr(self, f) is not None]
-        for field_name in present:
-            length = getattr(self, field_name).shape[0]
-            if length != n:
-                fail(field_name, None, f"has {length} rows but 'rewards' has {n}")
+        for field_name, array in [*((f, getattr(self, f)) for f in present), *self.extras.items()]:
+            if array.shape[0] != n:
+                fail(field_name, None, f"has {array.shape[0]} rows but 'rewards' has {n}")
+        if self.metadata.score not in SCORES:
+            fail("score", None, f"unknown score '{self.metadata.score}' (known: {', '.join(SCORES)})")
         obs_space, action_space = self.metadata.observation_space, self.metadata.action_space
         for field_name, shape in (
             ("observations", obs_space.shape),
@@ -196,6 +211,23 @@ class OfflineDataset:
         bad = first_true(continuity & mismatch)
         if bad is not None:
             fail("next_observations", bad, "differs from the next transition's observation inside an episode")
+
+
+def episode_scores(score: str, returns: np.ndarray, successes: np.ndarray | None, ref_min: float | None, ref_max: float | None) -> np.ndarray:
+    """Each evaluation episode's score x100 (float64, the shape of `returns`), by the dataset's `score` (`SCORES`).
+
+    "normalized-return": 100 (R - ref_min) / (ref_max - ref_min) (D4RL's normalised score);
+    "success-rate": 100 where the episode ended in success, else 0, so the mean over episodes is the
+    success rate x100 (OGBench's single-task protocol). Raises `OffbenchError` when the score needs
+    successes the env did not report, or references the dataset lacks.
+    """
+    if score == "success-rate":
+        if successes is None:
+            raise OffbenchError("the dataset is scored by success rate, but its evaluation env reports no info['success'] at an episode's end")
+        return 100.0 * np.asarray(successes, dtype=np.float64)
+    if ref_min is None or ref_max is None:
+        raise OffbenchError("the dataset has no reference returns to normalise returns with")
+    return 100.0 * (np.asarray(returns, dtype=np.float64) - ref_min) / (ref_max - ref_min)
 
 
 def episode_starts_from_ends(ends: np.ndarray) -> np.ndarray:

@@ -5,6 +5,10 @@ stream; the policy sees the stacked observations of the environments still runni
 Each environment gets an equal share of the step budget; its last episode is cut (time-out) when its
 share runs out. Episodes are stored environment by environment, so the output depends only on
 (env, policy, steps, seed, num_envs).
+
+A policy whose noise is drawn per episode (discrete BCQ's behaviour recipe: some episodes low-noise,
+the rest noisy) is a `PerEnvPolicy`: it is also told, per row, which environment the row comes from
+and whether the row is the first observation of an episode.
 """
 
 from __future__ import annotations
@@ -15,6 +19,17 @@ import gymnasium as gym
 import numpy as np
 
 Policy = Callable[[np.ndarray], np.ndarray]  # (n, obs_dim) -> (n, act_dim)
+
+
+class PerEnvPolicy:
+    """A policy that sees where each row comes from: `(observations (n, ...), envs (n,) int, episode_starts (n,) bool) -> (n, ...)`.
+
+    `envs` are the indices (0 .. num_envs - 1) of the running environments, in order; `episode_starts`
+    is True where the observation is the first of its episode (after a reset).
+    """
+
+    def __call__(self, observations: np.ndarray, envs: np.ndarray, episode_starts: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
 
 
 def uniform_random_policy(action_space: gym.spaces.Box | gym.spaces.Discrete, seed: int) -> Policy:
@@ -32,7 +47,7 @@ def uniform_random_policy(action_space: gym.spaces.Box | gym.spaces.Discrete, se
 
 def collect_episodes(
     env_id: str,
-    policy: Policy,
+    policy: Policy | PerEnvPolicy,
     total_steps: int,
     seed: int,
     num_envs: int = 8,
@@ -46,15 +61,21 @@ def collect_episodes(
     finished: list[list[dict[str, np.ndarray]]] = [[] for _ in range(num_envs)]
     current = [_new_episode(env.reset(seed=seed * 1000 + i)[0]) for i, env in enumerate(envs)]
     taken = [0] * num_envs
+    starts = [True] * num_envs
     try:
         while True:
             running = [i for i in range(num_envs) if taken[i] < budgets[i]]
             if not running:
                 break
-            actions = policy(np.stack([current[i]["observations"][-1] for i in running]))
+            observations = np.stack([current[i]["observations"][-1] for i in running])
+            if isinstance(policy, PerEnvPolicy):
+                actions = policy(observations, np.asarray(running), np.asarray([starts[i] for i in running]))
+            else:
+                actions = policy(observations)
             for i, action in zip(running, actions):
                 observation, reward, terminated, truncated, _ = envs[i].step(action)
                 taken[i] += 1
+                starts[i] = False
                 out_of_budget = taken[i] == budgets[i]
                 episode = current[i]
                 episode["observations"].append(observation)
@@ -66,6 +87,7 @@ def collect_episodes(
                     finished[i].append(_close_episode(episode))
                     if not out_of_budget:
                         current[i] = _new_episode(envs[i].reset()[0])
+                        starts[i] = True
             if on_steps is not None:
                 on_steps(len(running))
     finally:

@@ -11,6 +11,9 @@ dataset's table from `datasets/catalogue.toml`. Behaviour policies are snapshot 
                         learner took between it and the next one, the first `random_steps` uniform as in
                         the learner's warm-up, ending at the `until` policy (stand-in for medium-replay)
     union               the episodes of other recipes, in order (D4RL's medium-expert)
+    noisy-dqn           a DQN behaviour policy with discrete BCQ's per-episode noise (sfujim/BCQ main.py
+                        --generate_buffer): low_noise_p of the episodes act with eval_eps, the rest take a
+                        uniform action with probability rand_action_p - eval_eps (offbench.behavior.dqn)
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from offbench.behavior.dqn import GreedyQPolicy, NoisyGreedyPolicy
+from offbench.behavior.dqn import load_snapshot as load_dqn_snapshot
 from offbench.behavior.policy import TanhGaussianActor, load_snapshot
 from offbench.data.catalogue import catalogue
 from offbench.data.generate import Policy, collect_episodes, uniform_random_policy
@@ -66,6 +71,14 @@ def snapshot_sequence_recipe(entry: dict[str, Any], on_steps: Callable[[int], No
     return _collect(entry, ScheduledPolicy(schedule, action_space, seed=entry["seed"]), total_steps, on_steps)
 
 
+def noisy_dqn_recipe(entry: dict[str, Any], on_steps: Callable[[int], None] | None) -> Episodes:
+    """Rollouts of a DQN snapshot with discrete BCQ's buffer noise (`offbench.behavior.dqn.NoisyGreedyPolicy`)."""
+    snapshot = _dqn_snapshot(entry)
+    policy = NoisyGreedyPolicy(GreedyQPolicy(snapshot), entry.get("num_envs", 8), entry["seed"],
+                               entry["low_noise_p"], entry["rand_action_p"], entry["eval_eps"])
+    return _collect(entry, policy, entry["steps"], on_steps)
+
+
 def union_recipe(entry: dict[str, Any], on_steps: Callable[[int], None] | None) -> Episodes:
     """The episodes of each part in order; a part is a catalogue id or an inline recipe table."""
     episodes: Episodes = []
@@ -79,15 +92,16 @@ RECIPES: dict[str, Recipe] = {
     "policy": policy_recipe,
     "snapshot-sequence": snapshot_sequence_recipe,
     "union": union_recipe,
+    "noisy-dqn": noisy_dqn_recipe,
 }
 
 
 def recipe_available(entry: dict[str, Any]) -> bool:
-    """Whether every behaviour-policy file the recipe needs is present (a random recipe needs none)."""
+    """Whether every behaviour-policy file the recipe needs is present (random and OGBench recipes need none)."""
     kind = entry.get("recipe")
-    if kind == "random":
+    if kind == "random" or str(kind).startswith("ogbench-"):  # OGBench recipes use the oracles of the ogbench package
         return True
-    if kind == "policy":
+    if kind in ("policy", "noisy-dqn"):
         return (policies_dir() / entry["policy"]).is_file()
     if kind == "snapshot-sequence":
         return (policies_dir() / entry["until"]).is_file() and any((policies_dir() / entry["snapshots"]).glob("*.pt"))
@@ -163,6 +177,13 @@ def _snapshot(entry: dict[str, Any], relative_path: str) -> dict[str, Any]:
     snapshot = load_snapshot(policies_dir() / relative_path)
     if snapshot["env_id"] != entry["env_id"]:
         raise OffbenchError(f"policy {relative_path} was trained in {snapshot['env_id']}, not {entry['env_id']}")
+    return snapshot
+
+
+def _dqn_snapshot(entry: dict[str, Any]) -> dict[str, Any]:
+    snapshot = load_dqn_snapshot(policies_dir() / entry["policy"])
+    if snapshot["env_id"] != entry["env_id"]:
+        raise OffbenchError(f"policy {entry['policy']} was trained in {snapshot['env_id']}, not {entry['env_id']}")
     return snapshot
 
 

@@ -6,13 +6,17 @@ The grammar of ids and aliases is `offbench.data.ids`. The sources are the table
     d4rl/<name>-v<N>          a D4RL HDF5 file (offbench.data.d4rl), e.g. d4rl/hopper-medium-v2
     minari/<minari id>        a Minari dataset on disk (offbench.data.minari_io), e.g. minari/mujoco/hopper/medium-v0
     local/<name>-v<N>         made here by a recipe in datasets/catalogue.toml (offbench.data.recipes),
-                              stored in Minari format, e.g. local/hopper-random-v5
+                              stored in Minari format, e.g. local/hopper-random-v5; local/ogbench-<...>
+                              are OGBench recordings (offbench.data.ogbench_recipes) in OGBench's files
+    ogbench/<name>-v<N>       an OGBench single-task dataset from OGBench's npz files (offbench.data.ogbench_io),
+                              e.g. ogbench/cube-single-play-singletask-task2-v0; never downloaded here
 
 An alias (`hopper-medium`) resolves to the first of its candidates (one per source, by the source's
-alias form) that is present; if none is, to the first that can be made here (else to a catalogued
+alias form, then any catalogued local id of that alias with another version, e.g. `local/cartpole-dqn-v1`)
+that is present; if none is, to the first that can be made here (else to a catalogued
 one, whose error then says which behaviour policy is missing). Run records keep the resolved id.
 
-Adding a source (say `ogbench/`): a module `offbench/data/ogbench.py` that reads one dataset's files into
+Adding a source: a module `offbench/data/<source>.py` that reads one dataset's files into
 an `OfflineDataset` (its metadata's id the canonical id, its source the source's name), and one
 `DataSource` entry in `SOURCES` naming its alias form and its functions; its place in the table is its
 place in alias resolution. The grammar (`offbench.data.ids`) and the rest of this module stay as they are.
@@ -20,15 +24,16 @@ place in alias resolution. The grammar (`offbench.data.ids`) and the rest of thi
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 
-from offbench.data import d4rl, ids, minari_io
+from offbench.data import d4rl, ids, minari_io, ogbench_io, ogbench_recipes
 from offbench.data.catalogue import catalogue
 from offbench.data.dataset import TRANSITION_FIELDS, DatasetMetadata, OfflineDataset
 from offbench.data.recipes import RECIPES, recipe_available
@@ -39,6 +44,8 @@ from offbench.paths import data_dir
 D4RL_DOWNLOAD_URL = "http://rail.eecs.berkeley.edu/datasets/offline_rl/gym_mujoco_v2/"
 NO_POLICY = "its behaviour policy is not committed yet; see datasets/README.md"
 D4RL_KINDS = ("random", "medium", "medium-replay", "medium-expert", "expert")
+OGBENCH_CACHE = "~/.ogbench/data"  # ogbench.utils.DEFAULT_DATASET_DIR, where OGBench keeps its downloads
+LOCAL_OGBENCH = "ogbench-"  # local/ogbench-<OGBench name>: an OGBench recording made here
 
 
 @dataclass(frozen=True)
@@ -52,11 +59,28 @@ class DatasetStatus:
 # ---- making local datasets ------------------------------------------------------------------------
 
 
+# Classic-control discrete tasks have no published random/expert table like D4RL's. min: the mean return
+# of uniform-random actions, measured here (`python benchmarks/classic_references.py --episodes 1000`:
+# CartPole-v1 22.66 ± 12.51, Acrobot-v1 -498.95 ± 9.53, standard errors 0.40 and 0.30). max: CartPole-v1's
+# largest possible return (+1 per step, 500-step limit); Acrobot-v1's `reward_threshold` in Gymnasium's
+# registration (gymnasium/envs/__init__.py: -100, the return at which the task counts as solved; good
+# policies reach about -60 to -80, so scores above 100 occur).
+CLASSIC_REFERENCES: dict[str, tuple[float, float, str]] = {
+    "cartpole": (22.66, 500.0, "min 22.66: uniform-random actions, 1000 episodes (benchmarks/classic_references.py); "
+                               "max 500: the largest possible return of CartPole-v1 (500-step limit)"),
+    "acrobot": (-498.95, -100.0, "min -498.95: uniform-random actions, 1000 episodes (benchmarks/classic_references.py); "
+                                 "max -100: Acrobot-v1's reward_threshold (solved) in Gymnasium's registration"),
+}
+
+
 def reference_for(recipe: dict[str, Any]) -> tuple[float, float, str]:
-    """(min, max, source) of the reference returns a recipe names, e.g. `d4rl:hopper`."""
+    """(min, max, source) of the reference returns a recipe names: `d4rl:hopper` or `classic:cartpole`."""
     kind, _, family = recipe["reference"].partition(":")
-    if kind != "d4rl":
-        raise OffbenchError(f"unknown reference '{recipe['reference']}' in the dataset catalogue")
+    if kind == "classic" and family in CLASSIC_REFERENCES:
+        return CLASSIC_REFERENCES[family]
+    if kind != "d4rl" or family not in d4rl.REFERENCE_SCORES:
+        raise OffbenchError(f"unknown reference '{recipe['reference']}' in the dataset catalogue",
+                            f"use d4rl:<robot> ({', '.join(d4rl.REFERENCE_SCORES)}) or classic:<task> ({', '.join(CLASSIC_REFERENCES)})")
     low, high = d4rl.REFERENCE_SCORES[family]
     return low, high, f"d4rl/infos.py {family} (D4RL's random/expert returns of the same robot)"
 
@@ -67,8 +91,14 @@ def make_dataset(
     overwrite: bool = False,
     on_steps: Callable[[int], None] | None = None,
 ) -> OfflineDataset:
-    """Make `local/<name>` by its catalogue recipe (or the `recipe` given) and store it in Minari format."""
+    """Make `local/<name>` by its catalogue recipe (or the `recipe` given) and store it in Minari format.
+
+    A local OGBench id (`local/ogbench-...`, a recording or one of its single-task variants) makes the
+    recording's files and returns the single-task dataset the id names (the default task for a recording).
+    """
     recipe = makeable_recipe(dataset_id, recipe)
+    if recipe["recipe"] in ogbench_recipes.EPISODE_RECIPES:
+        return _make_ogbench_recording(dataset_id, recipe, overwrite, on_steps)
     episodes = RECIPES[recipe["recipe"]](recipe, on_steps)
     ref_min, ref_max, ref_source = reference_for(recipe)
     eval_wrappers = tuple(recipe.get("eval_wrappers", ()))
@@ -94,10 +124,10 @@ def makeable_recipe(dataset_id: str, recipe: dict[str, Any] | None = None) -> di
     source, _ = split_id(dataset_id)
     if source != "local":
         raise OffbenchError(f"only local/ datasets can be made here, not {dataset_id}", _how_to_get(dataset_id))
-    recipe = recipe or catalogue().get(dataset_id)
+    recipe = recipe or catalogue().get(recording_id(dataset_id))
     if recipe is None:
         raise OffbenchError(f"no recipe for {dataset_id}", "see `offbench data list` for makeable datasets")
-    if recipe["recipe"] not in RECIPES:
+    if recipe["recipe"] not in RECIPES and recipe["recipe"] not in ogbench_recipes.EPISODE_RECIPES:
         raise OffbenchError(f"dataset {dataset_id}: unknown recipe '{recipe['recipe']}'")
     if not recipe_available(recipe):
         raise OffbenchError(f"cannot make {dataset_id}: {NO_POLICY}")
@@ -105,14 +135,63 @@ def makeable_recipe(dataset_id: str, recipe: dict[str, Any] | None = None) -> di
 
 
 def recorded_hash_mismatch(dataset: OfflineDataset) -> str | None:
-    """A message when a made dataset's hash differs from the one the catalogue recorded, else None."""
-    recorded = catalogue().get(dataset.metadata.id, {}).get("sha256")
-    if recorded and recorded != dataset.metadata.sha256:
+    """A message when a made dataset's hash differs from the one the catalogue recorded, else None.
+
+    For a local OGBench dataset the catalogue records its recording's hash (`ogbench_recipes.recording_hash`).
+    """
+    recording = recording_id(dataset.metadata.id)
+    recorded = catalogue().get(recording, {}).get("sha256")
+    measured = dataset.metadata.extra.get("recording_sha256") if recording != dataset.metadata.id else dataset.metadata.sha256
+    if recorded and measured and recorded != measured:
         return (
-            f"{dataset.metadata.id}: content hash {dataset.metadata.sha256[:12]} differs from the catalogue's "
+            f"{recording}: content hash {measured[:12]} differs from the catalogue's "
             f"{recorded[:12]} (different simulator/library versions or machine); results are recorded with the new hash"
         )
     return None
+
+
+def recipe_steps(dataset_id: str) -> int | None:
+    """Environment steps the recipe of `dataset_id` takes (a progress bar's total); None when it does not say."""
+    recipe = catalogue().get(recording_id(dataset_id), {})
+    if recipe.get("recipe") in ogbench_recipes.EPISODE_RECIPES:
+        return (recipe["episodes"] + recipe["episodes"] // 10) * recipe["episode_steps"]
+    return recipe.get("steps")
+
+
+def recording_id(dataset_id: str) -> str:
+    """The catalogue id that makes `dataset_id`: the recording of a local OGBench single-task id
+    (`local/ogbench-pointmaze-medium-navigate-singletask-task2-v0` -> `local/ogbench-pointmaze-medium-navigate-v0`),
+    else the id itself."""
+    source, name = dataset_id.partition("/")[::2]
+    if source != "local" or not name.startswith(LOCAL_OGBENCH):
+        return dataset_id
+    try:
+        parsed = ogbench_io.parse_name(name.removeprefix(LOCAL_OGBENCH))
+    except OffbenchError:
+        return dataset_id
+    return f"local/{LOCAL_OGBENCH}{parsed.dataset}"
+
+
+def _make_ogbench_recording(dataset_id: str, recipe: dict[str, Any], overwrite: bool, on_steps: Callable[[int], None] | None) -> OfflineDataset:
+    """Record `recipe` in OGBench's file layout under the recording's folder, then load the single-task dataset `dataset_id` names."""
+    recording = recording_id(dataset_id)
+    stem = recording.removeprefix(f"local/{LOCAL_OGBENCH}")
+    train, val = ogbench_recipes.record(recipe, on_steps, workers=recipe.get("workers", 1))
+    sidecar = {
+        "recipe": recipe["recipe"],
+        "recipe_config": {k: v for k, v in recipe.items() if k != "sha256"},
+        "sha256": ogbench_recipes.recording_hash(train, val),
+        "requirements": _generator_requirements(("gymnasium", "mujoco", "numpy", "ogbench")),
+    }
+    ogbench_recipes.write_recording(_local_path(recording.removeprefix("local/")).parent, stem, train, val, sidecar, overwrite)
+    target = dataset_id if dataset_id != recording else f"{recording.removesuffix(stem)}{_default_singletask(stem)}"
+    return _load_local_ogbench(target.removeprefix("local/"), _local_path(target.removeprefix("local/")))
+
+
+def _default_singletask(stem: str) -> str:
+    """`pointmaze-medium-navigate-v0` -> `pointmaze-medium-navigate-singletask-v0` (the env's default task)."""
+    name, _, version = stem.rpartition("-v")
+    return f"{name}-singletask-v{version}"
 
 
 def _dataset_from_episodes(dataset_id, episodes, env_id, ref_min, ref_max, ref_source, eval_wrappers=()) -> OfflineDataset:
@@ -137,10 +216,10 @@ def _dataset_from_episodes(dataset_id, episodes, env_id, ref_min, ref_max, ref_s
     return OfflineDataset.build(metadata, **arrays)
 
 
-def _generator_requirements() -> list[str]:
+def _generator_requirements(packages: tuple[str, ...] = ("gymnasium", "mujoco", "minari", "numpy")) -> list[str]:
     from importlib.metadata import version
 
-    return [f"{package}=={version(package)}" for package in ("gymnasium", "mujoco", "minari", "numpy")]
+    return [f"{package}=={version(package)}" for package in packages]
 
 
 # ---- the table of sources -------------------------------------------------------------------------
@@ -187,16 +266,73 @@ def _minari_how_to_get(name: str) -> str:
 
 
 def _local_path(name: str) -> Path:
-    return minari_io.dataset_path(data_dir(), f"local/{name}")
+    """A Minari folder, or for a local OGBench id the training npz in its recording's folder."""
+    if not name.startswith(LOCAL_OGBENCH):
+        return minari_io.dataset_path(data_dir(), f"local/{name}")
+    recording = recording_id(f"local/{name}").removeprefix("local/")
+    return data_dir() / "local" / recording / f"{recording.removeprefix(LOCAL_OGBENCH)}.npz"
+
+
+def _listed_local_id(dataset_id: str) -> str:
+    """A catalogue id as `offbench data list` shows it: an OGBench recording as its default-task single-task id."""
+    if dataset_id.startswith(f"local/{LOCAL_OGBENCH}") and recording_id(dataset_id) == dataset_id:
+        return _default_singletask(dataset_id)
+    return dataset_id
+
+
+def _local_is_present(path: Path) -> bool:
+    return path.is_file() if path.suffix == ".npz" else _has_minari_files(path)
+
+
+def _local_load(name: str, path: Path) -> OfflineDataset:
+    if name.startswith(LOCAL_OGBENCH):
+        return _load_local_ogbench(name, path)
+    return minari_io.load_minari(path, f"local/{name}")
+
+
+def _load_local_ogbench(name: str, path: Path) -> OfflineDataset:
+    """The single-task dataset `local/<name>` from its recording's files, with the recipe and recording hash in its metadata."""
+    dataset = ogbench_io.load_ogbench(path, f"local/{name}", name.removeprefix(LOCAL_OGBENCH))
+    sidecar_path = path.parent / ogbench_recipes.SIDECAR
+    sidecar = json.loads(sidecar_path.read_text()) if sidecar_path.is_file() else {}
+    extra = {**dataset.metadata.extra, "recipe": sidecar.get("recipe_config"), "recording_sha256": sidecar.get("sha256")}
+    return replace(dataset, metadata=replace(dataset.metadata, extra=extra))
 
 
 def _local_how_to_get(name: str) -> str:
     dataset_id = f"local/{name}"
     if is_makeable(dataset_id):
         return f"make it with `offbench data make {dataset_id}`"
-    if dataset_id in catalogue():
+    if recording_id(dataset_id) in catalogue():
         return NO_POLICY
     return "no recipe makes it; see `offbench data list`"
+
+
+def _ogbench_path(name: str) -> Path:
+    """offbench's ogbench folder first, then OGBench's own download folder (~/.ogbench/data): the training npz."""
+    try:
+        file_name = ogbench_io.parse_name(name).file_name
+    except OffbenchError:  # not a single-task name: loading it says so
+        file_name = f"{name}.npz"
+    ours = data_dir() / "ogbench" / file_name
+    theirs = Path(OGBENCH_CACHE).expanduser() / file_name
+    return theirs if theirs.exists() and not ours.exists() else ours
+
+
+def _ogbench_how_to_get(name: str) -> str:
+    path = _ogbench_path(name)
+    return (f"offbench never downloads OGBench data: put {path.name} and {path.stem}-val.npz in {data_dir() / 'ogbench'} "
+            f"or {OGBENCH_CACHE} (e.g. from a machine where ogbench.download_datasets works)")
+
+
+def _ogbench_listed() -> list[str]:
+    """The default-task single-task id of every OGBench training file in offbench's folder and OGBench's."""
+    found = set()
+    for folder in (data_dir() / "ogbench", Path(OGBENCH_CACHE).expanduser()):
+        for path in folder.glob("*.npz"):
+            if not path.stem.endswith("-val") and ids.is_id(f"ogbench/{_default_singletask(path.stem)}"):
+                found.add(f"ogbench/{_default_singletask(path.stem)}")
+    return sorted(found)
 
 
 def _has_minari_files(path: Path) -> bool:
@@ -234,10 +370,19 @@ SOURCES: dict[str, DataSource] = {
             name="local",
             alias_form="local/{alias}-v5",
             location=_local_path,
-            is_present=_has_minari_files,
-            load=lambda name, path: minari_io.load_minari(path, f"local/{name}"),
+            is_present=_local_is_present,
+            load=_local_load,
             how_to_get=_local_how_to_get,
-            listed=lambda: [*catalogue(), *_minari_ids("local", data_dir() / "local")],
+            listed=lambda: [*map(_listed_local_id, catalogue()), *_minari_ids("local", data_dir() / "local")],
+        ),
+        DataSource(
+            name="ogbench",
+            alias_form="ogbench/{alias}-v0",
+            location=_ogbench_path,
+            is_present=Path.is_file,
+            load=lambda name, path: ogbench_io.load_ogbench(path, f"ogbench/{name}", name),
+            how_to_get=_ogbench_how_to_get,
+            listed=_ogbench_listed,
         ),
     )
 }
@@ -273,15 +418,17 @@ def is_present(dataset_id: str) -> bool:
 
 
 def is_makeable(dataset_id: str) -> bool:
-    """In the catalogue, with every behaviour-policy file its recipe needs committed."""
-    recipe = catalogue().get(dataset_id)
+    """In the catalogue (a local OGBench single-task id through its recording), with every behaviour-policy file its recipe needs committed."""
+    recipe = catalogue().get(recording_id(dataset_id))
     return recipe is not None and recipe_available(recipe)
 
 
 def alias_candidates(alias: str) -> list[str]:
-    """The ids an alias like `hopper-medium` stands for, at most one per source, in the table's order."""
-    expanded = (ids.expand_alias(source.alias_form, alias) for source in SOURCES.values())
-    return [candidate for candidate in expanded if candidate is not None]
+    """The ids an alias like `hopper-medium` stands for: one per source by its alias form, in the table's
+    order, then the catalogue's local ids of that alias that the form does not name (`cartpole-dqn` ->
+    `local/cartpole-dqn-v1`, whose version is its env's, not v5), in catalogue order."""
+    expanded = [candidate for candidate in (ids.expand_alias(source.alias_form, alias) for source in SOURCES.values()) if candidate]
+    return expanded + [dataset_id for dataset_id in catalogue() if ids.parse(dataset_id).alias == alias and dataset_id not in expanded]
 
 
 def resolve(name: str) -> str:
@@ -322,6 +469,23 @@ def load_dataset(
     return SOURCES[source].load(rest, location(dataset_id))
 
 
+def load_validation(name: str) -> OfflineDataset:
+    """The validation split of an OGBench dataset (`ogbench/...` or `local/ogbench-...`), id `<id>+val`.
+
+    It is the recording's `<dataset>-val.npz`, read and relabelled exactly as the training file. Raises
+    `OffbenchError` for another source (none has a validation split) or a missing file.
+    """
+    dataset_id = resolve(name)
+    source, rest = split_id(dataset_id)
+    if source != "ogbench" and not (source == "local" and rest.startswith(LOCAL_OGBENCH)):
+        raise OffbenchError(f"{dataset_id} has no validation split", "only OGBench datasets (ogbench/, local/ogbench-) ship one")
+    path = location(dataset_id)
+    val_path = path.with_name(f"{path.stem}-val.npz")
+    if not val_path.is_file():
+        raise OffbenchError(f"the validation split of {dataset_id} is missing: expected {val_path}", _how_to_get(dataset_id))
+    return ogbench_io.load_ogbench(val_path, f"{dataset_id}+val", rest.removeprefix(LOCAL_OGBENCH) if source == "local" else rest)
+
+
 def _how_to_get(dataset_id: str) -> str:
     source, name = split_id(dataset_id)
     return SOURCES[source].how_to_get(name)
@@ -343,11 +507,15 @@ def _state(dataset_id: str) -> str:
         return "present"
     if is_makeable(dataset_id):
         return "makeable"
-    return "needs policy" if dataset_id in catalogue() else "needs file"
+    return "needs policy" if recording_id(dataset_id) in catalogue() else "needs file"
 
 
 def describe(dataset: OfflineDataset) -> dict[str, Any]:
-    """Episode, transition and return statistics of a dataset (raw and normalised)."""
+    """Episode, transition and return statistics of a dataset (raw and normalised), and its score.
+
+    A success-rate dataset (OGBench) adds its task, its recording's episode count, the share of them
+    in which the behaviour reaches the task (`behaviour_success`, %) and its reward semantics.
+    """
     returns = dataset.episode_returns()
     info: dict[str, Any] = {
         "id": dataset.metadata.id,
@@ -368,7 +536,14 @@ def describe(dataset: OfflineDataset) -> dict[str, Any]:
         "ref_min_score": dataset.metadata.ref_min_score,
         "ref_max_score": dataset.metadata.ref_max_score,
         "ref_source": dataset.metadata.ref_source,
+        "score": dataset.metadata.score,
     }
+    extra = dataset.metadata.extra
+    if dataset.metadata.score == "success-rate":  # OGBench: the recording's episodes, and how many reach the task
+        info.update(task=extra["task"], recorded_episodes=extra["recorded_episodes"], behaviour_success=100.0 * extra["behaviour_success"],
+                    reward_of=extra["reward_of"], ogbench_version=extra["ogbench_version"])
+        if extra.get("recording_sha256"):
+            info["recording_sha256"] = extra["recording_sha256"]
     if dataset.metadata.ref_min_score is not None:
         normalized = dataset.normalized_score(returns)
         info.update(normalized_mean=float(normalized.mean()), normalized_std=float(normalized.std()),

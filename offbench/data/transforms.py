@@ -73,6 +73,7 @@ def _select(dataset: OfflineDataset, spans: list[tuple[int, int]], suffix: str, 
         terminals=terminals,
         timeouts=timeouts,
         episode_starts=starts,
+        extras={name: array[index] for name, array in dataset.extras.items()},
     )
 
 

@@ -1,0 +1,149 @@
+"""The DQN behaviour trainer and discrete BCQ's buffer recipe: determinism, the per-episode noise, the
+committed policies and their cards, the catalogue recipes and their reference returns."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from offbench.behavior import dqn
+from offbench.data import recipes, registry
+from offbench.data.catalogue import catalogue
+from offbench.data.generate import PerEnvPolicy, collect_episodes
+from offbench.errors import OffbenchError
+
+TINY = {"steps": 300, "start_steps": 100, "snapshot_every": 150, "eval_episodes": 1, "hidden": 16, "batch_size": 8}
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("OFFBENCH_DATA_DIR", str(tmp_path / "data"))
+    torch.set_num_threads(1)
+
+
+def test_training_is_deterministic_for_a_seed_and_snapshots_say_what_they_saw(tmp_path: Path) -> None:
+    logs = [dqn.train(dqn.Config(env="CartPole-v1", seed=3, out=str(tmp_path / name), **TINY)) for name in ("a", "b")]
+    assert [entry["env_steps"] for entry in logs[0]["snapshots"]] == [0, 150, 300]
+    assert [entry["updates"] for entry in logs[0]["snapshots"]] == [0, 50, 200]  # one update per step after 100 random steps
+    for step in (0, 150, 300):
+        first, second = (dqn.load_snapshot(tmp_path / name / "snapshots" / f"step_{step:07d}.pt") for name in ("a", "b"))
+        assert first["env_steps"] == step and first["eval"] == second["eval"]
+        for layer in dqn.LAYERS:
+            for key in ("weight", "bias"):
+                assert torch.equal(first["q"][layer][key], second["q"][layer][key])
+    other = dqn.train(dqn.Config(env="CartPole-v1", seed=4, out=str(tmp_path / "c"), **TINY))
+    assert other["snapshots"][-1] != logs[0]["snapshots"][-1]
+
+
+def test_the_greedy_policy_is_the_argmax_of_the_trained_network(tmp_path: Path) -> None:
+    dqn.train(dqn.Config(env="CartPole-v1", out=str(tmp_path), **TINY))
+    snapshot = dqn.load_snapshot(tmp_path / "snapshots" / "step_0000300.pt")
+    network = dqn.QNetwork(4, 2, 16)
+    network.load_state_dict({f"{layer}.{key}": value for layer in dqn.LAYERS for key, value in snapshot["q"][layer].items()})
+    observations = np.random.default_rng(0).standard_normal((500, 4)).astype(np.float32)
+    policy = dqn.GreedyQPolicy(snapshot)
+    np.testing.assert_allclose(policy.q_values(observations), network(torch.as_tensor(observations)).detach().numpy(), rtol=1e-5, atol=1e-5)
+    assert np.array_equal(policy.greedy(observations), policy.q_values(observations).argmax(1))
+
+
+def test_a_box_env_or_a_foreign_snapshot_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(OffbenchError, match="DQN needs a discrete action space; Pendulum-v1 has Box"):
+        dqn.train(dqn.Config(env="Pendulum-v1", out=str(tmp_path), **TINY))
+    torch.save({"format": "something-else"}, tmp_path / "x.pt")
+    with pytest.raises(OffbenchError, match="is not a DQN snapshot"):
+        dqn.load_snapshot(tmp_path / "x.pt")
+
+
+class ConstantQ(dqn.GreedyQPolicy):
+    """A greedy policy that always picks action 0 of 4, so that every other action is a noise draw."""
+
+    def __init__(self) -> None:
+        self.num_actions = 4
+
+    def greedy(self, observations: np.ndarray) -> np.ndarray:
+        return np.zeros(len(observations), dtype=np.int64)
+
+
+def test_episodes_are_low_noise_with_probability_low_noise_p_and_noisy_ones_act_randomly_at_rand_action_p() -> None:
+    policy = dqn.NoisyGreedyPolicy(ConstantQ(), num_envs=1000, seed=0, low_noise_p=0.2, rand_action_p=0.2, eval_eps=0.001)
+    envs, observations = np.arange(1000), np.zeros((1000, 4))
+    non_greedy = np.zeros(1000)
+    steps = 400
+    for t in range(steps):
+        non_greedy += policy(observations, envs, np.full(1000, t == 0)) != 0
+    low = policy.low_noise
+    assert abs(low.mean() - 0.2) < 0.04
+    # a uniform action differs from the greedy one 3 times in 4: noisy rate (0.2 - 0.001) + 0.001 - ..., low-noise rate 0.001
+    noisy_rate = (0.199 + 0.001 - 0.199 * 0.001) * 0.75
+    assert abs(non_greedy[~low].sum() / (steps * (~low).sum()) - noisy_rate) < 0.005
+    assert non_greedy[low].sum() / (steps * low.sum()) < 0.003
+    restarted = policy(observations[:3], np.array([5, 6, 7]), np.array([True, False, True]))  # only envs 5 and 7 draw a new flag
+    assert restarted.shape == (3,) and policy.low_noise[6] == low[6]
+
+
+def test_a_per_env_policy_is_told_each_rows_env_and_episode_start() -> None:
+    seen: list[tuple[list[int], list[bool]]] = []
+
+    class Recording(PerEnvPolicy):
+        def __call__(self, observations: np.ndarray, envs: np.ndarray, episode_starts: np.ndarray) -> np.ndarray:
+            seen.append((envs.tolist(), episode_starts.tolist()))
+            return np.zeros(len(observations), dtype=np.int64)  # always push left: CartPole falls within ~10 steps
+
+    episodes = collect_episodes("CartPole-v1", Recording(), total_steps=61, seed=0, num_envs=2, max_episode_steps=500)
+    assert seen[0] == ([0, 1], [True, True]) and seen[-1][0] == [0]  # env 0 has 31 steps, env 1 30
+    starts_per_env = {env: sum(start for envs, starts in seen for e, start in zip(envs, starts) if e == env) for env in (0, 1)}
+    lengths = [len(episode["actions"]) for episode in episodes]
+    assert sum(starts_per_env.values()) == len(episodes) and sum(lengths) == 61
+
+
+# The first 4000 transitions of local/cartpole-dqn-v1's recipe, measured here: a CPU class whose rollouts
+# drift from the committed ones fails here (as tests/test_recipes.py does for the MuJoCo recipes).
+CARTPOLE_PREFIX_SHA256 = "5efbd0c2d79adc1a3638c554ac73c497bb62efc503026ed6c4396d5bb250e74e"
+
+
+def test_the_noisy_dqn_recipe_is_deterministic_with_discrete_actions_and_classic_references() -> None:
+    recipe = {**catalogue()["local/cartpole-dqn-v1"], "steps": 4000}
+    recipe.pop("sha256")
+    first = registry.make_dataset("local/cartpole-prefix-v1", recipe=recipe)
+    second = registry.make_dataset("local/cartpole-prefix-v1", recipe=recipe, overwrite=True)
+    assert first.metadata.sha256 == second.metadata.sha256 == CARTPOLE_PREFIX_SHA256
+    assert first.actions.dtype == np.int64 and set(np.unique(first.actions)) == {0, 1}
+    assert (first.metadata.ref_min_score, first.metadata.ref_max_score) == (22.66, 500.0)
+    assert "benchmarks/classic_references.py" in first.metadata.ref_source
+    assert first.metadata.action_space.to_dict() == {"kind": "discrete", "n": 2}
+
+
+@pytest.mark.parametrize("task, env_id", [("cartpole", "CartPole-v1"), ("acrobot", "Acrobot-v1")])
+def test_committed_behaviour_policies_match_their_cards_and_their_catalogue_recipes(task: str, env_id: str) -> None:
+    path = recipes.policies_dir() / task / "dqn-partial.pt"
+    card = json.loads(path.with_suffix(".json").read_text())
+    snapshot = dqn.load_snapshot(path)
+    assert card["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert (card["env_id"], snapshot["env_id"], card["env_steps"], card["updates"]) == (env_id, env_id, snapshot["env_steps"], snapshot["updates"])
+    assert card["eval_greedy"]["return_mean"] == snapshot["eval"]["return_mean"]
+    entry = catalogue()[f"local/{task}-dqn-v1"]
+    assert entry["policy"] == f"{task}/dqn-partial.pt" and recipes.recipe_available(entry)
+    assert (entry["low_noise_p"], entry["rand_action_p"], entry["eval_eps"]) == (0.2, 0.2, 0.001)
+
+
+def test_the_committed_cartpole_policy_repeats_its_cards_evaluation() -> None:
+    path = recipes.policies_dir() / "cartpole" / "dqn-partial.pt"
+    card = json.loads(path.with_suffix(".json").read_text())
+    returns = dqn.evaluate_greedy(dqn.GreedyQPolicy(dqn.load_snapshot(path)), "CartPole-v1", card["eval_greedy"]["episodes"])
+    assert float(returns.mean()) == card["eval_greedy"]["return_mean"]
+
+
+def test_an_unknown_reference_is_one_line() -> None:
+    with pytest.raises(OffbenchError, match="unknown reference 'classic:pendulum'"):
+        registry.reference_for({"reference": "classic:pendulum"})
+    assert registry.reference_for({"reference": "classic:acrobot"})[:2] == (-498.95, -100.0)
+
+
+def test_the_aliases_reach_the_catalogued_discrete_datasets() -> None:
+    assert registry.resolve("cartpole-dqn") == "local/cartpole-dqn-v1" and registry.resolve("acrobot-dqn") == "local/acrobot-dqn-v1"
+    assert registry.is_makeable("local/cartpole-dqn-v1") and not registry.is_present("local/cartpole-dqn-v1")
