@@ -13,6 +13,7 @@ ALGORITHMS: dict[str, str] = {
     "bcq": "offbench.algos.bcq:BCQ",
     "sparse-reg": "offbench.algos.sparse_reg:SparseReg",
     "driftql": "offbench.algos.driftql:DriftQL",
+    "neubay": "offbench.algos.neubay:Neubay",
 }
 
 
