@@ -203,7 +203,8 @@ class Neubay(OfflineAlgorithm):
         self.log_alpha = nn.Parameter(torch.full((S,), math.log(c.init_alpha)))
         self.target_entropy = -act_dim * c.target_alpha_ratio
         self.world = wm.Ensemble(S * c.selected_size, obs_dim, act_dim, c.world_hidden, c.world_blocks, c.world_layer_norm).requires_grad_(False)
-        self.world_stats = nn.ModuleList(wm.Ensemble(1, obs_dim, act_dim, 1, 0, False) for _ in range(S)).requires_grad_(False)  # normalisers
+        for name, width in (("input_mean", obs_dim + act_dim), ("input_std", obs_dim + act_dim), ("output_mean", obs_dim + 1), ("output_std", obs_dim + 1)):
+            self.register_buffer(f"world_{name}", torch.zeros(S, width) if name.endswith("mean") else torch.ones(S, width))  # per seed
         self.register_buffer("threshold", torch.zeros(S))
         self.register_buffer("mean_uncertainty", torch.ones(S))
         self.register_buffer("total_steps", torch.zeros((), dtype=torch.int64))
@@ -275,7 +276,7 @@ class Neubay(OfflineAlgorithm):
                 if tensor.dim() > 0 and tensor.shape[0] == M:
                     target[s * M : (s + 1) * M] = tensor.to(device)
                 else:
-                    getattr(self.world_stats[s], name).copy_(tensor.to(device))
+                    getattr(self, f"world_{name}")[s] = tensor.to(device)
             self.threshold[s] = record["threshold"]
             self.mean_uncertainty[s] = record["mean_uncertainty"]
 
@@ -348,18 +349,17 @@ class Neubay(OfflineAlgorithm):
         time_step = prefix.clone()  # env time of the next transition
         alive = ~hist["finished"][picks]
         member = torch.arange(K, device=device) % M
-        stats = self.world_stats[s]
         imagined: list[dict[str, torch.Tensor]] = []
         horizon = torch.zeros(K, dtype=torch.int64, device=device)
         cause_unc, cause_term, cause_time = (torch.zeros(K, dtype=torch.bool, device=device) for _ in range(3))
         uncertainties = []
         while bool(alive.any()):
-            x = (torch.cat([state, action], -1) - stats.input_mean) / stats.input_std
+            x = (torch.cat([state, action], -1) - self.world_input_mean[s]) / self.world_input_std[s]
             means, log_stds = self.world(x.expand(M, *x.shape), world_members)  # (M, K, obs + 1)
             u = wm.uncertainty(means)
             own = torch.arange(K, device=device)
             sample = means[member, own] + log_stds[member, own].exp() * seeded_normal([noise], means.shape[1:])[0]
-            raw = sample * stats.output_std + stats.output_mean
+            raw = sample * self.world_output_std[s] + self.world_output_mean[s]
             next_state, reward = raw[:, :-1], raw[:, -1] - c.penalty_coef * u / self.mean_uncertainty[s]
             terminated = termination_fn(self.env_id)(state, action, next_state)
             out_of_time = time_step + 1 >= self.time_limit
