@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import TINY_ID, run_cli
@@ -111,3 +112,18 @@ def test_a_run_killed_in_the_agent_stage_resumes_exactly(tmp_path: Path, monkeyp
     final_killed = load_checkpoint(killed, group_id)["algorithm"]["modules"]
     final_straight = load_checkpoint(straight, straight.load(reference[0]).config.group_id)["algorithm"]["modules"]
     assert [name for name in final_straight if not torch.equal(final_killed[name], final_straight[name])] == []
+
+
+def test_evaluation_hands_the_previous_reward_to_a_policy_that_reads_rewards() -> None:
+    from offbench.evaluate import evaluate
+
+    seen: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def act(observations: np.ndarray, episode_start: np.ndarray, rewards: np.ndarray) -> np.ndarray:
+        seen.append((episode_start.copy(), rewards.copy()))
+        return np.zeros(observations.shape[:2], dtype=np.int64)
+
+    evaluate(act, "CartPole-v1", [0, 1], 2)
+    assert seen[0][0].all() and not seen[0][1].any()  # first observations: starts, reward 0
+    for starts, rewards in seen[1:]:
+        assert rewards.shape == (2, 2) and np.all(rewards[starts] == 0) and np.all(rewards[~starts] == 1.0)  # CartPole pays 1 per step
