@@ -132,16 +132,21 @@ def evaluate_episodes(
 
     `act(observations, episode_start)` maps observations (S, episodes, *obs_shape) and a bool mask
     (S, episodes), True on the first observation of an episode, to actions (S, episodes, *action_shape);
-    a stateless policy may be `act(observations)`.
+    a stateless policy may be `act(observations)`, and one that reads rewards `act(observations,
+    episode_start, rewards)`: rewards (S, episodes) returned with the observations (0 after a reset).
     Each sub-env runs exactly one episode; sub-envs that finished keep stepping (the vector env
     autoresets them) until the slowest is done, and their extra rewards are ignored.
     `watch_first(env)`, when given, is called with the first sub-env after its reset and after each step
     of its episode (a video recorder renders it): the sub-envs are then made with render_mode="rgb_array",
     which changes no returns.
     """
-    if len(inspect.signature(act).parameters) == 1:  # a stateless policy: act(observations)
+    arity = len(inspect.signature(act).parameters)
+    if arity == 1:  # a stateless policy: act(observations)
         stateless = act
-        act = lambda observations, episode_start: stateless(observations)  # noqa: E731
+        act = lambda observations, episode_start, rewards: stateless(observations)  # noqa: E731
+    elif arity == 2:  # act(observations, episode_start)
+        recurrent = act
+        act = lambda observations, episode_start, rewards: recurrent(observations, episode_start)  # noqa: E731
     num_envs = len(seeds) * episodes
     env_kwargs = {**(env_kwargs or {}), **({"render_mode": "rgb_array"} if watch_first else {})}
     envs = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync", wrappers=[SeedGlobalNumpy, *wrappers_named(wrappers)],
@@ -170,9 +175,11 @@ def _run(act: Callable, envs: gym.vector.VectorEnv, env_seeds: list[int], num_se
     running = np.ones(num_envs, dtype=bool)
     episode_start = np.ones(num_envs, dtype=bool)
     ended = np.zeros(num_envs, dtype=bool)
+    rewards = np.zeros(num_envs, dtype=np.float32)
     while running.any():
         grouped = observations.reshape(num_seeds, episodes, *observations.shape[1:])
-        actions = act(grouped, episode_start.reshape(num_seeds, episodes)).reshape(num_envs, *action_shape)
+        last_rewards = np.where(episode_start, 0.0, rewards).astype(np.float32).reshape(num_seeds, episodes)
+        actions = act(grouped, episode_start.reshape(num_seeds, episodes), last_rewards).reshape(num_envs, *action_shape)
         observations, rewards, terminated, truncated, infos = envs.step(actions)
         episode_start, ended = ended, terminated | truncated  # next-step autoreset: a step after an end resets
         returns += rewards * running

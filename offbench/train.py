@@ -116,11 +116,15 @@ class SeedGroup:
     stage_time_s: dict[str, float] = field(default_factory=dict)
     metrics: dict[str, torch.Tensor] = field(default_factory=dict)  # the latest value of each training metric
 
-    def act(self, observations: np.ndarray, episode_start: np.ndarray) -> np.ndarray:
-        """Environment observations (S, N, *obs_shape) -> actions (S, N, *action_shape), on the device."""
+    def act(self, observations: np.ndarray, episode_start: np.ndarray, rewards: np.ndarray) -> np.ndarray:
+        """Environment observations (S, N, *obs_shape) -> actions (S, N, *action_shape), on the device.
+
+        `rewards` (S, N) reach the algorithm only when it `observes_rewards`."""
         dtype = torch.uint8 if self.sampler.observation_space.dtype == "uint8" else torch.float32
         obs = self.sampler.prepare_observations(torch.as_tensor(observations, dtype=dtype, device=self.device))
         starts = torch.as_tensor(episode_start, dtype=torch.bool, device=self.device)
+        if self.algorithm.observes_rewards:
+            return self.algorithm.act(obs, starts, torch.as_tensor(rewards, dtype=torch.float32, device=self.device)).cpu().numpy()
         return self.algorithm.act(obs, starts).cpu().numpy()
 
     def checkpoint(self) -> dict[str, Any]:
@@ -411,7 +415,7 @@ def _train(group: SeedGroup, store: ResultsStore, reporter: Reporter) -> list[st
         first_step, first_train_time_s = group.step, group.train_time_s
         while group.step < steps:
             group.step += 1
-            group.metrics.update(group.algorithm.update(group.sampler.sample(group.streams.sampling, batch_size), group.step))
+            group.metrics.update(group.algorithm.update(group.algorithm.sample(group.sampler, group.streams.sampling, batch_size), group.step))
             segment_steps += 1
             if run_logs.due(group.step):
                 metrics = _seed_metrics(group)  # waits for the device: only at log steps
@@ -487,14 +491,16 @@ def _seed_metrics(group: SeedGroup) -> dict[str, np.ndarray]:
 
 
 def _run_stages(group: SeedGroup, store: ResultsStore, reporter: Reporter) -> None:
-    """The algorithm's stages not done yet, in order; each is timed on its own and checkpointed when done."""
+    """`prepare`, then the algorithm's stages not done yet, in order; each is timed on its own and checkpointed when done."""
+    context = StageContext(group.dataset, group.sampler, group.streams, group.device, save=lambda: _save_checkpoint(store, group),
+                           message=reporter.message, steps=group.protocol.steps, env_id=group.protocol.eval_env,
+                           env_kwargs=dict(group.protocol.eval_env_kwargs or {}))
+    group.algorithm.prepare(context)
     for name in group.algorithm.stages:
         if name in group.stages_done:
             continue
         reporter.message(f"stage {name} of {group.plan.algo}")
         start = time.perf_counter()
-        context = StageContext(group.dataset, group.sampler, group.streams, group.device,
-                               save=lambda: _save_checkpoint(store, group), message=reporter.message)
         group.algorithm.run_stage(name, context)
         group.stage_time_s[name] = group.stage_time_s.get(name, 0.0) + _elapsed(start, group.device)
         group.stages_done.append(name)

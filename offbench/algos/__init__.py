@@ -15,6 +15,7 @@ ALGORITHMS: dict[str, str] = {
     "driftql": "offbench.algos.driftql:DriftQL",
     "discrete-bcq": "offbench.algos.discrete_bcq:DiscreteBCQ",
     "offline-dqn": "offbench.algos.offline_dqn:OfflineDQN",
+    "neubay": "offbench.algos.neubay:Neubay",
 }
 
 

@@ -7,7 +7,7 @@ shared so that two algorithm files differ only where the algorithms do.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -78,7 +78,9 @@ class StageContext:
     """What a stage (run once before the training loop) may use.
 
     `save()` checkpoints the whole group now: a stage that runs long calls it after a unit of work whose
-    progress it keeps in its own training state, so a killed stage resumes from there.
+    progress it keeps in its own training state, so a killed stage resumes from there. `steps` is the run's
+    gradient-step budget; `env_id`/`env_kwargs` the evaluation env (model-based algorithms read its
+    termination and time limit).
     """
 
     dataset: OfflineDataset
@@ -87,6 +89,9 @@ class StageContext:
     device: torch.device
     save: Callable[[], None]
     message: Callable[[str], None]
+    steps: int = 0
+    env_id: str = ""
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def validation(self) -> OfflineDataset:
         """The validation split of the stored dataset the run's data came from (OGBench's `-val.npz`, read as
@@ -114,6 +119,7 @@ class OfflineAlgorithm(nn.Module):
     observation_kinds: ClassVar[tuple[str, ...]] = ("vector",)  # "vector" (float32, 1-D), "frames" (uint8)
     needs_symmetric_box: ClassVar[bool] = True  # acts as max_action * tanh(.)
     stages: ClassVar[tuple[str, ...]] = ()  # run in order before the loop, by `run_stage`
+    observes_rewards: ClassVar[bool] = False  # `act` also takes the reward the env returned with each observation
     optimizers: dict[str, torch.optim.Optimizer]
 
     def __init__(self, config: Any, problem: Problem, streams: SeedStreams) -> None:
@@ -143,6 +149,16 @@ class OfflineAlgorithm(nn.Module):
         if kind not in cls.observation_kinds:
             raise OffbenchError(f"{name} needs {' or '.join(cls.observation_kinds)} observations; {dataset_id} has {observation.describe()}")
 
+    def prepare(self, context: StageContext) -> None:
+        """Called once per process before the stages and the loop (a new run or a resume): keep what the run gives."""
+        del context
+
+    def sample(self, sampler: Sampler, generators: list[torch.Generator], batch_size: int) -> Any:
+        """The batch of the next `update`: the data layer's `sampler` by default; an algorithm that learns
+        from data it generates itself (NEUBAY's rollout buffers) draws it there. `generators`: the seeds'
+        sampling streams."""
+        return sampler.sample(generators, batch_size)
+
     def run_stage(self, name: str, context: StageContext) -> None:
         """Run stage `name` (one of `stages`) before the training loop; keep its progress in `training_state`."""
         raise NotImplementedError(name)
@@ -155,7 +171,9 @@ class OfflineAlgorithm(nn.Module):
         """Evaluation actions as the paper acts: (S, N, *obs_shape) -> (S, N, *action_shape).
 
         `episode_start` (S, N) bool is True where an observation is the first of its episode: a
-        recurrent policy resets its state there. Stochastic policies draw from `streams.eval`.
+        recurrent policy resets its state there. Stochastic policies draw from `streams.eval`. An
+        algorithm with `observes_rewards` is called `act(observations, episode_start, rewards)`, rewards
+        (S, N) float32 being those the env returned with these observations (0 at an episode start).
         """
         raise NotImplementedError
 

@@ -1,0 +1,342 @@
+"""NEUBAY's world-model ensemble (stage 1): Gaussian dynamics-and-reward members trained once, then frozen.
+
+Spec: shared/specs/neubay.md, "Stage 1: world-model ensemble"; reference twni2016/neubay offline_world/
+(cont_ensemble.py, modules.py). Members are batched on the ensemble axis (offbench.algos.nets).
+
+    data        every (s, a, r, s') except time-out transitions; inputs (s, a) and targets (s', r) z-scored with
+                the dataset's mean/std (s' with the observation statistics), a std below 1e-12 replaced by 1
+    member      (s, a) -> 4 x [Linear(h) -> LayerNorm -> LeakyReLU] -> mean and log-std of (s', r); mean_s' =
+                normalised s + delta (residual); log-std soft-clamped to [-5, 0.25]
+    loss        Gaussian NLL averaged over members, batch and outputs; AdamW(lr, weight decay), batch 256,
+                each member its own permutation of the training rows every epoch
+    validation  min(20 %, 1000) rows held out; a member's best snapshot is replaced when its validation MSE
+                improves by more than 1 % (relative); stop after 5 epochs without any member improving, or at the cap
+    selection   the `selected` members of lowest validation MSE
+    u(s, a)     sqrt(mean over outputs of the across-member variance of the predicted means), normalised space
+    U(zeta)     the zeta-quantile of u over every world-model row (train + validation)
+
+A trained ensemble is written once to `<data dir>/world_models/<key>.pt`, the key hashing the dataset's
+content hash, the world-model seed and the world-model config, and reused by later seeds and runs.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from offbench.algos.nets import EnsembleLayerNorm, EnsembleLinear
+from offbench.data.dataset import OfflineDataset
+from offbench.errors import OffbenchError
+from offbench.io import atomic_write
+from offbench.paths import data_dir
+
+LOG_STD_MIN, LOG_STD_MAX = -5.0, 0.25  # spec: soft clamp of the world model's log-std
+STD_FLOOR = 1e-12  # spec: a normalisation std below this is replaced by 1
+LAYER_NORM_EPS = 1e-5  # equinox.nn.LayerNorm's default
+WORLD_MODEL_STREAM = 7  # spawn key of the world-model seed's generators (numpy SeedSequence), apart from offbench.seeding's
+WORLD_MODEL_FORMAT = "offbench-world-model"
+UNCERTAINTY_CHUNK = 4096  # rows per forward when scoring the whole dataset
+
+
+@dataclass(frozen=True)
+class WorldModelSettings:
+    """The world-model config keys (NeubayConfig's world_* fields); defaults are the paper's (spec, stage 1)."""
+
+    ensemble_size: int = 128
+    selected_size: int = 100
+    hidden: int = 200
+    blocks: int = 4
+    layer_norm: bool = True
+    lr: float = 1e-3
+    weight_decay: float = 5e-5
+    batch_size: int = 256
+    max_epochs: int = 0  # 0: no cap
+    patience: int = 5
+    improvement: float = 0.01
+    val_fraction: float = 0.2
+    val_max: int = 1000
+    unc_quantile: float = 1.0
+
+    def key(self, dataset_sha256: str, seed: int) -> str:
+        """The cache key: dataset content hash, world-model seed and every setting that changes the trained model."""
+        text = json.dumps({"dataset": dataset_sha256, "seed": seed, **self.__dict__}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def soft_clamp(x: torch.Tensor, low: float = LOG_STD_MIN, high: float = LOG_STD_MAX) -> torch.Tensor:
+    """x <- high - softplus(high - x); x <- low + softplus(x - low): smooth, inside (low, high) (spec, member)."""
+    x = high - F.softplus(high - x)
+    return low + F.softplus(x - low)
+
+
+class Ensemble(nn.Module):
+    """`members` Gaussian models of (s', r) given (s, a), all in normalised space.
+
+    `forward(x (M, B, obs_dim + act_dim)) -> (mean, log_std)`, each (M, B, obs_dim + 1); the state part of the
+    mean is the normalised s plus the predicted delta. `members` selects a contiguous slice of the member axis.
+    """
+
+    def __init__(self, members: int, obs_dim: int, act_dim: int, hidden: int, blocks: int, layer_norm: bool) -> None:
+        super().__init__()
+        dims = [obs_dim + act_dim] + [hidden] * blocks
+        self.linears = nn.ModuleList(EnsembleLinear(members, a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.norms = nn.ModuleList(EnsembleLayerNorm(members, hidden, eps=LAYER_NORM_EPS) for _ in range(blocks)) if layer_norm else None
+        self.mean = EnsembleLinear(members, hidden, obs_dim + 1)
+        self.log_std = EnsembleLinear(members, hidden, obs_dim + 1)
+        self.obs_dim = obs_dim
+        for name, value in (("input_mean", obs_dim + act_dim), ("input_std", obs_dim + act_dim), ("output_mean", obs_dim + 1), ("output_std", obs_dim + 1)):
+            self.register_buffer(name, torch.zeros(value) if "mean" in name else torch.ones(value))
+
+    def reset_parameters(self, generators: Sequence[torch.Generator]) -> None:
+        for layer in [*self.linears, self.mean, self.log_std]:
+            layer.reset_parameters(generators)
+
+    def forward(self, x: torch.Tensor, members: slice | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        h = x
+        for i, linear in enumerate(self.linears):
+            h = linear(h, members)
+            if self.norms is not None:
+                h = self.norms[i](h, members)
+            h = F.leaky_relu(h)
+        mean = self.mean(h, members)
+        mean = torch.cat([x[..., : self.obs_dim] + mean[..., : self.obs_dim], mean[..., self.obs_dim :]], dim=-1)
+        return mean, soft_clamp(self.log_std(h, members))
+
+    def normalize_inputs(self, observations: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        return (torch.cat([observations, actions], dim=-1) - self.input_mean) / self.input_std
+
+    def denormalize_outputs(self, outputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised (..., obs_dim + 1) -> next observations (..., obs_dim) and rewards (...)."""
+        raw = outputs * self.output_std + self.output_mean
+        return raw[..., : self.obs_dim], raw[..., self.obs_dim]
+
+
+def gaussian_nll(mean: torch.Tensor, log_std: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-member Gaussian negative log-likelihood without its constant, mean over batch and outputs: (M,)."""
+    return (0.5 * ((target - mean) * torch.exp(-log_std)) ** 2 + log_std).mean(dim=(1, 2))
+
+
+def uncertainty(means: torch.Tensor) -> torch.Tensor:
+    """u = sqrt(mean over outputs of the across-member (population) variance of the means): (M, ..., D) -> (...).
+
+    Spec "epi_mean"; reference offline_world/modules.py: jnp.sqrt(mu.var(0).mean(-1)).
+    """
+    return torch.sqrt(means.var(dim=0, unbiased=False).mean(dim=-1))
+
+
+# ---- data ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class WorldData:
+    """The world model's rows on the device, raw: observations (N, obs), actions (N, act), next observations, rewards (N,)."""
+
+    observations: torch.Tensor
+    actions: torch.Tensor
+    next_observations: torch.Tensor
+    rewards: torch.Tensor
+
+    @classmethod
+    def from_dataset(cls, dataset: OfflineDataset, device: torch.device) -> WorldData:
+        """Every transition except time-outs (spec stage 1); raises `OffbenchError` without stored next observations."""
+        if dataset.next_observations is None:
+            raise OffbenchError(f"NEUBAY's world model needs next observations; {dataset.metadata.id} stores each frame once")
+        keep = ~dataset.timeouts
+        if keep.sum() < 2:
+            raise OffbenchError(f"dataset {dataset.metadata.id} has fewer than 2 transitions that are not time-outs to fit a world model on")
+        return cls(*(torch.as_tensor(np.ascontiguousarray(array[keep]), device=device)
+                     for array in (dataset.observations, dataset.actions, dataset.next_observations, dataset.rewards)))
+
+    def __len__(self) -> int:
+        return int(self.rewards.shape[0])
+
+    def statistics(self) -> dict[str, torch.Tensor]:
+        """Mean/std of inputs (s, a) and of targets (s' with the observation statistics, r); std < 1e-12 -> 1."""
+        def moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            x64 = x.double()
+            std = x64.std(dim=0, unbiased=False)
+            return x64.mean(dim=0).float(), torch.where(std < STD_FLOOR, torch.ones_like(std), std).float()
+
+        (obs_mean, obs_std), (act_mean, act_std) = moments(self.observations), moments(self.actions)
+        reward_mean, reward_std = moments(self.rewards.unsqueeze(-1))
+        return {"input_mean": torch.cat([obs_mean, act_mean]), "input_std": torch.cat([obs_std, act_std]),
+                "output_mean": torch.cat([obs_mean, reward_mean]), "output_std": torch.cat([obs_std, reward_std])}
+
+
+# ---- training ------------------------------------------------------------------------------------
+
+
+def member_generators(seed: int, members: int, device: torch.device) -> list[torch.Generator]:
+    """One generator per member of world-model seed `seed`, plus one (last) for the validation split."""
+    sequence = np.random.SeedSequence(seed, spawn_key=(WORLD_MODEL_STREAM,))
+    return [torch.Generator(device=device).manual_seed(int(child.generate_state(1, np.uint64)[0])) for child in sequence.spawn(members + 1)]
+
+
+class EnsembleTrainer:
+    """Stage-1 training of one world-model seed, resumable: `state_dict()` holds everything a killed stage needs."""
+
+    def __init__(self, data: WorldData, settings: WorldModelSettings, seed: int, device: torch.device) -> None:
+        self.data, self.settings, self.seed = data, settings, seed
+        obs_dim, act_dim = data.observations.shape[1], data.actions.shape[1]
+        s = settings
+        self.generators = member_generators(seed, s.ensemble_size, device)
+        self.ensemble = Ensemble(s.ensemble_size, obs_dim, act_dim, s.hidden, s.blocks, s.layer_norm).to(device)
+        self.ensemble.reset_parameters(self.generators[:-1])
+        for name, value in data.statistics().items():
+            getattr(self.ensemble, name).copy_(value)
+        self.optimizer = torch.optim.AdamW(self.ensemble.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+        n = len(data)
+        n_val = min(int(s.val_fraction * n), s.val_max)
+        order = torch.randperm(n, generator=self.generators[-1], device=device)
+        self.val_rows, self.train_rows = order[:n_val], order[n_val:]
+        self.best = copy.deepcopy(self.ensemble.state_dict())
+        self.best_mse = torch.full((s.ensemble_size,), float("inf"), device=device)
+        self.epoch, self.stale_epochs, self.done = 0, 0, False
+        self.val_mse = self.best_mse.clone()
+
+    def inputs_targets(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised inputs and targets of `rows` (any shape R): (*R, in), (*R, obs + 1)."""
+        d, e = self.data, self.ensemble
+        targets = torch.cat([d.next_observations[rows], d.rewards[rows].unsqueeze(-1)], dim=-1)
+        return e.normalize_inputs(d.observations[rows], d.actions[rows]), (targets - e.output_mean) / e.output_std
+
+    def train_epoch(self) -> float:
+        """One pass over the training rows, each member in its own order; returns the mean NLL."""
+        s, rows = self.settings, self.train_rows
+        if rows.numel() == 0:
+            raise OffbenchError("the world model's training split is empty", "use a dataset with more transitions")
+        orders = torch.stack([rows[torch.randperm(rows.numel(), generator=g, device=g.device)] for g in self.generators[:-1]])
+        losses = []
+        for start in range(0, rows.numel(), s.batch_size):
+            x, y = self.inputs_targets(orders[:, start : start + s.batch_size])
+            mean, log_std = self.ensemble(x)
+            loss = gaussian_nll(mean, log_std, y).mean()
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            losses.append(loss.detach())
+        return float(torch.stack(losses).mean())
+
+    @torch.no_grad()
+    def validate(self) -> None:
+        """Per-member validation MSE; snapshot members that improved by more than the relative threshold."""
+        s = self.settings
+        rows = self.val_rows if self.val_rows.numel() else self.train_rows  # no split (tiny data): score the training rows
+        x, y = self.inputs_targets(rows)
+        mean, _ = self.ensemble(x.expand(s.ensemble_size, *x.shape))
+        self.val_mse = ((mean - y) ** 2).mean(dim=(1, 2))
+        improved = (self.best_mse - self.val_mse) / self.best_mse > s.improvement
+        improved |= torch.isinf(self.best_mse) & torch.isfinite(self.val_mse)
+        if improved.any():
+            current = self.ensemble.state_dict()
+            for name, tensor in self.best.items():
+                if tensor.dim() > 0 and tensor.shape[0] == s.ensemble_size:  # member parameters (not the normaliser)
+                    tensor[improved] = current[name][improved]
+            self.best_mse = torch.where(improved, self.val_mse, self.best_mse)
+            self.stale_epochs = 0
+        else:
+            self.stale_epochs += 1
+        self.epoch += 1
+        self.done = self.stale_epochs >= s.patience or (s.max_epochs > 0 and self.epoch >= s.max_epochs)
+
+    def selected(self) -> tuple[Ensemble, torch.Tensor]:
+        """The best snapshots of the `selected_size` members of lowest validation MSE, and their MSEs (ascending)."""
+        s = self.settings
+        keep = torch.argsort(self.best_mse)[: s.selected_size]
+        obs_dim, act_dim = self.data.observations.shape[1], self.data.actions.shape[1]
+        chosen = Ensemble(s.selected_size, obs_dim, act_dim, s.hidden, s.blocks, s.layer_norm).to(self.best_mse.device)
+        chosen.load_state_dict({name: t[keep] if t.dim() > 0 and t.shape[0] == s.ensemble_size else t for name, t in self.best.items()})
+        return chosen.requires_grad_(False), self.best_mse[keep]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"ensemble": self.ensemble.state_dict(), "optimizer": self.optimizer.state_dict(), "best": self.best,
+                "best_mse": self.best_mse, "val_mse": self.val_mse, "epoch": self.epoch, "stale_epochs": self.stale_epochs,
+                "done": self.done, "generators": [g.get_state() for g in self.generators]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.ensemble.load_state_dict(state["ensemble"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.best = state["best"]
+        self.best_mse, self.val_mse = state["best_mse"], state["val_mse"]
+        self.epoch, self.stale_epochs, self.done = state["epoch"], state["stale_epochs"], state["done"]
+        for generator, generator_state in zip(self.generators, state["generators"], strict=True):
+            generator.set_state(generator_state)
+
+
+@torch.no_grad()
+def dataset_uncertainty(ensemble: Ensemble, data: WorldData) -> torch.Tensor:
+    """u(s, a) of every world-model row under `ensemble`: (N,), in chunks."""
+    members = ensemble.mean.weight.shape[0]
+    values = []
+    for start in range(0, len(data), UNCERTAINTY_CHUNK):
+        x = ensemble.normalize_inputs(data.observations[start : start + UNCERTAINTY_CHUNK], data.actions[start : start + UNCERTAINTY_CHUNK])
+        values.append(uncertainty(ensemble(x.expand(members, *x.shape))[0]))
+    return torch.cat(values)
+
+
+def threshold(u: torch.Tensor, zeta: float) -> float:
+    """U(zeta): the zeta-quantile of the uncertainties u (linear interpolation, as jnp.quantile)."""
+    return float(np.quantile(u.double().cpu().numpy(), zeta))
+
+
+# ---- the reusable file ---------------------------------------------------------------------------
+
+
+def world_model_path(dataset_sha256: str, seed: int, settings: WorldModelSettings) -> Path:
+    return data_dir() / "world_models" / f"{settings.key(dataset_sha256, seed)}.pt"
+
+
+def save_world_model(path: Path, trainer: EnsembleTrainer, dataset_sha256: str, train_time_s: float) -> dict[str, Any]:
+    """Select, score u over the data and write the world-model file atomically; returns what was written."""
+    chosen, val_mse = trainer.selected()
+    u = dataset_uncertainty(chosen, trainer.data)
+    s = trainer.settings
+    record = {
+        "format": WORLD_MODEL_FORMAT, "key": s.key(dataset_sha256, trainer.seed), "dataset_sha256": dataset_sha256, "seed": trainer.seed,
+        "settings": dict(s.__dict__), "state": {name: t.cpu() for name, t in chosen.state_dict().items()},
+        "val_mse": val_mse.cpu(), "all_val_mse": trainer.best_mse.cpu(), "epochs": trainer.epoch, "train_time_s": train_time_s,
+        "threshold": threshold(u, s.unc_quantile), "mean_uncertainty": float(u.mean()),
+        "uncertainty_quantiles": {str(q): threshold(u, q) for q in (0.5, 0.9, 0.99, 0.999, 1.0)},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: torch.save(record, tmp))
+    return record
+
+
+def load_world_model(path: Path) -> dict[str, Any]:
+    try:
+        record = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # any unpickling failure means the file is unusable
+        raise OffbenchError(f"world-model file {path} is unreadable ({type(error).__name__})", "delete it; the next run retrains it") from None
+    if record.get("format") != WORLD_MODEL_FORMAT:
+        raise OffbenchError(f"{path} is not an offbench world-model file", "delete it; the next run retrains it")
+    return record
+
+
+def train_world_model(trainer: EnsembleTrainer, save_every: int, checkpoint: Callable[[], None], message: Callable[[str], None]) -> float:
+    """Epochs until early stopping or the cap; `checkpoint()` every `save_every` epochs. Returns the wall time spent."""
+    start, last_message = time.perf_counter(), 0.0
+    while not trainer.done:
+        nll = trainer.train_epoch()
+        trainer.validate()
+        now = time.perf_counter()
+        if trainer.done or now - last_message > 5.0:
+            finite = trainer.best_mse[torch.isfinite(trainer.best_mse)]
+            cap = trainer.settings.max_epochs or "no cap"
+            message(f"world model seed {trainer.seed}: epoch {trainer.epoch} (cap {cap}), train NLL {nll:.4f}, "
+                    f"best validation MSE median {float(finite.median()):.5f}, {trainer.stale_epochs} epochs without improvement")
+            last_message = now
+        if trainer.epoch % save_every == 0 and not trainer.done:
+            checkpoint()
+    return time.perf_counter() - start

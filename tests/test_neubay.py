@@ -1,0 +1,258 @@
+"""NEUBAY's pieces (LRU, tapes, world model, rollouts, losses) checked against plain computations written out here."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from offbench.algos.base import Problem, StageContext
+from offbench.algos.neubay import Neubay, NeubayConfig, kappa_mean
+from offbench.algos.recurrent import EnsembleLRU, RecurrentEncoder, parallel_scan, sequential_scan
+from offbench.algos.world_model import soft_clamp, threshold, uncertainty
+from offbench.data.dataset import DatasetMetadata, OfflineDataset
+from offbench.data.spaces import Box, ObservationSpace
+from offbench.data.tapes import EpisodeBuffer, Tape
+from offbench.seeding import SeedStreams
+
+OBS, ACT = 11, 3
+TINY_AGENT = dict(ensemble_size=4, selected_size=3, world_hidden=16, encoder_dim=16, lru_hidden=8, head_dims=[16, 16],
+                  critic_heads=4, tape_length=32)
+
+
+# ---- LRU -----------------------------------------------------------------------------------------
+
+
+def test_parallel_scan_equals_the_sequential_recurrence() -> None:
+    g = torch.Generator().manual_seed(0)
+    a = torch.complex(torch.rand(2, 3, 37, 5, generator=g), torch.rand(2, 3, 37, 5, generator=g)) * 0.9
+    a[:, :, [0, 5, 20]] = 0  # resets
+    b = torch.complex(torch.randn(2, 3, 37, 5, generator=g), torch.randn(2, 3, 37, 5, generator=g))
+    torch.testing.assert_close(parallel_scan(a, b), sequential_scan(a, b), rtol=1e-5, atol=1e-5)
+
+
+def test_lru_parallel_equals_sequential_with_resets_and_a_carried_state() -> None:
+    lru = EnsembleLRU(2, 6, 4, 0.0, 0.9, 2 * math.pi)
+    lru.reset_parameters([torch.Generator().manual_seed(i) for i in range(2)])
+    x = torch.randn(2, 1, 25, 6)
+    start = torch.zeros(2, 1, 25, dtype=torch.bool)
+    start[:, :, [0, 9, 10]] = True
+    start[1, :, 0] = False  # member 1 continues the carried state
+    state = torch.complex(torch.randn(2, 1, 4), torch.randn(2, 1, 4))
+    y_par, h_par = lru(x, start, state)
+    y_seq, h_seq = lru(x, start, state, parallel=False)
+    torch.testing.assert_close(y_par, y_seq, rtol=1e-5, atol=1e-5)
+    # the recurrence written out for member 1: lambda h + gamma B x, reset at starts
+    lam = torch.exp(torch.complex(-torch.exp(lru.nu_log[1]), torch.exp(lru.theta_log[1])))
+    B = torch.complex(lru.B_re[1], lru.B_im[1]) * torch.exp(lru.gamma_log[1]).unsqueeze(-1)
+    h = state[1, 0]
+    for t in range(25):
+        h = (0 if start[1, 0, t] else lam * h) + B @ x[1, 0, t].to(B.dtype)
+        torch.testing.assert_close(h_par[1, 0, t], h, rtol=1e-4, atol=1e-5)
+    modulus = torch.exp(-torch.exp(lru.nu_log.detach()))
+    assert float(modulus.max()) <= 0.9 + 1e-6 and float(lru.theta_log.detach().exp().max()) <= 2 * math.pi  # eigenvalue init
+
+
+def test_encoder_resets_its_state_at_episode_starts_on_a_tape() -> None:
+    encoder = RecurrentEncoder(1, 5, 8, 4, 2, 0.0, 0.9, 2 * math.pi)
+    encoder.reset_parameters([torch.Generator().manual_seed(3)])
+    first, second = torch.randn(1, 1, 7, 5), torch.randn(1, 1, 9, 5)
+    tape = torch.cat([first, second], dim=2)
+    starts = torch.zeros(1, 1, 16, dtype=torch.bool)
+    starts[..., [0, 7]] = True
+    together = encoder(tape, starts)[0]
+    alone = encoder(second, starts[..., 7:])[0]
+    torch.testing.assert_close(together[:, :, 7:], alone, rtol=1e-5, atol=1e-6)
+    no_reset = encoder(tape, torch.zeros_like(starts).index_fill_(2, torch.tensor([0]), True))[0]
+    assert not torch.allclose(no_reset[:, :, 7:], alone, atol=1e-4)  # without the reset the history leaks in
+    # stepping one input at a time with the carried state (acting) gives the tape's outputs
+    states, stepped = None, []
+    for t in range(16):
+        z, hidden = encoder(tape[:, :, t : t + 1], starts[:, :, t : t + 1], states)
+        states = [h[:, :, -1] for h in hidden]
+        stepped.append(z)
+    torch.testing.assert_close(torch.cat(stepped, dim=2), together, rtol=1e-4, atol=1e-5)
+
+
+# ---- tapes ---------------------------------------------------------------------------------------
+
+
+def episode(steps: int, marker: float, real: float = 1.0) -> dict[str, torch.Tensor]:
+    return {"observations": torch.full((steps, 2), marker), "actions": torch.full((steps, 1), marker), "rewards": torch.arange(steps).float(),
+            "terminals": torch.zeros(steps), "real": torch.full((steps,), real)}
+
+
+def test_tapes_are_whole_episodes_cut_to_length_and_masks_drop_boundaries() -> None:
+    buffer = EpisodeBuffer(100, 2, 1, torch.device("cpu"))
+    for i, steps in enumerate([5, 3, 8]):
+        buffer.add(episode(steps, float(i)))
+    tape = buffer.sample_tape(torch.Generator().manual_seed(0), 4, 20)
+    assert tape.observations.shape == (4, 20, 2) and tape.starts.shape == (4, 20)
+    lengths = {0.0: 5, 1.0: 3, 2.0: 8}
+    for b in range(4):
+        starts = tape.starts[b].nonzero().flatten().tolist()
+        assert starts[0] == 0
+        for s, e in zip(starts, [*starts[1:], 20]):
+            marker = float(tape.observations[b, s, 0])
+            assert torch.all(tape.observations[b, s:e, 0] == marker)  # one episode per segment ...
+            assert tape.rewards[b, s:e].tolist() == list(range(e - s))  # ... read from its first step
+            assert e - s == lengths[marker] or e == 20
+        mask = tape.mask[b]
+        assert mask[-1] == 0 and all(mask[s - 1] == 0 for s in starts[1:]) and int(mask.sum()) == 20 - len(starts)
+
+
+def test_buffer_evicts_whole_episodes_first_in_first_out() -> None:
+    buffer = EpisodeBuffer(10, 2, 1, torch.device("cpu"))
+    for i, steps in enumerate([4, 4, 4]):
+        buffer.add(episode(steps, float(i)))
+    assert list(buffer.lengths) == [4, 4] and buffer.used == 8
+    assert buffer.storage["observations"][:8, 0].tolist() == [1.0] * 4 + [2.0] * 4
+    restored = EpisodeBuffer(10, 2, 1, torch.device("cpu"))
+    restored.load_state_dict(buffer.state_dict())
+    g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    assert torch.equal(buffer.sample_tape(g1, 1, 6).observations, restored.sample_tape(g2, 1, 6).observations)
+
+
+def test_kappa_weights_real_and_imagined_means() -> None:
+    starts = torch.tensor([[[True, False, False, False, True, False]]])
+    real = torch.tensor([[[1.0, 1.0, 0.0, 0.0, 1.0, 0.0]]])
+    values = torch.tensor([[[1.0, 2.0, 10.0, 99.0, 3.0, 50.0]]])
+    tape = Tape(torch.zeros(1, 1, 6, 1), torch.zeros(1, 1, 6, 1), torch.zeros(1, 1, 6), torch.zeros(1, 1, 6), real, starts)
+    # valid: 0, 1, 2, 4 (3 ends an episode, 5 ends the tape); real valid 0, 1, 4; imagined valid 2
+    assert tape.mask.tolist() == [[[1.0, 1.0, 1.0, 0.0, 1.0, 0.0]]]
+    torch.testing.assert_close(kappa_mean(values, tape, 0.8), torch.tensor([0.8 * 2.0 + 0.2 * 10.0]))
+
+
+# ---- world model ---------------------------------------------------------------------------------
+
+
+def test_soft_clamp_stays_inside_its_bounds_smoothly() -> None:
+    x = torch.linspace(-50, 50, 1001)
+    y = soft_clamp(x)
+    # the lower softplus, applied after the upper one, lifts the top by softplus(-5.25) ~ 0.005 (the reference's order)
+    assert float(y.min()) >= -5.0 and float(y.max()) < 0.25 + 0.006 and bool((y[1:] >= y[:-1]).all())
+    expected = -5 + torch.nn.functional.softplus(0.25 - torch.nn.functional.softplus(0.25 - x) + 5)
+    torch.testing.assert_close(y, expected)
+    assert abs(float(soft_clamp(torch.tensor(-2.0))) + 2.0) < 0.1  # near the identity well inside
+
+
+def test_uncertainty_and_threshold_on_a_toy_ensemble() -> None:
+    means = torch.tensor([[[0.0, 0.0], [1.0, 2.0], [0.0, 0.0]],
+                          [[0.0, 0.0], [3.0, 2.0], [2.0, 0.0]]])  # 2 members, 3 rows, 2 outputs
+    u = uncertainty(means)
+    # row 0: no spread; row 1: var (1, 0) -> sqrt(0.5); row 2: var (1, 0) -> sqrt(0.5)
+    torch.testing.assert_close(u, torch.tensor([0.0, math.sqrt(0.5), math.sqrt(0.5)]))
+    values = torch.arange(11.0)
+    assert threshold(values, 1.0) == 10.0 and threshold(values, 0.9) == pytest.approx(9.0) and threshold(values, 0.95) == pytest.approx(9.5)
+
+
+# ---- rollouts ------------------------------------------------------------------------------------
+
+
+class StubWorld(nn.Module):
+    """Members that move the state by a fixed step: next = s + step, with member m writing m into state dim 2.
+
+    `spread` separates the members' predictions (uncertainty); log-std is very low (near-deterministic samples).
+    """
+
+    def __init__(self, step: torch.Tensor, spread: float) -> None:
+        super().__init__()
+        self.step, self.spread = step, spread
+
+    def forward(self, x: torch.Tensor, members: slice | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        M = x.shape[0]
+        state = x[..., :OBS] + self.step
+        member = torch.arange(M, dtype=x.dtype).view(M, 1, 1).expand(*x.shape[:-1], 1)
+        state = torch.cat([state[..., :2], member, state[..., 3:]], -1)
+        state = torch.cat([state[..., :3], state[..., 3:] + self.spread * member], -1)  # spread away from height and angle
+        means = torch.cat([state, torch.ones(*x.shape[:-1], 1)], -1)
+        return means, torch.full_like(means, -12.0)
+
+
+def hopper_dataset(episodes: int = 3, steps: int = 6) -> OfflineDataset:
+    healthy = np.array([1.25, 0.0, 0.0] + [0.0] * (OBS - 3), dtype=np.float32)
+    n = episodes * steps
+    observations = np.tile(healthy, (n, 1))
+    metadata = DatasetMetadata(id="test/hopper-stub-v0", source="test", env_id="Hopper-v5", observation_space=ObservationSpace((OBS,)),
+                               action_space=Box((-1.0,) * ACT, (1.0,) * ACT), ref_min_score=0.0, ref_max_score=1.0)
+    timeouts = np.zeros(n, dtype=bool)
+    timeouts[steps - 1 :: steps] = True
+    return OfflineDataset.build(metadata, observations, np.zeros((n, ACT), np.float32), np.full(n, 0.5, np.float32), observations.copy(),
+                                np.zeros(n, bool), timeouts, np.arange(0, n, steps))
+
+
+def stub_agent(step: list[float], spread: float, time_limit: int, threshold_value: float, rollouts: int = 6) -> Neubay:
+    config = NeubayConfig(**TINY_AGENT, rollouts=rollouts)
+    agent = Neubay(config, Problem.vector(OBS, ACT), SeedStreams.for_seeds([0]))
+    dataset = hopper_dataset()
+    context = StageContext(dataset, None, agent.streams, torch.device("cpu"), save=lambda: None, message=print, steps=100,
+                           env_id="Hopper-v5", env_kwargs={"max_episode_steps": time_limit})
+    agent.prepare(context)
+    agent.world = StubWorld(torch.tensor(step + [0.0] * (OBS - len(step))), spread)
+    agent.threshold.fill_(threshold_value)
+    agent.prepare_history()
+    return agent
+
+
+def stats(agent: Neubay) -> dict[str, float]:
+    from offbench.algos.neubay import ROLLOUT_STATS
+
+    return dict(zip(ROLLOUT_STATS, agent.rollout_stats[0].tolist()))
+
+
+def imagined_horizons(agent: Neubay) -> list[int]:
+    buffer = agent.buffers_[0]
+    firsts = np.cumsum([0, *buffer.lengths])[:-1]
+    real = buffer.storage["real"]
+    return [int((real[f : f + n - 1] == 0).sum()) for f, n in zip(firsts, buffer.lengths)]
+
+
+def test_rollouts_stop_at_a_true_termination() -> None:
+    agent = stub_agent([-0.6], spread=0.0, time_limit=1000, threshold_value=1e9)  # height 1.25 -> 0.65 < 0.7: hopper falls
+    agent.collect(0)
+    s = stats(agent)
+    finished = agent.history["finished"]
+    assert s["terminated"] > 0 and s["truncated_by_uncertainty"] == 0 and s["truncated_by_time_limit"] == 0
+    assert set(imagined_horizons(agent)) <= {0, 1} and bool(finished.any())  # one imagined step, or none after a finished history
+    buffer = agent.buffers_[0]
+    assert float(buffer.storage["terminals"][: buffer.used].sum()) == pytest.approx(s["terminated"] * agent.config.rollouts)
+
+
+def test_rollouts_stop_at_the_time_limit() -> None:
+    agent = stub_agent([0.0], spread=0.0, time_limit=8, threshold_value=1e9)
+    agent.collect(0)
+    s = stats(agent)
+    assert s["terminated"] == 0 and s["truncated_by_uncertainty"] == 0 and s["truncated_by_time_limit"] > 0
+    buffer = agent.buffers_[0]
+    firsts = np.cumsum([0, *buffer.lengths])[:-1]
+    for first, steps in zip(firsts, buffer.lengths):  # every episode ends at env time T (or where its real history ended)
+        real_steps = int(buffer.storage["real"][first : first + steps - 1].sum())
+        assert steps - 1 == 8 or (steps - 1 == real_steps and real_steps in (6, 8))
+
+
+def test_rollouts_stop_when_uncertainty_exceeds_the_threshold() -> None:
+    agent = stub_agent([0.0], spread=1.0, time_limit=1000, threshold_value=0.1)
+    agent.collect(0)
+    s = stats(agent)
+    assert s["truncated_by_uncertainty"] > 0 and s["terminated"] == 0 and s["truncated_by_time_limit"] == 0
+    assert max(imagined_horizons(agent)) == 1 and s["horizon_max"] == 1
+
+
+def test_each_rollout_keeps_one_member_throughout() -> None:
+    agent = stub_agent([0.0], spread=0.0, time_limit=12, threshold_value=1e9, rollouts=6)
+    M = agent.config.selected_size
+    agent.collect(0)
+    buffer = agent.buffers_[0]
+    firsts = np.cumsum([0, *buffer.lengths])[:-1]
+    picks_finished = 0
+    for k, (first, steps) in enumerate(zip(firsts, buffer.lengths)):
+        imagined = (buffer.storage["real"][first : first + steps - 1] == 0).nonzero().flatten() + first
+        if imagined.numel() < 2:
+            picks_finished += 1
+            continue
+        markers = buffer.storage["observations"][imagined[1:], 2]  # states after the first imagined step carry the member
+        torch.testing.assert_close(markers, torch.full_like(markers, float(k % M)), atol=1e-3, rtol=0)
+    assert picks_finished < len(buffer.lengths)
