@@ -62,6 +62,7 @@ def test_protocol_overrides_and_dry_run(tmp_path: Path) -> None:
     budget, _ = paper.cell("driftql", "d4rl/hopper-medium-v2")
     assert budget["steps"] == 500_000
     assert paper.cell("td3bc", "d4rl/hopper-medium-v2")[0]["steps"] == 1_000_000
+    assert paper.cell("neubay", "d4rl/walker2d-medium-expert-v2")[0] == {"steps": 2_000_000, "eval_every": 20_000, "eval_episodes": 20}
     dry = run_cli("sweep", "d4rl-locomotion", "--dry-run", "--results-dir", str(tmp_path))
     assert dry.returncode == 0, dry.stderr
     assert f"{len(paper.algos) * 9} jobs" in dry.stdout and "device-hours" in dry.stdout
