@@ -16,7 +16,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from offbench.data import ogbench_io, ogbench_recipes, registry
+from offbench.config import baseline_values
+from offbench.data import ids, ogbench_io, ogbench_recipes, registry
 from offbench.errors import OffbenchError
 
 ogbench = pytest.importorskip("ogbench")
@@ -463,3 +464,28 @@ def test_data_make_of_a_local_recording_reports_its_episodes_success_and_hashes(
             f"behaviour success {success:.1f}% of recorded episodes (task 2), sha256 {dataset.metadata.sha256}") in text
     again = CliRunner().invoke(app, ["data", "make", f"local/ogbench-{MAZE}-singletask-task4-v0"])
     assert again.exit_code == 0 and "is already present" in again.output  # one recording serves every task
+
+
+@pytest.mark.parametrize("alias, single_task", [
+    ("cube-single-play", "cube-single-play-singletask"),  # OGBench's default task
+    ("cube-single-play-singletask", "cube-single-play-singletask"),
+    ("pointmaze-medium-navigate-singletask-task2", "pointmaze-medium-navigate-singletask-task2"),
+])
+def test_an_ogbench_alias_stands_for_its_single_task_data_real_first_then_recorded_here(alias: str, single_task: str) -> None:
+    candidates = registry.alias_candidates(alias)
+    real, local = f"ogbench/{single_task}-v0", f"local/ogbench-{single_task}-v0"
+    assert real in candidates and local in candidates and candidates.index(real) < candidates.index(local)
+    recording = registry.recording_id(local)
+    assert recording not in candidates or candidates.index(local) < candidates.index(recording)  # never the goal-conditioned recording first
+    assert registry.resolve(alias) == local  # no OGBench files here: the recording's single-task view, made on first use
+    assert ids.parse(local).alias == ids.parse(real).alias == single_task
+
+
+def test_a_local_recording_gets_the_per_task_config_of_the_real_dataset() -> None:
+    """DriftQL's table is keyed by OGBench names; a local recording of the same dataset uses the same row."""
+    for task in ("", "-task2"):
+        real = baseline_values("driftql", f"ogbench/cube-single-play-singletask{task}-v0")
+        assert baseline_values("driftql", f"local/ogbench-cube-single-play-singletask{task}-v0") == real
+        assert (real["drift_temp"], real["alpha"], real["discount"], real["kernel"]) == (0.02, 60.0, 0.995, "gaussian")
+    assert registry.alias_candidates("hopper-medium") == ["d4rl/hopper-medium-v2", "minari/mujoco/hopper/medium-v0", "local/hopper-medium-v5",
+                                                          "ogbench/hopper-medium-v0"]  # not an OGBench name: no single-task ids

@@ -53,6 +53,7 @@ from offbench.errors import OffbenchError
 SOURCE = r"[a-z][a-z0-9-]*"
 WORDS = r"[A-Za-z0-9_]+(?:-[A-Za-z0-9_]+)*"  # a name segment, and an alias
 TRANSFORMS = r"(?:\+[A-Za-z0-9_.-]+)*"
+LOCAL_OGBENCH = "ogbench-"  # local/ogbench-<OGBench name>: an OGBench recording made here (offbench.data.ogbench_recipes)
 ID_PATTERN = re.compile(rf"(?P<source>{SOURCE})/(?P<name>{WORDS}(?:/{WORDS})*)-v(?P<version>\d+)(?P<transforms>{TRANSFORMS})")
 VERSION_SUFFIX = re.compile(r"-v\d+$")
 ID_EXAMPLES = "d4rl/hopper-medium-v2, minari/mujoco/hopper/medium-v0 or local/hopper-medium-v5, transforms appended (+first10000)"
@@ -74,8 +75,11 @@ class DatasetId:
 
     @property
     def alias(self) -> str:
-        """`hopper-medium`: the name's last two segments, joined by "-"."""
-        return "-".join(self.name.split("/")[-2:])
+        """`hopper-medium`: the name's last two segments, joined by "-". A local OGBench recording or
+        single-task dataset (`local/ogbench-cube-single-play-singletask-v0`) has the OGBench name as its
+        alias (`cube-single-play-singletask`), the same as the `ogbench/` id of the real data."""
+        alias = "-".join(self.name.split("/")[-2:])
+        return alias.removeprefix(LOCAL_OGBENCH) if self.source == "local" else alias
 
     @property
     def short_name(self) -> str:

@@ -58,6 +58,9 @@ EXTRA_KEYS = ("qpos", "qvel", "button_states")
 LAYOUTS = ("regular", "compact")
 REWARD_OF_S_SINCE = (1, 2, 0)  # ogbench CHANGELOG 1.2.0: single-task rewards of (s, a, s') computed from s, not s'
 INSTALL_HINT = "pip install 'offbench[ogbench]' (the ogbench package, >= 1.2.0)"
+# The first word of every OGBench env (the envs `import ogbench` registers, ogbench 1.2.x): an alias that
+# starts with one of them is an OGBench name.
+FAMILIES = frozenset({"pointmaze", "antmaze", "humanoidmaze", "antsoccer", "cube", "scene", "puzzle", "visual"})
 SINGLETASK_NAME = re.compile(r"(?P<stem>(?P<env>[a-z0-9]+(?:-[a-z0-9]+)*)-(?P<type>[a-z0-9]+))-singletask(?:-task(?P<task>[1-5]))?-v(?P<version>\d+)")
 
 

@@ -34,6 +34,7 @@ from typing import Any
 import gymnasium as gym
 
 from offbench.data import d4rl, ids, minari_io, ogbench_io, ogbench_recipes
+from offbench.data.ids import LOCAL_OGBENCH
 from offbench.data.catalogue import catalogue
 from offbench.data.dataset import TRANSITION_FIELDS, DatasetMetadata, OfflineDataset
 from offbench.data.recipes import RECIPES, recipe_available
@@ -45,7 +46,6 @@ D4RL_DOWNLOAD_URL = "http://rail.eecs.berkeley.edu/datasets/offline_rl/gym_mujoc
 NO_POLICY = "its behaviour policy is not committed yet; see datasets/README.md"
 D4RL_KINDS = ("random", "medium", "medium-replay", "medium-expert", "expert")
 OGBENCH_CACHE = "~/.ogbench/data"  # ogbench.utils.DEFAULT_DATASET_DIR, where OGBench keeps its downloads
-LOCAL_OGBENCH = "ogbench-"  # local/ogbench-<OGBench name>: an OGBench recording made here
 
 
 @dataclass(frozen=True)
@@ -425,10 +425,24 @@ def is_makeable(dataset_id: str) -> bool:
 
 def alias_candidates(alias: str) -> list[str]:
     """The ids an alias like `hopper-medium` stands for: one per source by its alias form, in the table's
-    order, then the catalogue's local ids of that alias that the form does not name (`cartpole-dqn` ->
-    `local/cartpole-dqn-v1`, whose version is its env's, not v5), in catalogue order."""
-    expanded = [candidate for candidate in (ids.expand_alias(source.alias_form, alias) for source in SOURCES.values()) if candidate]
-    return expanded + [dataset_id for dataset_id in catalogue() if ids.parse(dataset_id).alias == alias and dataset_id not in expanded]
+    order; for an OGBench name, its single-task data, real then recorded here (`cube-single-play` and
+    `cube-single-play-singletask` -> `ogbench/cube-single-play-singletask-v0`,
+    `local/ogbench-cube-single-play-singletask-v0`: the default task, as OGBench names it); then the
+    catalogue's local ids of that alias that the form does not name (`cartpole-dqn` -> `local/cartpole-dqn-v1`,
+    whose version is its env's, not v5), in catalogue order."""
+    candidates = [candidate for candidate in (ids.expand_alias(source.alias_form, alias) for source in SOURCES.values()) if candidate]
+    for candidate in [*_ogbench_single_task_candidates(alias), *catalogue()]:
+        if candidate not in candidates and ids.parse(candidate).alias in (alias, f"{alias}-singletask"):
+            candidates.append(candidate)
+    return candidates
+
+
+def _ogbench_single_task_candidates(alias: str) -> list[str]:
+    """`cube-single-play[-singletask[-taskN]]` -> its `ogbench/` and `local/ogbench-` single-task ids; [] for other aliases."""
+    name = alias if "-singletask" in alias else f"{alias}-singletask"
+    if alias.split("-", 1)[0] not in ogbench_io.FAMILIES or not ogbench_io.SINGLETASK_NAME.fullmatch(f"{name}-v0"):
+        return []
+    return [f"ogbench/{name}-v0", f"local/{LOCAL_OGBENCH}{name}-v0"]
 
 
 def resolve(name: str) -> str:
