@@ -135,7 +135,7 @@ def run(
     set_: list[str] = typer.Option([], "--set", help="Override a config key: --set alpha=2.5 (repeatable)."),
     subset: Optional[int] = typer.Option(None, "--subset", help="Small-data protocol: train on N transitions of the dataset (recorded in the dataset id)."),
     subset_mode: str = typer.Option("first", "--subset-mode", help="first: the first N transitions (Sparse-Reg's code); episodes: random whole episodes."),
-    corrupt: Optional[str] = typer.Option(None, "--corrupt", help="Degraded-data protocol (DriftQL paper): random-actions:P (recorded in the dataset id)."),
+    corrupt: Optional[str] = typer.Option(None, "--corrupt", help="relabel-random-actions:P relabels a fraction P of the actions (recorded in the id)."),
     data_seed: int = typer.Option(0, "--data-seed", help="Seed of data transforms (random-episode subsets, corruption), shared by all training seeds."),
     env: Optional[str] = typer.Option(None, "--env", help="Your own file: the Gymnasium env to evaluate in (e.g. Hopper-v5)."),
     ref: Optional[str] = typer.Option(None, "--ref", help="Your own file: reference returns for normalised scores, d4rl:<robot> or MIN,MAX."),

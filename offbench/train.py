@@ -68,7 +68,7 @@ class RunPlan:
     device: str = "auto"
     subset: int | None = None  # small-data protocol: keep N transitions (see offbench.data.transforms)
     subset_mode: str = "first"
-    corrupt: str | None = None  # degraded-data protocol, e.g. "random-actions:0.3" (offbench.data.corruption)
+    corrupt: str | None = None  # degraded-data protocol, e.g. "relabel-random-actions:0.3" (offbench.data.corruption)
     data_seed: int = 0  # seeds data transforms; the same for every training seed of a comparison
     env: str | None = None  # a user's file (dataset given by path): the evaluation env
     ref: str | None = None  # ... and its reference returns, "d4rl:hopper" or "MIN,MAX" (offbench.data.user_files)

@@ -41,7 +41,7 @@ def replaced(data: OfflineDataset, corrupted: OfflineDataset) -> np.ndarray:
 @pytest.mark.parametrize("fraction", [0.2, 0.3, 0.4, 1.0])
 def test_exactly_the_fraction_of_actions_is_replaced_and_nothing_else(fraction: float) -> None:
     data = toy_dataset()
-    corrupted = corrupt(data, f"random-actions:{fraction}", seed=0)
+    corrupted = corrupt(data, f"relabel-random-actions:{fraction}", seed=0)
     assert replaced(data, corrupted).sum() == round(fraction * len(data))
     for name in UNTOUCHED:
         np.testing.assert_array_equal(getattr(corrupted, name), getattr(data, name))
@@ -49,7 +49,7 @@ def test_exactly_the_fraction_of_actions_is_replaced_and_nothing_else(fraction: 
 
 def test_replacements_are_uniform_in_the_action_box() -> None:
     data = toy_dataset(episodes=100)  # 10 000 transitions, 5 000 replaced
-    corrupted = corrupt(data, "random-actions:0.5", seed=3)
+    corrupted = corrupt(data, "relabel-random-actions:0.5", seed=3)
     new = corrupted.actions[replaced(data, corrupted)].astype(np.float64)
     low, high = np.array(LOW), np.array(HIGH)
     unit = (new - low) / (high - low)  # U(0, 1) in every dimension
@@ -63,7 +63,7 @@ def test_replacements_are_uniform_in_the_action_box() -> None:
 
 def test_deterministic_for_a_seed_and_different_for_another() -> None:
     data = toy_dataset()
-    first, again, other = (corrupt(data, "random-actions:0.3", seed=s) for s in (7, 7, 8))
+    first, again, other = (corrupt(data, "relabel-random-actions:0.3", seed=s) for s in (7, 7, 8))
     np.testing.assert_array_equal(first.actions, again.actions)
     assert first.metadata.sha256 == again.metadata.sha256 != other.metadata.sha256
     assert not np.array_equal(replaced(data, first), replaced(data, other))
@@ -71,29 +71,30 @@ def test_deterministic_for_a_seed_and_different_for_another() -> None:
 
 def test_recorded_in_the_id_and_the_transforms() -> None:
     data = toy_dataset()
-    corrupted = corrupt(data, "random-actions:0.30", seed=7)
-    assert corrupted.metadata.id == "local/toy-v5+corrupt-random-actions-p0.3-seed7"
-    assert corrupt(data, "random-actions:0.3", seed=7).metadata.sha256 == corrupted.metadata.sha256  # 0.30 = 0.3
+    corrupted = corrupt(data, "relabel-random-actions:0.30", seed=7)
+    assert corrupted.metadata.id == "local/toy-v5+corrupt-relabel-random-actions-p0.3-seed7"
+    assert corrupt(data, "relabel-random-actions:0.3", seed=7).metadata.sha256 == corrupted.metadata.sha256  # 0.30 = 0.3
     record = corrupted.metadata.extra["transforms"][-1]["corrupt"]
-    assert (record["kind"], record["fraction"], record["seed"], record["transitions"]) == ("random-actions", 0.3, 7, 600)
+    assert (record["kind"], record["fraction"], record["seed"], record["transitions"]) == ("relabel-random-actions", 0.3, 7, 600)
     assert corrupted.metadata.extra["parent_sha256"] == data.metadata.sha256 != corrupted.metadata.sha256
     assert dataset_key(corrupted.metadata.id) == "toy"  # per-dataset overrides still apply
 
 
 def test_composes_after_subset_in_order() -> None:
     data = subset(toy_dataset(), 1000)
-    corrupted = corrupt(data, "random-actions:0.2", seed=0)
-    assert corrupted.metadata.id == "local/toy-v5+first1000+corrupt-random-actions-p0.2-seed0"
+    corrupted = corrupt(data, "relabel-random-actions:0.2", seed=0)
+    assert corrupted.metadata.id == "local/toy-v5+first1000+corrupt-relabel-random-actions-p0.2-seed0"
     assert [next(iter(t)) for t in corrupted.metadata.extra["transforms"]] == ["subset", "corrupt"]
     assert replaced(data, corrupted).sum() == 200
 
 
 @pytest.mark.parametrize("spec, message", [
-    ("random-actions", "bad corruption spec"),
+    ("relabel-random-actions", "bad corruption spec"),
     ("gaussian-actions:0.3", "unknown corruption 'gaussian-actions'"),
-    ("random-actions:abc", "bad corruption fraction"),
-    ("random-actions:0", "must be in \\(0, 1\\]"),
-    ("random-actions:1.5", "must be in \\(0, 1\\]"),
+    ("relabel-random-actions:abc", "bad corruption fraction"),
+    ("relabel-random-actions:0", "must be in \\(0, 1\\]"),
+    ("relabel-random-actions:1.5", "must be in \\(0, 1\\]"),
+    ("random-actions:0.3", "'random-actions' is now 'relabel-random-actions' \\(it relabels recorded actions and keeps their s' and r\\)"),
 ])
 def test_bad_specs_are_refused(spec: str, message: str) -> None:
     with pytest.raises(OffbenchError, match=message):

@@ -28,10 +28,10 @@ IDS = [
     ("minari/D4RL/door/human-v2", ("minari", "D4RL/door/human", 2, ()), "door-human", "door-human"),
     ("local/hopper-medium-v5", ("local", "hopper-medium", 5, ()), "hopper-medium", "hopper-medium"),
     ("local/hopper-medium-v5+first10000", ("local", "hopper-medium", 5, ("first10000",)), "hopper-medium", "hopper-medium+first10000"),
-    ("local/hopper-random-v5+corrupt-random-actions-p0.3-seed0", ("local", "hopper-random", 5, ("corrupt-random-actions-p0.3-seed0",)),
-     "hopper-random", "hopper-random+corrupt-random-actions-p0.3-seed0"),
-    ("local/toy-v5+first1000+corrupt-random-actions-p0.2-seed0", ("local", "toy", 5, ("first1000", "corrupt-random-actions-p0.2-seed0")),
-     "toy", "toy+first1000+corrupt-random-actions-p0.2-seed0"),
+    ("local/hopper-random-v5+corrupt-relabel-random-actions-p0.3-seed0", ("local", "hopper-random", 5, ("corrupt-relabel-random-actions-p0.3-seed0",)),
+     "hopper-random", "hopper-random+corrupt-relabel-random-actions-p0.3-seed0"),
+    ("local/toy-v5+first1000+corrupt-relabel-random-actions-p0.2-seed0", ("local", "toy", 5, ("first1000", "corrupt-relabel-random-actions-p0.2-seed0")),
+     "toy", "toy+first1000+corrupt-relabel-random-actions-p0.2-seed0"),
     ("ogbench/antmaze-large-navigate-singletask-task1-v0", ("ogbench", "antmaze-large-navigate-singletask-task1", 0, ()),
      "antmaze-large-navigate-singletask-task1", "antmaze-large-navigate-singletask-task1"),
 ]
@@ -48,11 +48,11 @@ def test_ids_take_apart_into_source_name_version_transforms(dataset_id: str, par
 
 def test_the_transforms_write_suffixes_the_grammar_reads() -> None:
     data = toy_dataset()
-    made = [subset(data, 1000), subset(data, 500, mode="episodes", seed=3), corrupt(data, "random-actions:0.30", seed=7),
-            corrupt(subset(data, 1000), "random-actions:1e-3", seed=0)]
+    made = [subset(data, 1000), subset(data, 500, mode="episodes", seed=3), corrupt(data, "relabel-random-actions:0.30", seed=7),
+            corrupt(subset(data, 1000), "relabel-random-actions:1e-3", seed=0)]
     transforms = [ids.parse(d.metadata.id).transforms for d in made]
-    assert transforms == [("first1000",), ("episodes500-seed3",), ("corrupt-random-actions-p0.3-seed7",),
-                          ("first1000", "corrupt-random-actions-p0.001-seed0")]
+    assert transforms == [("first1000",), ("episodes500-seed3",), ("corrupt-relabel-random-actions-p0.3-seed7",),
+                          ("first1000", "corrupt-relabel-random-actions-p0.001-seed0")]
     assert {ids.config_key(d.metadata.id) for d in made} == {"toy"}
 
 
@@ -74,14 +74,14 @@ def test_alias_candidates_in_source_order_and_each_has_the_alias(alias: str, can
 @pytest.mark.parametrize("selectors, selected", [
     (["hopper-medium"], ["d4rl/hopper-medium-v2", "local/hopper-medium-v5", "minari/mujoco/hopper/medium-v0"]),
     (["hopper-medium+first10000"], ["local/hopper-medium-v5+first10000"]),
-    (["hopper-medium+*"], ["local/hopper-medium-v5+corrupt-random-actions-p0.3-seed0", "local/hopper-medium-v5+first10000"]),
+    (["hopper-medium+*"], ["local/hopper-medium-v5+corrupt-relabel-random-actions-p0.3-seed0", "local/hopper-medium-v5+first10000"]),
     (["local/hopper-*"], ["local/hopper-medium-replay-v5", "local/hopper-medium-v5"]),
     (["local/hopper-medium-v5+first10000", "walker2d-*"], ["local/hopper-medium-v5+first10000", "d4rl/walker2d-medium-v2"]),
     (["minari/mujoco/hopper/medium-v0"], ["minari/mujoco/hopper/medium-v0"]),
 ])
 def test_report_selection_takes_transformed_data_only_when_named(selectors: list[str], selected: list[str]) -> None:
     store_ids = ["d4rl/hopper-medium-v2", "minari/mujoco/hopper/medium-v0", "local/hopper-medium-v5", "local/hopper-medium-replay-v5",
-                 "local/hopper-medium-v5+first10000", "local/hopper-medium-v5+corrupt-random-actions-p0.3-seed0",
+                 "local/hopper-medium-v5+first10000", "local/hopper-medium-v5+corrupt-relabel-random-actions-p0.3-seed0",
                  "d4rl/walker2d-medium-v2", "d4rl/walker2d-medium-v2+first5000"]
     assert select_datasets(store_ids, selectors) == selected
 
@@ -167,7 +167,7 @@ def test_per_dataset_overrides_ignore_transforms_whether_keyed_by_alias_or_by_id
     baselines.mkdir()
     (baselines / "td3bc.toml").write_text('[datasets."hopper-medium"]\nalpha = 4.0\n\n[datasets."local/hopper-medium-v5"]\ntau = 0.01\n')
     monkeypatch.setattr(offbench.config, "resource_dir", lambda name: baselines)
-    for dataset_id in ("local/hopper-medium-v5", "local/hopper-medium-v5+first10000+corrupt-random-actions-p0.3-seed0"):
+    for dataset_id in ("local/hopper-medium-v5", "local/hopper-medium-v5+first10000+corrupt-relabel-random-actions-p0.3-seed0"):
         config = offbench.config.resolve_config("td3bc", TD3BC, dataset_id, {})
         assert (config.alpha, config.tau) == (4.0, 0.01)
     config = offbench.config.resolve_config("td3bc", TD3BC, "d4rl/hopper-medium-v2", {})

@@ -114,7 +114,7 @@ def test_transforms_keep_the_extras_of_the_rows_they_keep(tmp_path: Path) -> Non
     cut = subset(dataset, 50)  # the first 50 transitions: episodes of 29 and 21 (no terminal: task 3's goal is not reached)
     assert not dataset.terminals[:50].any()
     np.testing.assert_array_equal(cut.extras["qpos"], dataset.extras["qpos"][:50])
-    np.testing.assert_array_equal(corrupt(dataset, "random-actions:0.5", seed=0).extras["qvel"], dataset.extras["qvel"])
+    np.testing.assert_array_equal(corrupt(dataset, "relabel-random-actions:0.5", seed=0).extras["qvel"], dataset.extras["qvel"])
 
 
 def test_compact_layout_keeps_every_row_as_ogbench_compact(maze_files: Path) -> None:
@@ -151,7 +151,7 @@ def test_a_stage_reads_the_validation_split_of_its_data(maze_files: Path) -> Non
     from offbench.data.corruption import corrupt
 
     dataset = registry.load_dataset(f"ogbench/{MAZE}-singletask-task3-v0")
-    context = StageContext(corrupt(dataset, "random-actions:0.5", seed=0), None, None, None, save=lambda: None, message=print)
+    context = StageContext(corrupt(dataset, "relabel-random-actions:0.5", seed=0), None, None, None, save=lambda: None, message=print)
     assert context.validation().metadata.id == f"ogbench/{MAZE}-singletask-task3-v0+val" and len(context.validation()) == 3
     with pytest.raises(OffbenchError, match="has no validation split"):
         d4rl_named = replace(dataset, metadata=replace(dataset.metadata, id="d4rl/hopper-medium-v2"))
@@ -489,3 +489,32 @@ def test_a_local_recording_gets_the_per_task_config_of_the_real_dataset() -> Non
         assert (real["drift_temp"], real["alpha"], real["discount"], real["kernel"]) == (0.02, 60.0, 0.995, "gaussian")
     assert registry.alias_candidates("hopper-medium") == ["d4rl/hopper-medium-v2", "minari/mujoco/hopper/medium-v0", "local/hopper-medium-v5",
                                                           "ogbench/hopper-medium-v0"]  # not an OGBench name: no single-task ids
+
+
+@pytest.mark.parametrize("entry", [{**TINY_CUBE, "p_random_action": 0.0}, {**TINY_MAZE, "episode_steps": 10}], ids=["cube-play", "pointmaze"])
+def test_random_actions_are_executed_and_stored_when_asked_and_never_drawn_otherwise(entry: dict) -> None:
+    """DriftQL's degraded data, re-collected: p = 1 executes and stores uniform actions; p = 0 draws no coin (same bytes as no key)."""
+    without = {key: value for key, value in entry.items() if key != "p_random_action"}
+    clean = ogbench_recipes.record(without)
+    assert ogbench_recipes.recording_hash(*clean) == ogbench_recipes.recording_hash(*ogbench_recipes.record({**without, "p_random_action": 0.0}))
+    random_train, _ = ogbench_recipes.record({**without, "p_random_action": 1.0})
+    actions = random_train["actions"]
+    assert not np.array_equal(actions, clean[0]["actions"]) and np.abs(actions).max() <= 1.0
+    assert (actions.min(axis=0) < -0.8).all() and (actions.max(axis=0) > 0.8).all()  # uniform over the box in every dimension
+    assert abs(float(actions.mean())) < 0.15 and not np.array_equal(random_train["observations"], clean[0]["observations"])
+
+
+@pytest.mark.parametrize("name, cells", [("ogbench-driftql", 50), ("ogbench-local", 20), ("driftql-degraded", 4)])
+def test_driftql_ogbench_protocols_score_the_mean_of_the_last_three_of_ten_evaluations(name: str, cells: int) -> None:
+    """The paper's metric, the mean of the evaluations at 800K, 900K and 1M steps, is the analysis layer's last-k."""
+    from offbench.analysis.leaderboard import load_protocol
+
+    protocol = load_protocol(name)
+    assert (protocol.steps, protocol.eval_every, protocol.eval_episodes, protocol.seeds) == (1_000_000, 100_000, 50, 8)
+    assert protocol.statistic.to_dict() == {"statistic": "last-k", "k": 3} and len(protocol.datasets) == cells
+    assert set(protocol.algos) == {"driftql", "td3bc", "bc"}
+    for dataset_id in protocol.datasets:
+        single_task = ogbench_io.parse_name(dataset_id.split("/")[1].removeprefix("ogbench-"))
+        assert single_task.task in range(1, 6)
+        tuned = baseline_values("driftql", dataset_id)
+        assert ("ogbench-" not in dataset_id or registry.is_makeable(dataset_id)) and tuned != baseline_values("driftql", None)

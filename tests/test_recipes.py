@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -53,6 +54,36 @@ def test_policy_recipe_is_deterministic(policies):
     first = registry.make_dataset("local/tiny-a-v5", recipe=_entry())
     second = registry.make_dataset("local/tiny-a-v5", recipe=_entry(), overwrite=True)
     assert len(first) == 5000 and first.metadata.sha256 == second.metadata.sha256
+
+
+def test_random_actions_are_executed_so_the_data_replay_in_the_simulator(policies):
+    """p_random_action re-collects (DriftQL's degraded data): the stored action of every step, random or
+    not, is the one executed, so replaying the stored actions from the same reset gives the stored states."""
+    episodes = recipes.policy_recipe(_entry(steps=150, num_envs=1, p_random_action=0.5), None)
+    clean = recipes.policy_recipe(_entry(steps=150, num_envs=1), None)
+    first = episodes[0]
+    env = gym.make(ENV)
+    observation, _ = env.reset(seed=1 * 1000 + 0)  # collect_episodes' reset seed for env 0
+    np.testing.assert_array_equal(observation, first["observations"][0])
+    for t, action in enumerate(first["actions"]):
+        observation, reward, *_ = env.step(action)
+        np.testing.assert_array_equal(observation, first["observations"][t + 1])
+        assert reward == first["rewards"][t]
+    env.close()
+    actions = np.concatenate([e["actions"] for e in episodes])
+    clean_actions = np.concatenate([e["actions"] for e in clean])
+    shared = min(len(actions), len(clean_actions))
+    assert not np.array_equal(actions[:shared], clean_actions[:shared]) and np.abs(actions).max() <= 1.0
+
+
+def test_a_random_action_replaces_each_row_with_probability_p():
+    policy = lambda observations: np.full((len(observations), 3), 0.25, np.float32)  # noqa: E731
+    box = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
+    rows = np.zeros((20_000, 11))
+    replaced = recipes.with_random_actions(policy, box, 0.3, seed=0)(rows) != 0.25
+    assert replaced.all(axis=1).mean() == pytest.approx(0.3, abs=0.01) and (replaced.any(axis=1) == replaced.all(axis=1)).all()
+    np.testing.assert_array_equal(recipes.with_random_actions(policy, box, 0.3, seed=0)(rows), recipes.with_random_actions(policy, box, 0.3, seed=0)(rows))
+    assert (recipes.with_random_actions(policy, box, 0.0, seed=0)(rows) == 0.25).all()
 
 
 def test_timeouts_are_not_terminals(policies):

@@ -72,9 +72,9 @@ def test_run_plan_applies_subset_then_corruption_and_records_both(data_root) -> 
     from offbench.train import RunPlan, transformed
 
     base = load_dataset(TINY_ID)
-    plan = RunPlan("td3bc", TINY_ID, seeds=[0], subset=2000, corrupt="random-actions:0.5", data_seed=1)
+    plan = RunPlan("td3bc", TINY_ID, seeds=[0], subset=2000, corrupt="relabel-random-actions:0.5", data_seed=1)
     data = transformed(base, plan)
-    assert data.metadata.id.startswith(TINY_ID + "+first2000+corrupt-random-actions")
+    assert data.metadata.id.startswith(TINY_ID + "+first2000+corrupt-relabel-random-actions")
     subset_record, corrupt_record = data.metadata.extra["transforms"]
     assert subset_record["subset"] == {"mode": "first", "size": 2000, "seed": None}
     assert "corrupt" in corrupt_record

@@ -1,18 +1,21 @@
-"""The degraded-data protocol of DriftQL (Houssaini et al. 2026, Sec. 5.3 and Fig. 3) as a dataset transform
-usable with every algorithm.
+"""A relabelling stand-in for the degraded-data protocol of DriftQL (Houssaini et al. 2026, Sec. 5.3 and
+Fig. 3), as a dataset transform usable with every algorithm and dataset. The paper's own, re-collected
+data are recipes: `p_random_action` in `offbench.data.recipes` (MuJoCo behaviour policies) and
+`offbench.data.ogbench_recipes` (the OGBench oracles; `local/ogbench-cube-single-randomact<NN>-v0` in the
+catalogue). The two differ, and the names say how: this one relabels recorded actions and keeps their s'.
 
 The paper degrades data in one way only: a fraction p in {0.2, 0.3, 0.4} of the collected actions is
 replaced with actions drawn uniformly from the action box. No Gaussian action noise, no mixing-in of another
 dataset, no subsampling, no reward or observation corruption (spec: shared/specs/driftql.md).
 
-Spec string: `random-actions:P`, P a fraction in (0, 1], e.g. `random-actions:0.3`. The transform
+Spec string: `relabel-random-actions:P`, P a fraction in (0, 1], e.g. `relabel-random-actions:0.3`. The transform
 - picks exactly round(P * n) of the n transitions, uniformly without replacement, with a generator seeded
   by `seed` (the same seed always picks the same transitions and the same actions);
 - replaces the stored action of each picked transition by a uniform sample from the dataset's action space
   (per dimension of a box, or one of the n discrete actions);
 - leaves every other field as it was: observations, next_observations, rewards, terminals, time-outs and
   the episode index.
-The id gets the suffix `+corrupt-random-actions-p<P>-seed<k>` (P as the shortest float that reads back
+The id gets the suffix `+corrupt-relabel-random-actions-p<P>-seed<k>` (P as the shortest float that reads back
 exactly, so 0.30 and 0.3 name the same data) and `metadata.extra["transforms"]` records the corruption, as `subset` does.
 
 Where this departs from the paper (also in baselines/driftql.toml [deviations]):
@@ -20,8 +23,7 @@ Where this departs from the paper (also in baselines/driftql.toml [deviations]):
   random action is the one executed, and the stored s', reward and the rest of the episode follow from
   it. A transform of recorded data cannot re-simulate, so here s' and r are those that the original action
   produced: a corrupted transition is mislabelled (its action did not cause its s') instead of being an
-  off-policy step. A faithful re-collection needs the behaviour policy and the environment, that is, a
-  recipe in `offbench.data.recipes` with a random-action probability.
+  off-policy step. The re-collected data are the recipes named above.
 - The paper's rule flips a coin per step (about p * n corrupted, varying with the seed); here the count is
   exactly round(p * n).
 - The paper corrupts two OGBench tasks only (cube-single-play task2, antmaze-large-navigate task1); this
@@ -36,16 +38,22 @@ from offbench.data.dataset import OfflineDataset
 from offbench.data.transforms import derived_metadata
 from offbench.errors import OffbenchError
 
-CORRUPTION_KINDS = ("random-actions",)
-SPEC_HELP = "write KIND:FRACTION with KIND random-actions and 0 < FRACTION <= 1, e.g. random-actions:0.3"
+CORRUPTION_KINDS = ("relabel-random-actions",)
+SPEC_HELP = "write KIND:FRACTION with KIND relabel-random-actions and 0 < FRACTION <= 1, e.g. relabel-random-actions:0.3"
 CORRUPT_STREAM = 0xC0FFEE  # keeps this transform's random stream apart from other users of the same seed
 
 
 def parse_corruption(spec: str) -> tuple[str, float]:
-    """`random-actions:0.3` -> ("random-actions", 0.3)."""
+    """`relabel-random-actions:0.3` -> ("relabel-random-actions", 0.3)."""
     kind, sep, raw = spec.strip().partition(":")
     if not sep:
         raise OffbenchError(f"bad corruption spec '{spec}'", SPEC_HELP)
+    if kind == "random-actions":  # the name before 2026-12-01: say what it does now that re-collected data exist
+        raise OffbenchError(
+            "'random-actions' is now 'relabel-random-actions' (it relabels recorded actions and keeps their s' and r)",
+            "write relabel-random-actions:P, or train on re-collected data: a recipe with p_random_action "
+            "(e.g. local/ogbench-cube-single-randomact30-v0, datasets/README.md)",
+        )
     if kind not in CORRUPTION_KINDS:
         raise OffbenchError(f"unknown corruption '{kind}'", f"choose one of: {', '.join(CORRUPTION_KINDS)}")
     try:

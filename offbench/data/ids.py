@@ -16,8 +16,8 @@
     minari/D4RL/door/human-v2                     door-human      door-human                 door-human
 
 The alias of an id is its name's last two segments joined by "-" (a Minari namespace is dropped);
-its short name is the alias followed by its transforms (`toy+first1000+corrupt-random-actions-p0.2-seed0`
-for `local/toy-v5+first1000+corrupt-random-actions-p0.2-seed0`); its config key (the table of per-dataset
+its short name is the alias followed by its transforms (`toy+first1000+corrupt-relabel-random-actions-p0.2-seed0`
+for `local/toy-v5+first1000+corrupt-relabel-random-actions-p0.2-seed0`); its config key (the table of per-dataset
 overrides in baselines/<algo>.toml) is the alias.
 
 Aliases. Each source has an alias form, the id an alias stands for there: `d4rl/{alias}-v2`,
@@ -29,7 +29,7 @@ alias is the alias it came from, so a report selects by alias the runs that
 that alias, e.g. named by hand). Ids stay apart: each is its own entry of a report, never pooled.
 
 Transforms. A transform suffix names data derived from the stored dataset, in the order applied:
-`+first10000`, `+episodes10000-seed0`, `+corrupt-random-actions-p0.3-seed0`. It is part of the id,
+`+first10000`, `+episodes10000-seed0`, `+corrupt-relabel-random-actions-p0.3-seed0`. It is part of the id,
 so runs on transformed data never share a cell with runs on the full data. Three rules:
 - config key: transforms are ignored; hopper-medium cut to 10 000 transitions is still
   hopper-medium for its hyperparameters;

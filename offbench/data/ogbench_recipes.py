@@ -29,6 +29,13 @@ therefore independent, and `workers` processes give the same bytes as one.
                          scale xi ~ U(0, `noise`) drawn per episode (sigma xi, xi, xi, 3 xi, 10 xi on x, y, z,
                          yaw, gripper), and with probability `p_random_action` (0.1; 0.2 for puzzle) a
                          uniform random action.
+
+`p_random_action` (default 0) also applies to pointmaze-navigate and manipspace-play: at each step, with that
+probability, a uniform action in [-1, 1] is executed and stored instead of the oracle's (the oracle is not
+queried). This is DriftQL's degraded-data rule (spec shared/specs/driftql.md, "Degraded data"): the data
+are re-collected, so s', the reward and the rest of the episode follow from the random action, unlike
+the `relabel-random-actions` transform (offbench.data.corruption). With 0 no coin is drawn, so a recipe
+without the key gives the same bytes as before it existed.
 """
 
 from __future__ import annotations
@@ -106,7 +113,10 @@ def pointmaze_episode(entry: dict[str, Any], index: int) -> Rows:
             xy = maze.get_xy()
             subgoal, _ = maze.get_oracle_subgoal(xy, maze.cur_goal_xy)
             direction = (subgoal - xy) / (np.linalg.norm(subgoal - xy) + DIRECTION_EPS)
-            action = np.clip(direction + rng.normal(0.0, entry["noise"], size=direction.shape), -1.0, 1.0)
+            if entry.get("p_random_action", 0.0) > 0.0 and rng.uniform() < entry["p_random_action"]:
+                action = rng.uniform(-1.0, 1.0, size=direction.shape)  # executed and stored (DriftQL's degraded data)
+            else:
+                action = np.clip(direction + rng.normal(0.0, entry["noise"], size=direction.shape), -1.0, 1.0)
             next_observation, _, terminated, truncated, info = env.step(action)
             done = terminated or truncated
             if info["success"]:
@@ -186,8 +196,8 @@ def _manipspace_rows(entry: dict[str, Any], env: gym.Env, oracles: dict[str, Any
     rows: dict[str, list] = {key: [] for key in keys}
     done = False
     while not done:
-        if not plan and rng.uniform() < entry["p_random_action"]:
-            action = rng.uniform(low, high)
+        if entry.get("p_random_action", 0.0) > 0.0 and rng.uniform() < entry["p_random_action"]:
+            action = rng.uniform(low, high)  # the oracle is not queried on a replaced step, as in OGBench's generator
         else:
             action = np.asarray(oracle.select_action(observation, info), dtype=np.float64)
             action = action if plan else action + rng.normal(0.0, [xi, xi, xi, 3 * xi, 10 * xi])

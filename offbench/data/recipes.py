@@ -6,7 +6,11 @@ dataset's table from `datasets/catalogue.toml`. Behaviour policies are snapshot 
 `datasets/policies/` (see `offbench.behavior.policy`); entries name them relative to that folder.
 
     random              uniform-random actions (D4RL's random)
-    policy              one policy's sampled (tanh-Gaussian) actions (D4RL's medium and expert)
+    policy              one policy's sampled (tanh-Gaussian) actions (D4RL's medium and expert); with
+                        `p_random_action = p`, each step executes a uniform action from the box instead,
+                        with probability p (DriftQL's degraded-data rule, re-collected: s', r and the rest
+                        of the episode follow from the random action; the policy is still queried, so its
+                        sampling noise does not depend on p)
     snapshot-sequence   the learner's snapshots in training order, each acting for as many steps as the
                         learner took between it and the next one, the first `random_steps` uniform as in
                         the learner's warm-up, ending at the `until` policy (stand-in for medium-replay)
@@ -57,7 +61,31 @@ def policy_recipe(entry: dict[str, Any], on_steps: Callable[[int], None] | None)
     actor = TanhGaussianActor.from_snapshot(_snapshot(entry, entry["policy"]))
     rng = np.random.default_rng(entry["seed"])
     policy = (lambda obs: actor.sample(obs, rng)) if entry.get("sampled", True) else actor.mean_action
+    if entry.get("p_random_action", 0.0) > 0.0:
+        with gym.make(entry["env_id"]) as env:
+            policy = with_random_actions(policy, env.action_space, entry["p_random_action"], seed=entry["seed"])
     return _collect(entry, policy, entry["steps"], on_steps)
+
+
+RANDOM_ACTION_STREAM = 0x52414E44  # keeps the replacement coin flips apart from the policy's own noise
+
+
+def with_random_actions(policy: Policy, action_space: gym.spaces.Box, p: float, seed: int) -> Policy:
+    """`policy` whose action for each row is replaced, with probability `p`, by a uniform sample of the box.
+
+    (n, obs_dim) -> (n, act_dim) float32. One coin and one uniform draw per row from a generator of its own
+    (`seed`, RANDOM_ACTION_STREAM); numpy's PCG64 and uniform draws give the same bits on every CPU.
+    """
+    rng = np.random.default_rng([seed, RANDOM_ACTION_STREAM])
+    low, high = action_space.low.astype(np.float64), action_space.high.astype(np.float64)
+
+    def act(observations: np.ndarray) -> np.ndarray:
+        actions = policy(observations)
+        replace = rng.uniform(size=len(observations)) < p
+        uniform = rng.uniform(low, high, size=(len(observations), len(low)))
+        return np.where(replace[:, None], uniform, actions).astype(np.float32)
+
+    return act
 
 
 def snapshot_sequence_recipe(entry: dict[str, Any], on_steps: Callable[[int], None] | None) -> Episodes:

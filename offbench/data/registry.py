@@ -34,9 +34,9 @@ from typing import Any
 import gymnasium as gym
 
 from offbench.data import d4rl, ids, minari_io, ogbench_io, ogbench_recipes
-from offbench.data.ids import LOCAL_OGBENCH
 from offbench.data.catalogue import catalogue
 from offbench.data.dataset import TRANSITION_FIELDS, DatasetMetadata, OfflineDataset
+from offbench.data.ids import LOCAL_OGBENCH
 from offbench.data.recipes import RECIPES, recipe_available
 from offbench.data.spaces import from_gymnasium, observation_space_from_gymnasium
 from offbench.errors import OffbenchError
