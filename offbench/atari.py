@@ -19,9 +19,10 @@ returns of `HUMAN_RANDOM` (DeepMind's dqn_zoo). Those returns were measured with
 and without sticky actions, so scores under this protocol are comparable in scale, not exactly.
 
 Minari's `atari/*` datasets were recorded differently (ALE v5 with its internal frameskip 4, no max
-pooling, no sticky actions, raw 210x160 RGB frames); `minari_frame` turns such a frame into the 84x84
-grayscale frame offbench stores, and the `atari-minari` wrapper applies the same function to the env
-that evaluates them, so a policy sees at evaluation what it learned from.
+pooling, no sticky actions, raw 210x160 RGB frames, which Minari >= 0.5 stores as JPEG); `minari_frame`
+turns such a frame into the 84x84 grayscale frame offbench stores, and the `atari-minari` wrapper
+(`atari-minari-jpeg`: after the same JPEG round trip) applies it to the env that evaluates them, so a
+policy sees at evaluation what it learned from.
 
 Everything that needs ale-py or OpenCV imports them on use: a missing `offbench[atari]` extra is one
 `OffbenchError` line saying how to install it (`require_atari`).
@@ -45,6 +46,7 @@ MAX_EPISODE_STEPS = 27_000  # agent steps, 108,000 frames (the reference code's 
 PIXEL_ENV_KWARGS = {"frameskip": 1, "repeat_action_probability": STICKY_ACTIONS, "full_action_space": False}
 PIXEL_WRAPPERS = ("atari-pixels",)
 MINARI_WRAPPERS = ("atari-minari",)
+MINARI_JPEG_WRAPPERS = ("atari-minari-jpeg",)  # Minari >= 0.5 stores image observations as JPEG (PIL, default quality)
 
 # Random and human returns on Atari-57 (random, human): DeepMind's dqn_zoo, dqn_zoo/atari_data.py
 # (Apache 2.0), the table of the DQN line of work: means of at least 3 episodes each, episodes starting
@@ -136,8 +138,20 @@ def minari_frame(rgb: np.ndarray) -> np.ndarray:
     return cv2.resize(gray, (SCREEN_SIZE, SCREEN_SIZE), interpolation=cv2.INTER_AREA)
 
 
-def minari_wrappers(env: gym.Env) -> gym.Env:
-    """The evaluation env of a Minari Atari dataset: its RGB frames through `minari_frame`, stacked as the sampler stacks them.
+def jpeg_round_trip(rgb: np.ndarray) -> np.ndarray:
+    """An RGB frame as Minari stores and reads it back when its dataset is JPEG-encoded: PIL's JPEG at its default quality, decoded."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="JPEG")
+    return np.asarray(Image.open(io.BytesIO(buffer.getvalue())), dtype=np.uint8)
+
+
+def minari_wrappers(env: gym.Env, jpeg: bool = False) -> gym.Env:
+    """The evaluation env of a Minari Atari dataset: its RGB frames through `minari_frame` (after Minari's JPEG
+    round trip when the dataset stores JPEG), stacked as the sampler stacks them.
 
     The env is the dataset's own (its env spec: internal frameskip, no sticky actions, its episode cap);
     observations become (4, 84, 84) uint8, oldest first, zeros before the episode's first frame.
@@ -146,7 +160,13 @@ def minari_wrappers(env: gym.Env) -> gym.Env:
     from gymnasium.wrappers import FrameStackObservation, TransformObservation
 
     space = gym.spaces.Box(0, 255, (SCREEN_SIZE, SCREEN_SIZE), np.uint8)
-    return FrameStackObservation(TransformObservation(env, minari_frame, space), FRAME_STACK, padding_type="zero")
+    convert = (lambda rgb: minari_frame(jpeg_round_trip(rgb))) if jpeg else minari_frame
+    return FrameStackObservation(TransformObservation(env, convert, space), FRAME_STACK, padding_type="zero")
+
+
+def minari_jpeg_wrappers(env: gym.Env) -> gym.Env:
+    """`minari_wrappers` for a dataset whose frames Minari stored as JPEG."""
+    return minari_wrappers(env, jpeg=True)
 
 
 def make_pixel_env(game: str, **kwargs) -> gym.Env:

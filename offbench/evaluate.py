@@ -32,6 +32,7 @@ EVAL_SEED_OFFSET = 100  # as the TD3+BC reference code: the eval env is seeded w
 EVAL_WRAPPERS: dict[str, Callable[[gym.Env], gym.Wrapper]] = {
     "atari-pixels": atari.pixel_wrappers,  # the Atari pixel protocol (DQN Replay data, local Atari recipes)
     "atari-minari": atari.minari_wrappers,  # Minari's Atari datasets: their frames as offbench stores them
+    "atari-minari-jpeg": atari.minari_jpeg_wrappers,  # ... when Minari stored them as JPEG (the same round trip first)
 }
 
 

@@ -3,13 +3,15 @@
 What Minari stores (its dataset pages; minari-dataset-generation-scripts): episodes recorded in
 `ALE/<Game>-v5` with ale-py's own frame skip (frameskip=4, no max pooling), no sticky actions
 (repeat_action_probability=0), the minimal action set and a 108,000-frame cap; observations are the raw
-RGB screens, uint8 (T+1, 210, 160, 3) per episode; actions int; rewards unclipped.
+RGB screens, uint8 (T+1, 210, 160, 3) per episode, which Minari >= 0.5 writes as JPEG (its storage's
+`jpeg_encoding`, read back decoded by `minari`); actions int; rewards unclipped.
 
 offbench stores each frame once as 84x84 grayscale (`offbench.atari.minari_frame`: OpenCV's
 RGB-to-gray, INTER_AREA resize), the episode's final observation dropped (a terminal row has no valid
 successor; a truncated episode's last row is a time-out and is not sampled); the frame-stack sampler
 stacks 4 frames at sample time. The evaluation env is the dataset's own env spec with the
-`atari-minari` wrapper, which applies the same `minari_frame` and stacks frames as the sampler does, so
+`atari-minari` wrapper (`atari-minari-jpeg` when the dataset stores JPEG: the same JPEG round trip
+first), which applies the same `minari_frame` and stacks frames as the sampler does, so
 the policy sees at evaluation what it learned from. Scores are human-normalised with dqn_zoo's
 random/human returns of the game; Minari's protocol (no sticky actions, no max pooling) is not the
 DQN Replay pixel protocol, so scores on these datasets are not comparable with scores on DQN Replay or
@@ -70,7 +72,7 @@ def load_minari_atari(path: Path, dataset_id: str) -> OfflineDataset:
         ref_max_score=human,
         ref_source=reference,
         env_kwargs=env_kwargs,
-        eval_wrappers=atari.MINARI_WRAPPERS,
+        eval_wrappers=atari.MINARI_JPEG_WRAPPERS if dataset.storage.jpeg_encoding else atari.MINARI_WRAPPERS,
         extra={"path": str(path), "game": game, "protocol": PROTOCOL_NOTE},
     )
     return OfflineDataset.build(metadata, next_observations=None, **rows)

@@ -207,7 +207,7 @@ def _make_ogbench_recording(dataset_id: str, recipe: dict[str, Any], overwrite: 
 def _make_atari_recording(dataset_id: str, recipe: dict[str, Any], overwrite: bool, on_steps: Callable[[int], None] | None) -> OfflineDataset:
     """Record `recipe` in the Dopamine layout under the dataset's folder, read it back, and stamp its content hash into the sidecar."""
     rows = atari_recipes.ATARI_RECIPES[recipe["recipe"]](recipe, on_steps)
-    logs = _local_path(dataset_id.removeprefix("local/"))
+    logs = data_dir() / dataset_id / "replay_logs"
     sidecar = {
         "env_id": recipe["env_id"],
         "recipe": recipe["recipe"],
@@ -308,9 +308,10 @@ def _minari_how_to_get(name: str) -> str:
 
 def _local_path(name: str) -> Path:
     """A Minari folder, for a local OGBench id the training npz in its recording's folder, for a local Atari
-    recording its `replay_logs` folder."""
-    if catalogue().get(f"local/{name}", {}).get("recipe") in atari_recipes.ATARI_RECIPES:
-        return data_dir() / "local" / name / "replay_logs"
+    recording (catalogued as one, or found on disk) its `replay_logs` folder."""
+    logs = data_dir() / "local" / name / "replay_logs"
+    if catalogue().get(f"local/{name}", {}).get("recipe") in atari_recipes.ATARI_RECIPES or logs.is_dir():
+        return logs
     if not name.startswith(LOCAL_OGBENCH):
         return minari_io.dataset_path(data_dir(), f"local/{name}")
     recording = recording_id(f"local/{name}").removeprefix("local/")
