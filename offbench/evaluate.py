@@ -11,6 +11,7 @@ the generator's state afterwards.
 A dataset may name evaluation wrappers (`DatasetMetadata.eval_wrappers`, recorded in the run's
 protocol): each name is an entry of `EVAL_WRAPPERS`, a function that wraps one sub-environment
 (e.g. the pixel protocol's frame skip, grayscale and frame stack), applied in the listed order.
+`ALE/...` envs need the `offbench[atari]` extra (`offbench.atari`): a missing one is one error line.
 """
 
 from __future__ import annotations
@@ -23,11 +24,16 @@ from dataclasses import dataclass
 import gymnasium as gym
 import numpy as np
 
+from offbench import atari
 from offbench.data.spaces import ActionSpace, ObservationSpace, from_gymnasium, observation_space_from_gymnasium
 from offbench.errors import OffbenchError
 
 EVAL_SEED_OFFSET = 100  # as the TD3+BC reference code: the eval env is seeded with seed + 100
-EVAL_WRAPPERS: dict[str, Callable[[gym.Env], gym.Wrapper]] = {}
+EVAL_WRAPPERS: dict[str, Callable[[gym.Env], gym.Wrapper]] = {
+    "atari-pixels": atari.pixel_wrappers,  # the Atari pixel protocol (DQN Replay data, local Atari recipes)
+    "atari-minari": atari.minari_wrappers,  # Minari's Atari datasets: their frames as offbench stores them
+    "atari-minari-jpeg": atari.minari_jpeg_wrappers,  # ... when Minari stored them as JPEG (the same round trip first)
+}
 
 
 def wrappers_named(names: Sequence[str]) -> list[Callable[[gym.Env], gym.Wrapper]]:
@@ -47,6 +53,7 @@ def make_env(env_id: str, env_kwargs: dict | None = None, wrappers: Sequence[str
 
     Raises `OffbenchError` (one line) when Gymnasium cannot build it: unknown id, missing dependency, bad kwargs.
     """
+    atari.register_if_atari(env_id)
     try:
         env = gym.make(env_id, **(env_kwargs or {}))
     except (gym.error.Error, ImportError, TypeError, ValueError) as error:
@@ -148,6 +155,7 @@ def evaluate_episodes(
         recurrent = act
         act = lambda observations, episode_start, rewards: recurrent(observations, episode_start)  # noqa: E731
     num_envs = len(seeds) * episodes
+    atari.register_if_atari(env_id)
     env_kwargs = {**(env_kwargs or {}), **({"render_mode": "rgb_array"} if watch_first else {})}
     envs = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync", wrappers=[SeedGlobalNumpy, *wrappers_named(wrappers)],
                         vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP}, **env_kwargs)

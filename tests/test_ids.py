@@ -57,15 +57,18 @@ def test_the_transforms_write_suffixes_the_grammar_reads() -> None:
 
 
 @pytest.mark.parametrize("alias, candidates", [
-    ("hopper-medium", ["d4rl/hopper-medium-v2", "minari/mujoco/hopper/medium-v0", "local/hopper-medium-v5", "ogbench/hopper-medium-v0"]),
-    ("walker2d-medium-replay", ["d4rl/walker2d-medium-replay-v2", "minari/mujoco/walker2d/medium-replay-v0", "local/walker2d-medium-replay-v5",
-                                "ogbench/walker2d-medium-replay-v0"]),
-    ("toy", ["d4rl/toy-v2", "local/toy-v5", "ogbench/toy-v0"]),  # minari's form needs a task and a kind
-    ("cartpole-dqn", ["d4rl/cartpole-dqn-v2", "minari/mujoco/cartpole/dqn-v0", "local/cartpole-dqn-v5", "ogbench/cartpole-dqn-v0",
-                      "local/cartpole-dqn-v1"]),  # catalogued with its env's version: last
+    ("hopper-medium", ["d4rl/hopper-medium-v2", "minari/mujoco/hopper/medium-v0", "minari/atari/hopper/medium-v0", "local/hopper-medium-v5",
+                       "ogbench/hopper-medium-v0", "dqn-replay/hopper/medium-v0"]),
+    ("walker2d-medium-replay", ["d4rl/walker2d-medium-replay-v2", "minari/mujoco/walker2d/medium-replay-v0", "minari/atari/walker2d/medium-replay-v0",
+                                "local/walker2d-medium-replay-v5", "ogbench/walker2d-medium-replay-v0", "dqn-replay/walker2d/medium-replay-v0"]),
+    ("toy", ["d4rl/toy-v2", "local/toy-v5", "ogbench/toy-v0"]),  # minari's and dqn-replay's forms need a task and a kind
+    ("cartpole-dqn", ["d4rl/cartpole-dqn-v2", "minari/mujoco/cartpole/dqn-v0", "minari/atari/cartpole/dqn-v0", "local/cartpole-dqn-v5",
+                      "ogbench/cartpole-dqn-v0", "dqn-replay/cartpole/dqn-v0", "local/cartpole-dqn-v1"]),  # catalogued with its env's version: last
+    ("pong-expert", ["d4rl/pong-expert-v2", "minari/mujoco/pong/expert-v0", "minari/atari/pong/expert-v0", "local/pong-expert-v5",
+                     "ogbench/pong-expert-v0", "dqn-replay/pong/expert-v0"]),
 ])
 def test_alias_candidates_in_source_order_and_each_has_the_alias(alias: str, candidates: list[str]) -> None:
-    assert list(registry.SOURCES) == ["d4rl", "minari", "local", "ogbench"]
+    assert list(registry.SOURCES) == ["d4rl", "minari", "local", "ogbench", "dqn-replay"]
     assert registry.alias_candidates(alias) == candidates
     assert [ids.parse(c).alias for c in candidates] == [alias] * len(candidates)
     assert [registry.split_id(c)[0] for c in candidates] == [c.split("/")[0] for c in candidates]

@@ -14,8 +14,11 @@ from offbench.errors import OffbenchError
 SCORES = {
     "normalized-return": "normalised return x100: 100 (R - ref min) / (ref max - ref min) (D4RL)",
     "success-rate": "success rate x100: 100 x the share of episodes that end in the task's success (OGBench)",
+    "human-normalized": "human-normalised score: 100 (R - random) / (human - random), per-game random and human returns (Atari)",
 }
-SCORE_NAMES = {"normalized-return": "normalised score", "success-rate": "success rate"}  # how tables and messages name them
+SCORE_NAMES = {  # how tables and messages name them
+    "normalized-return": "normalised score", "success-rate": "success rate", "human-normalized": "human-normalised score",
+}
 ROW_FIELDS = ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts")
 TRANSITION_FIELDS = (*ROW_FIELDS, "episode_starts")
 
@@ -24,7 +27,8 @@ TRANSITION_FIELDS = (*ROW_FIELDS, "episode_starts")
 class DatasetMetadata:
     """Where a dataset came from and how its returns are normalised.
 
-    `score` says what an evaluation scores (`SCORES`): for "normalized-return", `ref_min_score`/
+    `score` says what an evaluation scores (`SCORES`): for "normalized-return" and "human-normalized" (Atari: the
+    game's random and human returns), `ref_min_score`/
     `ref_max_score` give 100 * (R - min) / (max - min), the D4RL convention, and `ref_source` says whose
     reference numbers they are; for "success-rate" (goal-reaching tasks) an episode scores 100 when it
     ends in success, else 0, and no reference returns are used.
@@ -141,7 +145,7 @@ class OfflineDataset:
             if array is None:
                 continue
             digest.update(f"{name}:{array.dtype.str}:{array.shape}".encode())
-            digest.update(np.ascontiguousarray(array).tobytes())
+            digest.update(np.ascontiguousarray(array).reshape(-1).view(np.uint8))  # the bytes without a copy: frames can be gigabytes
         return digest.hexdigest()
 
     def validate(self) -> None:
@@ -216,7 +220,8 @@ class OfflineDataset:
 def episode_scores(score: str, returns: np.ndarray, successes: np.ndarray | None, ref_min: float | None, ref_max: float | None) -> np.ndarray:
     """Each evaluation episode's score x100 (float64, the shape of `returns`), by the dataset's `score` (`SCORES`).
 
-    "normalized-return": 100 (R - ref_min) / (ref_max - ref_min) (D4RL's normalised score);
+    "normalized-return": 100 (R - ref_min) / (ref_max - ref_min) (D4RL's normalised score); "human-normalized": the same
+    formula with the game's random return as ref_min and the human return as ref_max (Atari);
     "success-rate": 100 where the episode ended in success, else 0, so the mean over episodes is the
     success rate x100 (OGBench's single-task protocol). Raises `OffbenchError` when the score needs
     successes the env did not report, or references the dataset lacks.

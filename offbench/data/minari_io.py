@@ -160,6 +160,14 @@ def read_episodes(dataset: Any, dataset_id: str) -> list[dict[str, np.ndarray]]:
         raise OffbenchError(f"dataset {dataset_id}: cannot read the Minari episodes ({error})") from None
 
 
+def read_episode(dataset: Any, dataset_id: str, index: int) -> dict[str, np.ndarray]:
+    """Episode `index` of an open Minari dataset (one at a time: Atari screens are large)."""
+    try:
+        return next(iter(dataset.storage.get_episodes([index])))
+    except (OSError, KeyError, ValueError) as error:
+        raise OffbenchError(f"dataset {dataset_id}: cannot read Minari episode {index} ({error})") from None
+
+
 def transitions(path: Path, dataset: Any, dataset_id: str) -> dict[str, np.ndarray]:
     """Flat transition arrays of a Minari dataset, from a cache beside offbench's data when it is current.
 

@@ -125,9 +125,9 @@ RECIPES: dict[str, Recipe] = {
 
 
 def recipe_available(entry: dict[str, Any]) -> bool:
-    """Whether every behaviour-policy file the recipe needs is present (random and OGBench recipes need none)."""
+    """Whether every behaviour-policy file the recipe needs is present (random, Atari random and OGBench recipes need none)."""
     kind = entry.get("recipe")
-    if kind == "random" or str(kind).startswith("ogbench-"):  # OGBench recipes use the oracles of the ogbench package
+    if kind in ("random", "atari-random") or str(kind).startswith("ogbench-"):  # OGBench recipes use the oracles of the ogbench package
         return True
     if kind in ("policy", "noisy-dqn"):
         return (policies_dir() / entry["policy"]).is_file()

@@ -7,9 +7,17 @@ The grammar of ids and aliases is `offbench.data.ids`. The sources are the table
     minari/<minari id>        a Minari dataset on disk (offbench.data.minari_io), e.g. minari/mujoco/hopper/medium-v0
     local/<name>-v<N>         made here by a recipe in datasets/catalogue.toml (offbench.data.recipes),
                               stored in Minari format, e.g. local/hopper-random-v5; local/ogbench-<...>
-                              are OGBench recordings (offbench.data.ogbench_recipes) in OGBench's files
+                              are OGBench recordings (offbench.data.ogbench_recipes) in OGBench's files;
+                              Atari recordings (offbench.data.atari_recipes, e.g. local/pong-random-tiny-v5)
+                              are in the DQN Replay Dataset's Dopamine layout
     ogbench/<name>-v<N>       an OGBench single-task dataset from OGBench's npz files (offbench.data.ogbench_io),
                               e.g. ogbench/cube-single-play-singletask-task2-v0; never downloaded here
+    dqn-replay/<game>/run<r>-ckpt<N>[-<M>]-v0
+                              checkpoints of the DQN Replay Dataset (offbench.data.dqn_replay) in Dopamine's
+                              layout or d4rl-atari's cache, e.g. dqn-replay/pong/run1-ckpt50-v0; never downloaded here
+
+Minari ids take two alias forms, `minari/mujoco/{task}/{kind}-v0` then `minari/atari/{task}/{kind}-v0`
+(`pong-expert` -> minari/atari/pong/expert-v0, read by offbench.data.minari_atari).
 
 An alias (`hopper-medium`) resolves to the first of its candidates (one per source, by the source's
 alias form, then any catalogued local id of that alias with another version, e.g. `local/cartpole-dqn-v1`)
@@ -33,13 +41,15 @@ from typing import Any
 
 import gymnasium as gym
 
-from offbench.data import d4rl, ids, minari_io, ogbench_io, ogbench_recipes
+from offbench import atari
+from offbench.data import atari_recipes, d4rl, dqn_replay, ids, minari_atari, minari_io, ogbench_io, ogbench_recipes
 from offbench.data.catalogue import catalogue
 from offbench.data.dataset import TRANSITION_FIELDS, DatasetMetadata, OfflineDataset
 from offbench.data.ids import LOCAL_OGBENCH
 from offbench.data.recipes import RECIPES, recipe_available
 from offbench.data.spaces import from_gymnasium, observation_space_from_gymnasium
 from offbench.errors import OffbenchError
+from offbench.io import atomic_write
 from offbench.paths import data_dir
 
 D4RL_DOWNLOAD_URL = "http://rail.eecs.berkeley.edu/datasets/offline_rl/gym_mujoco_v2/"
@@ -74,13 +84,17 @@ CLASSIC_REFERENCES: dict[str, tuple[float, float, str]] = {
 
 
 def reference_for(recipe: dict[str, Any]) -> tuple[float, float, str]:
-    """(min, max, source) of the reference returns a recipe names: `d4rl:hopper` or `classic:cartpole`."""
+    """(min, max, source) of the reference returns a recipe names: `d4rl:hopper`, `classic:cartpole` or
+    `atari:pong` (random and human returns, `offbench.atari.HUMAN_RANDOM`)."""
     kind, _, family = recipe["reference"].partition(":")
     if kind == "classic" and family in CLASSIC_REFERENCES:
         return CLASSIC_REFERENCES[family]
+    if kind == "atari" and family in atari.HUMAN_RANDOM:
+        return atari.human_normalized(family)
     if kind != "d4rl" or family not in d4rl.REFERENCE_SCORES:
         raise OffbenchError(f"unknown reference '{recipe['reference']}' in the dataset catalogue",
-                            f"use d4rl:<robot> ({', '.join(d4rl.REFERENCE_SCORES)}) or classic:<task> ({', '.join(CLASSIC_REFERENCES)})")
+                            f"use d4rl:<robot> ({', '.join(d4rl.REFERENCE_SCORES)}), classic:<task> ({', '.join(CLASSIC_REFERENCES)}) "
+                            "or atari:<game>")
     low, high = d4rl.REFERENCE_SCORES[family]
     return low, high, f"d4rl/infos.py {family} (D4RL's random/expert returns of the same robot)"
 
@@ -99,6 +113,8 @@ def make_dataset(
     recipe = makeable_recipe(dataset_id, recipe)
     if recipe["recipe"] in ogbench_recipes.EPISODE_RECIPES:
         return _make_ogbench_recording(dataset_id, recipe, overwrite, on_steps)
+    if recipe["recipe"] in atari_recipes.ATARI_RECIPES:
+        return _make_atari_recording(dataset_id, recipe, overwrite, on_steps)
     episodes = RECIPES[recipe["recipe"]](recipe, on_steps)
     ref_min, ref_max, ref_source = reference_for(recipe)
     eval_wrappers = tuple(recipe.get("eval_wrappers", ()))
@@ -127,7 +143,7 @@ def makeable_recipe(dataset_id: str, recipe: dict[str, Any] | None = None) -> di
     recipe = recipe or catalogue().get(recording_id(dataset_id))
     if recipe is None:
         raise OffbenchError(f"no recipe for {dataset_id}", "see `offbench data list` for makeable datasets")
-    if recipe["recipe"] not in RECIPES and recipe["recipe"] not in ogbench_recipes.EPISODE_RECIPES:
+    if recipe["recipe"] not in (*RECIPES, *ogbench_recipes.EPISODE_RECIPES, *atari_recipes.ATARI_RECIPES):
         raise OffbenchError(f"dataset {dataset_id}: unknown recipe '{recipe['recipe']}'")
     if not recipe_available(recipe):
         raise OffbenchError(f"cannot make {dataset_id}: {NO_POLICY}")
@@ -188,6 +204,23 @@ def _make_ogbench_recording(dataset_id: str, recipe: dict[str, Any], overwrite: 
     return _load_local_ogbench(target.removeprefix("local/"), _local_path(target.removeprefix("local/")))
 
 
+def _make_atari_recording(dataset_id: str, recipe: dict[str, Any], overwrite: bool, on_steps: Callable[[int], None] | None) -> OfflineDataset:
+    """Record `recipe` in the Dopamine layout under the dataset's folder, read it back, and stamp its content hash into the sidecar."""
+    rows = atari_recipes.ATARI_RECIPES[recipe["recipe"]](recipe, on_steps)
+    logs = data_dir() / dataset_id / "replay_logs"
+    sidecar = {
+        "env_id": recipe["env_id"],
+        "recipe": recipe["recipe"],
+        "recipe_config": {k: v for k, v in recipe.items() if k != "sha256"},
+        "requirements": _generator_requirements(("ale-py", "gymnasium", "numpy", "opencv-python-headless")),
+    }
+    atari_recipes.write_recording(logs.parent, rows, sidecar, overwrite)
+    dataset = atari_recipes.load_local(dataset_id, logs)
+    atomic_write(logs.parent / atari_recipes.SIDECAR,
+                 lambda tmp: Path(tmp).write_text(json.dumps({**sidecar, "sha256": dataset.metadata.sha256}, indent=2, sort_keys=True)))
+    return dataset
+
+
 def _default_singletask(stem: str) -> str:
     """`pointmaze-medium-navigate-v0` -> `pointmaze-medium-navigate-singletask-v0` (the env's default task)."""
     name, _, version = stem.rpartition("-v")
@@ -239,6 +272,7 @@ class DataSource:
     load: Callable[[str, Path], OfflineDataset]  # (name, location) -> the dataset
     how_to_get: Callable[[str], str]  # the fix for a missing dataset, one line
     listed: Callable[[], Iterable[str]]  # the ids `offbench data list` shows
+    more_alias_forms: tuple[str, ...] = ()  # further alias forms, tried after alias_form
 
 
 def _d4rl_path(name: str) -> Path:
@@ -261,12 +295,23 @@ def _minari_path(name: str) -> Path:
     return minari_io.dataset_path(minari_io.minari_root(), name)
 
 
+def _minari_load(name: str, path: Path) -> OfflineDataset:
+    """Minari's `atari/*` datasets through the Atari reader (frames preprocessed as their evaluation env's), the others as they are."""
+    if name.startswith("atari/"):
+        return minari_atari.load_minari_atari(path, f"minari/{name}")
+    return minari_io.load_minari(path, f"minari/{name}")
+
+
 def _minari_how_to_get(name: str) -> str:
     return f"copy the Minari dataset folder to {_minari_path(name)} (e.g. from a machine where `minari download {name}` works)"
 
 
 def _local_path(name: str) -> Path:
-    """A Minari folder, or for a local OGBench id the training npz in its recording's folder."""
+    """A Minari folder, for a local OGBench id the training npz in its recording's folder, for a local Atari
+    recording (catalogued as one, or found on disk) its `replay_logs` folder."""
+    logs = data_dir() / "local" / name / "replay_logs"
+    if catalogue().get(f"local/{name}", {}).get("recipe") in atari_recipes.ATARI_RECIPES or logs.is_dir():
+        return logs
     if not name.startswith(LOCAL_OGBENCH):
         return minari_io.dataset_path(data_dir(), f"local/{name}")
     recording = recording_id(f"local/{name}").removeprefix("local/")
@@ -281,10 +326,14 @@ def _listed_local_id(dataset_id: str) -> str:
 
 
 def _local_is_present(path: Path) -> bool:
+    if path.name == "replay_logs":
+        return atari_recipes.is_present(path)
     return path.is_file() if path.suffix == ".npz" else _has_minari_files(path)
 
 
 def _local_load(name: str, path: Path) -> OfflineDataset:
+    if path.name == "replay_logs":
+        return atari_recipes.load_local(f"local/{name}", path)
     if name.startswith(LOCAL_OGBENCH):
         return _load_local_ogbench(name, path)
     return minari_io.load_minari(path, f"local/{name}")
@@ -362,9 +411,10 @@ SOURCES: dict[str, DataSource] = {
             alias_form="minari/mujoco/{task}/{kind}-v0",
             location=_minari_path,
             is_present=_has_minari_files,
-            load=lambda name, path: minari_io.load_minari(path, f"minari/{name}"),
+            load=_minari_load,
             how_to_get=_minari_how_to_get,
             listed=lambda: _minari_ids("minari", minari_io.minari_root()),
+            more_alias_forms=("minari/atari/{task}/{kind}-v0",),
         ),
         DataSource(
             name="local",
@@ -383,6 +433,15 @@ SOURCES: dict[str, DataSource] = {
             load=lambda name, path: ogbench_io.load_ogbench(path, f"ogbench/{name}", name),
             how_to_get=_ogbench_how_to_get,
             listed=_ogbench_listed,
+        ),
+        DataSource(
+            name="dqn-replay",
+            alias_form="dqn-replay/{task}/{kind}-v0",
+            location=dqn_replay.location,
+            is_present=Path.is_file,
+            load=lambda name, path: dqn_replay.load_dqn_replay(name, f"dqn-replay/{name}"),
+            how_to_get=dqn_replay.how_to_get,
+            listed=dqn_replay.listed,
         ),
     )
 }
@@ -430,7 +489,8 @@ def alias_candidates(alias: str) -> list[str]:
     `local/ogbench-cube-single-play-singletask-v0`: the default task, as OGBench names it); then the
     catalogue's local ids of that alias that the form does not name (`cartpole-dqn` -> `local/cartpole-dqn-v1`,
     whose version is its env's, not v5), in catalogue order."""
-    candidates = [candidate for candidate in (ids.expand_alias(source.alias_form, alias) for source in SOURCES.values()) if candidate]
+    forms = [form for source in SOURCES.values() for form in (source.alias_form, *source.more_alias_forms)]
+    candidates = [candidate for candidate in (ids.expand_alias(form, alias) for form in forms) if candidate]
     for candidate in [*_ogbench_single_task_candidates(alias), *catalogue()]:
         if candidate not in candidates and ids.parse(candidate).alias in (alias, f"{alias}-singletask"):
             candidates.append(candidate)

@@ -1,0 +1,139 @@
+"""Local Atari datasets: recorded here under the pixel protocol and stored in the DQN Replay Dataset's Dopamine layout.
+
+A recipe plays `ALE/<Game>-v5` under the pixel protocol (`offbench.atari`) and records each agent step
+as Dopamine's replay buffer adds it: (newest 84x84 frame the action was taken at, action, unclipped
+reward, terminal), with Dopamine's 3 zero padding rows at the start and after every terminal row. The
+rows are written as one checkpoint (`$store$_<field>_ckpt.0.gz` and `add_count_ckpt.0.gz`, add_count =
+rows, so the buffer reads in file order) under `<data dir>/local/<name>/replay_logs/`, with an
+`offbench.json` sidecar (recipe, content hash, library versions), and read back by the DQN Replay
+reader (`offbench.data.dqn_replay.read_stream`): what a run trains on went through the same code path
+as real DQN Replay checkpoints.
+
+    atari-random   uniform-random actions from numpy's generator seeded with `seed` (the env is reset
+                   with `seed` once, then continues its own generator); `steps` agent steps.
+
+The layout cannot mark an episode cut by the 27,000-step cap (Dopamine's cannot either); a recipe that
+meets one stops with an error rather than store a false successor. Uniform-random play never reaches it
+in the catalogued games (a random Pong episode lasts about 800 steps).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from offbench import atari
+from offbench.data import dqn_replay
+from offbench.data.dataset import OfflineDataset
+from offbench.errors import OffbenchError
+from offbench.io import atomic_write
+
+SIDECAR = "offbench.json"
+Rows = dict[str, np.ndarray]
+
+
+def record_random(entry: dict[str, Any], on_steps: Callable[[int], None] | None = None) -> Rows:
+    """`entry["steps"]` agent steps of uniform-random actions in `entry["game"]`, as Dopamine's add order (see the module docstring).
+
+    Returns `observation` (rows, 84, 84) uint8, `action` int32, `reward` float32 and `terminal` uint8, padding included.
+    """
+    env = atari.make_pixel_env(entry["game"])
+    rng = np.random.default_rng(entry["seed"])
+    rows: dict[str, list] = {field: [] for field in dqn_replay.FIELDS}
+    try:
+        observation, _ = env.reset(seed=entry["seed"])
+        _pad(rows)
+        for step in range(entry["steps"]):
+            action = int(rng.integers(env.action_space.n))
+            next_observation, reward, terminated, truncated, _ = env.step(action)
+            _add(rows, observation[-1], action, float(reward), terminated)
+            if truncated and not terminated:
+                raise OffbenchError(f"recipe for {entry['game']}: an episode reached the {atari.MAX_EPISODE_STEPS}-step cap, "
+                                    "which the Dopamine layout cannot mark", "use a behaviour whose episodes end by termination")
+            if terminated:
+                _pad(rows)
+                next_observation, _ = env.reset()
+            observation = next_observation
+            if on_steps is not None and (step + 1) % 1000 == 0:
+                on_steps(1000)
+        if on_steps is not None:
+            on_steps(entry["steps"] % 1000)
+    finally:
+        env.close()
+    return {field: np.asarray(values, dtype=DTYPES[field]) for field, values in rows.items()}
+
+
+DTYPES = {"observation": np.uint8, "action": np.int32, "reward": np.float32, "terminal": np.uint8}  # Dopamine's store dtypes
+
+
+def _add(rows: dict[str, list], frame: np.ndarray, action: int, reward: float, terminal: bool) -> None:
+    rows["observation"].append(frame)
+    rows["action"].append(action)
+    rows["reward"].append(reward)
+    rows["terminal"].append(int(terminal))
+
+
+def _pad(rows: dict[str, list]) -> None:
+    """Dopamine's padding before an episode: stack size - 1 rows of zeros."""
+    for _ in range(dqn_replay.STACK_PADDING):
+        _add(rows, np.zeros((atari.SCREEN_SIZE, atari.SCREEN_SIZE), np.uint8), 0, 0.0, False)
+
+
+ATARI_RECIPES: dict[str, Callable[[dict[str, Any], Callable[[int], None] | None], Rows]] = {"atari-random": record_random}
+
+
+def write_checkpoint(folder: Path, checkpoint: int, rows: Rows, add_count: int) -> None:
+    """Write `rows` as Dopamine's files of `checkpoint` in `folder` (a `replay_logs` folder): one gzipped `.npy` per field, and the add counter."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for field, path in dqn_replay.dopamine_files(folder, checkpoint).items():
+        _save(path, rows[field])
+    _save(folder / f"add_count_ckpt.{checkpoint}.gz", np.array(add_count, dtype=np.int64))
+
+
+def _save(path: Path, array: np.ndarray) -> None:
+    with gzip.open(path, "wb", compresslevel=1) as stream:
+        np.save(stream, array, allow_pickle=False)
+
+
+def write_recording(folder: Path, rows: Rows, sidecar: dict[str, Any], overwrite: bool = False) -> None:
+    """Write `rows` as checkpoint 0 of `<folder>/replay_logs` and the sidecar, staged beside `folder` and renamed into place when complete."""
+    if folder.exists() and not overwrite:
+        raise OffbenchError(f"{folder} already exists", "pass --force to make it again")
+    staging = folder.with_name(f".{folder.name}.making-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    write_checkpoint(staging / "replay_logs", 0, rows, add_count=len(rows["action"]))
+    atomic_write(staging / SIDECAR, lambda tmp: Path(tmp).write_text(json.dumps(sidecar, indent=2, sort_keys=True)))
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(staging, folder)
+
+
+def checkpoint_of(logs: Path) -> dqn_replay.Checkpoint:
+    """Checkpoint 0 of a local recording's `replay_logs` folder."""
+    return dqn_replay.Checkpoint(0, dqn_replay.dopamine_files(logs, 0), logs / "add_count_ckpt.0.gz")
+
+
+def is_present(logs: Path) -> bool:
+    """Whether a local recording's files are all in its `replay_logs` folder (and its sidecar beside it)."""
+    checkpoint = checkpoint_of(logs)
+    return (logs.parent / SIDECAR).is_file() and all(path.is_file() for path in [*checkpoint.files.values(), checkpoint.add_count])
+
+
+def load_local(dataset_id: str, logs: Path) -> OfflineDataset:
+    """A local Atari recording through the DQN Replay reader; raises `OffbenchError` when its content hash differs from the recorded one."""
+    sidecar = json.loads((logs.parent / SIDECAR).read_text())
+    recipe = sidecar["recipe_config"]
+    stream = dqn_replay.read_stream([checkpoint_of(logs)], dataset_id)
+    dataset = dqn_replay.replay_dataset(dataset_id, "local", recipe["game"], stream, {"path": str(logs), "recipe": recipe})
+    recorded = sidecar.get("sha256")
+    if recorded and recorded != dataset.metadata.sha256:
+        raise OffbenchError(f"dataset {dataset_id}: content hash {dataset.metadata.sha256[:12]} differs from the recorded {recorded[:12]}",
+                            f"the files in {logs} changed since they were made; remake with `offbench data make {dataset_id} --force`")
+    return dataset

@@ -1,0 +1,295 @@
+"""Atari: the DQN Replay reader on files written here in Dopamine's real layout (by this test's own logger, not by
+offbench), d4rl-atari's cache, Minari's atari datasets, the pixel protocol's settings, the observation a policy sees
+at evaluation against the dataset's stacks, human-normalised scores, the missing-extra message, and a short run."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from conftest import run_cli
+
+from offbench import atari
+from offbench.data import dqn_replay, registry
+from offbench.data.atari_recipes import record_random
+from offbench.data.dataset import episode_scores
+from offbench.data.sampling import FrameStack
+from offbench.errors import OffbenchError
+
+FRAME = (84, 84)
+CAPACITY = 40
+
+
+class DopamineLog:
+    """A circular replay buffer filled as Dopamine's OutOfGraphReplayBuffer (2019) fills it: 3 zero rows at the
+    start and after each terminal row; logged as batch_rl's logged buffer logs it, whenever the add counter
+    reaches capacity - 1 modulo capacity, to `$store$_<field>_ckpt.<k>.gz` and `add_count_ckpt.<k>.gz`."""
+
+    def __init__(self, folder: Path, capacity: int = CAPACITY) -> None:
+        self.folder, self.capacity = folder, capacity
+        self.store = {"observation": np.zeros((capacity, *FRAME), np.uint8), "action": np.zeros(capacity, np.int32),
+                      "reward": np.zeros(capacity, np.float32), "terminal": np.zeros(capacity, np.uint8)}
+        self.add_count, self.log_count = 0, 0
+        self.adds: list[int | None] = []  # the step id of each add, None for padding
+        self.terminal_adds: set[int] = set()
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def _write(self, frame_value: int, action: int, reward: float, terminal: bool, step: int | None) -> None:
+        cursor = self.add_count % self.capacity
+        self.store["observation"][cursor] = frame_value
+        self.store["action"][cursor], self.store["reward"][cursor], self.store["terminal"][cursor] = action, reward, terminal
+        if terminal:
+            self.terminal_adds.add(self.add_count)
+        self.add_count += 1
+        self.adds.append(step)
+
+    def add(self, step: int, terminal: bool) -> None:
+        if self.add_count == 0 or self.store["terminal"][(self.add_count - 1) % self.capacity] == 1:
+            for _ in range(3):
+                self._write(0, 0, 0.0, False, None)
+        self._write(1 + step % 250, 1 + step % 5, float(step + 1), terminal, step)  # reward = step + 1: rows are recognisable
+        if self.add_count % self.capacity == self.capacity - 1:
+            for name, array in self.store.items():
+                save_gz(self.folder / f"$store$_{name}_ckpt.{self.log_count}.gz", array)
+            save_gz(self.folder / f"add_count_ckpt.{self.log_count}.gz", np.array(self.add_count))
+            self.log_count += 1
+
+
+def save_gz(path: Path, array: np.ndarray) -> None:
+    with gzip.open(path, "wb") as stream:
+        np.save(stream, array, allow_pickle=False)
+
+
+def write_run(root: Path, lengths: list[int], game: str = "Pong", run: int = 1) -> DopamineLog:
+    """Episodes of the given lengths (each ending in a terminal) through the logged buffer of `<root>/<game>/<run>/replay_logs`."""
+    log = DopamineLog(root / game / str(run) / "replay_logs")
+    step = 0
+    for length in lengths:
+        for t in range(length):
+            log.add(step, terminal=t == length - 1)
+            step += 1
+    return log
+
+
+LENGTHS = [7, 12, 20, 9, 25, 6, 14, 11, 30, 8]
+
+
+def expected(log: DopamineLog, first: int, last: int) -> tuple[list[int], list[bool]]:
+    """Step ids and terminal flags of the adds of checkpoints first..last (adds [(first+1)C-1-C, (last+1)C-1)), padding dropped."""
+    begin, end = first * log.capacity - 1 if first else 0, (last + 1) * log.capacity - 1
+    rows = [(log.adds[i], i in log.terminal_adds) for i in range(begin, end) if log.adds[i] is not None]
+    return [step for step, _ in rows], [terminal for _, terminal in rows]
+
+
+@pytest.fixture()
+def replay_root(empty_roots: Path) -> tuple[Path, DopamineLog]:
+    log = write_run(empty_roots / "data" / "dqn-replay", LENGTHS)
+    assert log.log_count >= 3 and all(int(dqn_replay.read_array(log.folder / f"add_count_ckpt.{k}.gz")) == (k + 1) * CAPACITY - 1 for k in range(3))
+    return empty_roots, log
+
+
+def test_a_checkpoint_reads_in_add_order_without_padding_and_terminals_have_no_successor(replay_root) -> None:
+    _, log = replay_root
+    dataset = registry.load_dataset("dqn-replay/pong/run1-ckpt1-v0")
+    steps, terminals = expected(log, 1, 1)
+    assert dataset.rewards.tolist() == [s + 1.0 for s in steps]  # rows in add order: the stale last file row comes first
+    assert dataset.terminals.tolist() == terminals
+    assert np.array_equal(dataset.observations[:, 0, 0], [1 + s % 250 for s in steps])
+    assert dataset.next_observations is None and dataset.observations.dtype == np.uint8 and dataset.observations.shape[1:] == FRAME
+    assert dataset.timeouts.tolist() == [False] * (len(steps) - 1) + [True]  # the window's last row: no successor in this file
+    assert set(np.flatnonzero(dataset.terminals | dataset.timeouts) + 1) == {*dataset.episode_starts[1:].tolist(), len(dataset)}
+    assert dataset.metadata.env_id == "ALE/Pong-v5" and dataset.metadata.eval_wrappers == atari.PIXEL_WRAPPERS
+    assert dataset.metadata.env_kwargs == {"frameskip": 1, "repeat_action_probability": 0.25, "full_action_space": False}
+
+
+def test_a_checkpoint_range_continues_an_episode_across_the_file_boundary(replay_root) -> None:
+    _, log = replay_root
+    both = registry.load_dataset("dqn-replay/pong/run1-ckpt1-2-v0")
+    alone = registry.load_dataset("dqn-replay/pong/run1-ckpt1-v0")
+    steps, terminals = expected(log, 1, 2)
+    assert both.rewards.tolist() == [s + 1.0 for s in steps] and both.terminals.tolist() == terminals
+    boundary = len(alone)  # first row of checkpoint 2 in the concatenation
+    episode = np.searchsorted(both.episode_starts, boundary, side="right") - 1
+    assert both.episode_starts[episode] < boundary < both.episode_ends[episode]  # one episode spans both files
+    assert not both.timeouts[boundary - 1] and alone.timeouts[boundary - 1]  # its row before the boundary has a successor only when both load
+    assert both.metadata.extra["checkpoints"] == {"1": len(alone), "2": len(both) - len(alone)}
+
+
+def test_frame_stacks_are_zero_padded_at_episode_starts_and_terminal_rows_do_not_bootstrap(replay_root) -> None:
+    dataset = registry.load_dataset("dqn-replay/pong/run1-ckpt1-2-v0")
+    sampler = FrameStack(dataset, torch.device("cpu"), 4, timeouts_as_terminals=False)
+    start = int(dataset.episode_starts[2])
+    stacks = sampler.stack(torch.tensor([start, start + 1, start + 3])).numpy()
+    frames = dataset.observations
+    assert np.array_equal(stacks[0], np.stack([np.zeros(FRAME), np.zeros(FRAME), np.zeros(FRAME), frames[start]]))
+    assert np.array_equal(stacks[1][2:], frames[start:start + 2]) and not stacks[1][:2].any()
+    assert np.array_equal(stacks[2], frames[start:start + 4])
+    terminal = int(np.flatnonzero(dataset.terminals)[0])
+    assert sampler.not_dones[terminal] == 0 and terminal in sampler.sampleable.tolist()
+    assert len(dataset) - 1 not in sampler.sampleable.tolist()  # the time-out at the stream's end is never sampled
+    assert sampler.frames.data_ptr() == dataset.observations.ctypes.data  # frames stored once, shared with the sampler
+
+
+def test_d4rl_atari_cache_reads_as_the_dopamine_layout(replay_root, monkeypatch: pytest.MonkeyPatch) -> None:
+    roots, log = replay_root
+    dopamine = registry.load_dataset("dqn-replay/pong/run1-ckpt1-2-v0")
+    for checkpoint in (1, 2):  # d4rl-atari's cache: the same files renamed, no add_count
+        folder = roots / "d4rl-cache" / "Pong" / "1" / str(checkpoint)
+        folder.mkdir(parents=True)
+        for field in dqn_replay.FIELDS:
+            (log.folder / f"$store$_{field}_ckpt.{checkpoint}.gz").rename(folder / f"{field}.gz")
+    assert registry.location("dqn-replay/pong/run1-ckpt1-2-v0") == roots / "d4rl-cache" / "Pong" / "1" / "2" / "observation.gz"
+    cached = registry.load_dataset("dqn-replay/pong/run1-ckpt1-2-v0")
+    assert cached.metadata.sha256 == dopamine.metadata.sha256
+
+
+def test_ids_aliases_and_missing_checkpoints(replay_root) -> None:
+    assert registry.resolve("pong-run1-ckpt1") == "dqn-replay/pong/run1-ckpt1-v0"
+    assert "dqn-replay/pong/run1-ckpt0-v0" in {row.id for row in registry.list_datasets()}
+    assert registry.resolve("hopper-medium").startswith(("d4rl/", "minari/", "local/"))  # other aliases are unaffected
+    with pytest.raises(OffbenchError, match=r"dqn-replay/pong/run1-ckpt7-v0 is missing.*gs://atari-replay-datasets/dqn/Pong/1/replay_logs/"):
+        registry.load_dataset("dqn-replay/pong/run1-ckpt7-v0")
+    for bad in ("dqn-replay/pong/run1-ckpt5-3-v0", "dqn-replay/pong/ckpt5-v0", "dqn-replay/pong/run1-ckpt5-v2"):
+        with pytest.raises(OffbenchError, match="is not a DQN Replay id"):
+            registry.load_dataset(bad)
+
+
+def test_rows_after_a_terminal_that_are_not_padding_are_refused(replay_root) -> None:
+    _, log = replay_root
+    terminal = dqn_replay.read_array(log.folder / "$store$_terminal_ckpt.1.gz")
+    action = dqn_replay.read_array(log.folder / "$store$_action_ckpt.1.gz")
+    action[int(np.flatnonzero(terminal)[0]) + 1] = 2
+    save_gz(log.folder / "$store$_action_ckpt.1.gz", action)
+    with pytest.raises(OffbenchError, match="follows a terminal row but is not zero padding"):
+        registry.load_dataset("dqn-replay/pong/run1-ckpt1-v0")
+
+
+def test_rewards_stay_unclipped_in_the_data_and_atari_settings_clip_them_for_learning() -> None:
+    from offbench.algos.discrete_bcq import DiscreteBCQ
+    from offbench.config import resolve_config
+
+    assert resolve_config("discrete-bcq", DiscreteBCQ, None, {}, "frames").clip_rewards
+    # rewards of the logs above are step + 1 (up to 150): kept as they are, as test_a_checkpoint_reads... asserts
+
+
+def test_human_normalised_score_formula_and_its_source() -> None:
+    random, human, source = atari.human_normalized("pong")
+    assert (random, human) == (-20.7, 14.6) and "dqn_zoo/atari_data.py" in source and source.startswith("atari:pong")
+    returns = np.array([-20.7, 14.6, -3.05])
+    assert np.allclose(episode_scores("human-normalized", returns, None, random, human), 100 * (returns - random) / (human - random))
+    assert np.allclose(episode_scores("human-normalized", returns, None, random, human), [0.0, 100.0, 50.0])
+    assert registry.reference_for({"reference": "atari:qbert"})[:2] == (163.9, 13455.0)
+
+
+def test_the_pixel_protocol_settings_on_the_env() -> None:
+    env = atari.make_pixel_env("breakout")
+    try:
+        ale = env.unwrapped.ale
+        assert ale.getFloat("repeat_action_probability") == pytest.approx(0.25) and env.unwrapped._frameskip == 1
+        time_limit, stack = env, env.env
+        preprocessing = stack.env
+        assert isinstance(time_limit, gym.wrappers.TimeLimit) and time_limit._max_episode_steps == 27_000
+        assert isinstance(stack, gym.wrappers.FrameStackObservation) and stack.stack_size == 4 and not stack.padding_value.any()
+        assert isinstance(preprocessing, gym.wrappers.AtariPreprocessing)
+        assert (preprocessing.frame_skip, preprocessing.noop_max, preprocessing.terminal_on_life_loss, preprocessing.screen_size) == (4, 0, False, (84, 84))
+        observation, _ = env.reset(seed=3)
+        assert observation.shape == (4, 84, 84) and observation.dtype == np.uint8 and not observation[:3].any()
+        for _ in range(30):
+            observation, *_ = env.step(1)
+        import cv2
+
+        pooled = np.maximum(preprocessing.obs_buffer[0], preprocessing.obs_buffer[1])  # the last two frames of the skip
+        assert np.array_equal(observation[-1], cv2.resize(pooled, (84, 84), interpolation=cv2.INTER_AREA))
+        assert not np.array_equal(preprocessing.obs_buffer[0], preprocessing.obs_buffer[1])  # the max matters here
+    finally:
+        env.close()
+
+
+def test_the_evaluation_observation_equals_the_datasets_stack(empty_roots: Path) -> None:
+    """Replaying a local recording's actions in the evaluation env (same seed) gives, at every step, the sampler's stack of that row."""
+    entry = {"game": "pong", "steps": 200, "seed": 5, "env_id": "ALE/Pong-v5", "recipe": "atari-random", "reference": "atari:pong"}
+    dataset = registry.make_dataset("local/pong-check-v5", recipe=entry)
+    sampler = FrameStack(dataset, torch.device("cpu"), 4, timeouts_as_terminals=False)
+    from offbench.evaluate import make_env
+
+    env = make_env(dataset.metadata.env_id, dataset.metadata.env_kwargs, dataset.metadata.eval_wrappers)
+    try:
+        observation, _ = env.reset(seed=entry["seed"])
+        for row in range(len(dataset)):
+            assert np.array_equal(observation, sampler.stack(torch.tensor(row)).numpy()), row
+            observation, *_ = env.step(int(dataset.actions[row]))
+    finally:
+        env.close()
+    assert record_random(entry)["observation"].shape == (203, 84, 84)  # Dopamine's 3 padding rows, dropped by the reader
+
+
+def write_minari_atari(root: Path, episodes: int = 2, steps: int = 25) -> list[np.ndarray]:
+    """A tiny Minari Atari dataset as Minari's own are: ALE/Pong-v5 with frameskip 4, no sticky actions, raw RGB screens."""
+    import minari
+    from minari.data_collector import EpisodeBuffer
+
+    atari.require_atari()
+    env = gym.make("ALE/Pong-v5", frameskip=4, repeat_action_probability=0.0, full_action_space=False, max_num_frames_per_episode=108_000)
+    buffers, screens, rng = [], [], np.random.default_rng(0)
+    for index in range(episodes):
+        observation, _ = env.reset(seed=10 + index)
+        observations, actions, rewards = [observation], [], []
+        for _ in range(steps):
+            action = int(rng.integers(6))
+            observation, reward, *_ = env.step(action)
+            observations.append(observation), actions.append(action), rewards.append(reward)
+        screens.append(np.stack(observations))
+        buffers.append(EpisodeBuffer(id=index, observations=np.stack(observations), actions=np.array(actions), rewards=rewards,
+                                     terminations=[False] * steps, truncations=[False] * (steps - 1) + [True], infos={}))
+    assert Path(os.environ["MINARI_DATASETS_PATH"]) == root  # the empty_roots fixture's Minari root
+    minari.create_dataset_from_buffers("atari/pong/expert-v0", buffers, env=env, algorithm_name="test", author="test",
+                                       author_email="test@example.com", code_permalink="https://example.com", description="test")
+    env.close()
+    return screens
+
+
+def test_minari_atari_is_read_through_minari_and_evaluated_in_its_own_env(empty_roots: Path) -> None:
+    screens = write_minari_atari(empty_roots / "minari")
+    dataset = registry.load_dataset("pong-expert")
+    assert dataset.metadata.id == "minari/atari/pong/expert-v0" and dataset.metadata.score == "human-normalized"
+    assert dataset.observations.shape == (50, 84, 84) and dataset.timeouts.sum() == 2 and not dataset.terminals.any()
+    assert np.array_equal(dataset.observations[25], atari.minari_frame(atari.jpeg_round_trip(screens[1][0])))  # Minari stores JPEG
+    assert not np.array_equal(dataset.observations[25], atari.minari_frame(screens[1][0]))
+    kwargs = dataset.metadata.env_kwargs
+    assert (kwargs["frameskip"], kwargs["repeat_action_probability"], dataset.metadata.eval_wrappers) == (4, 0.0, atari.MINARI_JPEG_WRAPPERS)
+    sampler = FrameStack(dataset, torch.device("cpu"), 4, timeouts_as_terminals=False)
+    from offbench.evaluate import make_env
+
+    env = make_env(dataset.metadata.env_id, kwargs, dataset.metadata.eval_wrappers)
+    try:
+        observation, _ = env.reset(seed=11)
+        for row in range(25, 50):
+            assert np.array_equal(observation, sampler.stack(torch.tensor(row)).numpy()), row
+            observation, *_ = env.step(int(dataset.actions[row]))
+    finally:
+        env.close()
+
+
+def test_a_missing_atari_extra_is_one_line_with_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "ale_py", None)
+    with pytest.raises(OffbenchError) as caught:
+        atari.make_pixel_env("pong")
+    assert caught.value.line() == "Atari needs the atari extra (ale_py is not installed) — pip install 'offbench[atari]' (ale-py and opencv-python-headless)"
+    script = "import sys; sys.modules['ale_py'] = None; sys.argv = ['offbench', 'data', 'make', 'local/pong-random-tiny-v5', '--force']; " \
+             "from offbench.cli import main; main()"
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "pip install 'offbench[atari]'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_discrete_bcq_runs_end_to_end_on_the_tiny_local_pong(data_root: Path, tmp_path: Path) -> None:
+    result = run_cli("run", "--algo", "discrete-bcq", "--dataset", "pong-random-tiny", "--steps", "20", "--eval-every", "20",
+                     "--eval-episodes", "1", "--set", "batch_size=8", "--results-dir", str(tmp_path / "results"))
+    assert result.returncode == 0, result.stderr
+    assert "local/pong-random-tiny-v5: human-normalised score" in result.stdout
