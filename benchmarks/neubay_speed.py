@@ -51,7 +51,7 @@ def sync(device: torch.device) -> None:
 
 def world_model_speed(members: int, seconds: float, device: torch.device) -> None:
     data = wm.WorldData.from_dataset(synthetic_dataset(50_000), device)
-    trainer = wm.EnsembleTrainer(data, wm.WorldModelSettings(ensemble_size=members, selected_size=min(members, 100)), 0, device)
+    trainer = wm.EnsembleTrainer(data, wm.WorldModelSettings(ensemble_size=members), 0, device)
     trainer.train_rows = trainer.train_rows[:4096]  # time batches, not a whole epoch
     trainer.train_epoch()  # warm-up
     sync(device)

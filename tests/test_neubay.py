@@ -7,15 +7,19 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from offbench.algos import world_model as wm
 from offbench.algos.base import Problem, StageContext
 from offbench.algos.neubay import Neubay, NeubayConfig, kappa_mean
-from offbench.algos.recurrent import EnsembleLRU, RecurrentEncoder, parallel_scan, sequential_scan
+from offbench.algos.recurrent import EnsembleLRU, RecurrentEncoder, SequenceLayer, parallel_scan, sequential_scan
 from offbench.algos.world_model import soft_clamp, threshold, uncertainty
+from offbench.config import baseline_values
 from offbench.data.dataset import DatasetMetadata, OfflineDataset
 from offbench.data.spaces import Box, ObservationSpace
 from offbench.data.tapes import EpisodeBuffer, Tape
+from offbench.errors import OffbenchError
 from offbench.seeding import SeedStreams
 
 OBS, ACT = 11, 3
@@ -75,6 +79,16 @@ def test_encoder_resets_its_state_at_episode_starts_on_a_tape() -> None:
         states = [h[:, :, -1] for h in hidden]
         stepped.append(z)
     torch.testing.assert_close(torch.cat(stepped, dim=2), together, rtol=1e-4, atol=1e-5)
+
+
+def test_sequence_layer_uses_the_tanh_gelu_of_jax() -> None:
+    layer = SequenceLayer(1, 6, 4, 0.0, 0.9, 2 * math.pi)
+    layer.reset_parameters([torch.Generator().manual_seed(5)])
+    x, start = torch.randn(1, 1, 9, 6) * 3, torch.zeros(1, 1, 9, dtype=torch.bool)
+    y = layer.lru(layer.norm(x.view(1, 9, 6)).view(x.shape), start)[0]
+    z = F.gelu(y, approximate="tanh").view(1, 9, 6)  # jax.nn.gelu's default
+    expected = x + (layer.out1(z) * torch.sigmoid(layer.out2(z))).view(x.shape)
+    torch.testing.assert_close(layer(x, start, None, None, True)[0], expected)
 
 
 # ---- tapes ---------------------------------------------------------------------------------------
@@ -147,6 +161,74 @@ def test_uncertainty_and_threshold_on_a_toy_ensemble() -> None:
     torch.testing.assert_close(u, torch.tensor([0.0, math.sqrt(0.5), math.sqrt(0.5)]))
     values = torch.arange(11.0)
     assert threshold(values, 1.0) == 10.0 and threshold(values, 0.9) == pytest.approx(9.0) and threshold(values, 0.95) == pytest.approx(9.5)
+
+
+def noisy_dataset(mean: float = 5.0, episodes: int = 4, steps: int = 25) -> OfflineDataset:
+    """Hopper-shaped random data whose observations have mean `mean` (the normaliser is far from 0/1)."""
+    rng = np.random.default_rng(0)
+    n = episodes * steps
+    frames = (mean + rng.normal(size=(episodes, steps + 1, OBS))).astype(np.float32)  # o_0 .. o_L per episode
+    observations, next_observations = frames[:, :-1].reshape(n, OBS), frames[:, 1:].reshape(n, OBS)
+    metadata = DatasetMetadata(id="test/noisy-v0", source="test", env_id="Hopper-v5", observation_space=ObservationSpace((OBS,)),
+                               action_space=Box((-1.0,) * ACT, (1.0,) * ACT), ref_min_score=0.0, ref_max_score=1.0)
+    timeouts = np.zeros(n, dtype=bool)
+    timeouts[steps - 1 :: steps] = True
+    return OfflineDataset.build(metadata, observations, rng.uniform(-1, 1, (n, ACT)).astype(np.float32), rng.normal(size=n).astype(np.float32),
+                                next_observations, np.zeros(n, bool), timeouts, np.arange(0, n, steps))
+
+
+def world_stage(dataset: OfflineDataset, **config: object) -> tuple[Neubay, list[str]]:
+    """A Neubay whose world-model stage ran (trained or reused) on `dataset`, and the stage's messages."""
+    agent = Neubay(NeubayConfig(**{**TINY_AGENT, "world_hidden": 8, "world_blocks": 1, "world_max_epochs": 1, **config}),
+                   Problem.vector(OBS, ACT), SeedStreams.for_seeds([0]))
+    messages: list[str] = []
+    context = StageContext(dataset, None, agent.streams, torch.device("cpu"), save=lambda: None, message=messages.append, steps=10,
+                           env_id="Hopper-v5", env_kwargs={"max_episode_steps": 1000})
+    agent.run_stage("world_model", context)
+    return agent, messages
+
+
+def test_member_counts_equal_to_normaliser_widths_load_the_normaliser_by_name(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("OFFBENCH_DATA_DIR", str(tmp_path))
+    dataset = noisy_dataset()
+    agent, _ = world_stage(dataset, ensemble_size=OBS + ACT, selected_size=OBS + 1)  # 14 = input width, 12 = output width
+    statistics = wm.WorldData.from_dataset(dataset, torch.device("cpu")).statistics()
+    for name in wm.NORMALIZER:
+        torch.testing.assert_close(getattr(agent, f"world_{name}")[0], statistics[name])
+    assert float(agent.world_output_mean[0, :OBS].mean()) == pytest.approx(5.0, abs=0.3)
+    (path,) = (tmp_path / "world_models").glob("*.pt")
+    record = wm.load_world_model(path)
+    keep = torch.argsort(record["val_mse"], stable=True)[: OBS + 1]
+    for name, param in agent.world.named_parameters():
+        assert torch.equal(param, record["members"][name][keep]), name
+    assert record["members"]["mean.weight"].shape[0] == OBS + ACT and set(record["normalizer"]) == set(wm.NORMALIZER)
+
+
+def test_selection_and_zeta_ablations_reuse_the_world_model_file(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("OFFBENCH_DATA_DIR", str(tmp_path))
+    dataset = noisy_dataset(episodes=2, steps=20)
+    first, messages = world_stage(dataset)
+    assert not any("reusing" in m for m in messages) and len(list((tmp_path / "world_models").glob("*.pt"))) == 1
+    fewer, messages = world_stage(dataset, selected_size=2, unc_quantile=0.5)
+    assert any("reusing" in m for m in messages) and len(list((tmp_path / "world_models").glob("*.pt"))) == 1
+    assert float(fewer.threshold[0]) < float(first.threshold[0])  # the median of u under 2 members, below the max under 3
+    torch.testing.assert_close(fewer.world.mean.weight, first.world.mean.weight[:2])  # the same file's 2 best members
+    _, messages = world_stage(dataset, world_lr=3e-4)  # a training key: a new ensemble
+    assert not any("reusing" in m for m in messages) and len(list((tmp_path / "world_models").glob("*.pt"))) == 2
+
+
+def test_validation_split_is_shared_by_seeds_and_best_starts_at_the_untrained_error() -> None:
+    data = wm.WorldData.from_dataset(noisy_dataset(), torch.device("cpu"))
+    settings = wm.WorldModelSettings(ensemble_size=3, hidden=8, blocks=1, val_fraction=0.2)
+    zero, one = (wm.EnsembleTrainer(data, settings, seed, torch.device("cpu")) for seed in (0, 1))
+    assert torch.equal(zero.val_rows, one.val_rows) and zero.val_rows.numel() == 19  # 20 % of the 96 rows without time-outs
+    assert not torch.equal(zero.ensemble.mean.weight, one.ensemble.mean.weight)
+    untrained = zero.validation_mse()
+    assert torch.isfinite(zero.best_mse).all() and torch.equal(zero.best_mse, untrained)
+    before = {name: t.clone() for name, t in zero.best.items()}
+    zero.validate()  # no training: no member improves by 1 %, nothing is snapshotted
+    assert zero.stale_epochs == 1 and torch.equal(zero.best_mse, untrained)
+    assert all(torch.equal(before[name], zero.best[name]) for name in before)
 
 
 # ---- rollouts ------------------------------------------------------------------------------------
@@ -256,3 +338,41 @@ def test_each_rollout_keeps_one_member_throughout() -> None:
         markers = buffer.storage["observations"][imagined[1:], 2]  # states after the first imagined step carry the member
         torch.testing.assert_close(markers, torch.full_like(markers, float(k % M)), atol=1e-3, rtol=0)
     assert picks_finished < len(buffer.lengths)
+
+
+# ---- losses and config ---------------------------------------------------------------------------
+
+
+def test_alpha_loss_weights_alpha_inside_the_kappa_mean() -> None:
+    agent = Neubay(NeubayConfig(**TINY_AGENT, real_weight=0.8, init_alpha=0.5), Problem.vector(OBS, ACT), SeedStreams.for_seeds([0]))
+    starts = torch.zeros(1, 1, 5, dtype=torch.bool)
+    starts[..., 0] = True
+    tape = Tape(torch.zeros(1, 1, 5, OBS), torch.zeros(1, 1, 5, ACT), torch.zeros(1, 1, 5), torch.zeros(1, 1, 5), torch.ones(1, 1, 5), starts)
+    log_prob = torch.tensor([[[1.0, -2.0, 0.5, 3.0, 9.0]]])  # real steps only; the last position is invalid
+    entropy = float(-log_prob[..., :4].mean())
+    # reference: kappa-mean of alpha (entropy - target); no imagined steps, so only kappa of it
+    expected = 0.8 * 0.5 * (entropy - agent.target_entropy)
+    torch.testing.assert_close(agent.alpha_loss(log_prob, tape), torch.tensor([expected]))
+
+
+def test_normalize_states_true_is_refused() -> None:
+    with pytest.raises(OffbenchError, match="normalize_states"):
+        NeubayConfig(normalize_states=True)
+
+
+def test_an_action_box_other_than_plus_minus_one_is_refused() -> None:
+    Neubay.check_problem("neubay", Problem.vector(OBS, ACT), "ok")
+    for bound in (2.0, 0.5):
+        with pytest.raises(OffbenchError, match=r"needs actions in \[-1, 1\]"):
+            Neubay.check_problem("neubay", Problem.vector(OBS, ACT, max_action=bound), "d")
+
+
+def test_hopper_fixes_alpha_on_every_dataset_and_expert_datasets_cap_the_world_model() -> None:
+    for env_id, tuned in (("Hopper-v5", False), ("Hopper-v3", False), ("HalfCheetah-v5", True), ("Walker2d-v5", True)):
+        agent = Neubay(NeubayConfig(**TINY_AGENT), Problem.vector(OBS, ACT), SeedStreams.for_seeds([0]))
+        agent.prepare(StageContext(hopper_dataset(), None, agent.streams, torch.device("cpu"), save=lambda: None, message=print,
+                                   steps=10, env_id=env_id, env_kwargs={"max_episode_steps": 1000}))
+        assert agent.tune_alpha is tuned, env_id
+    for task in ("hopper", "halfcheetah", "walker2d"):
+        values = baseline_values("neubay", f"local/{task}-expert-v5")
+        assert values["world_max_epochs"] > 0 and values["tune_alpha"] and values["fixed_alpha_tasks"] == ["Hopper"]

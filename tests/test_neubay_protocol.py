@@ -85,8 +85,9 @@ def test_a_run_killed_in_the_world_model_stage_resumes_to_the_same_model(tmp_pat
     resumed = resume(group_id, killed)
     again = wm.load_world_model(newest)
     assert again["epochs"] == reference[newest]["epochs"] == 4
-    for name, tensor in reference[newest]["state"].items():
-        assert torch.equal(tensor, again["state"][name]), name
+    for name, tensor in reference[newest]["members"].items():
+        assert torch.equal(tensor, again["members"][name]), name
+    assert torch.equal(reference[newest]["val_mse"], again["val_mse"])
     assert curve(killed, resumed[0]) == curve(straight, next(straight.finished_records()).run_id)
 
 

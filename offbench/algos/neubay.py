@@ -3,8 +3,9 @@
 Spec: shared/specs/neubay.md; reference code twni2016/neubay (JAX). Two parts:
 
 Stage 1, `world_model` (offbench.algos.world_model): an ensemble of Gaussian dynamics models, trained once
-per (dataset, world-model seed, world-model config) and reused from its file; seed s uses world-model seed
-s mod `world_model_seeds`. It gives the uncertainty u(s, a) and the truncation threshold U(zeta).
+per (dataset, world-model seed, world-model training config) and reused from its file; seed s uses world-model
+seed s mod `world_model_seeds`. At load, the `selected_size` members of lowest validation MSE give the
+uncertainty u(s, a) and the truncation threshold U(zeta).
 
 Stage 2, the loop (Algorithms 1 and 2 as implemented). When a seed's update budget is spent it collects
 `rollouts` imagined trajectories: each starts at a (trajectory, t) drawn uniformly over every real
@@ -22,7 +23,7 @@ episode's start) in training and evaluation; its recurrent state is carried thro
 Optimisers (per part: actor encoder, actor head, critic encoder, critic heads): NaN gradients zeroed,
 gradients clipped to a global norm per seed and part, Adam (eps 1e-8, no weight decay), cosine schedule
 over the run's gradient steps (critic constant, actor to 0). Alpha: Adam 1e-4 on log alpha, or fixed
-(hopper tasks).
+at init_alpha on the tasks of `fixed_alpha_tasks` (Hopper: spec "for hopper tasks alpha is fixed").
 
 Deviations (baselines/neubay.toml [deviations]): the update budget counts every stored transition
 (real prefix + imagined), as the reference's `data_size`; the GRU alternative and the Markov agent
@@ -49,10 +50,11 @@ from offbench.algos.nets import EnsembleLayerNorm, EnsembleLinear, polyak_update
 from offbench.algos.recurrent import LAYER_NORM_EPS, RecurrentEncoder
 from offbench.config import Count, Fraction, LearningRate, NonNegative, Positive, Range, Widths
 from offbench.data.sampling import Sampler
+from offbench.data.spaces import Box
 from offbench.data.tapes import EpisodeBuffer, Tape
 from offbench.errors import OffbenchError
 from offbench.seeding import SeedStreams
-from offbench.termination import termination_fn
+from offbench.termination import task_name, termination_fn
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0  # spec: actor log-std clip
 ADAM_EPS = 1e-8
@@ -105,11 +107,19 @@ class NeubayConfig(AlgorithmConfig):
     critic_lr_end_ratio: Fraction = 1.0
     clip_norm: Positive = 1000.0  # gradient_scale: Adroit 10000, AntMaze 1
     init_alpha: Positive = 0.2  # Adroit 0.1, AntMaze 1e-5
-    tune_alpha: bool = True  # false for hopper tasks
+    tune_alpha: bool = True  # false: alpha fixed at init_alpha everywhere
+    fixed_alpha_tasks: list[str] = field(default_factory=lambda: ["Hopper"])  # tasks (env names, any version) whose alpha stays fixed
     target_alpha_ratio: Positive = 1.0  # AntMaze 10
     real_weight: Fraction = 0.05  # kappa; per task in baselines/neubay.toml
     huber_delta: Positive = 1.0
-    normalize_states: bool = False
+    normalize_states: bool = False  # must stay false: NEUBAY's inputs are raw (its world model normalises its own)
+
+    def __post_init__(self) -> None:
+        """Refuse `normalize_states = true`: the sampler would normalise evaluation observations only."""
+        super().__post_init__()
+        if self.normalize_states:
+            raise OffbenchError("NEUBAY does not take normalize_states = true: its agent reads raw observations in training and evaluation",
+                                "drop --set normalize_states=true")
 
 
 # ---- networks ------------------------------------------------------------------------------------
@@ -222,6 +232,15 @@ class Neubay(OfflineAlgorithm):
         self.world_progress: dict[str, Any] = {}
         self.eval_state: dict[str, Any] | None = None
 
+    @classmethod
+    def check_problem(cls, name: str, problem: Problem, dataset_id: str) -> None:
+        """Also refuse an action box other than [-1, 1]^A: rollouts act in tanh's range while the tapes and the
+        world model hold the dataset's actions as stored (the reference asserts low == -1, high == 1)."""
+        super().check_problem(name, problem, dataset_id)
+        action = problem.action_space
+        if isinstance(action, Box) and not (np.all(np.asarray(action.low) == -1.0) and np.all(np.asarray(action.high) == 1.0)):
+            raise OffbenchError(f"{name} needs actions in [-1, 1]; {dataset_id} has {action.describe()}", "rescale the dataset's actions to [-1, 1]")
+
     @staticmethod
     def _adam(module: nn.Module, lr: float) -> torch.optim.Optimizer:
         return torch.optim.Adam(module.parameters(), lr=lr, eps=ADAM_EPS, weight_decay=0.0)
@@ -230,9 +249,9 @@ class Neubay(OfflineAlgorithm):
 
     def world_settings(self) -> wm.WorldModelSettings:
         c = self.config
-        return wm.WorldModelSettings(c.ensemble_size, c.selected_size, c.world_hidden, c.world_blocks, c.world_layer_norm, c.world_lr,
-                                     c.world_weight_decay, c.world_batch_size, c.world_max_epochs, c.world_patience, c.world_improvement,
-                                     c.world_val_fraction, c.world_val_max, c.unc_quantile)
+        return wm.WorldModelSettings(c.ensemble_size, c.world_hidden, c.world_blocks, c.world_layer_norm, c.world_lr, c.world_weight_decay,
+                                     c.world_batch_size, c.world_max_epochs, c.world_patience, c.world_improvement, c.world_val_fraction,
+                                     c.world_val_max)
 
     def world_seed(self, index: int) -> int:
         return self.streams.seeds[index] % self.config.world_model_seeds
@@ -259,26 +278,30 @@ class Neubay(OfflineAlgorithm):
                     raise KeyboardInterrupt
 
             seconds = wm.train_world_model(trainer, self.config.world_checkpoint_every, checkpoint, context.message)
-            record = wm.save_world_model(path, trainer, sha, seconds)
-            context.message(f"world model seed {world_seed}: {trainer.epoch} epochs in {seconds:.0f} s, U(zeta={settings.unc_quantile}) = "
-                            f"{record['threshold']:.4f}, selected validation MSE {float(record['val_mse'].min()):.5f}"
-                            f"-{float(record['val_mse'].max()):.5f}; written to {path}")
+            wm.save_world_model(path, trainer, sha, seconds)
+            context.message(f"world model seed {world_seed}: {trainer.epoch} epochs in {seconds:.0f} s; written to {path}")
             self.world_progress.pop(str(world_seed), None)
-        self.load_world_models(sha, context.device)
+        self.load_world_models(sha, data, context)
 
-    def load_world_models(self, sha: str, device: torch.device) -> None:
-        """Copy each seed's selected members, normaliser, threshold and mean uncertainty into this algorithm."""
-        M = self.config.selected_size
-        for s in range(self.num_seeds):
-            record = wm.load_world_model(wm.world_model_path(sha, self.world_seed(s), self.world_settings()))
-            for name, tensor in record["state"].items():
-                target = self.world.state_dict()[name]
-                if tensor.dim() > 0 and tensor.shape[0] == M:
-                    target[s * M : (s + 1) * M] = tensor.to(device)
-                else:
-                    getattr(self, f"world_{name}")[s] = tensor.to(device)
-            self.threshold[s] = record["threshold"]
-            self.mean_uncertainty[s] = record["mean_uncertainty"]
+    def load_world_models(self, sha: str, data: wm.WorldData, context: StageContext) -> None:
+        """Select each seed's members (lowest validation MSE) and copy them, the normaliser, U(zeta) and the mean u in.
+
+        Member parameters are the ensemble's parameters, the normaliser its `wm.NORMALIZER` buffers: by name.
+        """
+        c, M = self.config, self.config.selected_size
+        members = dict(self.world.named_parameters())
+        for world_seed in sorted({self.world_seed(s) for s in range(self.num_seeds)}):
+            chosen = wm.select_members(wm.world_model_path(sha, world_seed, self.world_settings()), data, M, context.device)
+            context.message(f"world model seed {world_seed}: {M} members of validation MSE {float(chosen.val_mse[0]):.5f}"
+                            f"-{float(chosen.val_mse[-1]):.5f}, U(zeta={c.unc_quantile}) = {chosen.threshold(c.unc_quantile):.4f}")
+            for s in (s for s in range(self.num_seeds) if self.world_seed(s) == world_seed):
+                with torch.no_grad():
+                    for name, param in members.items():
+                        param[s * M : (s + 1) * M] = chosen.state[name].to(param.device)
+                    for name in wm.NORMALIZER:
+                        getattr(self, f"world_{name}")[s] = chosen.state[name].to(self.threshold.device)
+                self.threshold[s] = chosen.threshold(c.unc_quantile)
+                self.mean_uncertainty[s] = chosen.mean_uncertainty
 
     # ---- stage 2: imagined rollouts -------------------------------------------------------------
 
@@ -426,6 +449,7 @@ class Neubay(OfflineAlgorithm):
         if self.time_limit <= 0:
             raise OffbenchError(f"NEUBAY needs the episode time limit of {context.env_id}, which names none", "evaluate in an env with a TimeLimit")
         termination_fn(context.env_id)  # refuse an env without a termination function before any training
+        self.tune_alpha = self.config.tune_alpha and task_name(context.env_id) not in self.config.fixed_alpha_tasks
         self.total_steps.fill_(context.steps)
 
     # ---- losses ---------------------------------------------------------------------------------
@@ -505,6 +529,15 @@ class Neubay(OfflineAlgorithm):
         alpha = self.log_alpha.exp().detach().view(S, 1, 1)
         return kappa_mean(alpha * log_prob - q, tape, self.config.real_weight), log_prob.detach()
 
+    def alpha_loss(self, log_prob: torch.Tensor, tape: Tape) -> torch.Tensor:
+        """Per-seed kappa-weighted alpha (-log pi - target entropy): log_prob (S, B, T) -> (S,).
+
+        alpha multiplies each step's term inside the kappa mean, as the reference's loss: a tape without real
+        (or imagined) valid steps weighs the other part by its kappa share, not the whole temperature.
+        """
+        alpha = self.log_alpha.exp().view(-1, 1, 1)
+        return kappa_mean(alpha * (-log_prob - self.target_entropy), tape, self.config.real_weight)
+
     def update(self, batch: Tape, step: int) -> dict[str, torch.Tensor]:
         c = self.config
         critic_loss, q_mean = self.critic_loss(batch, self.td_target(batch))
@@ -513,10 +546,9 @@ class Neubay(OfflineAlgorithm):
         polyak_update(self.critic_heads_target, self.critic_heads, c.tau)
         actor_loss, log_prob = self.actor_loss(batch)
         self.clipped_step(("actor_encoder", "actor_head"), actor_loss.sum(), step)
+        if self.tune_alpha:
+            self.optimizer_step("alpha", self.alpha_loss(log_prob, batch).sum())
         entropy = kappa_mean(-log_prob, batch, c.real_weight)
-        if c.tune_alpha:
-            alpha_loss = self.log_alpha.exp() * (entropy - self.target_entropy)
-            self.optimizer_step("alpha", alpha_loss.sum())
         metrics = {"critic_loss": critic_loss.detach(), "actor_loss": actor_loss.detach(), "q_mean": q_mean, "entropy": entropy,
                    "alpha": self.log_alpha.exp().detach(), "real_fraction": (batch.mask * batch.real).sum((1, 2)) / batch.mask.sum((1, 2)).clamp(min=1)}
         return {**metrics, **{name: self.rollout_stats[:, i] for i, name in enumerate(ROLLOUT_STATS)}}
