@@ -12,7 +12,7 @@ from torch import nn
 
 from offbench.algos import world_model as wm
 from offbench.algos.base import Problem, StageContext
-from offbench.algos.neubay import Neubay, NeubayConfig, kappa_mean
+from offbench.algos.neubay import Neubay, NeubayConfig, agent_inputs, kappa_mean
 from offbench.algos.recurrent import EnsembleLRU, RecurrentEncoder, SequenceLayer, parallel_scan, sequential_scan
 from offbench.algos.world_model import soft_clamp, threshold, uncertainty
 from offbench.config import baseline_values
@@ -96,7 +96,7 @@ def test_sequence_layer_uses_the_tanh_gelu_of_jax() -> None:
 
 def episode(steps: int, marker: float, real: float = 1.0) -> dict[str, torch.Tensor]:
     return {"observations": torch.full((steps, 2), marker), "actions": torch.full((steps, 1), marker), "rewards": torch.arange(steps).float(),
-            "terminals": torch.zeros(steps), "real": torch.full((steps,), real)}
+            "penalties": torch.zeros(steps), "terminals": torch.zeros(steps, dtype=torch.bool), "real": torch.full((steps,), bool(real))}
 
 
 def test_tapes_are_whole_episodes_cut_to_length_and_masks_drop_boundaries() -> None:
@@ -118,23 +118,43 @@ def test_tapes_are_whole_episodes_cut_to_length_and_masks_drop_boundaries() -> N
         assert mask[-1] == 0 and all(mask[s - 1] == 0 for s in starts[1:]) and int(mask.sum()) == 20 - len(starts)
 
 
-def test_buffer_evicts_whole_episodes_first_in_first_out() -> None:
-    buffer = EpisodeBuffer(10, 2, 1, torch.device("cpu"))
-    for i, steps in enumerate([4, 4, 4]):
+def held_markers(buffer: EpisodeBuffer) -> list[float]:
+    return [float(buffer.episode(i)["observations"][0, 0]) for i in range(len(buffer))]
+
+
+def test_buffer_evicts_whole_episodes_first_in_first_out_without_moving_the_rest() -> None:
+    buffer = EpisodeBuffer(20, 2, 1, torch.device("cpu"))
+    lengths = [4, 7, 3, 6, 5, 2, 7, 7, 1, 4, 6, 3, 5, 7, 2]
+    for i, steps in enumerate(lengths):
+        before = dict(zip(held_markers(buffer), buffer.episodes))
         buffer.add(episode(steps, float(i)))
-    assert list(buffer.lengths) == [4, 4] and buffer.used == 8
-    assert buffer.storage["observations"][:8, 0].tolist() == [1.0] * 4 + [2.0] * 4
-    restored = EpisodeBuffer(10, 2, 1, torch.device("cpu"))
-    restored.load_state_dict(buffer.state_dict())
+        markers = held_markers(buffer)
+        assert markers == [float(j) for j in range(int(markers[0]), i + 1)]  # a suffix of what was added: FIFO
+        assert buffer.used == sum(lengths[int(markers[0]) : i + 1]) <= 20 and buffer.allocated <= 20
+        for j in range(len(buffer)):  # every episode whole, and a survivor stays on its rows (no copy of the buffer per add)
+            held = buffer.episode(j)
+            assert torch.all(held["observations"][:, 0] == markers[j]) and held["rewards"].tolist() == list(range(lengths[int(markers[j])]))
+            assert before.get(markers[j], buffer.episodes[j]) == buffer.episodes[j]
+    assert len(buffer) < len(lengths) and buffer.storage["real"].dtype == torch.bool  # it wrapped and evicted
+    # a checkpoint holds the held steps only, and a restored buffer continues exactly (same rows, same evictions, same tapes)
+    state = buffer.state_dict()
+    assert state["storage"]["observations"].shape[0] == buffer.used and state["storage"]["terminals"].dtype == torch.bool
+    restored = EpisodeBuffer(20, 2, 1, torch.device("cpu"))
+    restored.load_state_dict(state)
+    for i, steps in enumerate([6, 3], start=len(lengths)):
+        buffer.add(episode(steps, float(i)))
+        restored.add(episode(steps, float(i)))
+    assert restored.episodes == buffer.episodes and restored.head == buffer.head
     g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
-    assert torch.equal(buffer.sample_tape(g1, 1, 6).observations, restored.sample_tape(g2, 1, 6).observations)
+    one, two = buffer.sample_tape(g1, 2, 9), restored.sample_tape(g2, 2, 9)
+    assert all(torch.equal(getattr(one, f), getattr(two, f)) for f in ("observations", "rewards", "real", "starts"))
 
 
 def test_kappa_weights_real_and_imagined_means() -> None:
     starts = torch.tensor([[[True, False, False, False, True, False]]])
     real = torch.tensor([[[1.0, 1.0, 0.0, 0.0, 1.0, 0.0]]])
     values = torch.tensor([[[1.0, 2.0, 10.0, 99.0, 3.0, 50.0]]])
-    tape = Tape(torch.zeros(1, 1, 6, 1), torch.zeros(1, 1, 6, 1), torch.zeros(1, 1, 6), torch.zeros(1, 1, 6), real, starts)
+    tape = Tape(torch.zeros(1, 1, 6, 1), torch.zeros(1, 1, 6, 1), torch.zeros(1, 1, 6), torch.zeros(1, 1, 6), torch.zeros(1, 1, 6), real, starts)
     # valid: 0, 1, 2, 4 (3 ends an episode, 5 ends the tape); real valid 0, 1, 4; imagined valid 2
     assert tape.mask.tolist() == [[[1.0, 1.0, 1.0, 0.0, 1.0, 0.0]]]
     torch.testing.assert_close(kappa_mean(values, tape, 0.8), torch.tensor([0.8 * 2.0 + 0.2 * 10.0]))
@@ -255,19 +275,24 @@ class StubWorld(nn.Module):
 
 
 def hopper_dataset(episodes: int = 3, steps: int = 6) -> OfflineDataset:
+    """Healthy hopper states; state dim 4 holds the time step t (o_t[4] = t), actions a_t = t / 10, rewards 0.5."""
     healthy = np.array([1.25, 0.0, 0.0] + [0.0] * (OBS - 3), dtype=np.float32)
     n = episodes * steps
     observations = np.tile(healthy, (n, 1))
+    observations[:, 4] = np.tile(np.arange(steps), episodes)
+    next_observations = observations.copy()
+    next_observations[:, 4] += 1
+    actions = np.repeat(np.tile(np.arange(steps, dtype=np.float32) / 10, episodes)[:, None], ACT, axis=1)
     metadata = DatasetMetadata(id="test/hopper-stub-v0", source="test", env_id="Hopper-v5", observation_space=ObservationSpace((OBS,)),
                                action_space=Box((-1.0,) * ACT, (1.0,) * ACT), ref_min_score=0.0, ref_max_score=1.0)
     timeouts = np.zeros(n, dtype=bool)
     timeouts[steps - 1 :: steps] = True
-    return OfflineDataset.build(metadata, observations, np.zeros((n, ACT), np.float32), np.full(n, 0.5, np.float32), observations.copy(),
+    return OfflineDataset.build(metadata, observations, actions, np.full(n, 0.5, np.float32), next_observations,
                                 np.zeros(n, bool), timeouts, np.arange(0, n, steps))
 
 
-def stub_agent(step: list[float], spread: float, time_limit: int, threshold_value: float, rollouts: int = 6) -> Neubay:
-    config = NeubayConfig(**TINY_AGENT, rollouts=rollouts)
+def stub_agent(step: list[float], spread: float, time_limit: int, threshold_value: float, rollouts: int = 6, **config: object) -> Neubay:
+    config = NeubayConfig(**{**TINY_AGENT, "rollouts": rollouts, **config})
     agent = Neubay(config, Problem.vector(OBS, ACT), SeedStreams.for_seeds([0]))
     dataset = hopper_dataset()
     context = StageContext(dataset, None, agent.streams, torch.device("cpu"), save=lambda: None, message=print, steps=100,
@@ -285,11 +310,13 @@ def stats(agent: Neubay) -> dict[str, float]:
     return dict(zip(ROLLOUT_STATS, agent.rollout_stats[0].tolist()))
 
 
-def imagined_horizons(agent: Neubay) -> list[int]:
+def stored_episodes(agent: Neubay) -> list[dict[str, torch.Tensor]]:
     buffer = agent.buffers_[0]
-    firsts = np.cumsum([0, *buffer.lengths])[:-1]
-    real = buffer.storage["real"]
-    return [int((real[f : f + n - 1] == 0).sum()) for f, n in zip(firsts, buffer.lengths)]
+    return [buffer.episode(i) for i in range(len(buffer))]
+
+
+def imagined_horizons(agent: Neubay) -> list[int]:
+    return [int((~e["real"][:-1]).sum()) for e in stored_episodes(agent)]
 
 
 def test_rollouts_stop_at_a_true_termination() -> None:
@@ -299,8 +326,8 @@ def test_rollouts_stop_at_a_true_termination() -> None:
     finished = agent.history["finished"]
     assert s["terminated"] > 0 and s["truncated_by_uncertainty"] == 0 and s["truncated_by_time_limit"] == 0
     assert set(imagined_horizons(agent)) <= {0, 1} and bool(finished.any())  # one imagined step, or none after a finished history
-    buffer = agent.buffers_[0]
-    assert float(buffer.storage["terminals"][: buffer.used].sum()) == pytest.approx(s["terminated"] * agent.config.rollouts)
+    terminals = sum(int(e["terminals"].sum()) for e in stored_episodes(agent))
+    assert terminals == pytest.approx(s["terminated"] * agent.config.rollouts)
 
 
 def test_rollouts_stop_at_the_time_limit() -> None:
@@ -308,10 +335,8 @@ def test_rollouts_stop_at_the_time_limit() -> None:
     agent.collect(0)
     s = stats(agent)
     assert s["terminated"] == 0 and s["truncated_by_uncertainty"] == 0 and s["truncated_by_time_limit"] > 0
-    buffer = agent.buffers_[0]
-    firsts = np.cumsum([0, *buffer.lengths])[:-1]
-    for first, steps in zip(firsts, buffer.lengths):  # every episode ends at env time T (or where its real history ended)
-        real_steps = int(buffer.storage["real"][first : first + steps - 1].sum())
+    for e in stored_episodes(agent):  # every episode ends at env time T (or where its real history ended)
+        steps, real_steps = len(e["rewards"]), int(e["real"].sum())
         assert steps - 1 == 8 or (steps - 1 == real_steps and real_steps in (6, 8))
 
 
@@ -327,17 +352,76 @@ def test_each_rollout_keeps_one_member_throughout() -> None:
     agent = stub_agent([0.0], spread=0.0, time_limit=12, threshold_value=1e9, rollouts=6)
     M = agent.config.selected_size
     agent.collect(0)
-    buffer = agent.buffers_[0]
-    firsts = np.cumsum([0, *buffer.lengths])[:-1]
+    episodes = stored_episodes(agent)
     picks_finished = 0
-    for k, (first, steps) in enumerate(zip(firsts, buffer.lengths)):
-        imagined = (buffer.storage["real"][first : first + steps - 1] == 0).nonzero().flatten() + first
+    for k, e in enumerate(episodes):
+        imagined = (~e["real"][:-1]).nonzero().flatten()
         if imagined.numel() < 2:
             picks_finished += 1
             continue
-        markers = buffer.storage["observations"][imagined[1:], 2]  # states after the first imagined step carry the member
+        markers = e["observations"][imagined[1:], 2]  # states after the first imagined step carry the member
         torch.testing.assert_close(markers, torch.full_like(markers, float(k % M)), atol=1e-3, rtol=0)
-    assert picks_finished < len(buffer.lengths)
+    assert picks_finished < len(episodes)
+
+
+def test_rollouts_start_at_every_t_from_0_to_L_uniformly() -> None:
+    agent = stub_agent([0.0, 0.0, 0.0, 0.0, 1.0], spread=0.0, time_limit=8, threshold_value=1e9, rollouts=210)  # imagined o[4] += 1
+    agent.collect(0)
+    counts = np.bincount([int(e["real"].sum()) for e in stored_episodes(agent)], minlength=7)
+    assert len(counts) == 7 and counts.min() >= 3  # t = 0 .. 6 on 6-step trajectories, each about 210 / 7 times
+    for e in stored_episodes(agent):
+        t = int(e["real"].sum())
+        torch.testing.assert_close(e["observations"][:, 4], torch.arange(len(e["rewards"])).float(), atol=1e-3, rtol=0)  # o_0, o_1, ...
+        assert len(e["rewards"]) - 1 == (8 if t < 6 else 6)  # imagined until T = 8; t = L = 6 is finished: nothing imagined
+        if t == 0:
+            assert bool(e["real"].logical_not().all())  # starts at o_0 of the data, the first step imagined
+
+
+def record_actor_inputs(agent: Neubay) -> list[torch.Tensor]:
+    """Every input the actor encoder reads from now on: (M, *batch, T, in) per call."""
+    calls: list[torch.Tensor] = []
+    forward = agent.actor_encoder.forward
+
+    def recording(x: torch.Tensor, *args: object, **kwargs: object) -> object:
+        calls.append(x.clone())
+        return forward(x, *args, **kwargs)
+
+    agent.actor_encoder.forward = recording
+    return calls
+
+
+def test_actor_inputs_at_collection_equal_the_stored_tape_inputs_with_a_penalty() -> None:
+    agent = stub_agent([0.0], spread=1.0, time_limit=9, threshold_value=1e9, rollouts=12, penalty_coef=0.5)
+    calls = record_actor_inputs(agent)
+    agent.collect(0)
+    episodes = stored_episodes(agent)
+    reading, steps = calls[0][0, 0], [call[0, :, 0] for call in calls[1:]]  # prefixes on one tape; then one step per rollout
+    offset = 0
+    for k, e in enumerate(episodes):
+        t, length = int(e["real"].sum()), len(e["rewards"])
+        starts = torch.zeros(length, dtype=torch.bool)
+        starts[0] = True
+        stored = agent_inputs(e["observations"], e["actions"], e["rewards"], starts)  # what the losses read
+        seen = torch.cat([reading[offset : offset + t + 1], *[step[k : k + 1] for step in steps[: length - 1 - t]]])
+        torch.testing.assert_close(seen, stored)
+        offset += t + 1
+    assert offset == reading.shape[0] and any(int(e["real"].sum()) == 0 for e in episodes)
+
+
+def test_the_penalty_reaches_the_td_target_but_not_the_agent_inputs() -> None:
+    agent = stub_agent([0.0], spread=1.0, time_limit=9, threshold_value=1e9, rollouts=12, penalty_coef=0.5, discount=0.0)
+    agent.mean_uncertainty.fill_(2.0)
+    agent.collect(0)
+    M = agent.config.selected_size
+    u = float(uncertainty(agent.world(torch.zeros(M, 1, OBS + ACT))[0]))  # the stub's spread is the same everywhere
+    for e in stored_episodes(agent):
+        imagined = ~e["real"]
+        imagined[-1] = False  # the last step holds the last observation only
+        torch.testing.assert_close(e["rewards"][imagined], torch.ones(int(imagined.sum())), atol=1e-4, rtol=0)  # the model's raw reward
+        torch.testing.assert_close(e["penalties"][imagined], torch.full((int(imagined.sum()),), 0.5 * u / 2.0))
+        assert not e["penalties"][e["real"]].any()
+    tape = Tape.stack([agent.buffers_[0].sample_tape(torch.Generator().manual_seed(0), 1, 32)])
+    torch.testing.assert_close(agent.td_target(tape), tape.rewards - tape.penalties)  # gamma 0: y = r - c u / mean u
 
 
 # ---- losses and config ---------------------------------------------------------------------------
@@ -347,7 +431,8 @@ def test_alpha_loss_weights_alpha_inside_the_kappa_mean() -> None:
     agent = Neubay(NeubayConfig(**TINY_AGENT, real_weight=0.8, init_alpha=0.5), Problem.vector(OBS, ACT), SeedStreams.for_seeds([0]))
     starts = torch.zeros(1, 1, 5, dtype=torch.bool)
     starts[..., 0] = True
-    tape = Tape(torch.zeros(1, 1, 5, OBS), torch.zeros(1, 1, 5, ACT), torch.zeros(1, 1, 5), torch.zeros(1, 1, 5), torch.ones(1, 1, 5), starts)
+    zeros = torch.zeros(1, 1, 5)
+    tape = Tape(torch.zeros(1, 1, 5, OBS), torch.zeros(1, 1, 5, ACT), zeros, zeros, zeros, torch.ones(1, 1, 5), starts)
     log_prob = torch.tensor([[[1.0, -2.0, 0.5, 3.0, 9.0]]])  # real steps only; the last position is invalid
     entropy = float(-log_prob[..., :4].mean())
     # reference: kappa-mean of alpha (entropy - target); no imagined steps, so only kappa of it

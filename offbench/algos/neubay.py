@@ -8,11 +8,13 @@ seed s mod `world_model_seeds`. At load, the `selected_size` members of lowest v
 uncertainty u(s, a) and the truncation threshold U(zeta).
 
 Stage 2, the loop (Algorithms 1 and 2 as implemented). When a seed's update budget is spent it collects
-`rollouts` imagined trajectories: each starts at a (trajectory, t) drawn uniformly over every real
-transition (trajectories cut at the env's time limit T), the recurrent actor reads the real prefix up to
-o_{t+1}, then acts stochastically in ONE ensemble member (rollout k uses member k mod M for the whole
-rollout) until termination_fn, t + 1 >= T, or u(s, a) > U(zeta). The reward is the model's (minus
-penalty_coef * u / mean u over the data, 0 by default). The real prefix plus the imagined continuation is
+`rollouts` imagined trajectories: each starts at a (trajectory, t) drawn uniformly over every position
+t = 0 .. L of the real trajectories (trajectories cut at the env's time limit T; t = L is a finished history:
+nothing imagined), the recurrent actor reads the real prefix o_0 .. o_t (zero previous action and reward at
+t = 0), then acts stochastically in ONE ensemble member (rollout k uses member k mod M for the whole
+rollout) until termination_fn, t + 1 >= T, or u(s, a) > U(zeta). The agent observes the model's reward; the
+TD target uses it minus penalty_coef * u / mean u over the data (0 by default), stored apart as the step's
+penalty (reference LearnedContEnv.step). The real prefix plus the imagined continuation is
 stored as one episode (offbench.data.tapes, FIFO); the budget grows by ceil(utd * D), D the transitions
 stored. Each gradient step samples one 2048-step tape per seed and updates, in order: critic (10 heads,
 target = r + gamma (1 - term) [min of 2 random target heads - alpha log pi], Huber), target (Polyak),
@@ -306,27 +308,29 @@ class Neubay(OfflineAlgorithm):
     # ---- stage 2: imagined rollouts -------------------------------------------------------------
 
     def prepare_history(self) -> None:
-        """The real trajectories, cut at the env's time limit, and one empty buffer per seed (first use or resume)."""
+        """The real trajectories cut at the env's time limit, indexed by every start (trajectory, t), t = 0 .. L
+        (spec Stage 2 step 1; reference HistorySampler: uniform over the sum of L + 1); one empty buffer per seed."""
         if self.history is not None:
             return
         dataset = self.dataset
         device = self.threshold.device
         lengths = np.minimum(dataset.episode_lengths(), self.time_limit)
-        starts = dataset.episode_starts
-        rows = np.concatenate([np.arange(a, a + n) for a, n in zip(starts, lengths)])
-        position = np.concatenate([np.arange(n) for n in lengths])
-        first = np.repeat(starts, lengths)
-        last = np.zeros(len(rows), dtype=bool)
-        last[np.cumsum(lengths) - 1] = True
-        finished = dataset.terminals[rows] | last  # the history already ends there: nothing to imagine
+        position = np.concatenate([np.arange(n + 1) for n in lengths])  # t: real transitions before o_t
+        first = np.repeat(dataset.episode_starts, lengths + 1)
+        finished = position == np.repeat(lengths, lengths + 1)  # t = L: the history already ended, nothing to imagine
         def to(x: np.ndarray) -> torch.Tensor:
             return torch.as_tensor(np.ascontiguousarray(x), device=device)
-        self.history = {"rows": to(rows), "position": to(position), "first": to(first), "finished": to(finished),
+        self.history = {"position": to(position), "first": to(first), "finished": to(finished),
                         "observations": to(dataset.observations), "actions": to(dataset.actions), "rewards": to(dataset.rewards),
-                        "next_observations": to(dataset.next_observations), "terminals": to(dataset.terminals.astype(np.float32))}
+                        "next_observations": to(dataset.next_observations), "terminals": to(dataset.terminals)}
         obs_dim, act_dim = self.problem.observation_dim, self.problem.action_dim
         if self.buffers_ is None:
             self.buffers_ = [EpisodeBuffer(self.config.buffer_size, obs_dim, act_dim, device) for _ in range(self.num_seeds)]
+
+    def real_observation(self, first: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """o_t of the trajectory starting at row `first`: its first observation at t = 0, else row first + t - 1's next: (K, obs)."""
+        hist = self.history
+        return torch.where((t > 0).unsqueeze(-1), hist["next_observations"][(first + t - 1).clamp(min=0)], hist["observations"][first])
 
     def actor_step(self, inputs: torch.Tensor, starts: torch.Tensor, states: list[torch.Tensor] | None, members: slice | None,
                    noise: torch.Tensor | None) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -347,19 +351,18 @@ class Neubay(OfflineAlgorithm):
         K, device = c.rollouts, self.threshold.device
         seeds, world_members = slice(s, s + 1), slice(s * M, (s + 1) * M)
         sampling, noise = self.streams.sampling[s], self.streams.noise[s]
-        picks = torch.randint(hist["rows"].numel(), (K,), generator=sampling, device=sampling.device).to(device)
-        ends = hist["rows"][picks]  # last real transition of each prefix
-        firsts, prefix = hist["first"][picks], hist["position"][picks] + 1  # prefix: real transitions
-        # 1. read each real prefix o_0 .. o_{t+1} through the actor, as one tape (resets between prefixes)
+        picks = torch.randint(hist["position"].numel(), (K,), generator=sampling, device=sampling.device).to(device)
+        firsts, prefix = hist["first"][picks], hist["position"][picks]  # prefix: t, the real transitions before o_t
+        start = self.real_observation(firsts, prefix)  # o_t
+        # 1. read each real prefix o_0 .. o_t through the actor, as one tape (resets between prefixes)
         steps = prefix + 1
         offsets = torch.cumsum(steps, 0) - steps
         position = torch.arange(int(steps.sum()), device=device) - torch.repeat_interleave(offsets, steps)
         rollout = torch.repeat_interleave(torch.arange(K, device=device), steps)
         row = firsts[rollout] + position
-        is_last = position == prefix[rollout]
         prev_row = (row - 1).clamp(min=0)
         inside = row.clamp(max=len(hist["observations"]) - 1)
-        observations = torch.where(is_last.unsqueeze(-1), hist["next_observations"][prev_row], hist["observations"][inside])
+        observations = torch.where((position == prefix[rollout]).unsqueeze(-1), start[rollout], hist["observations"][inside])
         previous = torch.cat([hist["actions"][prev_row], hist["rewards"][prev_row].unsqueeze(-1)], dim=-1) * (position > 0).unsqueeze(-1)
         inputs = torch.cat([observations, previous], dim=-1)
         z, hidden = self.actor_encoder(inputs[None, None], (position == 0)[None, None], None, seeds)
@@ -368,7 +371,7 @@ class Neubay(OfflineAlgorithm):
         mean, log_std = self.actor_head(z[0, :, last_index], seeds).chunk(2, dim=-1)
         action = squash(mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX), seeded_normal([noise], mean.shape[1:])[0])[0][0]
         # 2. imagine: rollout k in member k mod M until termination, the time limit or u > U
-        state = hist["next_observations"][ends]
+        state = start
         time_step = prefix.clone()  # env time of the next transition
         alive = ~hist["finished"][picks]
         member = torch.arange(K, device=device) % M
@@ -383,18 +386,19 @@ class Neubay(OfflineAlgorithm):
             own = torch.arange(K, device=device)
             sample = means[member, own] + log_stds[member, own].exp() * seeded_normal([noise], means.shape[1:])[0]
             raw = sample * self.world_output_std[s] + self.world_output_mean[s]
-            next_state, reward = raw[:, :-1], raw[:, -1] - c.penalty_coef * u / self.mean_uncertainty[s]
+            next_state, reward = raw[:, :-1], raw[:, -1]  # the model's reward: what the agent observes (reference LearnedContEnv.step)
+            penalty = c.penalty_coef * u / self.mean_uncertainty[s]  # subtracted in the TD target only
             terminated = termination_fn(self.env_id)(state, action, next_state)
             out_of_time = time_step + 1 >= self.time_limit
             too_uncertain = u > self.threshold[s]
-            imagined.append({"observations": state, "actions": action, "rewards": reward, "terminals": terminated.float(), "alive": alive.clone()})
+            imagined.append({"observations": state, "actions": action, "rewards": reward, "penalties": penalty, "terminals": terminated,
+                             "alive": alive.clone(), "final": next_state})
             uncertainties.append(u[alive])
             horizon += alive
             cause_term |= alive & terminated
             cause_time |= alive & ~terminated & out_of_time
             cause_unc |= alive & ~terminated & ~out_of_time & too_uncertain
             alive = alive & ~(terminated | out_of_time | too_uncertain)
-            imagined[-1]["final"] = next_state
             state, time_step = next_state, time_step + 1
             prev = torch.cat([action, reward.unsqueeze(-1)], -1)
             action, states = self.actor_step(torch.cat([next_state, prev], -1)[None], torch.zeros(1, K, dtype=torch.bool, device=device),
@@ -403,20 +407,19 @@ class Neubay(OfflineAlgorithm):
         # 3. store real prefix + imagined continuation + last observation as one episode per rollout
         stored = 0
         for k in range(K):
-            a, n = int(firsts[k]), int(prefix[k])
-            h = int(horizon[k])
+            a, n, h = int(firsts[k]), int(prefix[k]), int(horizon[k])
             rows = slice(a, a + n)
             parts = {"observations": [hist["observations"][rows]], "actions": [hist["actions"][rows]], "rewards": [hist["rewards"][rows]],
-                     "terminals": [hist["terminals"][rows]], "real": [torch.ones(n, device=device)]}
+                     "penalties": [torch.zeros(n, device=device)], "terminals": [hist["terminals"][rows]],
+                     "real": [torch.ones(n, dtype=torch.bool, device=device)]}
             for step in imagined[:h]:
-                for name in ("observations", "actions", "rewards", "terminals"):
+                for name in ("observations", "actions", "rewards", "penalties", "terminals"):
                     parts[name].append(step[name][k : k + 1])
-            parts["real"].append(torch.zeros(h, device=device))
-            last = imagined[h - 1]["final"][k : k + 1] if h else hist["next_observations"][a + n - 1 : a + n]
-            parts["observations"].append(last)
+            parts["real"].append(torch.zeros(h, dtype=torch.bool, device=device))
+            parts["observations"].append(imagined[h - 1]["final"][k : k + 1] if h else start[k : k + 1])
             parts["actions"].append(torch.zeros(1, self.problem.action_dim, device=device))
-            for name in ("rewards", "terminals", "real"):
-                parts[name].append(torch.zeros(1, device=device))
+            for name in ("rewards", "penalties", "terminals", "real"):
+                parts[name].append(torch.zeros(1, dtype=parts[name][0].dtype, device=device))
             self.buffers_[s].add({name: torch.cat(values) for name, values in parts.items()})
             stored += n + h
         model_rewards = torch.cat([step["rewards"][step["alive"]] for step in imagined]) if imagined else torch.zeros(0, device=device)
@@ -502,7 +505,7 @@ class Neubay(OfflineAlgorithm):
 
     @torch.no_grad()
     def td_target(self, tape: Tape) -> torch.Tensor:
-        """y_t = r_t + gamma (1 - term_t) [min over 2 random target heads Qbar(h_{t+1}, a') - alpha log pi(a'|h_{t+1})]: (S, B, T)."""
+        """y_t = r_t - penalty_t + gamma (1 - term_t) [min over 2 random target heads Qbar(h_{t+1}, a') - alpha log pi(a'|h_{t+1})]: (S, B, T)."""
         c, S = self.config, self.num_seeds
         next_actions, next_log_prob = self.policy(self.encode(self.actor_encoder, tape))
         q = self.q_heads(self.critic_heads_target, self.encode(self.critic_encoder_target, tape), next_actions)  # (H, S, B, T)
@@ -511,7 +514,7 @@ class Neubay(OfflineAlgorithm):
         alpha = self.log_alpha.exp().view(S, 1, 1)
         value = chosen - alpha * next_log_prob
         value = torch.cat([value[..., 1:], torch.zeros_like(value[..., :1])], dim=-1)  # h_{t+1}; the last position is masked
-        return tape.rewards + c.discount * (1 - tape.terminals) * value
+        return tape.rewards - tape.penalties + c.discount * (1 - tape.terminals) * value
 
     def critic_loss(self, tape: Tape, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-seed kappa-weighted Huber(Q_i - y), averaged over the heads: (S,); also the kappa-weighted mean Q."""
