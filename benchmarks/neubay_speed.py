@@ -76,7 +76,8 @@ def agent_speed(tape: int, seconds: float, device: torch.device) -> None:
     for _ in range(20):
         steps = int(torch.randint(50, 1000, (1,), generator=g))
         buffer.add({"observations": torch.randn(steps, OBS, generator=g), "actions": torch.rand(steps, ACT, generator=g) * 2 - 1,
-                    "rewards": torch.randn(steps, generator=g), "terminals": torch.zeros(steps), "real": (torch.rand(steps, generator=g) < 0.5).float()})
+                    "rewards": torch.randn(steps, generator=g), "penalties": torch.zeros(steps), "terminals": torch.zeros(steps, dtype=torch.bool),
+                    "real": torch.rand(steps, generator=g) < 0.5})
     sample_generator = torch.Generator(device=device).manual_seed(0)
 
     def batch() -> Tape:

@@ -233,6 +233,7 @@ class Neubay(OfflineAlgorithm):
         self.history: dict[str, torch.Tensor] | None = None
         self.world_progress: dict[str, Any] = {}
         self.eval_state: dict[str, Any] | None = None
+        self.tune_alpha = c.tune_alpha  # and not on a task of fixed_alpha_tasks: set by `prepare`, which knows the env
 
     @classmethod
     def check_problem(cls, name: str, problem: Problem, dataset_id: str) -> None:
