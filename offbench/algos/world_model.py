@@ -352,7 +352,8 @@ class Selection:
 def select_members(path: Path, data: WorldData, selected: int, device: torch.device) -> Selection:
     """Load `path`, keep its `selected` members of lowest validation MSE and score u over `data` with them.
 
-    u is cached in `selections/<key>.best<selected>.pt` beside the file (written once, atomically). Raises `OffbenchError`
+    u is cached in `selections/<key>.best<selected>.pt` beside the file (written atomically, used while the members'
+    validation MSEs match, i.e. for the same trained file). Raises `OffbenchError`
     for an unreadable file or one with fewer members than `selected`.
     """
     record = load_world_model(path)
@@ -362,15 +363,16 @@ def select_members(path: Path, data: WorldData, selected: int, device: torch.dev
     keep = torch.argsort(val_mse, stable=True)[:selected]
     state = {**{name: t[keep] for name, t in record["members"].items()}, **record["normalizer"]}
     cache = path.parent / "selections" / f"{path.stem}.best{selected}.pt"
-    if cache.exists():
-        u = torch.load(cache, map_location="cpu", weights_only=True)["uncertainty"]
+    cached = torch.load(cache, map_location="cpu", weights_only=True) if cache.exists() else None
+    if cached is not None and torch.equal(cached["val_mse"], val_mse[keep]):  # the same trained file (not one retrained since)
+        u = cached["uncertainty"]
     else:
         s = WorldModelSettings(**record["settings"])
         chosen = Ensemble(selected, data.observations.shape[1], data.actions.shape[1], s.hidden, s.blocks, s.layer_norm).to(device)
         chosen.load_state_dict(state)
         u = dataset_uncertainty(chosen.requires_grad_(False), data).cpu()
         cache.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(cache, lambda tmp: torch.save({"uncertainty": u}, tmp))
+        atomic_write(cache, lambda tmp: torch.save({"uncertainty": u, "val_mse": val_mse[keep]}, tmp))
     return Selection(state, val_mse[keep], u)
 
 
