@@ -51,7 +51,7 @@ def sync(device: torch.device) -> None:
 
 def world_model_speed(members: int, seconds: float, device: torch.device) -> None:
     data = wm.WorldData.from_dataset(synthetic_dataset(50_000), device)
-    trainer = wm.EnsembleTrainer(data, wm.WorldModelSettings(ensemble_size=members, selected_size=min(members, 100)), 0, device)
+    trainer = wm.EnsembleTrainer(data, wm.WorldModelSettings(ensemble_size=members), 0, device)
     trainer.train_rows = trainer.train_rows[:4096]  # time batches, not a whole epoch
     trainer.train_epoch()  # warm-up
     sync(device)
@@ -76,7 +76,8 @@ def agent_speed(tape: int, seconds: float, device: torch.device) -> None:
     for _ in range(20):
         steps = int(torch.randint(50, 1000, (1,), generator=g))
         buffer.add({"observations": torch.randn(steps, OBS, generator=g), "actions": torch.rand(steps, ACT, generator=g) * 2 - 1,
-                    "rewards": torch.randn(steps, generator=g), "terminals": torch.zeros(steps), "real": (torch.rand(steps, generator=g) < 0.5).float()})
+                    "rewards": torch.randn(steps, generator=g), "penalties": torch.zeros(steps), "terminals": torch.zeros(steps, dtype=torch.bool),
+                    "real": torch.rand(steps, generator=g) < 0.5})
     sample_generator = torch.Generator(device=device).manual_seed(0)
 
     def batch() -> Tape:

@@ -140,7 +140,9 @@ def load_run_policy(store: ResultsStore, run_id: str) -> RunPolicy:
     if not path.exists():
         algorithm_class = get_algorithm(record.config.algo)
         if algorithm_class.policy_module is OfflineAlgorithm.policy_module:
-            raise OffbenchError(f"run {run_id} has no saved policy: algorithm {record.config.algo} defines no standalone policy (policy_module)")
+            recurrent = " (its policy is recurrent: it carries a state and reads the previous action and reward)" if algorithm_class.observes_rewards else ""
+            raise OffbenchError(f"run {run_id} has no saved policy: algorithm {record.config.algo} defines no standalone policy "
+                                f"(policy_module){recurrent}", "offbench export and eval take stateless policies only")
         raise OffbenchError(f"run {run_id} has no saved policy ({path} is missing): it finished before offbench kept each run's policy",
                             "train it again; runs finished from now on keep runs/<run_id>/policy.pt")
     try:

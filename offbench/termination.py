@@ -44,9 +44,14 @@ def never(observations: torch.Tensor, actions: torch.Tensor, next_observations: 
 TERMINATIONS: dict[str, Termination] = {"Hopper": hopper, "Walker2d": walker2d, "HalfCheetah": never}
 
 
+def task_name(env_id: str) -> str:
+    """The task of a Gymnasium id, namespace and version dropped: `Hopper-v5`, `mujoco/Hopper-v4` -> `Hopper`."""
+    return env_id.split("/")[-1].rsplit("-v", 1)[0]
+
+
 def termination_fn(env_id: str) -> Termination:
     """The termination function of `env_id` (any version); one-line `OffbenchError` for an env without one."""
-    name = env_id.split("/")[-1].rsplit("-v", 1)[0]
+    name = task_name(env_id)
     if name not in TERMINATIONS:
         raise OffbenchError(f"no termination function for env {env_id}", f"model-based rollouts know: {', '.join(TERMINATIONS)} (offbench/termination.py)")
     return TERMINATIONS[name]

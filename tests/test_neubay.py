@@ -7,15 +7,19 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from offbench.algos import world_model as wm
 from offbench.algos.base import Problem, StageContext
-from offbench.algos.neubay import Neubay, NeubayConfig, kappa_mean
-from offbench.algos.recurrent import EnsembleLRU, RecurrentEncoder, parallel_scan, sequential_scan
+from offbench.algos.neubay import Neubay, NeubayConfig, agent_inputs, kappa_mean
+from offbench.algos.recurrent import EnsembleLRU, RecurrentEncoder, SequenceLayer, parallel_scan, sequential_scan
 from offbench.algos.world_model import soft_clamp, threshold, uncertainty
+from offbench.config import baseline_values
 from offbench.data.dataset import DatasetMetadata, OfflineDataset
 from offbench.data.spaces import Box, ObservationSpace
 from offbench.data.tapes import EpisodeBuffer, Tape
+from offbench.errors import OffbenchError
 from offbench.seeding import SeedStreams
 
 OBS, ACT = 11, 3
@@ -77,12 +81,22 @@ def test_encoder_resets_its_state_at_episode_starts_on_a_tape() -> None:
     torch.testing.assert_close(torch.cat(stepped, dim=2), together, rtol=1e-4, atol=1e-5)
 
 
+def test_sequence_layer_uses_the_tanh_gelu_of_jax() -> None:
+    layer = SequenceLayer(1, 6, 4, 0.0, 0.9, 2 * math.pi)
+    layer.reset_parameters([torch.Generator().manual_seed(5)])
+    x, start = torch.randn(1, 1, 9, 6) * 3, torch.zeros(1, 1, 9, dtype=torch.bool)
+    y = layer.lru(layer.norm(x.view(1, 9, 6)).view(x.shape), start)[0]
+    z = F.gelu(y, approximate="tanh").view(1, 9, 6)  # jax.nn.gelu's default
+    expected = x + (layer.out1(z) * torch.sigmoid(layer.out2(z))).view(x.shape)
+    torch.testing.assert_close(layer(x, start, None, None, True)[0], expected)
+
+
 # ---- tapes ---------------------------------------------------------------------------------------
 
 
 def episode(steps: int, marker: float, real: float = 1.0) -> dict[str, torch.Tensor]:
     return {"observations": torch.full((steps, 2), marker), "actions": torch.full((steps, 1), marker), "rewards": torch.arange(steps).float(),
-            "terminals": torch.zeros(steps), "real": torch.full((steps,), real)}
+            "penalties": torch.zeros(steps), "terminals": torch.zeros(steps, dtype=torch.bool), "real": torch.full((steps,), bool(real))}
 
 
 def test_tapes_are_whole_episodes_cut_to_length_and_masks_drop_boundaries() -> None:
@@ -104,23 +118,43 @@ def test_tapes_are_whole_episodes_cut_to_length_and_masks_drop_boundaries() -> N
         assert mask[-1] == 0 and all(mask[s - 1] == 0 for s in starts[1:]) and int(mask.sum()) == 20 - len(starts)
 
 
-def test_buffer_evicts_whole_episodes_first_in_first_out() -> None:
-    buffer = EpisodeBuffer(10, 2, 1, torch.device("cpu"))
-    for i, steps in enumerate([4, 4, 4]):
+def held_markers(buffer: EpisodeBuffer) -> list[float]:
+    return [float(buffer.episode(i)["observations"][0, 0]) for i in range(len(buffer))]
+
+
+def test_buffer_evicts_whole_episodes_first_in_first_out_without_moving_the_rest() -> None:
+    buffer = EpisodeBuffer(20, 2, 1, torch.device("cpu"))
+    lengths = [4, 7, 3, 6, 5, 2, 7, 7, 1, 4, 6, 3, 5, 7, 2]
+    for i, steps in enumerate(lengths):
+        before = dict(zip(held_markers(buffer), buffer.episodes))
         buffer.add(episode(steps, float(i)))
-    assert list(buffer.lengths) == [4, 4] and buffer.used == 8
-    assert buffer.storage["observations"][:8, 0].tolist() == [1.0] * 4 + [2.0] * 4
-    restored = EpisodeBuffer(10, 2, 1, torch.device("cpu"))
-    restored.load_state_dict(buffer.state_dict())
+        markers = held_markers(buffer)
+        assert markers == [float(j) for j in range(int(markers[0]), i + 1)]  # a suffix of what was added: FIFO
+        assert buffer.used == sum(lengths[int(markers[0]) : i + 1]) <= 20 and buffer.allocated <= 20
+        for j in range(len(buffer)):  # every episode whole, and a survivor stays on its rows (no copy of the buffer per add)
+            held = buffer.episode(j)
+            assert torch.all(held["observations"][:, 0] == markers[j]) and held["rewards"].tolist() == list(range(lengths[int(markers[j])]))
+            assert before.get(markers[j], buffer.episodes[j]) == buffer.episodes[j]
+    assert len(buffer) < len(lengths) and buffer.storage["real"].dtype == torch.bool  # it wrapped and evicted
+    # a checkpoint holds the held steps only, and a restored buffer continues exactly (same rows, same evictions, same tapes)
+    state = buffer.state_dict()
+    assert state["storage"]["observations"].shape[0] == buffer.used and state["storage"]["terminals"].dtype == torch.bool
+    restored = EpisodeBuffer(20, 2, 1, torch.device("cpu"))
+    restored.load_state_dict(state)
+    for i, steps in enumerate([6, 3], start=len(lengths)):
+        buffer.add(episode(steps, float(i)))
+        restored.add(episode(steps, float(i)))
+    assert restored.episodes == buffer.episodes and restored.head == buffer.head
     g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
-    assert torch.equal(buffer.sample_tape(g1, 1, 6).observations, restored.sample_tape(g2, 1, 6).observations)
+    one, two = buffer.sample_tape(g1, 2, 9), restored.sample_tape(g2, 2, 9)
+    assert all(torch.equal(getattr(one, f), getattr(two, f)) for f in ("observations", "rewards", "real", "starts"))
 
 
 def test_kappa_weights_real_and_imagined_means() -> None:
     starts = torch.tensor([[[True, False, False, False, True, False]]])
     real = torch.tensor([[[1.0, 1.0, 0.0, 0.0, 1.0, 0.0]]])
     values = torch.tensor([[[1.0, 2.0, 10.0, 99.0, 3.0, 50.0]]])
-    tape = Tape(torch.zeros(1, 1, 6, 1), torch.zeros(1, 1, 6, 1), torch.zeros(1, 1, 6), torch.zeros(1, 1, 6), real, starts)
+    tape = Tape(torch.zeros(1, 1, 6, 1), torch.zeros(1, 1, 6, 1), torch.zeros(1, 1, 6), torch.zeros(1, 1, 6), torch.zeros(1, 1, 6), real, starts)
     # valid: 0, 1, 2, 4 (3 ends an episode, 5 ends the tape); real valid 0, 1, 4; imagined valid 2
     assert tape.mask.tolist() == [[[1.0, 1.0, 1.0, 0.0, 1.0, 0.0]]]
     torch.testing.assert_close(kappa_mean(values, tape, 0.8), torch.tensor([0.8 * 2.0 + 0.2 * 10.0]))
@@ -149,6 +183,74 @@ def test_uncertainty_and_threshold_on_a_toy_ensemble() -> None:
     assert threshold(values, 1.0) == 10.0 and threshold(values, 0.9) == pytest.approx(9.0) and threshold(values, 0.95) == pytest.approx(9.5)
 
 
+def noisy_dataset(mean: float = 5.0, episodes: int = 4, steps: int = 25) -> OfflineDataset:
+    """Hopper-shaped random data whose observations have mean `mean` (the normaliser is far from 0/1)."""
+    rng = np.random.default_rng(0)
+    n = episodes * steps
+    frames = (mean + rng.normal(size=(episodes, steps + 1, OBS))).astype(np.float32)  # o_0 .. o_L per episode
+    observations, next_observations = frames[:, :-1].reshape(n, OBS), frames[:, 1:].reshape(n, OBS)
+    metadata = DatasetMetadata(id="test/noisy-v0", source="test", env_id="Hopper-v5", observation_space=ObservationSpace((OBS,)),
+                               action_space=Box((-1.0,) * ACT, (1.0,) * ACT), ref_min_score=0.0, ref_max_score=1.0)
+    timeouts = np.zeros(n, dtype=bool)
+    timeouts[steps - 1 :: steps] = True
+    return OfflineDataset.build(metadata, observations, rng.uniform(-1, 1, (n, ACT)).astype(np.float32), rng.normal(size=n).astype(np.float32),
+                                next_observations, np.zeros(n, bool), timeouts, np.arange(0, n, steps))
+
+
+def world_stage(dataset: OfflineDataset, **config: object) -> tuple[Neubay, list[str]]:
+    """A Neubay whose world-model stage ran (trained or reused) on `dataset`, and the stage's messages."""
+    agent = Neubay(NeubayConfig(**{**TINY_AGENT, "world_hidden": 8, "world_blocks": 1, "world_max_epochs": 1, **config}),
+                   Problem.vector(OBS, ACT), SeedStreams.for_seeds([0]))
+    messages: list[str] = []
+    context = StageContext(dataset, None, agent.streams, torch.device("cpu"), save=lambda: None, message=messages.append, steps=10,
+                           env_id="Hopper-v5", env_kwargs={"max_episode_steps": 1000})
+    agent.run_stage("world_model", context)
+    return agent, messages
+
+
+def test_member_counts_equal_to_normaliser_widths_load_the_normaliser_by_name(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("OFFBENCH_DATA_DIR", str(tmp_path))
+    dataset = noisy_dataset()
+    agent, _ = world_stage(dataset, ensemble_size=OBS + ACT, selected_size=OBS + 1)  # 14 = input width, 12 = output width
+    statistics = wm.WorldData.from_dataset(dataset, torch.device("cpu")).statistics()
+    for name in wm.NORMALIZER:
+        torch.testing.assert_close(getattr(agent, f"world_{name}")[0], statistics[name])
+    assert float(agent.world_output_mean[0, :OBS].mean()) == pytest.approx(5.0, abs=0.3)
+    (path,) = (tmp_path / "world_models").glob("*.pt")
+    record = wm.load_world_model(path)
+    keep = torch.argsort(record["val_mse"], stable=True)[: OBS + 1]
+    for name, param in agent.world.named_parameters():
+        assert torch.equal(param, record["members"][name][keep]), name
+    assert record["members"]["mean.weight"].shape[0] == OBS + ACT and set(record["normalizer"]) == set(wm.NORMALIZER)
+
+
+def test_selection_and_zeta_ablations_reuse_the_world_model_file(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("OFFBENCH_DATA_DIR", str(tmp_path))
+    dataset = noisy_dataset(episodes=2, steps=20)
+    first, messages = world_stage(dataset)
+    assert not any("reusing" in m for m in messages) and len(list((tmp_path / "world_models").glob("*.pt"))) == 1
+    fewer, messages = world_stage(dataset, selected_size=2, unc_quantile=0.5)
+    assert any("reusing" in m for m in messages) and len(list((tmp_path / "world_models").glob("*.pt"))) == 1
+    assert float(fewer.threshold[0]) < float(first.threshold[0])  # the median of u under 2 members, below the max under 3
+    torch.testing.assert_close(fewer.world.mean.weight, first.world.mean.weight[:2])  # the same file's 2 best members
+    _, messages = world_stage(dataset, world_lr=3e-4)  # a training key: a new ensemble
+    assert not any("reusing" in m for m in messages) and len(list((tmp_path / "world_models").glob("*.pt"))) == 2
+
+
+def test_validation_split_is_shared_by_seeds_and_best_starts_at_the_untrained_error() -> None:
+    data = wm.WorldData.from_dataset(noisy_dataset(), torch.device("cpu"))
+    settings = wm.WorldModelSettings(ensemble_size=3, hidden=8, blocks=1, val_fraction=0.2)
+    zero, one = (wm.EnsembleTrainer(data, settings, seed, torch.device("cpu")) for seed in (0, 1))
+    assert torch.equal(zero.val_rows, one.val_rows) and zero.val_rows.numel() == 19  # 20 % of the 96 rows without time-outs
+    assert not torch.equal(zero.ensemble.mean.weight, one.ensemble.mean.weight)
+    untrained = zero.validation_mse()
+    assert torch.isfinite(zero.best_mse).all() and torch.equal(zero.best_mse, untrained)
+    before = {name: t.clone() for name, t in zero.best.items()}
+    zero.validate()  # no training: no member improves by 1 %, nothing is snapshotted
+    assert zero.stale_epochs == 1 and torch.equal(zero.best_mse, untrained)
+    assert all(torch.equal(before[name], zero.best[name]) for name in before)
+
+
 # ---- rollouts ------------------------------------------------------------------------------------
 
 
@@ -173,19 +275,24 @@ class StubWorld(nn.Module):
 
 
 def hopper_dataset(episodes: int = 3, steps: int = 6) -> OfflineDataset:
+    """Healthy hopper states; state dim 4 holds the time step t (o_t[4] = t), actions a_t = t / 10, rewards 0.5."""
     healthy = np.array([1.25, 0.0, 0.0] + [0.0] * (OBS - 3), dtype=np.float32)
     n = episodes * steps
     observations = np.tile(healthy, (n, 1))
+    observations[:, 4] = np.tile(np.arange(steps), episodes)
+    next_observations = observations.copy()
+    next_observations[:, 4] += 1
+    actions = np.repeat(np.tile(np.arange(steps, dtype=np.float32) / 10, episodes)[:, None], ACT, axis=1)
     metadata = DatasetMetadata(id="test/hopper-stub-v0", source="test", env_id="Hopper-v5", observation_space=ObservationSpace((OBS,)),
                                action_space=Box((-1.0,) * ACT, (1.0,) * ACT), ref_min_score=0.0, ref_max_score=1.0)
     timeouts = np.zeros(n, dtype=bool)
     timeouts[steps - 1 :: steps] = True
-    return OfflineDataset.build(metadata, observations, np.zeros((n, ACT), np.float32), np.full(n, 0.5, np.float32), observations.copy(),
+    return OfflineDataset.build(metadata, observations, actions, np.full(n, 0.5, np.float32), next_observations,
                                 np.zeros(n, bool), timeouts, np.arange(0, n, steps))
 
 
-def stub_agent(step: list[float], spread: float, time_limit: int, threshold_value: float, rollouts: int = 6) -> Neubay:
-    config = NeubayConfig(**TINY_AGENT, rollouts=rollouts)
+def stub_agent(step: list[float], spread: float, time_limit: int, threshold_value: float, rollouts: int = 6, **config: object) -> Neubay:
+    config = NeubayConfig(**{**TINY_AGENT, "rollouts": rollouts, **config})
     agent = Neubay(config, Problem.vector(OBS, ACT), SeedStreams.for_seeds([0]))
     dataset = hopper_dataset()
     context = StageContext(dataset, None, agent.streams, torch.device("cpu"), save=lambda: None, message=print, steps=100,
@@ -203,11 +310,13 @@ def stats(agent: Neubay) -> dict[str, float]:
     return dict(zip(ROLLOUT_STATS, agent.rollout_stats[0].tolist()))
 
 
-def imagined_horizons(agent: Neubay) -> list[int]:
+def stored_episodes(agent: Neubay) -> list[dict[str, torch.Tensor]]:
     buffer = agent.buffers_[0]
-    firsts = np.cumsum([0, *buffer.lengths])[:-1]
-    real = buffer.storage["real"]
-    return [int((real[f : f + n - 1] == 0).sum()) for f, n in zip(firsts, buffer.lengths)]
+    return [buffer.episode(i) for i in range(len(buffer))]
+
+
+def imagined_horizons(agent: Neubay) -> list[int]:
+    return [int((~e["real"][:-1]).sum()) for e in stored_episodes(agent)]
 
 
 def test_rollouts_stop_at_a_true_termination() -> None:
@@ -217,8 +326,8 @@ def test_rollouts_stop_at_a_true_termination() -> None:
     finished = agent.history["finished"]
     assert s["terminated"] > 0 and s["truncated_by_uncertainty"] == 0 and s["truncated_by_time_limit"] == 0
     assert set(imagined_horizons(agent)) <= {0, 1} and bool(finished.any())  # one imagined step, or none after a finished history
-    buffer = agent.buffers_[0]
-    assert float(buffer.storage["terminals"][: buffer.used].sum()) == pytest.approx(s["terminated"] * agent.config.rollouts)
+    terminals = sum(int(e["terminals"].sum()) for e in stored_episodes(agent))
+    assert terminals == pytest.approx(s["terminated"] * agent.config.rollouts)
 
 
 def test_rollouts_stop_at_the_time_limit() -> None:
@@ -226,10 +335,8 @@ def test_rollouts_stop_at_the_time_limit() -> None:
     agent.collect(0)
     s = stats(agent)
     assert s["terminated"] == 0 and s["truncated_by_uncertainty"] == 0 and s["truncated_by_time_limit"] > 0
-    buffer = agent.buffers_[0]
-    firsts = np.cumsum([0, *buffer.lengths])[:-1]
-    for first, steps in zip(firsts, buffer.lengths):  # every episode ends at env time T (or where its real history ended)
-        real_steps = int(buffer.storage["real"][first : first + steps - 1].sum())
+    for e in stored_episodes(agent):  # every episode ends at env time T (or where its real history ended)
+        steps, real_steps = len(e["rewards"]), int(e["real"].sum())
         assert steps - 1 == 8 or (steps - 1 == real_steps and real_steps in (6, 8))
 
 
@@ -245,14 +352,112 @@ def test_each_rollout_keeps_one_member_throughout() -> None:
     agent = stub_agent([0.0], spread=0.0, time_limit=12, threshold_value=1e9, rollouts=6)
     M = agent.config.selected_size
     agent.collect(0)
-    buffer = agent.buffers_[0]
-    firsts = np.cumsum([0, *buffer.lengths])[:-1]
+    episodes = stored_episodes(agent)
     picks_finished = 0
-    for k, (first, steps) in enumerate(zip(firsts, buffer.lengths)):
-        imagined = (buffer.storage["real"][first : first + steps - 1] == 0).nonzero().flatten() + first
+    for k, e in enumerate(episodes):
+        imagined = (~e["real"][:-1]).nonzero().flatten()
         if imagined.numel() < 2:
             picks_finished += 1
             continue
-        markers = buffer.storage["observations"][imagined[1:], 2]  # states after the first imagined step carry the member
+        markers = e["observations"][imagined[1:], 2]  # states after the first imagined step carry the member
         torch.testing.assert_close(markers, torch.full_like(markers, float(k % M)), atol=1e-3, rtol=0)
-    assert picks_finished < len(buffer.lengths)
+    assert picks_finished < len(episodes)
+
+
+def test_rollouts_start_at_every_t_from_0_to_L_uniformly() -> None:
+    agent = stub_agent([0.0, 0.0, 0.0, 0.0, 1.0], spread=0.0, time_limit=8, threshold_value=1e9, rollouts=210)  # imagined o[4] += 1
+    agent.collect(0)
+    counts = np.bincount([int(e["real"].sum()) for e in stored_episodes(agent)], minlength=7)
+    assert len(counts) == 7 and counts.min() >= 3  # t = 0 .. 6 on 6-step trajectories, each about 210 / 7 times
+    for e in stored_episodes(agent):
+        t = int(e["real"].sum())
+        torch.testing.assert_close(e["observations"][:, 4], torch.arange(len(e["rewards"])).float(), atol=1e-3, rtol=0)  # o_0, o_1, ...
+        assert len(e["rewards"]) - 1 == (8 if t < 6 else 6)  # imagined until T = 8; t = L = 6 is finished: nothing imagined
+        if t == 0:
+            assert bool(e["real"].logical_not().all())  # starts at o_0 of the data, the first step imagined
+
+
+def record_actor_inputs(agent: Neubay) -> list[torch.Tensor]:
+    """Every input the actor encoder reads from now on: (M, *batch, T, in) per call."""
+    calls: list[torch.Tensor] = []
+    forward = agent.actor_encoder.forward
+
+    def recording(x: torch.Tensor, *args: object, **kwargs: object) -> object:
+        calls.append(x.clone())
+        return forward(x, *args, **kwargs)
+
+    agent.actor_encoder.forward = recording
+    return calls
+
+
+def test_actor_inputs_at_collection_equal_the_stored_tape_inputs_with_a_penalty() -> None:
+    agent = stub_agent([0.0], spread=1.0, time_limit=9, threshold_value=1e9, rollouts=12, penalty_coef=0.5)
+    calls = record_actor_inputs(agent)
+    agent.collect(0)
+    episodes = stored_episodes(agent)
+    reading, steps = calls[0][0, 0], [call[0, :, 0] for call in calls[1:]]  # prefixes on one tape; then one step per rollout
+    offset = 0
+    for k, e in enumerate(episodes):
+        t, length = int(e["real"].sum()), len(e["rewards"])
+        starts = torch.zeros(length, dtype=torch.bool)
+        starts[0] = True
+        stored = agent_inputs(e["observations"], e["actions"], e["rewards"], starts)  # what the losses read
+        seen = torch.cat([reading[offset : offset + t + 1], *[step[k : k + 1] for step in steps[: length - 1 - t]]])
+        torch.testing.assert_close(seen, stored)
+        offset += t + 1
+    assert offset == reading.shape[0] and any(int(e["real"].sum()) == 0 for e in episodes)
+
+
+def test_the_penalty_reaches_the_td_target_but_not_the_agent_inputs() -> None:
+    agent = stub_agent([0.0], spread=1.0, time_limit=9, threshold_value=1e9, rollouts=12, penalty_coef=0.5, discount=0.0)
+    agent.mean_uncertainty.fill_(2.0)
+    agent.collect(0)
+    M = agent.config.selected_size
+    u = float(uncertainty(agent.world(torch.zeros(M, 1, OBS + ACT))[0]))  # the stub's spread is the same everywhere
+    for e in stored_episodes(agent):
+        imagined = ~e["real"]
+        imagined[-1] = False  # the last step holds the last observation only
+        torch.testing.assert_close(e["rewards"][imagined], torch.ones(int(imagined.sum())), atol=1e-4, rtol=0)  # the model's raw reward
+        torch.testing.assert_close(e["penalties"][imagined], torch.full((int(imagined.sum()),), 0.5 * u / 2.0))
+        assert not e["penalties"][e["real"]].any()
+    tape = Tape.stack([agent.buffers_[0].sample_tape(torch.Generator().manual_seed(0), 1, 32)])
+    torch.testing.assert_close(agent.td_target(tape), tape.rewards - tape.penalties)  # gamma 0: y = r - c u / mean u
+
+
+# ---- losses and config ---------------------------------------------------------------------------
+
+
+def test_alpha_loss_weights_alpha_inside_the_kappa_mean() -> None:
+    agent = Neubay(NeubayConfig(**TINY_AGENT, real_weight=0.8, init_alpha=0.5), Problem.vector(OBS, ACT), SeedStreams.for_seeds([0]))
+    starts = torch.zeros(1, 1, 5, dtype=torch.bool)
+    starts[..., 0] = True
+    zeros = torch.zeros(1, 1, 5)
+    tape = Tape(torch.zeros(1, 1, 5, OBS), torch.zeros(1, 1, 5, ACT), zeros, zeros, zeros, torch.ones(1, 1, 5), starts)
+    log_prob = torch.tensor([[[1.0, -2.0, 0.5, 3.0, 9.0]]])  # real steps only; the last position is invalid
+    entropy = float(-log_prob[..., :4].mean())
+    # reference: kappa-mean of alpha (entropy - target); no imagined steps, so only kappa of it
+    expected = 0.8 * 0.5 * (entropy - agent.target_entropy)
+    torch.testing.assert_close(agent.alpha_loss(log_prob, tape), torch.tensor([expected]))
+
+
+def test_normalize_states_true_is_refused() -> None:
+    with pytest.raises(OffbenchError, match="normalize_states"):
+        NeubayConfig(normalize_states=True)
+
+
+def test_an_action_box_other_than_plus_minus_one_is_refused() -> None:
+    Neubay.check_problem("neubay", Problem.vector(OBS, ACT), "ok")
+    for bound in (2.0, 0.5):
+        with pytest.raises(OffbenchError, match=r"needs actions in \[-1, 1\]"):
+            Neubay.check_problem("neubay", Problem.vector(OBS, ACT, max_action=bound), "d")
+
+
+def test_hopper_fixes_alpha_on_every_dataset_and_expert_datasets_cap_the_world_model() -> None:
+    for env_id, tuned in (("Hopper-v5", False), ("Hopper-v3", False), ("HalfCheetah-v5", True), ("Walker2d-v5", True)):
+        agent = Neubay(NeubayConfig(**TINY_AGENT), Problem.vector(OBS, ACT), SeedStreams.for_seeds([0]))
+        agent.prepare(StageContext(hopper_dataset(), None, agent.streams, torch.device("cpu"), save=lambda: None, message=print,
+                                   steps=10, env_id=env_id, env_kwargs={"max_episode_steps": 1000}))
+        assert agent.tune_alpha is tuned, env_id
+    for task in ("hopper", "halfcheetah", "walker2d"):
+        values = baseline_values("neubay", f"local/{task}-expert-v5")
+        assert values["world_max_epochs"] > 0 and values["tune_alpha"] and values["fixed_alpha_tasks"] == ["Hopper"]

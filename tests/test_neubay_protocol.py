@@ -12,6 +12,8 @@ from conftest import TINY_ID, run_cli
 
 from offbench.algos import world_model as wm
 from offbench.algos.neubay import Neubay
+from offbench.errors import OffbenchError
+from offbench.policy import evaluate_policy, export_policy
 from offbench.store import ResultsStore
 from offbench.train import RunPlan, load_checkpoint, resume, run
 
@@ -63,6 +65,9 @@ def test_a_seed_beside_another_trains_as_it_does_alone(tmp_path: Path) -> None:
     alone_state = load_checkpoint(alone, alone.load(single[0]).config.group_id)["algorithm"]
     assert torch.equal(group_state["buffers"][1]["storage"]["observations"], alone_state["buffers"][0]["storage"]["observations"])
     torch.testing.assert_close(group_state["modules"]["actor_head.out.weight"][1:2], alone_state["modules"]["actor_head.out.weight"], rtol=1e-4, atol=1e-6)
+    for command in (export_policy, evaluate_policy):  # no standalone policy: one clear line, not a crash
+        with pytest.raises(OffbenchError, match="defines no standalone policy .policy_module. .its policy is recurrent"):
+            command(alone, single[0])
 
 
 def test_a_run_killed_in_the_world_model_stage_resumes_to_the_same_model(tmp_path: Path) -> None:
@@ -85,8 +90,9 @@ def test_a_run_killed_in_the_world_model_stage_resumes_to_the_same_model(tmp_pat
     resumed = resume(group_id, killed)
     again = wm.load_world_model(newest)
     assert again["epochs"] == reference[newest]["epochs"] == 4
-    for name, tensor in reference[newest]["state"].items():
-        assert torch.equal(tensor, again["state"][name]), name
+    for name, tensor in reference[newest]["members"].items():
+        assert torch.equal(tensor, again["members"][name]), name
+    assert torch.equal(reference[newest]["val_mse"], again["val_mse"])
     assert curve(killed, resumed[0]) == curve(straight, next(straight.finished_records()).run_id)
 
 

@@ -3,15 +3,18 @@
 Spec: shared/specs/neubay.md; reference code twni2016/neubay (JAX). Two parts:
 
 Stage 1, `world_model` (offbench.algos.world_model): an ensemble of Gaussian dynamics models, trained once
-per (dataset, world-model seed, world-model config) and reused from its file; seed s uses world-model seed
-s mod `world_model_seeds`. It gives the uncertainty u(s, a) and the truncation threshold U(zeta).
+per (dataset, world-model seed, world-model training config) and reused from its file; seed s uses world-model
+seed s mod `world_model_seeds`. At load, the `selected_size` members of lowest validation MSE give the
+uncertainty u(s, a) and the truncation threshold U(zeta).
 
 Stage 2, the loop (Algorithms 1 and 2 as implemented). When a seed's update budget is spent it collects
-`rollouts` imagined trajectories: each starts at a (trajectory, t) drawn uniformly over every real
-transition (trajectories cut at the env's time limit T), the recurrent actor reads the real prefix up to
-o_{t+1}, then acts stochastically in ONE ensemble member (rollout k uses member k mod M for the whole
-rollout) until termination_fn, t + 1 >= T, or u(s, a) > U(zeta). The reward is the model's (minus
-penalty_coef * u / mean u over the data, 0 by default). The real prefix plus the imagined continuation is
+`rollouts` imagined trajectories: each starts at a (trajectory, t) drawn uniformly over every position
+t = 0 .. L of the real trajectories (trajectories cut at the env's time limit T; t = L is a finished history:
+nothing imagined), the recurrent actor reads the real prefix o_0 .. o_t (zero previous action and reward at
+t = 0), then acts stochastically in ONE ensemble member (rollout k uses member k mod M for the whole
+rollout) until termination_fn, t + 1 >= T, or u(s, a) > U(zeta). The agent observes the model's reward; the
+TD target uses it minus penalty_coef * u / mean u over the data (0 by default), stored apart as the step's
+penalty (reference LearnedContEnv.step). The real prefix plus the imagined continuation is
 stored as one episode (offbench.data.tapes, FIFO); the budget grows by ceil(utd * D), D the transitions
 stored. Each gradient step samples one 2048-step tape per seed and updates, in order: critic (10 heads,
 target = r + gamma (1 - term) [min of 2 random target heads - alpha log pi], Huber), target (Polyak),
@@ -22,7 +25,7 @@ episode's start) in training and evaluation; its recurrent state is carried thro
 Optimisers (per part: actor encoder, actor head, critic encoder, critic heads): NaN gradients zeroed,
 gradients clipped to a global norm per seed and part, Adam (eps 1e-8, no weight decay), cosine schedule
 over the run's gradient steps (critic constant, actor to 0). Alpha: Adam 1e-4 on log alpha, or fixed
-(hopper tasks).
+at init_alpha on the tasks of `fixed_alpha_tasks` (Hopper: spec "for hopper tasks alpha is fixed").
 
 Deviations (baselines/neubay.toml [deviations]): the update budget counts every stored transition
 (real prefix + imagined), as the reference's `data_size`; the GRU alternative and the Markov agent
@@ -49,10 +52,11 @@ from offbench.algos.nets import EnsembleLayerNorm, EnsembleLinear, polyak_update
 from offbench.algos.recurrent import LAYER_NORM_EPS, RecurrentEncoder
 from offbench.config import Count, Fraction, LearningRate, NonNegative, Positive, Range, Widths
 from offbench.data.sampling import Sampler
+from offbench.data.spaces import Box
 from offbench.data.tapes import EpisodeBuffer, Tape
 from offbench.errors import OffbenchError
 from offbench.seeding import SeedStreams
-from offbench.termination import termination_fn
+from offbench.termination import task_name, termination_fn
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0  # spec: actor log-std clip
 ADAM_EPS = 1e-8
@@ -105,11 +109,19 @@ class NeubayConfig(AlgorithmConfig):
     critic_lr_end_ratio: Fraction = 1.0
     clip_norm: Positive = 1000.0  # gradient_scale: Adroit 10000, AntMaze 1
     init_alpha: Positive = 0.2  # Adroit 0.1, AntMaze 1e-5
-    tune_alpha: bool = True  # false for hopper tasks
+    tune_alpha: bool = True  # false: alpha fixed at init_alpha everywhere
+    fixed_alpha_tasks: list[str] = field(default_factory=lambda: ["Hopper"])  # tasks (env names, any version) whose alpha stays fixed
     target_alpha_ratio: Positive = 1.0  # AntMaze 10
     real_weight: Fraction = 0.05  # kappa; per task in baselines/neubay.toml
     huber_delta: Positive = 1.0
-    normalize_states: bool = False
+    normalize_states: bool = False  # must stay false: NEUBAY's inputs are raw (its world model normalises its own)
+
+    def __post_init__(self) -> None:
+        """Refuse `normalize_states = true`: the sampler would normalise evaluation observations only."""
+        super().__post_init__()
+        if self.normalize_states:
+            raise OffbenchError("NEUBAY does not take normalize_states = true: its agent reads raw observations in training and evaluation",
+                                "drop --set normalize_states=true")
 
 
 # ---- networks ------------------------------------------------------------------------------------
@@ -221,6 +233,16 @@ class Neubay(OfflineAlgorithm):
         self.history: dict[str, torch.Tensor] | None = None
         self.world_progress: dict[str, Any] = {}
         self.eval_state: dict[str, Any] | None = None
+        self.tune_alpha = c.tune_alpha  # and not on a task of fixed_alpha_tasks: set by `prepare`, which knows the env
+
+    @classmethod
+    def check_problem(cls, name: str, problem: Problem, dataset_id: str) -> None:
+        """Also refuse an action box other than [-1, 1]^A: rollouts act in tanh's range while the tapes and the
+        world model hold the dataset's actions as stored (the reference asserts low == -1, high == 1)."""
+        super().check_problem(name, problem, dataset_id)
+        action = problem.action_space
+        if isinstance(action, Box) and not (np.all(np.asarray(action.low) == -1.0) and np.all(np.asarray(action.high) == 1.0)):
+            raise OffbenchError(f"{name} needs actions in [-1, 1]; {dataset_id} has {action.describe()}", "rescale the dataset's actions to [-1, 1]")
 
     @staticmethod
     def _adam(module: nn.Module, lr: float) -> torch.optim.Optimizer:
@@ -230,9 +252,9 @@ class Neubay(OfflineAlgorithm):
 
     def world_settings(self) -> wm.WorldModelSettings:
         c = self.config
-        return wm.WorldModelSettings(c.ensemble_size, c.selected_size, c.world_hidden, c.world_blocks, c.world_layer_norm, c.world_lr,
-                                     c.world_weight_decay, c.world_batch_size, c.world_max_epochs, c.world_patience, c.world_improvement,
-                                     c.world_val_fraction, c.world_val_max, c.unc_quantile)
+        return wm.WorldModelSettings(c.ensemble_size, c.world_hidden, c.world_blocks, c.world_layer_norm, c.world_lr, c.world_weight_decay,
+                                     c.world_batch_size, c.world_max_epochs, c.world_patience, c.world_improvement, c.world_val_fraction,
+                                     c.world_val_max)
 
     def world_seed(self, index: int) -> int:
         return self.streams.seeds[index] % self.config.world_model_seeds
@@ -259,51 +281,57 @@ class Neubay(OfflineAlgorithm):
                     raise KeyboardInterrupt
 
             seconds = wm.train_world_model(trainer, self.config.world_checkpoint_every, checkpoint, context.message)
-            record = wm.save_world_model(path, trainer, sha, seconds)
-            context.message(f"world model seed {world_seed}: {trainer.epoch} epochs in {seconds:.0f} s, U(zeta={settings.unc_quantile}) = "
-                            f"{record['threshold']:.4f}, selected validation MSE {float(record['val_mse'].min()):.5f}"
-                            f"-{float(record['val_mse'].max()):.5f}; written to {path}")
+            wm.save_world_model(path, trainer, sha, seconds)
+            context.message(f"world model seed {world_seed}: {trainer.epoch} epochs in {seconds:.0f} s; written to {path}")
             self.world_progress.pop(str(world_seed), None)
-        self.load_world_models(sha, context.device)
+        self.load_world_models(sha, data, context)
 
-    def load_world_models(self, sha: str, device: torch.device) -> None:
-        """Copy each seed's selected members, normaliser, threshold and mean uncertainty into this algorithm."""
-        M = self.config.selected_size
-        for s in range(self.num_seeds):
-            record = wm.load_world_model(wm.world_model_path(sha, self.world_seed(s), self.world_settings()))
-            for name, tensor in record["state"].items():
-                target = self.world.state_dict()[name]
-                if tensor.dim() > 0 and tensor.shape[0] == M:
-                    target[s * M : (s + 1) * M] = tensor.to(device)
-                else:
-                    getattr(self, f"world_{name}")[s] = tensor.to(device)
-            self.threshold[s] = record["threshold"]
-            self.mean_uncertainty[s] = record["mean_uncertainty"]
+    def load_world_models(self, sha: str, data: wm.WorldData, context: StageContext) -> None:
+        """Select each seed's members (lowest validation MSE) and copy them, the normaliser, U(zeta) and the mean u in.
+
+        Member parameters are the ensemble's parameters, the normaliser its `wm.NORMALIZER` buffers: by name.
+        """
+        c, M = self.config, self.config.selected_size
+        members = dict(self.world.named_parameters())
+        for world_seed in sorted({self.world_seed(s) for s in range(self.num_seeds)}):
+            chosen = wm.select_members(wm.world_model_path(sha, world_seed, self.world_settings()), data, M, context.device)
+            context.message(f"world model seed {world_seed}: {M} members of validation MSE {float(chosen.val_mse[0]):.5f}"
+                            f"-{float(chosen.val_mse[-1]):.5f}, U(zeta={c.unc_quantile}) = {chosen.threshold(c.unc_quantile):.4f}")
+            for s in (s for s in range(self.num_seeds) if self.world_seed(s) == world_seed):
+                with torch.no_grad():
+                    for name, param in members.items():
+                        param[s * M : (s + 1) * M] = chosen.state[name].to(param.device)
+                    for name in wm.NORMALIZER:
+                        getattr(self, f"world_{name}")[s] = chosen.state[name].to(self.threshold.device)
+                self.threshold[s] = chosen.threshold(c.unc_quantile)
+                self.mean_uncertainty[s] = chosen.mean_uncertainty
 
     # ---- stage 2: imagined rollouts -------------------------------------------------------------
 
     def prepare_history(self) -> None:
-        """The real trajectories, cut at the env's time limit, and one empty buffer per seed (first use or resume)."""
+        """The real trajectories cut at the env's time limit, indexed by every start (trajectory, t), t = 0 .. L
+        (spec Stage 2 step 1; reference HistorySampler: uniform over the sum of L + 1); one empty buffer per seed."""
         if self.history is not None:
             return
         dataset = self.dataset
         device = self.threshold.device
         lengths = np.minimum(dataset.episode_lengths(), self.time_limit)
-        starts = dataset.episode_starts
-        rows = np.concatenate([np.arange(a, a + n) for a, n in zip(starts, lengths)])
-        position = np.concatenate([np.arange(n) for n in lengths])
-        first = np.repeat(starts, lengths)
-        last = np.zeros(len(rows), dtype=bool)
-        last[np.cumsum(lengths) - 1] = True
-        finished = dataset.terminals[rows] | last  # the history already ends there: nothing to imagine
+        position = np.concatenate([np.arange(n + 1) for n in lengths])  # t: real transitions before o_t
+        first = np.repeat(dataset.episode_starts, lengths + 1)
+        finished = position == np.repeat(lengths, lengths + 1)  # t = L: the history already ended, nothing to imagine
         def to(x: np.ndarray) -> torch.Tensor:
             return torch.as_tensor(np.ascontiguousarray(x), device=device)
-        self.history = {"rows": to(rows), "position": to(position), "first": to(first), "finished": to(finished),
+        self.history = {"position": to(position), "first": to(first), "finished": to(finished),
                         "observations": to(dataset.observations), "actions": to(dataset.actions), "rewards": to(dataset.rewards),
-                        "next_observations": to(dataset.next_observations), "terminals": to(dataset.terminals.astype(np.float32))}
+                        "next_observations": to(dataset.next_observations), "terminals": to(dataset.terminals)}
         obs_dim, act_dim = self.problem.observation_dim, self.problem.action_dim
         if self.buffers_ is None:
             self.buffers_ = [EpisodeBuffer(self.config.buffer_size, obs_dim, act_dim, device) for _ in range(self.num_seeds)]
+
+    def real_observation(self, first: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """o_t of the trajectory starting at row `first`: its first observation at t = 0, else row first + t - 1's next: (K, obs)."""
+        hist = self.history
+        return torch.where((t > 0).unsqueeze(-1), hist["next_observations"][(first + t - 1).clamp(min=0)], hist["observations"][first])
 
     def actor_step(self, inputs: torch.Tensor, starts: torch.Tensor, states: list[torch.Tensor] | None, members: slice | None,
                    noise: torch.Tensor | None) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -324,19 +352,18 @@ class Neubay(OfflineAlgorithm):
         K, device = c.rollouts, self.threshold.device
         seeds, world_members = slice(s, s + 1), slice(s * M, (s + 1) * M)
         sampling, noise = self.streams.sampling[s], self.streams.noise[s]
-        picks = torch.randint(hist["rows"].numel(), (K,), generator=sampling, device=sampling.device).to(device)
-        ends = hist["rows"][picks]  # last real transition of each prefix
-        firsts, prefix = hist["first"][picks], hist["position"][picks] + 1  # prefix: real transitions
-        # 1. read each real prefix o_0 .. o_{t+1} through the actor, as one tape (resets between prefixes)
+        picks = torch.randint(hist["position"].numel(), (K,), generator=sampling, device=sampling.device).to(device)
+        firsts, prefix = hist["first"][picks], hist["position"][picks]  # prefix: t, the real transitions before o_t
+        start = self.real_observation(firsts, prefix)  # o_t
+        # 1. read each real prefix o_0 .. o_t through the actor, as one tape (resets between prefixes)
         steps = prefix + 1
         offsets = torch.cumsum(steps, 0) - steps
         position = torch.arange(int(steps.sum()), device=device) - torch.repeat_interleave(offsets, steps)
         rollout = torch.repeat_interleave(torch.arange(K, device=device), steps)
         row = firsts[rollout] + position
-        is_last = position == prefix[rollout]
         prev_row = (row - 1).clamp(min=0)
         inside = row.clamp(max=len(hist["observations"]) - 1)
-        observations = torch.where(is_last.unsqueeze(-1), hist["next_observations"][prev_row], hist["observations"][inside])
+        observations = torch.where((position == prefix[rollout]).unsqueeze(-1), start[rollout], hist["observations"][inside])
         previous = torch.cat([hist["actions"][prev_row], hist["rewards"][prev_row].unsqueeze(-1)], dim=-1) * (position > 0).unsqueeze(-1)
         inputs = torch.cat([observations, previous], dim=-1)
         z, hidden = self.actor_encoder(inputs[None, None], (position == 0)[None, None], None, seeds)
@@ -345,7 +372,7 @@ class Neubay(OfflineAlgorithm):
         mean, log_std = self.actor_head(z[0, :, last_index], seeds).chunk(2, dim=-1)
         action = squash(mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX), seeded_normal([noise], mean.shape[1:])[0])[0][0]
         # 2. imagine: rollout k in member k mod M until termination, the time limit or u > U
-        state = hist["next_observations"][ends]
+        state = start
         time_step = prefix.clone()  # env time of the next transition
         alive = ~hist["finished"][picks]
         member = torch.arange(K, device=device) % M
@@ -360,18 +387,19 @@ class Neubay(OfflineAlgorithm):
             own = torch.arange(K, device=device)
             sample = means[member, own] + log_stds[member, own].exp() * seeded_normal([noise], means.shape[1:])[0]
             raw = sample * self.world_output_std[s] + self.world_output_mean[s]
-            next_state, reward = raw[:, :-1], raw[:, -1] - c.penalty_coef * u / self.mean_uncertainty[s]
+            next_state, reward = raw[:, :-1], raw[:, -1]  # the model's reward: what the agent observes (reference LearnedContEnv.step)
+            penalty = c.penalty_coef * u / self.mean_uncertainty[s]  # subtracted in the TD target only
             terminated = termination_fn(self.env_id)(state, action, next_state)
             out_of_time = time_step + 1 >= self.time_limit
             too_uncertain = u > self.threshold[s]
-            imagined.append({"observations": state, "actions": action, "rewards": reward, "terminals": terminated.float(), "alive": alive.clone()})
+            imagined.append({"observations": state, "actions": action, "rewards": reward, "penalties": penalty, "terminals": terminated,
+                             "alive": alive.clone(), "final": next_state})
             uncertainties.append(u[alive])
             horizon += alive
             cause_term |= alive & terminated
             cause_time |= alive & ~terminated & out_of_time
             cause_unc |= alive & ~terminated & ~out_of_time & too_uncertain
             alive = alive & ~(terminated | out_of_time | too_uncertain)
-            imagined[-1]["final"] = next_state
             state, time_step = next_state, time_step + 1
             prev = torch.cat([action, reward.unsqueeze(-1)], -1)
             action, states = self.actor_step(torch.cat([next_state, prev], -1)[None], torch.zeros(1, K, dtype=torch.bool, device=device),
@@ -380,20 +408,19 @@ class Neubay(OfflineAlgorithm):
         # 3. store real prefix + imagined continuation + last observation as one episode per rollout
         stored = 0
         for k in range(K):
-            a, n = int(firsts[k]), int(prefix[k])
-            h = int(horizon[k])
+            a, n, h = int(firsts[k]), int(prefix[k]), int(horizon[k])
             rows = slice(a, a + n)
             parts = {"observations": [hist["observations"][rows]], "actions": [hist["actions"][rows]], "rewards": [hist["rewards"][rows]],
-                     "terminals": [hist["terminals"][rows]], "real": [torch.ones(n, device=device)]}
+                     "penalties": [torch.zeros(n, device=device)], "terminals": [hist["terminals"][rows]],
+                     "real": [torch.ones(n, dtype=torch.bool, device=device)]}
             for step in imagined[:h]:
-                for name in ("observations", "actions", "rewards", "terminals"):
+                for name in ("observations", "actions", "rewards", "penalties", "terminals"):
                     parts[name].append(step[name][k : k + 1])
-            parts["real"].append(torch.zeros(h, device=device))
-            last = imagined[h - 1]["final"][k : k + 1] if h else hist["next_observations"][a + n - 1 : a + n]
-            parts["observations"].append(last)
+            parts["real"].append(torch.zeros(h, dtype=torch.bool, device=device))
+            parts["observations"].append(imagined[h - 1]["final"][k : k + 1] if h else start[k : k + 1])
             parts["actions"].append(torch.zeros(1, self.problem.action_dim, device=device))
-            for name in ("rewards", "terminals", "real"):
-                parts[name].append(torch.zeros(1, device=device))
+            for name in ("rewards", "penalties", "terminals", "real"):
+                parts[name].append(torch.zeros(1, dtype=parts[name][0].dtype, device=device))
             self.buffers_[s].add({name: torch.cat(values) for name, values in parts.items()})
             stored += n + h
         model_rewards = torch.cat([step["rewards"][step["alive"]] for step in imagined]) if imagined else torch.zeros(0, device=device)
@@ -426,6 +453,7 @@ class Neubay(OfflineAlgorithm):
         if self.time_limit <= 0:
             raise OffbenchError(f"NEUBAY needs the episode time limit of {context.env_id}, which names none", "evaluate in an env with a TimeLimit")
         termination_fn(context.env_id)  # refuse an env without a termination function before any training
+        self.tune_alpha = self.config.tune_alpha and task_name(context.env_id) not in self.config.fixed_alpha_tasks
         self.total_steps.fill_(context.steps)
 
     # ---- losses ---------------------------------------------------------------------------------
@@ -478,7 +506,7 @@ class Neubay(OfflineAlgorithm):
 
     @torch.no_grad()
     def td_target(self, tape: Tape) -> torch.Tensor:
-        """y_t = r_t + gamma (1 - term_t) [min over 2 random target heads Qbar(h_{t+1}, a') - alpha log pi(a'|h_{t+1})]: (S, B, T)."""
+        """y_t = r_t - penalty_t + gamma (1 - term_t) [min over 2 random target heads Qbar(h_{t+1}, a') - alpha log pi(a'|h_{t+1})]: (S, B, T)."""
         c, S = self.config, self.num_seeds
         next_actions, next_log_prob = self.policy(self.encode(self.actor_encoder, tape))
         q = self.q_heads(self.critic_heads_target, self.encode(self.critic_encoder_target, tape), next_actions)  # (H, S, B, T)
@@ -487,7 +515,7 @@ class Neubay(OfflineAlgorithm):
         alpha = self.log_alpha.exp().view(S, 1, 1)
         value = chosen - alpha * next_log_prob
         value = torch.cat([value[..., 1:], torch.zeros_like(value[..., :1])], dim=-1)  # h_{t+1}; the last position is masked
-        return tape.rewards + c.discount * (1 - tape.terminals) * value
+        return tape.rewards - tape.penalties + c.discount * (1 - tape.terminals) * value
 
     def critic_loss(self, tape: Tape, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-seed kappa-weighted Huber(Q_i - y), averaged over the heads: (S,); also the kappa-weighted mean Q."""
@@ -505,6 +533,15 @@ class Neubay(OfflineAlgorithm):
         alpha = self.log_alpha.exp().detach().view(S, 1, 1)
         return kappa_mean(alpha * log_prob - q, tape, self.config.real_weight), log_prob.detach()
 
+    def alpha_loss(self, log_prob: torch.Tensor, tape: Tape) -> torch.Tensor:
+        """Per-seed kappa-weighted alpha (-log pi - target entropy): log_prob (S, B, T) -> (S,).
+
+        alpha multiplies each step's term inside the kappa mean, as the reference's loss: a tape without real
+        (or imagined) valid steps weighs the other part by its kappa share, not the whole temperature.
+        """
+        alpha = self.log_alpha.exp().view(-1, 1, 1)
+        return kappa_mean(alpha * (-log_prob - self.target_entropy), tape, self.config.real_weight)
+
     def update(self, batch: Tape, step: int) -> dict[str, torch.Tensor]:
         c = self.config
         critic_loss, q_mean = self.critic_loss(batch, self.td_target(batch))
@@ -513,10 +550,9 @@ class Neubay(OfflineAlgorithm):
         polyak_update(self.critic_heads_target, self.critic_heads, c.tau)
         actor_loss, log_prob = self.actor_loss(batch)
         self.clipped_step(("actor_encoder", "actor_head"), actor_loss.sum(), step)
+        if self.tune_alpha:
+            self.optimizer_step("alpha", self.alpha_loss(log_prob, batch).sum())
         entropy = kappa_mean(-log_prob, batch, c.real_weight)
-        if c.tune_alpha:
-            alpha_loss = self.log_alpha.exp() * (entropy - self.target_entropy)
-            self.optimizer_step("alpha", alpha_loss.sum())
         metrics = {"critic_loss": critic_loss.detach(), "actor_loss": actor_loss.detach(), "q_mean": q_mean, "entropy": entropy,
                    "alpha": self.log_alpha.exp().detach(), "real_fraction": (batch.mask * batch.real).sum((1, 2)) / batch.mask.sum((1, 2)).clamp(min=1)}
         return {**metrics, **{name: self.rollout_stats[:, i] for i, name in enumerate(ROLLOUT_STATS)}}

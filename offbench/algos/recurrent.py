@@ -111,7 +111,10 @@ class EnsembleLRU(nn.Module):
 
 
 class SequenceLayer(nn.Module):
-    """x + GLU(GELU(LRU(LayerNorm(x)))), GLU(z) = Linear(z) * sigmoid(Linear(z)) (reference SequenceLayer)."""
+    """x + GLU(GELU(LRU(LayerNorm(x)))), GLU(z) = Linear(z) * sigmoid(Linear(z)) (reference SequenceLayer).
+
+    GELU is the tanh approximation: the reference's `jax.nn.gelu` defaults to approximate=True.
+    """
 
     def __init__(self, members: int, d_model: int, d_hidden: int, r_min: float, r_max: float, max_phase: float) -> None:
         super().__init__()
@@ -129,7 +132,7 @@ class SequenceLayer(nn.Module):
                 parallel: bool) -> tuple[torch.Tensor, torch.Tensor]:
         flat = x.reshape(x.shape[0], -1, x.shape[-1])
         y, h = self.lru(self.norm(flat, members).view(x.shape), start, state, members, parallel)
-        z = F.gelu(y).reshape(flat.shape)
+        z = F.gelu(y, approximate="tanh").reshape(flat.shape)
         return x + (self.out1(z, members) * torch.sigmoid(self.out2(z, members))).view(x.shape), h
 
 

@@ -9,19 +9,24 @@ Spec: shared/specs/neubay.md, "Stage 1: world-model ensemble"; reference twni201
                 normalised s + delta (residual); log-std soft-clamped to [-5, 0.25]
     loss        Gaussian NLL averaged over members, batch and outputs; AdamW(lr, weight decay), batch 256,
                 each member its own permutation of the training rows every epoch
-    validation  min(20 %, 1000) rows held out; a member's best snapshot is replaced when its validation MSE
+    validation  min(20 %, 1000) rows held out, the same rows for every world-model seed (a permutation drawn
+                from SPLIT_SEED, as the reference's train_test_split(random_state=42)); the best validation MSE
+                starts at the untrained model's; a member's best snapshot is replaced when its validation MSE
                 improves by more than 1 % (relative); stop after 5 epochs without any member improving, or at the cap
-    selection   the `selected` members of lowest validation MSE
+    selection   the `selected` members of lowest validation MSE (at load)
     u(s, a)     sqrt(mean over outputs of the across-member variance of the predicted means), normalised space
-    U(zeta)     the zeta-quantile of u over every world-model row (train + validation)
+    U(zeta)     the zeta-quantile of u over every world-model row (train + validation), selected members (at load)
 
-A trained ensemble is written once to `<data dir>/world_models/<key>.pt`, the key hashing the dataset's
-content hash, the world-model seed and the world-model config, and reused by later seeds and runs.
+A trained ensemble is written once to `<data dir>/world_models/<key>.pt`: every member's best snapshot, the
+normaliser and every member's validation MSE, the key hashing the dataset's content hash, the world-model
+seed and the training settings only, as the reference keeps one 128-member checkpoint per seed. Member
+selection, u and U(zeta) are computed when a run loads it, so selected-size and zeta ablations reuse the
+file; u of a selection is cached beside it (`selections/<key>.best<M>.pt`). Member tensors are told from the
+normaliser by name (parameters vs NORMALIZER buffers), never by shape.
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import time
@@ -46,15 +51,18 @@ STD_FLOOR = 1e-12  # spec: a normalisation std below this is replaced by 1
 LAYER_NORM_EPS = 1e-5  # equinox.nn.LayerNorm's default
 WORLD_MODEL_STREAM = 7  # spawn key of the world-model seed's generators (numpy SeedSequence), apart from offbench.seeding's
 WORLD_MODEL_FORMAT = "offbench-world-model"
+WORLD_MODEL_VERSION = 2  # 2: all members and their validation MSEs; selection at load
+SPLIT_SEED = 42  # the validation split's seed, shared by every world-model seed (the reference's random_state=42)
+NORMALIZER = ("input_mean", "input_std", "output_mean", "output_std")  # Ensemble buffers; every parameter is per member
 UNCERTAINTY_CHUNK = 4096  # rows per forward when scoring the whole dataset
 
 
 @dataclass(frozen=True)
 class WorldModelSettings:
-    """The world-model config keys (NeubayConfig's world_* fields); defaults are the paper's (spec, stage 1)."""
+    """The world-model training keys (NeubayConfig's ensemble_size and world_* fields); defaults are the paper's
+    (spec, stage 1). Selection (selected_size) and zeta are not among them: they are applied at load."""
 
     ensemble_size: int = 128
-    selected_size: int = 100
     hidden: int = 200
     blocks: int = 4
     layer_norm: bool = True
@@ -66,11 +74,11 @@ class WorldModelSettings:
     improvement: float = 0.01
     val_fraction: float = 0.2
     val_max: int = 1000
-    unc_quantile: float = 1.0
 
     def key(self, dataset_sha256: str, seed: int) -> str:
-        """The cache key: dataset content hash, world-model seed and every setting that changes the trained model."""
-        text = json.dumps({"dataset": dataset_sha256, "seed": seed, **self.__dict__}, sort_keys=True)
+        """The cache key: dataset content hash, world-model seed, file version and every training setting."""
+        text = json.dumps({"dataset": dataset_sha256, "seed": seed, "version": WORLD_MODEL_VERSION, "split_seed": SPLIT_SEED,
+                           **self.__dict__}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
@@ -178,9 +186,17 @@ class WorldData:
 
 
 def member_generators(seed: int, members: int, device: torch.device) -> list[torch.Generator]:
-    """One generator per member of world-model seed `seed`, plus one (last) for the validation split."""
+    """One generator per member of world-model seed `seed` (init and per-epoch permutations)."""
     sequence = np.random.SeedSequence(seed, spawn_key=(WORLD_MODEL_STREAM,))
-    return [torch.Generator(device=device).manual_seed(int(child.generate_state(1, np.uint64)[0])) for child in sequence.spawn(members + 1)]
+    return [torch.Generator(device=device).manual_seed(int(child.generate_state(1, np.uint64)[0])) for child in sequence.spawn(members)]
+
+
+def validation_split(rows: int, settings: WorldModelSettings, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(validation rows, training rows): min(val_fraction * rows, val_max) rows held out by a permutation drawn
+    on the CPU from SPLIT_SEED, so every world-model seed (and device) scores members on the same rows."""
+    n_val = min(int(settings.val_fraction * rows), settings.val_max)
+    order = torch.randperm(rows, generator=torch.Generator().manual_seed(SPLIT_SEED)).to(device)
+    return order[:n_val], order[n_val:]
 
 
 class EnsembleTrainer:
@@ -192,16 +208,13 @@ class EnsembleTrainer:
         s = settings
         self.generators = member_generators(seed, s.ensemble_size, device)
         self.ensemble = Ensemble(s.ensemble_size, obs_dim, act_dim, s.hidden, s.blocks, s.layer_norm).to(device)
-        self.ensemble.reset_parameters(self.generators[:-1])
+        self.ensemble.reset_parameters(self.generators)
         for name, value in data.statistics().items():
             getattr(self.ensemble, name).copy_(value)
         self.optimizer = torch.optim.AdamW(self.ensemble.parameters(), lr=s.lr, weight_decay=s.weight_decay)
-        n = len(data)
-        n_val = min(int(s.val_fraction * n), s.val_max)
-        order = torch.randperm(n, generator=self.generators[-1], device=device)
-        self.val_rows, self.train_rows = order[:n_val], order[n_val:]
-        self.best = copy.deepcopy(self.ensemble.state_dict())
-        self.best_mse = torch.full((s.ensemble_size,), float("inf"), device=device)
+        self.val_rows, self.train_rows = validation_split(len(data), s, device)
+        self.best = {name: p.detach().clone() for name, p in self.ensemble.named_parameters()}  # per-member snapshots
+        self.best_mse = self.validation_mse()  # the untrained members' (reference: mse_best before epoch 1)
         self.epoch, self.stale_epochs, self.done = 0, 0, False
         self.val_mse = self.best_mse.clone()
 
@@ -216,7 +229,7 @@ class EnsembleTrainer:
         s, rows = self.settings, self.train_rows
         if rows.numel() == 0:
             raise OffbenchError("the world model's training split is empty", "use a dataset with more transitions")
-        orders = torch.stack([rows[torch.randperm(rows.numel(), generator=g, device=g.device)] for g in self.generators[:-1]])
+        orders = torch.stack([rows[torch.randperm(rows.numel(), generator=g, device=g.device)] for g in self.generators])
         losses = []
         for start in range(0, rows.numel(), s.batch_size):
             x, y = self.inputs_targets(orders[:, start : start + s.batch_size])
@@ -229,35 +242,28 @@ class EnsembleTrainer:
         return float(torch.stack(losses).mean())
 
     @torch.no_grad()
+    def validation_mse(self) -> torch.Tensor:
+        """Each member's MSE on the validation rows, normalised space: (ensemble_size,)."""
+        rows = self.val_rows if self.val_rows.numel() else self.train_rows  # no split (tiny data): score the training rows
+        x, y = self.inputs_targets(rows)
+        mean, _ = self.ensemble(x.expand(self.settings.ensemble_size, *x.shape))
+        return ((mean - y) ** 2).mean(dim=(1, 2))
+
+    @torch.no_grad()
     def validate(self) -> None:
         """Per-member validation MSE; snapshot members that improved by more than the relative threshold."""
         s = self.settings
-        rows = self.val_rows if self.val_rows.numel() else self.train_rows  # no split (tiny data): score the training rows
-        x, y = self.inputs_targets(rows)
-        mean, _ = self.ensemble(x.expand(s.ensemble_size, *x.shape))
-        self.val_mse = ((mean - y) ** 2).mean(dim=(1, 2))
+        self.val_mse = self.validation_mse()
         improved = (self.best_mse - self.val_mse) / self.best_mse > s.improvement
-        improved |= torch.isinf(self.best_mse) & torch.isfinite(self.val_mse)
         if improved.any():
-            current = self.ensemble.state_dict()
-            for name, tensor in self.best.items():
-                if tensor.dim() > 0 and tensor.shape[0] == s.ensemble_size:  # member parameters (not the normaliser)
-                    tensor[improved] = current[name][improved]
+            for name, param in self.ensemble.named_parameters():
+                self.best[name][improved] = param.detach()[improved]
             self.best_mse = torch.where(improved, self.val_mse, self.best_mse)
             self.stale_epochs = 0
         else:
             self.stale_epochs += 1
         self.epoch += 1
         self.done = self.stale_epochs >= s.patience or (s.max_epochs > 0 and self.epoch >= s.max_epochs)
-
-    def selected(self) -> tuple[Ensemble, torch.Tensor]:
-        """The best snapshots of the `selected_size` members of lowest validation MSE, and their MSEs (ascending)."""
-        s = self.settings
-        keep = torch.argsort(self.best_mse)[: s.selected_size]
-        obs_dim, act_dim = self.data.observations.shape[1], self.data.actions.shape[1]
-        chosen = Ensemble(s.selected_size, obs_dim, act_dim, s.hidden, s.blocks, s.layer_norm).to(self.best_mse.device)
-        chosen.load_state_dict({name: t[keep] if t.dim() > 0 and t.shape[0] == s.ensemble_size else t for name, t in self.best.items()})
-        return chosen.requires_grad_(False), self.best_mse[keep]
 
     def state_dict(self) -> dict[str, Any]:
         return {"ensemble": self.ensemble.state_dict(), "optimizer": self.optimizer.state_dict(), "best": self.best,
@@ -298,16 +304,14 @@ def world_model_path(dataset_sha256: str, seed: int, settings: WorldModelSetting
 
 
 def save_world_model(path: Path, trainer: EnsembleTrainer, dataset_sha256: str, train_time_s: float) -> dict[str, Any]:
-    """Select, score u over the data and write the world-model file atomically; returns what was written."""
-    chosen, val_mse = trainer.selected()
-    u = dataset_uncertainty(chosen, trainer.data)
+    """Write every member's best snapshot, the normaliser and the validation MSEs atomically; returns the record."""
     s = trainer.settings
     record = {
-        "format": WORLD_MODEL_FORMAT, "key": s.key(dataset_sha256, trainer.seed), "dataset_sha256": dataset_sha256, "seed": trainer.seed,
-        "settings": dict(s.__dict__), "state": {name: t.cpu() for name, t in chosen.state_dict().items()},
-        "val_mse": val_mse.cpu(), "all_val_mse": trainer.best_mse.cpu(), "epochs": trainer.epoch, "train_time_s": train_time_s,
-        "threshold": threshold(u, s.unc_quantile), "mean_uncertainty": float(u.mean()),
-        "uncertainty_quantiles": {str(q): threshold(u, q) for q in (0.5, 0.9, 0.99, 0.999, 1.0)},
+        "format": WORLD_MODEL_FORMAT, "version": WORLD_MODEL_VERSION, "key": s.key(dataset_sha256, trainer.seed),
+        "dataset_sha256": dataset_sha256, "seed": trainer.seed, "settings": dict(s.__dict__),
+        "members": {name: t.cpu() for name, t in trainer.best.items()},
+        "normalizer": {name: getattr(trainer.ensemble, name).cpu() for name in NORMALIZER},
+        "val_mse": trainer.best_mse.cpu(), "epochs": trainer.epoch, "train_time_s": train_time_s,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda tmp: torch.save(record, tmp))
@@ -319,9 +323,57 @@ def load_world_model(path: Path) -> dict[str, Any]:
         record = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # any unpickling failure means the file is unusable
         raise OffbenchError(f"world-model file {path} is unreadable ({type(error).__name__})", "delete it; the next run retrains it") from None
-    if record.get("format") != WORLD_MODEL_FORMAT:
-        raise OffbenchError(f"{path} is not an offbench world-model file", "delete it; the next run retrains it")
+    if record.get("format") != WORLD_MODEL_FORMAT or record.get("version") != WORLD_MODEL_VERSION:
+        raise OffbenchError(f"{path} is not an offbench v{WORLD_MODEL_VERSION} world-model file", "delete it; the next run retrains it")
     return record
+
+
+@dataclass
+class Selection:
+    """The `selected` members of lowest validation MSE of one world-model file, and u over the data under them.
+
+    `state`: an `Ensemble(selected)` state dict (members' parameters (selected, ...) and the NORMALIZER
+    buffers); `val_mse` (selected,) ascending; `uncertainty` (N,) u of every world-model row.
+    """
+
+    state: dict[str, torch.Tensor]
+    val_mse: torch.Tensor
+    uncertainty: torch.Tensor
+
+    def threshold(self, zeta: float) -> float:
+        """U(zeta) over the data's u (spec, stage 1)."""
+        return threshold(self.uncertainty, zeta)
+
+    @property
+    def mean_uncertainty(self) -> float:
+        return float(self.uncertainty.mean())
+
+
+def select_members(path: Path, data: WorldData, selected: int, device: torch.device) -> Selection:
+    """Load `path`, keep its `selected` members of lowest validation MSE and score u over `data` with them.
+
+    u is cached in `selections/<key>.best<selected>.pt` beside the file (written atomically, used while the members'
+    validation MSEs match, i.e. for the same trained file). Raises `OffbenchError`
+    for an unreadable file or one with fewer members than `selected`.
+    """
+    record = load_world_model(path)
+    val_mse = record["val_mse"]
+    if selected > val_mse.numel():
+        raise OffbenchError(f"selected_size {selected} exceeds the {val_mse.numel()} members of world-model file {path}")
+    keep = torch.argsort(val_mse, stable=True)[:selected]
+    state = {**{name: t[keep] for name, t in record["members"].items()}, **record["normalizer"]}
+    cache = path.parent / "selections" / f"{path.stem}.best{selected}.pt"
+    cached = torch.load(cache, map_location="cpu", weights_only=True) if cache.exists() else None
+    if cached is not None and torch.equal(cached["val_mse"], val_mse[keep]):  # the same trained file (not one retrained since)
+        u = cached["uncertainty"]
+    else:
+        s = WorldModelSettings(**record["settings"])
+        chosen = Ensemble(selected, data.observations.shape[1], data.actions.shape[1], s.hidden, s.blocks, s.layer_norm).to(device)
+        chosen.load_state_dict(state)
+        u = dataset_uncertainty(chosen.requires_grad_(False), data).cpu()
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(cache, lambda tmp: torch.save({"uncertainty": u, "val_mse": val_mse[keep]}, tmp))
+    return Selection(state, val_mse[keep], u)
 
 
 def train_world_model(trainer: EnsembleTrainer, save_every: int, checkpoint: Callable[[], None], message: Callable[[str], None]) -> float:

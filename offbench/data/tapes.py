@@ -2,10 +2,16 @@
 
 An `EpisodeBuffer` holds whole episodes, step by step, for one seed on the training device. Step t of an
 episode of L transitions (t = 0 .. L) holds the observation o_t and, for t < L, the action a_t taken there,
-the reward r_t and `terminal` (a_t ended the episode by a true termination); step L holds the last
-observation with a zero action and reward. `real` marks steps whose transition comes from the dataset
-(NEUBAY: the real prefix) rather than from a model. When full, whole episodes are evicted oldest first
-(FIFO); storage grows by doubling up to `capacity` steps, so a large capacity costs nothing until used.
+the reward r_t the agent observes, `penalties` (a reward penalty the TD target subtracts: NEUBAY's
+c u / mean u, 0 by default) and `terminal` (a_t ended the episode by a true termination); step L holds the
+last observation with a zero action and reward. `real` marks steps whose transition comes from the dataset
+(NEUBAY: the real prefix) rather than from a model. Flags are stored as bool.
+
+The storage is a ring of `capacity` steps; each episode occupies contiguous rows. An episode that does not
+fit before the ring's end is written at row 0 (the rows left at the end wait for the next lap: less than
+one episode). Writing evicts the oldest whole episodes whose rows it needs (FIFO), so an `add` copies the
+new episode's steps only. Storage grows by doubling up to `capacity` steps, so a large capacity costs
+nothing until used.
 
 A tape (`sample_tape`) concatenates episodes chosen uniformly at random (with replacement) until the
 total reaches `length` steps, then cuts it to exactly `length`: the layout of NEUBAY's batches (spec
@@ -24,17 +30,19 @@ import torch
 
 from offbench.errors import OffbenchError
 
-STEP_FIELDS = ("observations", "actions", "rewards", "terminals", "real")
+STEP_FIELDS = ("observations", "actions", "rewards", "penalties", "terminals", "real")
+FLAGS = ("terminals", "real")  # stored as bool, float32 0/1 on tapes
 
 
 @dataclass(frozen=True)
 class Tape:
     """Tapes for S seeds, B per seed, T steps: observations (S, B, T, obs), actions (S, B, T, act), rewards,
-    terminals, real (S, B, T) float32 0/1, starts (S, B, T) bool (True on each episode's first step)."""
+    penalties, terminals, real (S, B, T) float32 (flags 0/1), starts (S, B, T) bool (True on each episode's first step)."""
 
     observations: torch.Tensor
     actions: torch.Tensor
     rewards: torch.Tensor
+    penalties: torch.Tensor
     terminals: torch.Tensor
     real: torch.Tensor
     starts: torch.Tensor
@@ -52,54 +60,67 @@ class Tape:
 
 
 class EpisodeBuffer:
-    """Whole episodes of one seed, oldest first in rows [0, used), FIFO-evicted at `capacity` steps.
+    """Whole episodes of one seed in a ring of `capacity` steps, FIFO-evicted (module docstring).
 
-    Eviction drops the oldest whole episodes and moves the rest to the front (one copy of the held steps per
-    eviction, which happens at most once per `add`).
+    `episodes` holds (first row, steps) per episode, oldest first; `head` is the next row written. Invariant:
+    the episodes at rows >= head (the previous lap's) are older than those below it, each group in row order.
     """
 
     def __init__(self, capacity: int, obs_dim: int, act_dim: int, device: torch.device) -> None:
         self.capacity, self.obs_dim, self.act_dim, self.device = capacity, obs_dim, act_dim, device
         self.storage: dict[str, torch.Tensor] = self._allocate(min(capacity, 1024))
-        self.lengths: deque[int] = deque()  # steps of each held episode, oldest first
+        self.episodes: deque[tuple[int, int]] = deque()
+        self.head = 0
         self.used = 0  # steps held
 
     def _allocate(self, rows: int) -> dict[str, torch.Tensor]:
-        shapes = {"observations": (rows, self.obs_dim), "actions": (rows, self.act_dim), "rewards": (rows,), "terminals": (rows,), "real": (rows,)}
-        return {name: torch.zeros(shape, device=self.device) for name, shape in shapes.items()}
+        shapes = {"observations": (rows, self.obs_dim), "actions": (rows, self.act_dim), "rewards": (rows,), "penalties": (rows,),
+                  "terminals": (rows,), "real": (rows,)}
+        return {name: torch.zeros(shape, device=self.device, dtype=torch.bool if name in FLAGS else torch.float32)
+                for name, shape in shapes.items()}
+
+    @property
+    def allocated(self) -> int:
+        return int(self.storage["rewards"].shape[0])
+
+    def _evict_oldest(self) -> None:
+        self.used -= self.episodes.popleft()[1]
 
     def add(self, episode: dict[str, torch.Tensor]) -> None:
-        """Append one episode (each field (steps, ...), fields `STEP_FIELDS`), evicting the oldest ones to make room."""
+        """Append one episode (each field (steps, ...), fields `STEP_FIELDS`), evicting the oldest ones whose rows it needs."""
         steps = int(episode["rewards"].shape[0])
         if steps > self.capacity:
             raise OffbenchError(f"an episode of {steps} steps does not fit a buffer of {self.capacity} steps", "raise buffer_size")
-        evicted = 0
-        while self.used - evicted + steps > self.capacity:
-            evicted += self.lengths.popleft()
-        if evicted:
-            for tensor in self.storage.values():
-                tensor[: self.used - evicted] = tensor[evicted : self.used].clone()
-            self.used -= evicted
-        allocated = int(self.storage["rewards"].shape[0])
-        if self.used + steps > allocated:
-            grown = self._allocate(min(self.capacity, max(2 * allocated, self.used + steps)))
+        if self.head + steps > self.capacity:  # wrap: the previous lap's episodes past head are the oldest; drop them
+            while self.episodes and self.episodes[0][0] >= self.head:
+                self._evict_oldest()
+            self.head = 0
+        while self.episodes and self.head <= self.episodes[0][0] < self.head + steps:
+            self._evict_oldest()
+        if self.head + steps > self.allocated:
+            grown = self._allocate(min(self.capacity, max(2 * self.allocated, self.head + steps)))
             for name, tensor in self.storage.items():
-                grown[name][: self.used] = tensor[: self.used]
+                grown[name][: tensor.shape[0]] = tensor
             self.storage = grown
         for name in STEP_FIELDS:
-            self.storage[name][self.used : self.used + steps] = episode[name].to(self.storage[name].dtype)
-        self.lengths.append(steps)
+            self.storage[name][self.head : self.head + steps] = episode[name].to(self.storage[name].dtype)
+        self.episodes.append((self.head, steps))
+        self.head += steps
         self.used += steps
 
     def __len__(self) -> int:
-        return len(self.lengths)
+        return len(self.episodes)
+
+    def episode(self, index: int) -> dict[str, torch.Tensor]:
+        """The `index`-th held episode, oldest first: every field (steps, ...), views of the storage."""
+        first, steps = self.episodes[index]
+        return {name: tensor[first : first + steps] for name, tensor in self.storage.items()}
 
     def sample_tape(self, generator: torch.Generator, batch: int, length: int) -> Tape:
         """`batch` tapes of exactly `length` steps (B, T, ...), episodes drawn uniformly with replacement."""
-        if not self.lengths:
+        if not self.episodes:
             raise RuntimeError("sampling a tape from an empty episode buffer")
-        lengths = torch.tensor(list(self.lengths))
-        firsts = torch.cumsum(lengths, 0) - lengths
+        firsts, lengths = (torch.tensor(column) for column in zip(*self.episodes))
         rows, starts = [], []
         for _ in range(batch):
             chosen: list[int] = []
@@ -111,14 +132,36 @@ class EpisodeBuffer:
             rows.append(index[:length])
             starts.append(start[:length])
         index = torch.stack(rows).to(self.device)
-        return Tape(**{name: self.storage[name][index] for name in STEP_FIELDS}, starts=torch.stack(starts).to(self.device))
+        steps = {name: self.storage[name][index] for name in STEP_FIELDS}
+        return Tape(**{name: t.float() if name in FLAGS else t for name, t in steps.items()}, starts=torch.stack(starts).to(self.device))
+
+    def runs(self) -> list[tuple[int, int]]:
+        """The held rows as maximal contiguous (start, end) ranges, oldest first (at most a few: the ring's laps)."""
+        runs: list[tuple[int, int]] = []
+        for first, steps in self.episodes:
+            if runs and runs[-1][1] == first:
+                runs[-1] = (runs[-1][0], first + steps)
+            else:
+                runs.append((first, first + steps))
+        return runs
 
     def state_dict(self) -> dict[str, Any]:
-        """The held steps and the episode lengths (storage beyond what is held is not saved)."""
-        return {"storage": {name: t[: self.used].cpu().clone() for name, t in self.storage.items()}, "lengths": list(self.lengths), "used": self.used}
+        """The held steps (one copy, gathered run by run, on the CPU), the episodes' rows, head and allocation."""
+        runs = self.runs()
+        def held(tensor: torch.Tensor) -> torch.Tensor:
+            return torch.cat([tensor[a:b] for a, b in runs]).cpu() if runs else tensor[:0].cpu().clone()
+        return {"storage": {name: held(t) for name, t in self.storage.items()}, "episodes": [list(e) for e in self.episodes],
+                "head": self.head, "allocated": self.allocated}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.used, self.lengths = int(state["used"]), deque(int(n) for n in state["lengths"])
-        self.storage = self._allocate(max(min(self.capacity, 1024), self.used))
+        """Restore the exact layout (rows, head, allocation), so eviction continues as it would have."""
+        if "episodes" not in state:
+            raise OffbenchError("this checkpoint's rollout buffer has an older layout", "start the run again")
+        self.episodes = deque((int(first), int(steps)) for first, steps in state["episodes"])
+        self.head, self.used = int(state["head"]), sum(steps for _, steps in self.episodes)
+        self.storage = self._allocate(int(state["allocated"]))
         for name, tensor in state["storage"].items():
-            self.storage[name][: self.used] = tensor.to(self.device)
+            offset = 0
+            for a, b in self.runs():
+                self.storage[name][a:b] = tensor[offset : offset + b - a].to(self.device)
+                offset += b - a
