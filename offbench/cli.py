@@ -53,6 +53,7 @@ ResultsDirOption = typer.Option(None, "--results-dir", help="Results store direc
 
 
 PLAIN_PROGRESS_EVERY_S = 60.0  # piped output: a line at each evaluation, and at least this often between them
+PLAIN_MAKING_EVERY_S = 15.0  # piped output while a dataset is made: a line this often, and one at the end
 
 
 class ProgressReporter:
@@ -93,8 +94,8 @@ class ProgressReporter:
             err.print(f"step {step}/{self.total} ({100 * step / self.total:.0f}%)  {steps_per_s:.0f} steps/s  "
                       f"score {self.score}  ETA {eta}", highlight=False)
 
-    def making(self, dataset_id: str) -> Callable[[int], None] | None:
-        return None if self.plain else _making_progress(dataset_id)
+    def making(self, dataset_id: str) -> Callable[[int], None]:
+        return _making_progress(dataset_id)
 
     def stop(self) -> None:
         if self.progress is not None:
@@ -102,9 +103,12 @@ class ProgressReporter:
 
 
 def _making_progress(dataset_id: str) -> Callable[[int], None]:
+    """A progress callback for making `dataset_id` (rows made so far): a bar on a terminal, plain lines otherwise."""
     from offbench.data.registry import recipe_steps
 
     total = recipe_steps(dataset_id)
+    if not err.is_terminal:
+        return _plain_making_progress(dataset_id, total)
     progress = Progress(TextColumn(f"making {dataset_id}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(), console=err)
     task = progress.add_task("make", total=total)
     progress.start()
@@ -113,6 +117,26 @@ def _making_progress(dataset_id: str) -> Callable[[int], None]:
         progress.advance(task, steps)
         if progress.tasks[0].finished:
             progress.stop()
+
+    return advance
+
+
+def _plain_making_progress(dataset_id: str, total: int) -> Callable[[int], None]:
+    """`making ID: n/total rows (p%)  r rows/s  ETA h:mm:ss`, every PLAIN_MAKING_EVERY_S and when done (CI logs, nohup, tee)."""
+    start = last = time.monotonic()
+    made = 0
+
+    def advance(steps: int) -> None:
+        nonlocal made, last
+        finished_before = made >= total
+        made += steps
+        now = time.monotonic()
+        if finished_before or (now - last < PLAIN_MAKING_EVERY_S and made < total):
+            return
+        last = now
+        rate = made / max(now - start, 1e-9)
+        eta = timedelta(seconds=round((total - made) / max(rate, 1e-9)))
+        err.print(f"making {dataset_id}: {made:,}/{total:,} rows ({100 * made / max(total, 1):.0f}%)  {rate:,.0f} rows/s  ETA {eta}", highlight=False)
 
     return advance
 

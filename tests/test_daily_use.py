@@ -105,3 +105,19 @@ def test_a_long_run_states_its_estimated_training_time_once_it_has_measured_its_
     train.run(plan, ResultsStore(tmp_path / "results"), Listening())
     estimates = [m for m in messages if m.startswith("about ")]
     assert len(estimates) == 1 and "of training left at" in estimates[0] and "steps/s on cpu" in estimates[0]
+
+
+def test_piped_output_shows_dataset_making_progress(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """A first run that makes its dataset prints plain lines while it makes it, not minutes of silence."""
+    from offbench import cli
+
+    clock = iter([0.0, 5.0, 20.0, 25.0, 40.0])  # the start, then the time of each call below
+    monkeypatch.setattr(cli.time, "monotonic", lambda: next(clock))
+    advance = cli._plain_making_progress("local/x-v5", 100)
+    for _ in range(4):
+        advance(25)
+    advance(0)  # a recipe that reports again once done prints nothing more
+    assert capsys.readouterr().err.splitlines() == [
+        "making local/x-v5: 50/100 rows (50%)  2 rows/s  ETA 0:00:20",  # 15 s after the start
+        "making local/x-v5: 100/100 rows (100%)  2 rows/s  ETA 0:00:00",  # always at the end
+    ]
