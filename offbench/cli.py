@@ -128,10 +128,11 @@ def _plain_making_progress(dataset_id: str, total: int) -> Callable[[int], None]
 
     def advance(steps: int) -> None:
         nonlocal made, last
-        finished_before = made >= total
+        if made >= total:  # a recipe that reports again once done
+            return
         made += steps
         now = time.monotonic()
-        if finished_before or (now - last < PLAIN_MAKING_EVERY_S and made < total):
+        if now - last < PLAIN_MAKING_EVERY_S and made < total:
             return
         last = now
         rate = made / max(now - start, 1e-9)
