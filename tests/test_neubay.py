@@ -443,6 +443,8 @@ def test_alpha_loss_weights_alpha_inside_the_kappa_mean() -> None:
 def test_normalize_states_true_is_refused() -> None:
     with pytest.raises(OffbenchError, match="normalize_states"):
         NeubayConfig(normalize_states=True)
+    with pytest.raises(OffbenchError, match="timeouts_as_terminals"):
+        NeubayConfig(timeouts_as_terminals=True)
 
 
 def test_an_action_box_other_than_plus_minus_one_is_refused() -> None:

@@ -117,11 +117,16 @@ class NeubayConfig(AlgorithmConfig):
     normalize_states: bool = False  # must stay false: NEUBAY's inputs are raw (its world model normalises its own)
 
     def __post_init__(self) -> None:
-        """Refuse `normalize_states = true`: the sampler would normalise evaluation observations only."""
+        """Refuse the data sampler's switches NEUBAY cannot honour: `normalize_states = true` would normalise
+        evaluation observations only; `timeouts_as_terminals = true` would change nothing (its tapes and
+        rollouts bootstrap through time-outs and stop only on the termination functions)."""
         super().__post_init__()
         if self.normalize_states:
             raise OffbenchError("NEUBAY does not take normalize_states = true: its agent reads raw observations in training and evaluation",
                                 "drop --set normalize_states=true")
+        if self.timeouts_as_terminals:
+            raise OffbenchError("NEUBAY does not take timeouts_as_terminals = true: its tapes and imagined rollouts bootstrap through time-outs",
+                                "drop --set timeouts_as_terminals=true")
 
 
 # ---- networks ------------------------------------------------------------------------------------
