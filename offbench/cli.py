@@ -121,21 +121,25 @@ def _making_progress(dataset_id: str) -> Callable[[int], None]:
     return advance
 
 
-def _plain_making_progress(dataset_id: str, total: int) -> Callable[[int], None]:
-    """`making ID: n/total rows (p%)  r rows/s  ETA h:mm:ss`, every PLAIN_MAKING_EVERY_S and when done (CI logs, nohup, tee)."""
+def _plain_making_progress(dataset_id: str, total: int | None) -> Callable[[int], None]:
+    """`making ID: n/total rows (p%)  r rows/s  ETA h:mm:ss`, every PLAIN_MAKING_EVERY_S and when done (CI logs,
+    nohup, tee); `making ID: n rows  r rows/s` when the recipe does not say its total (snapshot-sequence, union)."""
     start = last = time.monotonic()
     made = 0
 
     def advance(steps: int) -> None:
         nonlocal made, last
-        if made >= total:  # a recipe that reports again once done
+        if total is not None and made >= total:  # a recipe that reports again once done
             return
         made += steps
         now = time.monotonic()
-        if now - last < PLAIN_MAKING_EVERY_S and made < total:
+        if now - last < PLAIN_MAKING_EVERY_S and (total is None or made < total):
             return
         last = now
         rate = made / max(now - start, 1e-9)
+        if total is None:
+            err.print(f"making {dataset_id}: {made:,} rows  {rate:,.0f} rows/s", highlight=False)
+            return
         eta = timedelta(seconds=round((total - made) / max(rate, 1e-9)))
         err.print(f"making {dataset_id}: {made:,}/{total:,} rows ({100 * made / max(total, 1):.0f}%)  {rate:,.0f} rows/s  ETA {eta}", highlight=False)
 

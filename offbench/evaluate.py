@@ -127,7 +127,7 @@ def _restoring_global_numpy() -> Iterator[None]:
 
 
 def evaluate_episodes(
-    act: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    act: Callable[..., np.ndarray],
     env_id: str,
     seeds: list[int],
     episodes: int,

@@ -32,7 +32,10 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("offbench-data")
     previous = os.environ.get("OFFBENCH_DATA_DIR")
     os.environ["OFFBENCH_DATA_DIR"] = str(root)
+    from offbench.data import registry
     from offbench.data.registry import make_dataset
+
+    registry.OGBENCH_CACHE = str(root / "ogbench-cache")  # never the machine's own OGBench downloads
 
     make_dataset(TINY_ID, recipe=TINY_RECIPE)
     yield root

@@ -121,3 +121,6 @@ def test_piped_output_shows_dataset_making_progress(monkeypatch: pytest.MonkeyPa
         "making local/x-v5: 50/100 rows (50%)  2 rows/s  ETA 0:00:20",  # 15 s after the start
         "making local/x-v5: 100/100 rows (100%)  2 rows/s  ETA 0:00:00",  # always at the end
     ]
+    clock = iter([0.0, 20.0])
+    cli._plain_making_progress("local/hopper-medium-replay-v5", None)(50)  # a recipe without a stated total
+    assert capsys.readouterr().err.splitlines() == ["making local/hopper-medium-replay-v5: 50 rows  2 rows/s"]

@@ -241,6 +241,8 @@ def test_a_cell_with_a_diverged_run_cannot_be_frozen(tmp_path: Path) -> None:
     assert entry.diverged_runs == [trainer, nan]
     with pytest.raises(OffbenchError, match="refusing to freeze"):
         Leaderboard().updated([entry], "now")
+    with pytest.raises(OffbenchError, match="refusing to freeze"):  # nor built by hand, so never checked against
+        Leaderboard(entries=(entry,))
 
 
 def test_a_reference_score_must_be_finite(reference: tuple[ResultsStore, Path], tmp_path: Path) -> None:

@@ -440,7 +440,7 @@ def test_alpha_loss_weights_alpha_inside_the_kappa_mean() -> None:
     torch.testing.assert_close(agent.alpha_loss(log_prob, tape), torch.tensor([expected]))
 
 
-def test_normalize_states_true_is_refused() -> None:
+def test_sampler_switches_neubay_cannot_honour_are_refused() -> None:
     with pytest.raises(OffbenchError, match="normalize_states"):
         NeubayConfig(normalize_states=True)
     with pytest.raises(OffbenchError, match="timeouts_as_terminals"):

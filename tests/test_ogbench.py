@@ -479,6 +479,18 @@ def test_an_ogbench_alias_stands_for_its_single_task_data_real_first_then_record
     assert recording not in candidates or candidates.index(local) < candidates.index(recording)  # never the goal-conditioned recording first
     assert registry.resolve(alias) == local  # no OGBench files here: the recording's single-task view, made on first use
     assert ids.parse(local).alias == ids.parse(real).alias == single_task
+    assert ids.selects(alias, local) and ids.selects(alias, real)  # a report by the alias finds the runs it made
+    assert not ids.selects("cube-single-play", "local/ogbench-cube-single-play-singletask-task2-v0")  # the default task only
+
+
+def test_with_ogbench_files_present_an_alias_resolves_to_their_single_task_data_never_the_goal_conditioned_id(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OFFBENCH_DATA_DIR", str(tmp_path))
+    (tmp_path / "ogbench").mkdir()
+    (tmp_path / "ogbench" / "cube-single-play-v0.npz").write_bytes(b"")  # presence is all resolution looks at
+    assert registry.resolve("cube-single-play") == "ogbench/cube-single-play-singletask-v0"
+    assert registry.resolve("cube-single-play-singletask-task3") == "ogbench/cube-single-play-singletask-task3-v0"
+    assert "ogbench/cube-single-play-v0" not in registry.alias_candidates("cube-single-play")
 
 
 def test_a_local_recording_gets_the_per_task_config_of_the_real_dataset() -> None:

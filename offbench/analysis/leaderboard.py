@@ -211,8 +211,9 @@ class Entry:
 
     @property
     def diverged_runs(self) -> list[str]:
-        """The run ids of the seeds that diverged (only in entries fresh from `freeze_entries`)."""
-        return [s["run_id"] for s in self.seeds if s.get("diverged")]
+        """The run ids of the seeds that diverged or have no finite score (only in entries fresh from
+        `freeze_entries`: a loaded leaderboard's scores are checked finite)."""
+        return [s["run_id"] for s in self.seeds if s.get("diverged") or s["score"] is None or not math.isfinite(s["score"])]
 
     @property
     def evaluation_key(self) -> str | None:
@@ -228,6 +229,16 @@ class Leaderboard:
     revision: int = 0
     updated_at: str | None = None
 
+    def __post_init__(self) -> None:
+        """Refuse an entry with a diverged run: a reference never holds a NaN or inf score, and a cell is
+        frozen with every seed it was given or not at all (raises OffbenchError, naming the runs)."""
+        refused = [f"{e.algo} on {e.dataset['id']}: {', '.join(e.diverged_runs)}" for e in self.entries if e.diverged_runs]
+        if refused:
+            raise OffbenchError(
+                f"refusing to freeze cells with diverged runs ({'; '.join(refused)})",
+                "a reference never holds a NaN or inf score: rerun those seeds, or leave the cells out with --algos/--datasets",
+            )
+
     def to_json(self) -> dict[str, Any]:
         return {
             "format": LEADERBOARD_FORMAT,
@@ -240,15 +251,8 @@ class Leaderboard:
     def updated(self, new: Sequence[Entry], now: str) -> tuple[Leaderboard, list[Entry], list[Entry]]:
         """A new revision with `new` added or replacing the entries they supersede; (board, added, replaced).
 
-        Raises OffbenchError when an entry of `new` has a diverged run: a reference never holds a NaN or
-        inf score, and a cell is frozen with every seed it was given or not at all.
+        Raises OffbenchError when an entry of `new` has a diverged run (see `__post_init__`).
         """
-        refused = [f"{e.algo} on {e.dataset['id']}: {', '.join(e.diverged_runs)}" for e in new if e.diverged_runs]
-        if refused:
-            raise OffbenchError(
-                f"refusing to freeze cells with diverged runs ({'; '.join(refused)})",
-                "a reference never holds a NaN or inf score: rerun those seeds, or leave the cells out with --algos/--datasets",
-            )
         superseded = [any(n.supersedes(e) for n in new) for e in self.entries]
         replaced = [e for e, gone in zip(self.entries, superseded) if gone]
         kept = [e for e, gone in zip(self.entries, superseded) if not gone]

@@ -51,8 +51,8 @@ def parse_corruption(spec: str) -> tuple[str, float]:
     if kind == "random-actions":  # the name before 2026-12-01: say what it does now that re-collected data exist
         raise OffbenchError(
             "'random-actions' is now 'relabel-random-actions' (it relabels recorded actions and keeps their s' and r)",
-            "write relabel-random-actions:P, or train on re-collected data: a recipe with p_random_action "
-            "(e.g. local/ogbench-cube-single-randomact30-v0, datasets/README.md)",
+            "write relabel-random-actions:P (a group started under the old name cannot resume: start it again), "
+            "or train on re-collected data: a recipe with p_random_action (e.g. local/ogbench-cube-single-randomact30-v0, datasets/README.md)",
         )
     if kind not in CORRUPTION_KINDS:
         raise OffbenchError(f"unknown corruption '{kind}'", f"choose one of: {', '.join(CORRUPTION_KINDS)}")

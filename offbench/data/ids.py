@@ -23,10 +23,13 @@ overrides in baselines/<algo>.toml) is the alias.
 Aliases. Each source has an alias form, the id an alias stands for there: `d4rl/{alias}-v2`,
 `minari/mujoco/{task}/{kind}-v0`, `local/{alias}-v5` ({task} is the alias up to its first "-", {kind}
 the rest; a form that needs a kind gives no candidate for a one-word alias). An alias resolves to the
-first candidate present, in the order of the source table (d4rl, minari, local). Every candidate's
-alias is the alias it came from, so a report selects by alias the runs that
-`offbench run --dataset <alias>` made, whichever source it resolved to (with those on any other id of
-that alias, e.g. named by hand). Ids stay apart: each is its own entry of a report, never pooled.
+first candidate present, in the order of the source table (`offbench.data.registry.SOURCES`); an
+OGBench name stands first for its single-task data (`cube-single-play` -> `ogbench/` then
+`local/ogbench-cube-single-play-singletask-v0`, the default task). Every candidate's alias is the alias
+it came from, or, for that OGBench default, the alias plus `-singletask`, which a selector matches as
+well; so a report selects by alias the runs that `offbench run --dataset <alias>` made, whichever source
+it resolved to (with those on any other id of that alias, e.g. named by hand). Ids stay apart: each is
+its own entry of a report, never pooled.
 
 Transforms. A transform suffix names data derived from the stored dataset, in the order applied:
 `+first10000`, `+episodes10000-seed0`, `+corrupt-relabel-random-actions-p0.3-seed0`. It is part of the id,
@@ -155,7 +158,9 @@ def selects(selector: str, dataset_id: str) -> bool:
     parsed = parse(dataset_id)
     if parsed.transforms and "+" not in selector:
         return False
-    return fnmatch.fnmatchcase(dataset_id, selector) or fnmatch.fnmatchcase(parsed.short_name, selector)
+    name, plus, transforms = selector.partition("+")
+    single_task_default = f"{name}-singletask{plus}{transforms}"  # `cube-single-play` runs on its default task's data
+    return any(fnmatch.fnmatchcase(dataset_id, s) or fnmatch.fnmatchcase(parsed.short_name, s) for s in (selector, single_task_default))
 
 
 def _transformed(text: str, base: str) -> OffbenchError:

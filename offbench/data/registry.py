@@ -484,14 +484,18 @@ def is_makeable(dataset_id: str) -> bool:
 
 def alias_candidates(alias: str) -> list[str]:
     """The ids an alias like `hopper-medium` stands for: one per source by its alias form, in the table's
-    order; for an OGBench name, its single-task data, real then recorded here (`cube-single-play` and
-    `cube-single-play-singletask` -> `ogbench/cube-single-play-singletask-v0`,
-    `local/ogbench-cube-single-play-singletask-v0`: the default task, as OGBench names it); then the
+    order, except that an OGBench name stands first for its single-task data, real then recorded here
+    (`cube-single-play` and `cube-single-play-singletask` -> `ogbench/cube-single-play-singletask-v0`,
+    `local/ogbench-cube-single-play-singletask-v0`: the default task, as OGBench names it), never for its
+    goal-conditioned data (no rewards to train on); then the
     catalogue's local ids of that alias that the form does not name (`cartpole-dqn` -> `local/cartpole-dqn-v1`,
     whose version is its env's, not v5), in catalogue order."""
+    single_task = _ogbench_single_task_candidates(alias)
     forms = [form for source in SOURCES.values() for form in (source.alias_form, *source.more_alias_forms)]
-    candidates = [candidate for candidate in (ids.expand_alias(form, alias) for form in forms) if candidate]
-    for candidate in [*_ogbench_single_task_candidates(alias), *catalogue()]:
+    expanded = [candidate for candidate in (ids.expand_alias(form, alias) for form in forms) if candidate]
+    # an OGBench name's goal-conditioned id reads the same file as its single-task one but has no rewards
+    candidates = [*single_task, *(c for c in expanded if not (single_task and c.startswith("ogbench/")))]
+    for candidate in catalogue():
         if candidate not in candidates and ids.parse(candidate).alias in (alias, f"{alias}-singletask"):
             candidates.append(candidate)
     return candidates
