@@ -161,6 +161,8 @@ def test_a_stage_reads_the_validation_split_of_its_data(maze_files: Path) -> Non
 def test_files_in_ogbench_own_folder_are_found_and_listed(tmp_path: Path, maze_goal: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OFFBENCH_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    ogbench_utils = pytest.importorskip("ogbench.utils")
+    monkeypatch.setattr(registry, "OGBENCH_CACHE", ogbench_utils.DEFAULT_DATASET_DIR)  # conftest points it away from the machine's
     write_ogbench(tmp_path / "home" / ".ogbench" / "data", f"{MAZE}-v0", maze_rows([3], maze_goal, set()), maze_rows([2], maze_goal, set()))
     assert f"ogbench/{MAZE}-singletask-v0" in {row.id for row in registry.list_datasets()}
     assert registry.resolve(f"{MAZE}-singletask-task2") == f"ogbench/{MAZE}-singletask-task2-v0"  # an alias
