@@ -84,8 +84,10 @@ def test_ray_sweep_matches_local_bit_for_bit(tmp_path: Path) -> None:
     jobs = jobs_of(cells, range(2), group_size=1)
     local, remote = ResultsStore(tmp_path / "local"), ResultsStore(tmp_path / "ray")
     assert run_sweep(jobs, local, LocalExecutor(2), print_line=lambda _: None).ok
-    outcome = run_sweep(jobs, remote, RayExecutor(num_cpus=2), print_line=lambda _: None)
+    lines: list[str] = []
+    outcome = run_sweep(jobs, remote, RayExecutor(num_cpus=2), print_line=lines.append)
     assert outcome.ok, [r.reason for r in outcome.results]
+    assert "on the ray executor, 2 workers" in lines[0]  # the cluster's CPUs, not a default of 1
     assert sorted(remote.runs("finished")["run_id"]) == sorted(local.runs("finished")["run_id"])  # the driver indexed them
     for run_id in local.runs("finished")["run_id"]:
         a, b = local.load(run_id), remote.load(run_id)

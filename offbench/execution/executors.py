@@ -176,15 +176,27 @@ class RayExecutor(Executor):
     def running(self) -> set[str]:
         return {job.group_id for job in self.refs.values()}
 
-    def run(self, jobs: Sequence[Job], root: str) -> Iterator[JobResult | None]:
+    @property
+    def workers(self) -> int:
+        """Jobs the cluster runs at once: its CPUs over --cpus-per-job (connecting to Ray, or starting it, on first use)."""
         import ray
 
-        env = {"OMP_NUM_THREADS": "1", **{k: os.environ[k] for k in PASSED_ENV if k in os.environ}}
+        self._connect()
+        return int(ray.cluster_resources().get("CPU", 1) // self.cpus) or 1
+
+    def _connect(self) -> None:
+        import ray
+
         if not ray.is_initialized():
+            env = {"OMP_NUM_THREADS": "1", **{k: os.environ[k] for k in PASSED_ENV if k in os.environ}}
             kwargs = {"address": self.address} if self.address else {"num_cpus": self.num_cpus}
             ray.init(**kwargs, runtime_env={"env_vars": env}, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
             self.started = True
-        self.workers = int(ray.cluster_resources().get("CPU", 1) // self.cpus) or 1
+
+    def run(self, jobs: Sequence[Job], root: str) -> Iterator[JobResult | None]:
+        import ray
+
+        self._connect()
         task = ray.remote(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=self.retries)(_ray_job)
         self.refs = {task.remote(job, str(root)): job for job in jobs}
         try:
