@@ -147,3 +147,103 @@ def test_an_unknown_reference_is_one_line() -> None:
 def test_the_aliases_reach_the_catalogued_discrete_datasets() -> None:
     assert registry.resolve("cartpole-dqn") == "local/cartpole-dqn-v1" and registry.resolve("acrobot-dqn") == "local/acrobot-dqn-v1"
     assert registry.is_makeable("local/cartpole-dqn-v1") and not registry.is_present("local/cartpole-dqn-v1")
+
+
+# ---- the Atari settings (sfujim/BCQ main.py atari_parameters) --------------------------------------------
+
+
+def naive_stacks(frames: np.ndarray, starts: np.ndarray, k: int) -> np.ndarray:
+    """Row i's observation as FrameStackObservation builds it: the last k frames of its episode, zeros before its start."""
+    out = np.zeros((len(frames), k, *frames.shape[1:]), np.uint8)
+    for i in range(len(frames)):
+        for j in range(k):
+            source = i - (k - 1) + j
+            if source >= starts[i]:
+                out[i, j] = frames[source]
+    return out
+
+
+def test_frame_replay_builds_each_stack_and_successor_as_the_env_does_and_never_samples_a_cut_row() -> None:
+    rng = np.random.default_rng(0)
+    # episodes of lengths 3 (terminal), 1 (terminal), 5 (time-out), 2 (terminal), 4 (abandoned: a resume starts a new episode), 2 (running)
+    lengths, ends = [3, 1, 5, 2, 4, 2], ["terminal", "terminal", "timeout", "terminal", "cut", "running"]
+    n, k = sum(lengths), 4
+    frames = rng.integers(1, 255, size=(n, 3, 2), dtype=np.uint8)
+    starts = np.repeat(np.cumsum([0, *lengths[:-1]]), lengths)
+    observations = naive_stacks(frames, starts, k)
+    replay = dqn.FrameReplay(n, (k, 3, 2))
+    row = 0
+    for length, end in zip(lengths, ends):
+        for i in range(length):
+            last = i == length - 1
+            replay.add(observations[row], row % 3, float(row), None, last and end == "terminal", last and end == "timeout", i == 0)
+            row += 1
+    last_rows = np.cumsum(lengths) - 1
+    expected = sorted([r for r in range(n) if r not in last_rows] + [int(last_rows[e]) for e, end in enumerate(ends) if end == "terminal"])
+    assert sorted(replay.sampleable[:replay.num_sampleable]) == expected  # no time-out, cut or still-running last row
+    assert np.array_equal(replay.stack(np.arange(n)), observations)
+    obs, actions, rewards, next_obs, not_done = replay.sample(np.random.default_rng(1), 500)
+    rows = rewards.astype(int)
+    assert np.array_equal(obs, observations[rows]) and np.array_equal(actions, rows % 3)
+    terminal = np.isin(rows, last_rows)
+    assert np.array_equal(not_done, (~terminal).astype(np.float32))
+    assert np.array_equal(next_obs[~terminal], observations[rows[~terminal] + 1])  # s' is the next row of the same episode
+    assert terminal.any() and (~terminal).any()
+
+
+def test_an_atari_env_gets_the_reference_codes_atari_settings_unless_a_flag_sets_them() -> None:
+    assert dqn.parse_args(["--env", "CartPole-v1"]) == dqn.Config()
+    cfg = dqn.parse_args(["--env", "ALE/Pong-v5", "--lr", "1e-4", "--no-clip-rewards"])
+    assert (cfg.lr, cfg.clip_rewards) == (1e-4, False)
+    assert (cfg.start_steps, cfg.initial_eps, cfg.end_eps, cfg.eps_decay_period) == (20_000, 1.0, 0.01, 250_000)
+    assert (cfg.train_freq, cfg.batch_size, cfg.adam_eps, cfg.target_update_freq, cfg.eval_eps) == (4, 32, 1.5e-4, 8000, 0.001)
+    assert dqn.parse_args(["--env", "ALE/Pong-v5", "--resume"]).resume
+
+
+def test_epsilon_falls_linearly_over_updates_to_its_floor() -> None:
+    cfg = dqn.Config(initial_eps=1.0, end_eps=0.01, eps_decay_period=250_000)
+    assert [dqn.exploration_eps(cfg, u) for u in (0, 125_000, 250_000, 10**6)] == pytest.approx([1.0, 0.505, 0.01, 0.01])
+    assert dqn.exploration_eps(dqn.Config(), 10**6) == pytest.approx(0.1)  # low-dimensional: constant
+
+
+def test_the_target_is_copied_every_n_updates_and_rewards_are_clipped_for_learning_only() -> None:
+    cfg = dqn.Config(target_update_freq=3, clip_rewards=True, discount=0.5)
+    q, q_target = dqn.QNetwork(2, 2, 8), dqn.QNetwork(2, 2, 8)
+    with torch.no_grad():
+        q.last_fc.weight.zero_(), q.last_fc.bias.zero_()
+        q_target.last_fc.weight.zero_(), q_target.last_fc.bias.fill_(10.0)  # max_a Q'(s', a) = 10 everywhere
+    optimizer = torch.optim.SGD(q.parameters(), lr=0.0)  # so that the loss is the first one each time
+    batch = [torch.zeros(2, 2), torch.tensor([0, 1]), torch.tensor([5.0, -0.5]), torch.zeros(2, 2), torch.tensor([1.0, 0.0])]
+    # targets: clip(5) + 0.5 * 10 = 6 and clip(-0.5) = -0.5 (terminal); Q(s, a) = 0; Huber with delta 1
+    assert float(dqn.update(q, q_target, optimizer, batch, cfg, updates=1)) == pytest.approx(((6 - 0.5) + 0.5 * 0.5**2) / 2)
+    before = [p.clone() for p in q_target.parameters()]
+    with torch.no_grad():
+        q.last_fc.bias.fill_(2.0)
+    dqn.update(q, q_target, optimizer, batch, cfg, updates=2)
+    assert all(torch.equal(a, b) for a, b in zip(q_target.parameters(), before))
+    dqn.update(q, q_target, optimizer, batch, cfg, updates=3)
+    assert all(torch.equal(a, b) for a, b in zip(q_target.parameters(), q.parameters()))
+
+
+def test_a_pixel_run_snapshots_a_conv_network_checkpoints_and_resumes(tmp_path: Path) -> None:
+    pytest.importorskip("ale_py")
+    tiny = {"env": "ALE/Pong-v5", "start_steps": 60, "train_freq": 4, "batch_size": 4, "snapshot_every": 120, "checkpoint_every": 120,
+            "eval_episodes": 1, "eps_decay_period": 100}
+    cfg = dqn.Config(**{**dqn.ATARI, **tiny, "steps": 240, "out": str(tmp_path / "run")})
+    log = dqn.train(cfg)
+    assert [entry["updates"] for entry in log["snapshots"]] == [0, 15, 45]  # an update every 4 steps after 60 random ones
+    snapshot = dqn.load_snapshot(tmp_path / "run" / "snapshots" / "step_0000240.pt")
+    assert snapshot["arch"] == "conv" and snapshot["eval"]["epsilon"] == 0.001 and snapshot["eval"]["return_mean"] < 0  # Pong: loses
+    network = dqn.ConvQNetwork(4, 6)
+    network.load_state_dict({f"{layer}.{key}": value for layer in dqn.CONV_LAYERS for key, value in snapshot["q"][layer].items()})
+    frames = np.random.default_rng(0).integers(0, 256, size=(8, 4, 84, 84), dtype=np.uint8)
+    np.testing.assert_allclose(dqn.GreedyQPolicy(snapshot).q_values(frames), network(torch.as_tensor(frames)).detach().numpy(), rtol=1e-4, atol=1e-5)
+    resumed = dqn.train(dqn.Config(**{**vars(cfg), "steps": 360, "resume": True}))
+    assert resumed["resumes"] == [{"env_steps": 240, "steps": 360}] and [e["env_steps"] for e in resumed["snapshots"]] == [0, 120, 240, 360]
+    assert resumed["snapshots"][-1]["updates"] == 75
+    with pytest.raises(OffbenchError, match="has already taken 360 steps"):
+        dqn.train(dqn.Config(**{**vars(cfg), "steps": 360, "resume": True}))
+    with pytest.raises(OffbenchError, match="no checkpoint to resume"):
+        dqn.train(dqn.Config(**{**vars(cfg), "out": str(tmp_path / "none"), "resume": True}))
+    with pytest.raises(OffbenchError, match="more than the replay keeps"):
+        dqn.train(dqn.Config(**{**vars(cfg), "steps": 2_000_000}))

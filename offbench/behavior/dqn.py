@@ -1,22 +1,40 @@
-"""DQN, trained online to make the behaviour policies of local low-dimensional discrete datasets.
+"""DQN, trained online to make the behaviour policies of local discrete-action datasets.
 
 The behaviour-policy recipe of discrete BCQ (spec shared/specs/discrete_bcq.md, "Dataset generation";
-reference code sfujim/BCQ discrete_BCQ/DQN.py and main.py's `regular_parameters`, the low-dimensional
-setting). This is data-generation machinery, not one of offbench's offline baselines.
+reference code sfujim/BCQ discrete_BCQ/DQN.py and main.py's `regular_parameters` and `atari_parameters`).
+This is data-generation machinery, not one of offbench's offline baselines.
 
     python -m offbench.behavior.dqn --env CartPole-v1 --steps 50000 --seed 0 --out DIR --snapshot-every 5000
+    python -m offbench.behavior.dqn --env ALE/Pong-v5 --steps 1000000 --seed 0 --out DIR   # Atari settings
 
-As in the reference code for low-dimensional tasks:
+Low-dimensional tasks (vector observations), as the reference code's `regular_parameters`:
 - Q network: MLP obs -> 256 -> 256 -> |A|, ReLU (DQN.py FC_Q); PyTorch's default initialisation;
-- target r + gamma * (1 - terminated) * max_a Q'(s', a), gamma 0.99 (a time-out bootstraps); Huber loss;
 - Adam lr 3e-4, batch 64, one update per env step once `start_steps` (1000) uniform-random steps are
   taken; Polyak target updates with tau 0.005 every update;
 - exploration: epsilon 0.1, constant (initial_eps = end_eps = 0.1); replay holds every transition.
+
+Atari (`ALE/<Game>-v5` under offbench's pixel protocol, `offbench.atari`: frame skip 4 with max pooling,
+84x84 gray, 4 stacked frames, sticky actions 0.25, 27,000-step cap), as `atari_parameters` (`ATARI`):
+- Q network: DQN.py Conv_Q, conv 32x8x8/4, 64x4x4/2, 64x3x3/1, then 3136 -> 512 -> |A|, on frames / 255;
+- 20k uniform-random start steps; epsilon 1 -> 0.01 linearly over 250k *updates* (the reference code's
+  `iterations` count training calls, so with an update every 4 env steps the decay spans 1M env steps);
+  an update every 4 env steps; batch 32; Adam lr 6.25e-5, eps 1.5e-4; a hard target copy every 8k updates;
+  rewards clipped to [-1, 1] for learning only; snapshots evaluated with epsilon 0.001;
+- replay: every transition, each frame stored once (`FrameReplay`, the frame-stack sampler's semantics:
+  stacks built by index, zeros before an episode's first frame, a terminal row bootstraps nothing, a row cut
+  by the time limit is not sampled). That is the reference code's 1M buffer for runs of up to 1M env steps
+  (7 GB of frames); longer runs are refused.
+
+Both: target r + gamma * (1 - terminated) * max_a Q'(s', a), gamma 0.99 (a time-out bootstraps); Huber loss.
 
 Determinism: one environment, reset with `seed` and then continuing its own stream; every random draw
 (exploration, replay indices) from one `numpy.random.default_rng(seed)`; networks initialised after
 `torch.manual_seed(seed)`; run on one thread, the same command gives the same snapshots bit for bit on
 one machine (`tests/test_behavior_dqn.py`); like any float32 training, not across CPU classes.
+`--checkpoint-every N` writes `checkpoint.pt` (networks, optimiser, replay, counters, the random stream)
+every N env steps; `--resume` continues from it with a new episode (the env's mid-episode state is not
+saved: the interrupted episode's last row is not sampled), so a resumed run is not bit-identical to an
+uninterrupted one; `log.json` lists each resume.
 
     python -m offbench.behavior.dqn export --run DIR --dest datasets/policies/cartpole/dqn-partial.pt --target-return 261.19
 
@@ -25,8 +43,9 @@ Q-network snapshot (format below) with the return of its greedy policy over `--e
 (env seeds 10**6 + j), and `log.json`, rewritten atomically after every snapshot.
 
 Snapshot format (`torch.save` dict): format "offbench-dqn-q-v1", env_id, env_steps, updates (gradient
-steps taken), num_actions, q {fc0, fc1, last_fc: {"weight" (out, in), "bias" (out,)} float32}, eval
-{return_mean, return_std, episodes, seed, epsilon}. `GreedyQPolicy` acts with it in float64 numpy.
+steps taken), num_actions, arch ("mlp", the default when absent, or "conv"), q {layer: {"weight",
+"bias"} float32} (mlp: fc0, fc1, last_fc; conv: conv0, conv1, conv2, fc0, last_fc), eval {return_mean,
+return_std, episodes, seed, epsilon}. `GreedyQPolicy` acts with it in float64.
 """
 
 from __future__ import annotations
@@ -47,13 +66,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from offbench import atari
 from offbench.data.generate import PerEnvPolicy
 from offbench.errors import OffbenchError
 from offbench.io import atomic_write, write_json
 
 SNAPSHOT_FORMAT = "offbench-dqn-q-v1"
 LAYERS = ("fc0", "fc1", "last_fc")
+CONV_LAYERS = ("conv0", "conv1", "conv2", "fc0", "last_fc")
 EVAL_SEED = 1_000_000  # evaluation episode j starts from env seed EVAL_SEED + j
+MAX_PIXEL_STEPS = 1_000_000  # the reference code's replay size; FrameReplay keeps every frame (7 GB per 1M)
+
+# sfujim/BCQ main.py `atari_parameters`: the settings an `ALE/...` env gets unless a flag sets them.
+ATARI: dict[str, Any] = {
+    "start_steps": 20_000, "initial_eps": 1.0, "end_eps": 0.01, "eps_decay_period": 250_000, "train_freq": 4, "batch_size": 32,
+    "lr": 6.25e-5, "adam_eps": 1.5e-4, "target_update_freq": 8000, "clip_rewards": True, "eval_eps": 0.001,
+    "snapshot_every": 50_000, "checkpoint_every": 50_000,
+}
 
 
 @dataclass
@@ -63,14 +92,35 @@ class Config:
     seed: int = 0
     out: str = ".behavior_runs/cartpole"
     snapshot_every: int = 5000
+    checkpoint_every: int = 0  # env steps between checkpoints; 0: none
     eval_episodes: int = 10
+    eval_eps: float = 0.0  # epsilon of the snapshots' evaluation
     start_steps: int = 1000  # uniform-random actions before learning (start_timesteps)
-    epsilon: float = 0.1  # exploration while learning (initial_eps = end_eps)
+    initial_eps: float = 0.1  # exploration while learning, from initial_eps to end_eps over eps_decay_period updates
+    end_eps: float = 0.1
+    eps_decay_period: int = 1
+    train_freq: int = 1  # env steps per update
     lr: float = 3e-4
+    adam_eps: float = 1e-8
     batch_size: int = 64
     discount: float = 0.99
-    tau: float = 0.005
-    hidden: int = 256
+    tau: float = 0.005  # Polyak rate per update, used when target_update_freq is 0
+    target_update_freq: int = 0  # updates between hard target copies; 0: Polyak with tau
+    clip_rewards: bool = False  # learn from rewards clipped to [-1, 1]
+    hidden: int = 256  # MLP width (the conv network's is fixed)
+    resume: bool = False
+
+
+def is_pixel_env(env_id: str) -> bool:
+    return env_id.startswith("ALE/")
+
+
+def make_env(env_id: str) -> gym.Env:
+    """The training and evaluation env: `ALE/...` ids under the pixel protocol (`offbench.atari`), others as Gymnasium makes them."""
+    if not is_pixel_env(env_id):
+        return gym.make(env_id)
+    atari.require_atari()
+    return atari.pixel_wrappers(gym.make(env_id, **atari.PIXEL_ENV_KWARGS))
 
 
 class QNetwork(nn.Module):
@@ -84,18 +134,46 @@ class QNetwork(nn.Module):
         return self.last_fc(torch.relu(self.fc1(torch.relu(self.fc0(obs)))))
 
 
+class ConvQNetwork(nn.Module):
+    """Frame stacks (B, 4, 84, 84) uint8 -> Q values (B, |A|) (DQN.py Conv_Q, the Nature DQN network), on frames / 255."""
+
+    def __init__(self, frames: int, num_actions: int) -> None:
+        super().__init__()
+        self.conv0, self.conv1, self.conv2 = nn.Conv2d(frames, 32, 8, 4), nn.Conv2d(32, 64, 4, 2), nn.Conv2d(64, 64, 3, 1)
+        self.fc0, self.last_fc = nn.Linear(3136, 512), nn.Linear(512, num_actions)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        x = obs.to(self.fc0.weight.dtype) / 255.0
+        x = torch.relu(self.conv2(torch.relu(self.conv1(torch.relu(self.conv0(x))))))
+        return self.last_fc(torch.relu(self.fc0(x.flatten(1))))
+
+
+def build_q(observation_space: gym.spaces.Box, num_actions: int, hidden: int) -> nn.Module:
+    if len(observation_space.shape) == 3:
+        return ConvQNetwork(observation_space.shape[0], num_actions)
+    return QNetwork(observation_space.shape[0], num_actions, hidden)
+
+
 class GreedyQPolicy:
     """A DQN snapshot as a batched numpy policy: argmax_a Q(s, a), forward pass in float64.
 
-    `greedy(observations (n, obs_dim)) -> (n,) int64`. Float64, as the SAC behaviour policies
-    (`offbench.behavior.policy`), so that rollouts do not depend on the CPU's float32 kernels.
+    `greedy(observations (n, *obs_shape)) -> (n,) int64`. Float64, as the SAC behaviour policies
+    (`offbench.behavior.policy`), so that rollouts do not depend on the CPU's float32 kernels; the MLP runs
+    in numpy, the conv network in torch (float64 kernels, ~1e-16 apart across CPUs).
     """
 
     def __init__(self, snapshot: dict[str, Any]) -> None:
-        self.layers = [(snapshot["q"][name]["weight"].double().numpy().T, snapshot["q"][name]["bias"].double().numpy()) for name in LAYERS]
         self.num_actions = int(snapshot["num_actions"])
+        self.conv: ConvQNetwork | None = None
+        if snapshot.get("arch", "mlp") == "conv":
+            self.conv = ConvQNetwork(snapshot["q"]["conv0"]["weight"].shape[1], self.num_actions).double().requires_grad_(False)
+            self.conv.load_state_dict({f"{layer}.{key}": value.double() for layer in CONV_LAYERS for key, value in snapshot["q"][layer].items()})
+        else:
+            self.layers = [(snapshot["q"][name]["weight"].double().numpy().T, snapshot["q"][name]["bias"].double().numpy()) for name in LAYERS]
 
     def q_values(self, observations: np.ndarray) -> np.ndarray:
+        if self.conv is not None:
+            return self.conv(torch.as_tensor(np.asarray(observations))).numpy()
         x = np.asarray(observations, dtype=np.float64)
         for i, (weight, bias) in enumerate(self.layers):
             x = x @ weight + bias
@@ -151,10 +229,11 @@ def load_snapshot(path: str | Path) -> dict[str, Any]:
 def evaluate_greedy(policy: GreedyQPolicy, env_id: str, episodes: int, epsilon: float = 0.0, seed: int = EVAL_SEED) -> np.ndarray:
     """Undiscounted returns (episodes,) of the greedy policy, epsilon-greedy when `epsilon` > 0 (rng seeded with `seed`).
 
-    Episode j starts from env seed `seed + j`; episodes end at termination or the env's time limit.
+    Episode j starts from env seed `seed + j`; episodes end at termination or the env's time limit. Atari
+    returns are the game's unclipped score.
     """
     rng = np.random.default_rng(seed)
-    env = gym.make(env_id)
+    env = make_env(env_id)
     returns = np.zeros(episodes)
     try:
         for j in range(episodes):
@@ -172,75 +251,179 @@ def evaluate_greedy(policy: GreedyQPolicy, env_id: str, episodes: int, epsilon: 
     return returns
 
 
-def snapshot_dict(q: QNetwork, cfg: Config, env_steps: int, updates: int, num_actions: int) -> dict[str, Any]:
-    weights = {name: {k: v.detach().clone() for k, v in getattr(q, name).state_dict().items()} for name in LAYERS}
-    snapshot = {"format": SNAPSHOT_FORMAT, "env_id": cfg.env, "env_steps": env_steps, "updates": updates, "num_actions": num_actions, "q": weights}
-    returns = evaluate_greedy(GreedyQPolicy(snapshot), cfg.env, cfg.eval_episodes)
+class TransitionReplay:
+    """Every transition of a vector-observation run, with its s' (the reference code's buffer, never full)."""
+
+    def __init__(self, steps: int, obs_shape: tuple[int, ...]) -> None:
+        self.observations = np.zeros((steps, *obs_shape), np.float32)
+        self.next_observations = np.zeros((steps, *obs_shape), np.float32)
+        self.actions = np.zeros(steps, np.int64)
+        self.rewards = np.zeros(steps, np.float32)
+        self.not_dones = np.zeros(steps, np.float32)
+        self.size = 0
+
+    def add(self, obs: np.ndarray, action: int, reward: float, next_obs: np.ndarray, terminated: bool, truncated: bool, episode_start: bool) -> None:
+        t = self.size
+        self.observations[t], self.actions[t], self.rewards[t], self.next_observations[t] = obs, action, reward, next_obs
+        self.not_dones[t] = float(not terminated)
+        self.size += 1
+
+    def sample(self, rng: np.random.Generator, batch_size: int) -> tuple[np.ndarray, ...]:
+        idx = rng.integers(self.size, size=batch_size)
+        return self.observations[idx], self.actions[idx], self.rewards[idx], self.next_observations[idx], self.not_dones[idx]
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        n = self.size
+        return {"observations": self.observations[:n], "next_observations": self.next_observations[:n], "actions": self.actions[:n],
+                "rewards": self.rewards[:n], "not_dones": self.not_dones[:n]}
+
+
+class FrameReplay:
+    """Every transition of a pixel run, each frame stored once (the DQN Replay Dataset's layout).
+
+    Row t holds the newest frame of observation t, its action, reward and terminal flag, and the row its
+    episode starts at. Stacks are built by index as `offbench.data.sampling.FrameStack` builds them (k frames,
+    oldest first, zeros before the episode start), which is how the env's `FrameStackObservation` pads them.
+    A row's s' is the stack of the next row of its episode; a terminal row is sampled with not_done 0 (its s'
+    is never used); a row cut by the time limit, or by a resume, is never sampled.
+    """
+
+    def __init__(self, steps: int, obs_shape: tuple[int, ...]) -> None:
+        self.frame_stack = obs_shape[0]
+        self.frames = np.zeros((steps, *obs_shape[1:]), np.uint8)  # pages are touched only as rows are written
+        self.episode_start = np.zeros(steps, np.int64)
+        self.actions = np.zeros(steps, np.int64)
+        self.rewards = np.zeros(steps, np.float32)
+        self.terminals = np.zeros(steps, bool)
+        self.sampleable = np.zeros(steps, np.int64)
+        self.size = self.num_sampleable = 0
+        self.pending = False  # whether the newest row waits for its successor
+
+    def add(self, obs: np.ndarray, action: int, reward: float, next_obs: np.ndarray, terminated: bool, truncated: bool, episode_start: bool) -> None:
+        t = self.size
+        if self.pending and not episode_start:
+            self._make_sampleable(t - 1)
+        self.frames[t], self.actions[t], self.rewards[t], self.terminals[t] = obs[-1], action, reward, terminated
+        self.episode_start[t] = t if episode_start or t == 0 else self.episode_start[t - 1]
+        self.size += 1
+        self.pending = not (terminated or truncated)
+        if terminated:
+            self._make_sampleable(t)
+
+    def _make_sampleable(self, row: int) -> None:
+        self.sampleable[self.num_sampleable] = row
+        self.num_sampleable += 1
+
+    def stack(self, rows: np.ndarray) -> np.ndarray:
+        """Frame stacks of `rows` (n,): (n, k, H, W) uint8, zeros before each row's episode start."""
+        index = rows[:, None] + np.arange(1 - self.frame_stack, 1)
+        inside = index >= self.episode_start[rows][:, None]
+        return self.frames[np.maximum(index, 0)] * inside[:, :, None, None].astype(np.uint8)
+
+    def sample(self, rng: np.random.Generator, batch_size: int) -> tuple[np.ndarray, ...]:
+        rows = self.sampleable[rng.integers(self.num_sampleable, size=batch_size)]
+        next_rows = np.where(self.terminals[rows], rows, rows + 1)
+        return self.stack(rows), self.actions[rows], self.rewards[rows], self.stack(next_rows), (~self.terminals[rows]).astype(np.float32)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        n = self.size
+        return {"frames": self.frames[:n], "episode_start": self.episode_start[:n], "actions": self.actions[:n], "rewards": self.rewards[:n],
+                "terminals": self.terminals[:n], "sampleable": self.sampleable[:self.num_sampleable]}
+
+
+def snapshot_dict(q: nn.Module, cfg: Config, env_steps: int, updates: int, num_actions: int) -> dict[str, Any]:
+    conv = isinstance(q, ConvQNetwork)
+    weights = {name: {k: v.detach().clone() for k, v in getattr(q, name).state_dict().items()} for name in (CONV_LAYERS if conv else LAYERS)}
+    snapshot = {"format": SNAPSHOT_FORMAT, "env_id": cfg.env, "env_steps": env_steps, "updates": updates, "num_actions": num_actions,
+                "arch": "conv" if conv else "mlp", "q": weights}
+    returns = evaluate_greedy(GreedyQPolicy(snapshot), cfg.env, cfg.eval_episodes, cfg.eval_eps)
     snapshot["eval"] = {"return_mean": float(returns.mean()), "return_std": float(returns.std()), "episodes": cfg.eval_episodes,
-                        "seed": EVAL_SEED, "epsilon": 0.0}
+                        "seed": EVAL_SEED, "epsilon": cfg.eval_eps}
     return snapshot
 
 
+def exploration_eps(cfg: Config, updates: int) -> float:
+    """Epsilon after `updates` training calls: linear from initial_eps to end_eps over eps_decay_period (DQN.py select_action)."""
+    slope = (cfg.end_eps - cfg.initial_eps) / cfg.eps_decay_period
+    return max(slope * updates + cfg.initial_eps, cfg.end_eps)
+
+
 def train(cfg: Config) -> dict[str, Any]:
-    """Train DQN online for `cfg.steps` env steps; write snapshots and log.json to `cfg.out`; return the log."""
+    """Train DQN online for `cfg.steps` env steps; write snapshots, log.json (and checkpoints) to `cfg.out`; return the log.
+
+    Raises `OffbenchError` for a non-discrete env, a pixel run longer than the replay, or a missing checkpoint on resume.
+    """
     torch.set_num_threads(1)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    env = gym.make(cfg.env)
+    env = make_env(cfg.env)
     if not isinstance(env.action_space, gym.spaces.Discrete):
         raise OffbenchError(f"DQN needs a discrete action space; {cfg.env} has {env.action_space}")
-    obs_dim, num_actions = env.observation_space.shape[0], int(env.action_space.n)
-    q = QNetwork(obs_dim, num_actions, cfg.hidden)
-    q_target = QNetwork(obs_dim, num_actions, cfg.hidden).requires_grad_(False)
+    pixels = len(env.observation_space.shape) == 3
+    if pixels and cfg.steps > MAX_PIXEL_STEPS:
+        raise OffbenchError(f"--steps {cfg.steps} is more than the replay keeps: a pixel run keeps every frame, at most {MAX_PIXEL_STEPS:,} steps (7 GB)")
+    num_actions = int(env.action_space.n)
+    q = build_q(env.observation_space, num_actions, cfg.hidden)
+    q_target = build_q(env.observation_space, num_actions, cfg.hidden).requires_grad_(False)
     q_target.load_state_dict(q.state_dict())
-    optimizer = torch.optim.Adam(q.parameters(), lr=cfg.lr)
-    observations = np.zeros((cfg.steps, obs_dim), np.float32)
-    next_observations = np.zeros((cfg.steps, obs_dim), np.float32)
-    actions = np.zeros(cfg.steps, np.int64)
-    rewards = np.zeros(cfg.steps, np.float32)
-    not_dones = np.zeros(cfg.steps, np.float32)
+    optimizer = torch.optim.Adam(q.parameters(), lr=cfg.lr, eps=cfg.adam_eps)
+    replay = (FrameReplay if pixels else TransitionReplay)(cfg.steps, env.observation_space.shape)
     out = Path(cfg.out)
     (out / "snapshots").mkdir(parents=True, exist_ok=True)
     log: dict[str, Any] = {"config": asdict(cfg), "command": " ".join([sys.executable.split("/")[-1], "-m", "offbench.behavior.dqn", *sys.argv[1:]]),
-                           "snapshots": [], "episodes": 0}
-    start, updates = time.perf_counter(), 0
+                           "snapshots": [], "episodes": 0, "resumes": []}
+    start, updates, first_step, wall_before = time.perf_counter(), 0, 0, 0.0
 
     def snapshot(step: int) -> None:
         saved = snapshot_dict(q, cfg, step, updates, num_actions)
         atomic_write(out / "snapshots" / f"step_{step:07d}.pt", lambda tmp: torch.save(saved, tmp))
         log["snapshots"].append({"env_steps": step, "updates": updates, **saved["eval"]})
-        log["wall_s"] = round(time.perf_counter() - start, 1)
+        log["wall_s"] = round(wall_before + time.perf_counter() - start, 1)
         write_json(out / "log.json", log)
         print(f"step {step}: greedy return {saved['eval']['return_mean']:.1f} ± {saved['eval']['return_std']:.1f} ({log['wall_s']} s)", flush=True)
 
-    snapshot(0)
-    obs, _ = env.reset(seed=cfg.seed)
-    for t in range(cfg.steps):
-        if t < cfg.start_steps or rng.uniform() < cfg.epsilon:
+    if cfg.resume:
+        first_step, updates, log = load_checkpoint(out, cfg, q, q_target, optimizer, replay, rng)
+        wall_before = log.get("wall_s", 0.0)
+        log["resumes"].append({"env_steps": first_step, "steps": cfg.steps})
+        obs, _ = env.reset(seed=cfg.seed + 1000 * len(log["resumes"]))  # a new episode stream per resume
+    else:
+        snapshot(0)
+        obs, _ = env.reset(seed=cfg.seed)
+    episode_start = True
+    for t in range(first_step, cfg.steps):
+        if t < cfg.start_steps or rng.uniform() < exploration_eps(cfg, updates):
             action = int(rng.integers(num_actions))
         else:
             with torch.no_grad():
                 action = int(q(torch.as_tensor(obs[None])).argmax(1)[0])
         next_obs, reward, terminated, truncated, _ = env.step(action)
-        observations[t], actions[t], rewards[t], next_observations[t], not_dones[t] = obs, action, reward, next_obs, float(not terminated)
-        obs = next_obs
+        replay.add(obs, action, reward, next_obs, terminated, truncated, episode_start)
+        obs, episode_start = next_obs, False
         if terminated or truncated:
             obs, _ = env.reset()
+            episode_start = True
             log["episodes"] += 1
-        if t >= cfg.start_steps:
-            idx = rng.integers(t + 1, size=cfg.batch_size)
-            batch = [torch.as_tensor(a[idx]) for a in (observations, actions, rewards, next_observations, not_dones)]
-            update(q, q_target, optimizer, batch, cfg)
+        if t >= cfg.start_steps and (t + 1) % cfg.train_freq == 0:
             updates += 1
+            update(q, q_target, optimizer, [torch.as_tensor(a) for a in replay.sample(rng, cfg.batch_size)], cfg, updates)
         if (t + 1) % cfg.snapshot_every == 0:
             snapshot(t + 1)
+        if cfg.checkpoint_every and (t + 1) % cfg.checkpoint_every == 0:
+            log["wall_s"] = round(wall_before + time.perf_counter() - start, 1)
+            save_checkpoint(out, t + 1, updates, log, q, q_target, optimizer, replay, rng)
     env.close()
     return log
 
 
-def update(q: QNetwork, q_target: QNetwork, optimizer: torch.optim.Optimizer, batch: list[torch.Tensor], cfg: Config) -> None:
-    """One DQN step: Huber(Q(s, a), r + gamma * not_done * max_a Q'(s', a)), Adam, then Polyak with tau."""
+def update(q: nn.Module, q_target: nn.Module, optimizer: torch.optim.Optimizer, batch: list[torch.Tensor], cfg: Config, updates: int) -> torch.Tensor:
+    """Training call number `updates`: Huber(Q(s, a), r + gamma * not_done * max_a Q'(s', a)), Adam, then the target update
+    (Polyak with tau every call, or a hard copy every target_update_freq calls: DQN.py train). Returns the loss (detached).
+
+    batch: observations (B, *obs_shape), actions (B,) int64, rewards (B,), next observations, not_done (B,) float32."""
     obs, action, reward, next_obs, not_done = batch
+    if cfg.clip_rewards:
+        reward = reward.clamp(-1.0, 1.0)
     with torch.no_grad():
         target = reward + cfg.discount * not_done * q_target(next_obs).max(1).values
     loss = F.smooth_l1_loss(q(obs).gather(1, action[:, None]).squeeze(1), target)
@@ -248,7 +431,49 @@ def update(q: QNetwork, q_target: QNetwork, optimizer: torch.optim.Optimizer, ba
     loss.backward()
     optimizer.step()
     with torch.no_grad():
-        torch._foreach_lerp_(list(q_target.parameters()), list(q.parameters()), cfg.tau)
+        if not cfg.target_update_freq:
+            torch._foreach_lerp_(list(q_target.parameters()), list(q.parameters()), cfg.tau)
+        elif updates % cfg.target_update_freq == 0:
+            q_target.load_state_dict(q.state_dict())
+    return loss.detach()
+
+
+def save_checkpoint(out: Path, step: int, updates: int, log: dict[str, Any], q: nn.Module, q_target: nn.Module, optimizer: torch.optim.Optimizer,
+                    replay: TransitionReplay | FrameReplay, rng: np.random.Generator) -> None:
+    """checkpoint.pt (networks, optimiser, counters, log, random stream) and replay.npz beside it, each written atomically."""
+    atomic_write(out / "replay.npz", lambda tmp: np.savez(tmp, **replay.arrays()), suffix=".tmp.npz")
+    state = {"env_steps": step, "updates": updates, "log": log, "q": q.state_dict(), "q_target": q_target.state_dict(),
+             "optimizer": optimizer.state_dict(), "rng": rng.bit_generator.state, "replay_rows": replay.size}
+    atomic_write(out / "checkpoint.pt", lambda tmp: torch.save(state, tmp))
+
+
+def load_checkpoint(out: Path, cfg: Config, q: nn.Module, q_target: nn.Module, optimizer: torch.optim.Optimizer,
+                    replay: TransitionReplay | FrameReplay, rng: np.random.Generator) -> tuple[int, int, dict[str, Any]]:
+    """Restore a run from checkpoint.pt and replay.npz in `out`; returns (env steps, updates, log).
+
+    The episode in progress at the checkpoint is cut: the next row starts a new episode, so its last row never gets a successor
+    and is never sampled."""
+    try:
+        state = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
+        arrays = dict(np.load(out / "replay.npz"))
+    except FileNotFoundError:
+        raise OffbenchError(f"no checkpoint to resume in {out}", "start without --resume, or give the run's --out") from None
+    except Exception as error:
+        raise OffbenchError(f"the checkpoint in {out} is unreadable ({type(error).__name__})", "start the run again without --resume") from None
+    if state["env_steps"] >= cfg.steps:
+        raise OffbenchError(f"the run in {out} has already taken {state['env_steps']} steps", "resume with a larger --steps")
+    q.load_state_dict(state["q"])
+    q_target.load_state_dict(state["q_target"])
+    optimizer.load_state_dict(state["optimizer"])
+    rng.bit_generator.state = state["rng"]
+    n = state["replay_rows"]
+    for name, values in arrays.items():
+        if name == "sampleable":
+            replay.sampleable[:len(values)], replay.num_sampleable = values, len(values)
+        else:
+            getattr(replay, name)[:n] = values
+    replay.size = n
+    return state["env_steps"], state["updates"], state["log"]
 
 
 def export_partial(run_dir: Path, dest: Path, target_return: float, note: str = "") -> dict[str, Any]:
@@ -282,10 +507,16 @@ def export_partial(run_dir: Path, dest: Path, target_return: float, note: str = 
 
 
 def parse_args(argv: list[str] | None = None) -> Config:
+    """The run's config: the flags given, then `ATARI` for an `ALE/...` env, then the low-dimensional defaults of `Config`."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     for field, default in asdict(Config()).items():
-        parser.add_argument("--" + field.replace("_", "-"), type=type(default), default=default)
-    return Config(**vars(parser.parse_args(argv)))
+        if isinstance(default, bool):
+            parser.add_argument("--" + field.replace("_", "-"), action=argparse.BooleanOptionalAction, default=None)
+        else:
+            parser.add_argument("--" + field.replace("_", "-"), type=type(default), default=None)
+    given = {key: value for key, value in vars(parser.parse_args(argv)).items() if value is not None}
+    preset = ATARI if is_pixel_env(given.get("env", Config.env)) else {}
+    return Config(**{**preset, **given})
 
 
 def main(argv: list[str] | None = None) -> None:
