@@ -267,10 +267,12 @@ def sweep(
     seeds = 1 if seeds is None else seeds
     if seeds < 1 or seed_start < 0:
         raise OffbenchError("--seeds must be at least 1 and --seed-start non-negative")
-    engine = make_executor(executor, workers, address, cpus_per_job, gpus_per_job, retries) if not dry_run or executor == "local" else None
     cells = grid(chosen_algos, chosen_datasets, budget, parse_overrides(set_), loaded)
-    jobs = jobs_of(cells, range(seed_start, seed_start + seeds), group_size, engine.workers if engine else 1, device)
     store = ResultsStore(results_dir(results))
+    if not dry_run:
+        store.ensure_writable()  # before a Ray cluster is joined or started
+    engine = make_executor(executor, workers, address, cpus_per_job, gpus_per_job, retries) if not dry_run or executor == "local" else None
+    jobs = jobs_of(cells, range(seed_start, seed_start + seeds), group_size, engine.workers if engine else 1, device)
     if dry_run:
         _print_dry_run(jobs, store, device)
         return

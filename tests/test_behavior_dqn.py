@@ -3,6 +3,7 @@ committed policies and their cards, the catalogue recipes and their reference re
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -247,3 +248,56 @@ def test_a_pixel_run_snapshots_a_conv_network_checkpoints_and_resumes(tmp_path: 
         dqn.train(dqn.Config(**{**vars(cfg), "out": str(tmp_path / "none"), "resume": True}))
     with pytest.raises(OffbenchError, match="more than the replay keeps"):
         dqn.train(dqn.Config(**{**vars(cfg), "steps": 2_000_000}))
+
+
+def test_a_checkpoint_restores_the_replay_the_networks_the_optimiser_and_the_random_stream(tmp_path: Path) -> None:
+    cfg = dqn.Config(env="CartPole-v1", out=str(tmp_path), steps=100, **{k: v for k, v in TINY.items() if k != "steps"})
+    rng = np.random.default_rng(5)
+    replay = dqn.FrameReplay(100, (4, 3, 2))
+    for t in range(40):
+        replay.add(rng.integers(0, 255, (4, 3, 2), dtype=np.uint8), t % 2, float(t), None, t == 17, t == 29, t in (0, 18, 30))
+    q, q_target = dqn.QNetwork(4, 2, 16), dqn.QNetwork(4, 2, 16)
+    optimizer = torch.optim.Adam(q.parameters(), lr=1e-3)
+    q(torch.ones(3, 4)).sum().backward()
+    optimizer.step()
+    log = {"config": dataclasses.asdict(cfg), "snapshots": [], "episodes": 2, "resumes": []}
+    dqn.save_checkpoint(tmp_path, 40, 12, log, q, q_target, optimizer, replay, rng)
+    dqn.save_checkpoint(tmp_path, 40, 12, log, q, q_target, optimizer, replay, rng)  # a second write replaces the first
+    assert [p.name for p in (tmp_path / "replay").iterdir()] == ["step_0000040"]
+    q2, q_target2 = dqn.QNetwork(4, 2, 16), dqn.QNetwork(4, 2, 16)
+    optimizer2 = torch.optim.Adam(q2.parameters(), lr=1e-3)
+    replay2, rng2 = dqn.FrameReplay(100, (4, 3, 2)), np.random.default_rng(0)
+    step, updates, restored_log = dqn.load_checkpoint(tmp_path, cfg, q2, q_target2, optimizer2, replay2, rng2)
+    assert (step, updates, restored_log) == (40, 12, log)
+    for name, values in replay.arrays().items():
+        assert np.array_equal(replay2.arrays()[name], values), name
+    assert (replay2.size, replay2.num_sampleable) == (replay.size, replay.num_sampleable)
+    assert rng2.integers(10**9) == rng.integers(10**9)
+    assert all(torch.equal(a, b) for a, b in zip(q.state_dict().values(), q2.state_dict().values()))
+    assert torch.equal(optimizer.state_dict()["state"][0]["exp_avg"], optimizer2.state_dict()["state"][0]["exp_avg"])
+    with pytest.raises(OffbenchError, match=r"started with other settings: lr 0.0003 -> 0.001"):
+        dqn.load_checkpoint(tmp_path, dataclasses.replace(cfg, lr=1e-3), q2, q_target2, optimizer2, replay2, rng2)
+    (tmp_path / "checkpoint.pt").write_bytes(b"garbage")
+    with pytest.raises(OffbenchError, match="checkpoint.pt is unreadable"):
+        dqn.load_checkpoint(tmp_path, cfg, q2, q_target2, optimizer2, replay2, rng2)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--train-freq", "0"], "--train-freq must be at least 1"),
+    (["--eps-decay-period", "0"], "--eps-decay-period must be at least 1"),
+    (["--snapshot-every", "0"], "--snapshot-every must be at least 1"),
+    (["--start-steps", "0"], "--start-steps must be at least 1"),
+    (["--end-eps", "1.5"], "epsilons must lie in"),
+])
+def test_values_the_trainer_cannot_run_with_are_one_line_before_the_env_is_made(flags: list[str], message: str, tmp_path: Path,
+                                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        dqn.main(["--env", "NoSuchEnv-v0", "--out", str(tmp_path), *flags])
+    assert stopped.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_fresh_start_never_overwrites_a_run_and_the_default_folder_is_named_by_the_env(tmp_path: Path) -> None:
+    assert dqn.run_dir(dqn.Config(env="ALE/Pong-v5")) == Path(".behavior_runs/pong-v5")
+    dqn.train(dqn.Config(env="CartPole-v1", out=str(tmp_path), **TINY))
+    with pytest.raises(OffbenchError, match="already holds a run"):
+        dqn.train(dqn.Config(env="CartPole-v1", out=str(tmp_path), **TINY))

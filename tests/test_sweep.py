@@ -271,3 +271,14 @@ def test_live_table_shows_each_running_job_and_an_eta(tmp_path: Path) -> None:
     assert "1 queued · 1 running · 1 done · 0 failed · ETA 0:00:32 at 50 seed-steps/s" in text
     assert second.group_id in text and "400/1000" in text and "12.5" in text
     assert board.status_line().startswith("jobs: 1 queued, 1 running, 1 done, 0 failed; ETA 0:00:32")
+
+
+def test_ray_capacity_is_what_both_cpus_and_gpus_allow(monkeypatch: pytest.MonkeyPatch) -> None:
+    ray = pytest.importorskip("ray")
+    from offbench.execution import RayExecutor
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 16.0, "GPU": 1.0})
+    assert RayExecutor(cpus=1, gpus=0.25).workers == 4  # four jobs share the one GPU; twelve CPUs stay idle
+    assert RayExecutor(cpus=2).workers == 8
+    assert RayExecutor(cpus=32).workers == 1

@@ -15,7 +15,7 @@ Low-dimensional tasks (vector observations), as the reference code's `regular_pa
 
 Atari (`ALE/<Game>-v5` under offbench's pixel protocol, `offbench.atari`: frame skip 4 with max pooling,
 84x84 gray, 4 stacked frames, sticky actions 0.25, 27,000-step cap), as `atari_parameters` (`ATARI`):
-- Q network: DQN.py Conv_Q, conv 32x8x8/4, 64x4x4/2, 64x3x3/1, then 3136 -> 512 -> |A|, on frames / 255;
+- Q network: DQN.py Conv_Q, conv 32x8x8/4, 64x4x4/2, 64x3x3/1, then 3136 -> 512 -> |A|, on raw 0..255 frames (as the code);
 - 20k uniform-random start steps; epsilon 1 -> 0.01 linearly over 250k *updates* (the reference code's
   `iterations` count training calls, so with an update every 4 env steps the decay spans 1M env steps);
   an update every 4 env steps; batch 32; Adam lr 6.25e-5, eps 1.5e-4; a hard target copy every 8k updates;
@@ -25,14 +25,15 @@ Atari (`ALE/<Game>-v5` under offbench's pixel protocol, `offbench.atari`: frame 
   by the time limit is not sampled). That is the reference code's 1M buffer for runs of up to 1M env steps
   (7 GB of frames); longer runs are refused.
 
-Both: target r + gamma * (1 - terminated) * max_a Q'(s', a), gamma 0.99 (a time-out bootstraps); Huber loss.
+Both: target r + gamma * (1 - terminated) * max_a Q'(s', a), gamma 0.99, Huber loss; a vector run's time-out bootstraps from
+its stored s', a pixel run's time-out row is not sampled (its s' frame is not stored).
 
 Determinism: one environment, reset with `seed` and then continuing its own stream; every random draw
 (exploration, replay indices) from one `numpy.random.default_rng(seed)`; networks initialised after
 `torch.manual_seed(seed)`; run on one thread, the same command gives the same snapshots bit for bit on
 one machine (`tests/test_behavior_dqn.py`); like any float32 training, not across CPU classes.
-`--checkpoint-every N` writes `checkpoint.pt` (networks, optimiser, replay, counters, the random stream)
-every N env steps; `--resume` continues from it with a new episode (the env's mid-episode state is not
+`--checkpoint-every N` writes `checkpoint.pt` (networks, optimiser, counters, the random stream) and the replay
+(`replay/step_N/*.npy`) every N env steps; `--resume` continues from it with a new episode (the env's mid-episode state is not
 saved: the interrupted episode's last row is not sampled), so a resumed run is not bit-identical to an
 uninterrupted one; `log.json` lists each resume.
 
@@ -53,6 +54,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import pickle
 import shutil
 import sys
 import time
@@ -90,7 +92,7 @@ class Config:
     env: str = "CartPole-v1"
     steps: int = 50_000
     seed: int = 0
-    out: str = ".behavior_runs/cartpole"
+    out: str = ""  # default: .behavior_runs/<env name>, e.g. .behavior_runs/pong-v5
     snapshot_every: int = 5000
     checkpoint_every: int = 0  # env steps between checkpoints; 0: none
     eval_episodes: int = 10
@@ -111,8 +113,32 @@ class Config:
     resume: bool = False
 
 
+# Keys a resume may change: how long to train and how often to write; the others define the run.
+RESUMABLE_CHANGES = ("steps", "resume", "snapshot_every", "checkpoint_every", "out")
+
+
 def is_pixel_env(env_id: str) -> bool:
     return env_id.startswith("ALE/")
+
+
+def run_dir(cfg: Config) -> Path:
+    """`--out`, or `.behavior_runs/<env name>` (`ALE/Pong-v5` -> `.behavior_runs/pong-v5`)."""
+    return Path(cfg.out or f".behavior_runs/{cfg.env.split('/')[-1].lower()}")
+
+
+def check_config(cfg: Config) -> None:
+    """Refuse, in one line, values the trainer cannot run with (before the env is made)."""
+    positive = ("steps", "snapshot_every", "eval_episodes", "train_freq", "batch_size", "eps_decay_period", "hidden")
+    for key in positive:
+        if getattr(cfg, key) < 1:
+            raise OffbenchError(f"--{key.replace('_', '-')} must be at least 1, got {getattr(cfg, key)}")
+    if cfg.start_steps < 1 or cfg.checkpoint_every < 0 or cfg.target_update_freq < 0:
+        raise OffbenchError("--start-steps must be at least 1 (the first update needs a stored transition), "
+                            "--checkpoint-every and --target-update-freq non-negative")
+    if is_pixel_env(cfg.env) and cfg.steps > MAX_PIXEL_STEPS:
+        raise OffbenchError(f"--steps {cfg.steps} is more than the replay keeps: a pixel run keeps every frame, at most {MAX_PIXEL_STEPS:,} steps (7 GB)")
+    if not (0 <= cfg.end_eps <= 1 and 0 <= cfg.initial_eps <= 1 and 0 <= cfg.eval_eps <= 1 and 0 < cfg.tau <= 1):
+        raise OffbenchError("epsilons must lie in [0, 1] and --tau in (0, 1]")
 
 
 def make_env(env_id: str) -> gym.Env:
@@ -135,7 +161,7 @@ class QNetwork(nn.Module):
 
 
 class ConvQNetwork(nn.Module):
-    """Frame stacks (B, 4, 84, 84) uint8 -> Q values (B, |A|) (DQN.py Conv_Q, the Nature DQN network), on frames / 255."""
+    """Frame stacks (B, 4, 84, 84) uint8 -> Q values (B, |A|) (DQN.py Conv_Q, the Nature DQN network), on raw 0..255 values."""
 
     def __init__(self, frames: int, num_actions: int) -> None:
         super().__init__()
@@ -143,7 +169,7 @@ class ConvQNetwork(nn.Module):
         self.fc0, self.last_fc = nn.Linear(3136, 512), nn.Linear(512, num_actions)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        x = obs.to(self.fc0.weight.dtype) / 255.0
+        x = obs.to(self.fc0.weight.dtype)  # raw 0..255, as the reference code feeds Conv_Q (spec)
         x = torch.relu(self.conv2(torch.relu(self.conv1(torch.relu(self.conv0(x))))))
         return self.last_fc(torch.relu(self.fc0(x.flatten(1))))
 
@@ -351,8 +377,13 @@ def exploration_eps(cfg: Config, updates: int) -> float:
 def train(cfg: Config) -> dict[str, Any]:
     """Train DQN online for `cfg.steps` env steps; write snapshots, log.json (and checkpoints) to `cfg.out`; return the log.
 
-    Raises `OffbenchError` for a non-discrete env, a pixel run longer than the replay, or a missing checkpoint on resume.
+    Raises `OffbenchError` for invalid values, a non-discrete env, a pixel run longer than the replay, a fresh start in a
+    folder that holds a run, or a resume without a matching checkpoint.
     """
+    check_config(cfg)
+    out = run_dir(cfg)
+    if not cfg.resume and (out / "log.json").exists():
+        raise OffbenchError(f"{out} already holds a run", "add --resume to continue it, or give another --out")
     torch.set_num_threads(1)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -360,15 +391,12 @@ def train(cfg: Config) -> dict[str, Any]:
     if not isinstance(env.action_space, gym.spaces.Discrete):
         raise OffbenchError(f"DQN needs a discrete action space; {cfg.env} has {env.action_space}")
     pixels = len(env.observation_space.shape) == 3
-    if pixels and cfg.steps > MAX_PIXEL_STEPS:
-        raise OffbenchError(f"--steps {cfg.steps} is more than the replay keeps: a pixel run keeps every frame, at most {MAX_PIXEL_STEPS:,} steps (7 GB)")
     num_actions = int(env.action_space.n)
     q = build_q(env.observation_space, num_actions, cfg.hidden)
     q_target = build_q(env.observation_space, num_actions, cfg.hidden).requires_grad_(False)
     q_target.load_state_dict(q.state_dict())
     optimizer = torch.optim.Adam(q.parameters(), lr=cfg.lr, eps=cfg.adam_eps)
     replay = (FrameReplay if pixels else TransitionReplay)(cfg.steps, env.observation_space.shape)
-    out = Path(cfg.out)
     (out / "snapshots").mkdir(parents=True, exist_ok=True)
     log: dict[str, Any] = {"config": asdict(cfg), "command": " ".join([sys.executable.split("/")[-1], "-m", "offbench.behavior.dqn", *sys.argv[1:]]),
                            "snapshots": [], "episodes": 0, "resumes": []}
@@ -386,6 +414,7 @@ def train(cfg: Config) -> dict[str, Any]:
         first_step, updates, log = load_checkpoint(out, cfg, q, q_target, optimizer, replay, rng)
         wall_before = log.get("wall_s", 0.0)
         log["resumes"].append({"env_steps": first_step, "steps": cfg.steps})
+        log["config"]["steps"] = cfg.steps
         obs, _ = env.reset(seed=cfg.seed + 1000 * len(log["resumes"]))  # a new episode stream per resume
     else:
         snapshot(0)
@@ -440,26 +469,38 @@ def update(q: nn.Module, q_target: nn.Module, optimizer: torch.optim.Optimizer, 
 
 def save_checkpoint(out: Path, step: int, updates: int, log: dict[str, Any], q: nn.Module, q_target: nn.Module, optimizer: torch.optim.Optimizer,
                     replay: TransitionReplay | FrameReplay, rng: np.random.Generator) -> None:
-    """checkpoint.pt (networks, optimiser, counters, log, random stream) and replay.npz beside it, each written atomically."""
-    atomic_write(out / "replay.npz", lambda tmp: np.savez(tmp, **replay.arrays()), suffix=".tmp.npz")
+    """`replay/step_NNNNNNN/<field>.npy`, then checkpoint.pt (networks, optimiser, counters, log, random stream) naming that
+    folder, each file written atomically; the previous replay folder is removed only once the new checkpoint is in place,
+    so a kill at any moment leaves a checkpoint whose replay exists."""
+    folder = out / "replay" / f"step_{step:07d}"
+    for name, values in replay.arrays().items():
+        atomic_write(folder / f"{name}.npy", lambda tmp, values=values: np.save(tmp, values), suffix=".tmp.npy")
     state = {"env_steps": step, "updates": updates, "log": log, "q": q.state_dict(), "q_target": q_target.state_dict(),
-             "optimizer": optimizer.state_dict(), "rng": rng.bit_generator.state, "replay_rows": replay.size}
+             "optimizer": optimizer.state_dict(), "rng": rng.bit_generator.state, "replay_rows": replay.size, "replay": folder.name}
     atomic_write(out / "checkpoint.pt", lambda tmp: torch.save(state, tmp))
+    for stale in (out / "replay").iterdir():
+        if stale != folder:
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 def load_checkpoint(out: Path, cfg: Config, q: nn.Module, q_target: nn.Module, optimizer: torch.optim.Optimizer,
                     replay: TransitionReplay | FrameReplay, rng: np.random.Generator) -> tuple[int, int, dict[str, Any]]:
-    """Restore a run from checkpoint.pt and replay.npz in `out`; returns (env steps, updates, log).
+    """Restore a run from checkpoint.pt and its replay folder in `out`; returns (env steps, updates, log).
 
-    The episode in progress at the checkpoint is cut: the next row starts a new episode, so its last row never gets a successor
-    and is never sampled."""
+    The replay is read through memory maps, so a resume needs the replay's memory once. The episode in progress at the
+    checkpoint is cut: the next row starts a new episode, so its last row never gets a successor and is never sampled.
+    Raises `OffbenchError` for a missing or unreadable checkpoint, or a config that differs in a key that defines the run.
+    """
     try:
         state = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
-        arrays = dict(np.load(out / "replay.npz"))
     except FileNotFoundError:
         raise OffbenchError(f"no checkpoint to resume in {out}", "start without --resume, or give the run's --out") from None
-    except Exception as error:
-        raise OffbenchError(f"the checkpoint in {out} is unreadable ({type(error).__name__})", "start the run again without --resume") from None
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as error:
+        raise OffbenchError(f"{out / 'checkpoint.pt'} is unreadable ({type(error).__name__})") from None
+    saved = state["log"]["config"]
+    changed = [f"{key} {saved.get(key)!r} -> {value!r}" for key, value in asdict(cfg).items() if key not in RESUMABLE_CHANGES and saved.get(key) != value]
+    if changed:
+        raise OffbenchError(f"the run in {out} was started with other settings: {', '.join(changed)}", "resume with the run's own settings")
     if state["env_steps"] >= cfg.steps:
         raise OffbenchError(f"the run in {out} has already taken {state['env_steps']} steps", "resume with a larger --steps")
     q.load_state_dict(state["q"])
@@ -467,7 +508,11 @@ def load_checkpoint(out: Path, cfg: Config, q: nn.Module, q_target: nn.Module, o
     optimizer.load_state_dict(state["optimizer"])
     rng.bit_generator.state = state["rng"]
     n = state["replay_rows"]
-    for name, values in arrays.items():
+    for name in replay.arrays():
+        try:
+            values = np.load(out / "replay" / state["replay"] / f"{name}.npy", mmap_mode="r")
+        except (OSError, ValueError) as error:
+            raise OffbenchError(f"the replay of the checkpoint in {out} is unreadable ({name}.npy: {type(error).__name__})") from None
         if name == "sampleable":
             replay.sampleable[:len(values)], replay.num_sampleable = values, len(values)
         else:

@@ -171,6 +171,7 @@ class RayExecutor(Executor):
         self.address, self.cpus, self.gpus, self.retries, self.num_cpus = address, cpus, gpus, retries, num_cpus
         self.refs: dict = {}
         self.started = False
+        self.capacity: int | None = None
 
     @property
     def running(self) -> set[str]:
@@ -178,11 +179,11 @@ class RayExecutor(Executor):
 
     @property
     def workers(self) -> int:
-        """Jobs the cluster runs at once: its CPUs over --cpus-per-job (connecting to Ray, or starting it, on first use)."""
-        import ray
-
-        self._connect()
-        return int(ray.cluster_resources().get("CPU", 1) // self.cpus) or 1
+        """Jobs the cluster runs at once: its CPUs over --cpus-per-job, and its GPUs over --gpus-per-job when jobs take GPUs
+        (connecting to Ray, or starting it, on first use; measured once)."""
+        if self.capacity is None:
+            self._connect()
+        return self.capacity
 
     def _connect(self) -> None:
         import ray
@@ -192,6 +193,10 @@ class RayExecutor(Executor):
             kwargs = {"address": self.address} if self.address else {"num_cpus": self.num_cpus}
             ray.init(**kwargs, runtime_env={"env_vars": env}, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
             self.started = True
+        if self.capacity is None:
+            resources = ray.cluster_resources()
+            fits = [resources.get("CPU", 1) // self.cpus] + ([resources.get("GPU", 0) // self.gpus] if self.gpus else [])
+            self.capacity = int(min(fits)) or 1
 
     def run(self, jobs: Sequence[Job], root: str) -> Iterator[JobResult | None]:
         import ray
