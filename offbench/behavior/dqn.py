@@ -68,7 +68,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from offbench import atari
+from offbench import atari, evaluate
 from offbench.data.generate import PerEnvPolicy
 from offbench.errors import OffbenchError
 from offbench.io import atomic_write, write_json
@@ -142,11 +142,11 @@ def check_config(cfg: Config) -> None:
 
 
 def make_env(env_id: str) -> gym.Env:
-    """The training and evaluation env: `ALE/...` ids under the pixel protocol (`offbench.atari`), others as Gymnasium makes them."""
+    """The training and evaluation env: `ALE/...` ids under the pixel protocol (`offbench.atari`), others as Gymnasium makes
+    them; built as offbench's evaluation envs are (`offbench.evaluate.make_env`: an env that cannot be built is one line)."""
     if not is_pixel_env(env_id):
-        return gym.make(env_id)
-    atari.require_atari()
-    return atari.pixel_wrappers(gym.make(env_id, **atari.PIXEL_ENV_KWARGS))
+        return evaluate.make_env(env_id)
+    return evaluate.make_env(env_id, atari.PIXEL_ENV_KWARGS, atari.PIXEL_WRAPPERS)
 
 
 class QNetwork(nn.Module):
