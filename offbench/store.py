@@ -13,6 +13,7 @@ Layout under the store root (``results/`` by default)::
     checkpoints/<group_id>.pt       the resumable state of a seed group (all seeds of one process)
     locks/<group_id>.lock           held (flock) by the process training the group: two processes never train one group
     index.sqlite                    one row per run; rebuildable from runs/ with `reindex()`
+    index.lock                      flock: shared while a process has the index open, exclusive while it is rebuilt
 
 Every record file is written atomically (the logs are appended a line at a time). A run is listed as
 finished (or diverged: an evaluation returned NaN or inf, and it has no score) only when its summary
@@ -204,10 +205,10 @@ class ResultsStore:
                 self._upsert(self._row(run_id, record.config, status, None, record.provenance, record.provenance.get("started_at")))
 
     def open_index(self) -> None:
-        """Create (or repair) the index now, before many processes write it: a rebuild renames a new file into place,
-        which must never happen under another process's open connection (offbench.execution's driver calls this)."""
+        """Create (or repair) the index now, before many processes write it (offbench.execution's driver calls this),
+        so that no worker of a sweep has to wait for a rebuild."""
         if self.indexed:
-            with closing(self._connect()):
+            with self._connection():
                 pass
 
     def is_finished(self, run_id: str) -> bool:
@@ -224,7 +225,7 @@ class ResultsStore:
         """Record that the process training `run_ids` is alive (one transaction)."""
         if not self.indexed:
             return
-        with closing(self._connect()) as conn:
+        with self._connection() as conn:
             conn.execute("BEGIN IMMEDIATE")
             conn.executemany("UPDATE runs SET heartbeat_at = ? WHERE run_id = ?", [(time.time(), r) for r in run_ids])
             conn.execute("COMMIT")
@@ -234,7 +235,7 @@ class ResultsStore:
         groups = {self._config(r).group_id for r in run_ids if (self.run_dir(r) / "config.json").exists()}
         for run_id in run_ids:
             shutil.rmtree(self.run_dir(run_id), ignore_errors=True)
-        with closing(self._connect()) as conn:
+        with self._connection() as conn:
             conn.execute("BEGIN IMMEDIATE")
             conn.executemany("DELETE FROM runs WHERE run_id = ?", [(r,) for r in run_ids])
             conn.execute("COMMIT")
@@ -287,7 +288,7 @@ class ResultsStore:
         if not self.index_path.exists() and not any(self.runs_dir.glob("*/config.json")):
             return pd.DataFrame(columns=list(INDEX_COLUMNS))
         query = "SELECT * FROM runs" + (" WHERE status = ?" if status else "") + " ORDER BY started_at, run_id"
-        with closing(self._connect()) as conn:
+        with self._connection() as conn:
             frame = pd.read_sql_query(query, conn, params=(status,) if status else ())
         if status in ("finished", "diverged"):  # the summary file is the ground truth for a run that is over
             frame = frame[np.array([(self.run_dir(r) / "summary.json").exists() for r in frame["run_id"]], dtype=bool)]
@@ -318,11 +319,75 @@ class ResultsStore:
             yield self.load(run_id)
 
     def reindex(self) -> int:
-        """Rebuild the index from the run directories (after a lost, damaged or outdated index file).
+        """Rebuild the index from the run directories (after a lost, damaged or outdated index file); returns the
+        number of runs indexed. Waits until no other process has the index open (`index.lock`)."""
+        with self._index_lock(exclusive=True):
+            return self._rebuild_index()
 
-        The new index is written beside the old one and renamed over it: a reader sees the old index or
-        the new one, never a missing or half-written file.
-        """
+    # ---- index internals -----------------------------------------------------------------------
+
+    def _config(self, run_id: str) -> RunConfig:
+        return _parsed(run_id, "config.json", RunConfig.from_dict, self._read(run_id, "config.json"))
+
+    def _read(self, run_id: str, name: str) -> Any:
+        try:
+            return read_json(self.run_dir(run_id) / name)
+        except (OSError, ValueError) as error:  # ValueError: not JSON, half-written, not UTF-8
+            raise DamagedRecord(run_id, f"{name} is unreadable ({type(error).__name__})") from None
+
+    @contextmanager
+    def _index_lock(self, exclusive: bool) -> Iterator[None]:
+        """Hold `index.lock`: shared by every process while it has the index open, exclusive while one rebuilds it.
+        A rebuild renames a new file over the index; under another process's open connection that would leave the
+        connection writing to an unlinked file beside a WAL that belongs to neither (SQLite: disk I/O error or a
+        corrupt index). An advisory `flock`, released by the kernel when its holder dies."""
+        import fcntl
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / "index.lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            yield  # closing the file releases the lock
+
+    @contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        """A connection to a current index, open only inside the block and under the shared index lock. The index is
+        rebuilt from the run folders first (under the exclusive lock) when it is missing while runs exist, unreadable,
+        or of an older schema."""
+        with self._index_lock(exclusive=False):
+            conn = self._open_current()
+            if conn is not None:
+                with closing(conn):
+                    yield conn
+                return
+        with self._index_lock(exclusive=True):
+            conn = self._open_current()  # another process may have rebuilt it while this one waited
+            if conn is None:
+                self._rebuild_index()
+                conn = self._open(self.index_path)
+            with closing(conn):
+                yield conn
+
+    def _open_current(self) -> sqlite3.Connection | None:
+        """The index opened (created when no run exists yet), or None when it must be rebuilt first."""
+        # Missing or zero-byte (which would open as a new, empty index) while run folders exist: rebuild. A valid
+        # index with no rows is never rebuilt: it is what other processes of a sweep are writing their first rows to.
+        lost = not self.index_path.exists() or self.index_path.stat().st_size == 0
+        if lost and any(self.runs_dir.glob("*/config.json")):
+            return None
+        conn = None
+        try:
+            conn = self._open(self.index_path)
+            if {row[1] for row in conn.execute("PRAGMA table_info(runs)")} == set(INDEX_COLUMNS):
+                return conn
+        except sqlite3.DatabaseError:  # garbage, truncated: the run folders are the ground truth
+            pass
+        if conn is not None:
+            conn.close()
+        return None
+
+    def _rebuild_index(self) -> int:
+        """Write a new index from the run folders beside the old one and rename it into place (a reader sees the old
+        index or the new one, never a missing or half-written file). Call only under the exclusive index lock."""
         rows = []
         for run_dir in sorted(p for p in self.runs_dir.glob("*") if (p / "config.json").exists()):
             try:
@@ -342,56 +407,30 @@ class ResultsStore:
             for row in rows:
                 conn.execute(*_upsert_statement(row))
             conn.execute("COMMIT")
+        # The old index's write-ahead log and shared memory go first: SQLite would replay a leftover log (a process
+        # killed with the index open) into the new file. No connection is open under the exclusive lock.
+        for suffix in ("-wal", "-shm"):
+            self.index_path.with_name(self.index_path.name + suffix).unlink(missing_ok=True)
         os.replace(fresh, self.index_path)
         return len(rows)
-
-    # ---- index internals -----------------------------------------------------------------------
-
-    def _config(self, run_id: str) -> RunConfig:
-        return _parsed(run_id, "config.json", RunConfig.from_dict, self._read(run_id, "config.json"))
-
-    def _read(self, run_id: str, name: str) -> Any:
-        try:
-            return read_json(self.run_dir(run_id) / name)
-        except (OSError, ValueError) as error:  # ValueError: not JSON, half-written, not UTF-8
-            raise DamagedRecord(run_id, f"{name} is unreadable ({type(error).__name__})") from None
 
     def _open(self, path: Path, wal: bool = True) -> sqlite3.Connection:
         self.root.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-        # Many processes of one sweep write the index at once: WAL lets readers run beside the one writer, and
-        # a writer waits for the lock up to the busy timeout instead of failing (SQLITE_BUSY).
-        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-        if wal:  # the rebuilt index (reindex) is written without one and renamed into place; its next opener switches it
-            conn.execute("PRAGMA journal_mode = WAL")
-        columns = ", ".join(f"{name} {kind}" for name, kind in INDEX_COLUMNS.items())
-        conn.execute(f"CREATE TABLE IF NOT EXISTS runs ({columns})")
-        return conn
-
-    def _connect(self) -> sqlite3.Connection:
-        """The index, rebuilt from the run folders first when it is missing while runs exist, unreadable, or of an older schema."""
-        # Missing or zero-byte (which would open as a new, empty index) while run folders exist: rebuild. A valid
-        # index with no rows is never rebuilt: it is what other processes of a sweep are writing their first rows to.
-        lost = not self.index_path.exists() or self.index_path.stat().st_size == 0
-        if lost and any(self.runs_dir.glob("*/config.json")):
-            self.reindex()
-        conn = None
-        try:
-            conn = self._open(self.index_path)
-            current = {row[1] for row in conn.execute("PRAGMA table_info(runs)")} == set(INDEX_COLUMNS)
-        except sqlite3.DatabaseError:  # garbage, truncated: the run folders are the ground truth
-            current = False
-        if not current:
-            if conn is not None:
-                conn.close()
-            self.reindex()
-            conn = self._open(self.index_path)
+        with _closed_on_error(conn):
+            # Many processes of one sweep write the index at once: WAL lets readers run beside the one writer, and
+            # a writer waits for the lock up to the busy timeout instead of failing (SQLITE_BUSY).
+            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            if wal:  # the rebuilt index is written without one and renamed into place; its next opener switches it
+                conn.execute("PRAGMA journal_mode = WAL")
+            columns = ", ".join(f"{name} {kind}" for name, kind in INDEX_COLUMNS.items())
+            conn.execute(f"CREATE TABLE IF NOT EXISTS runs ({columns})")
         return conn
 
     def _upsert(self, row: dict[str, Any]) -> None:
         if not self.indexed:
             return
-        with closing(self._connect()) as conn:
+        with self._connection() as conn:
             conn.execute("BEGIN IMMEDIATE")  # one writer at a time; others wait up to the timeout
             conn.execute(*_upsert_statement(row))
             conn.execute("COMMIT")
@@ -429,6 +468,15 @@ class ResultsStore:
         if started_at is not None:
             row["started_at"] = started_at
         return row
+
+
+@contextmanager
+def _closed_on_error(conn: sqlite3.Connection) -> Iterator[None]:
+    try:
+        yield
+    except BaseException:
+        conn.close()
+        raise
 
 
 def _upsert_statement(row: dict[str, Any]) -> tuple[str, tuple[Any, ...]]:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import multiprocessing as mp
 import shutil
 import sqlite3
+import threading
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -99,7 +101,9 @@ def test_no_temporary_files_are_left_behind(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "runs" / "a-s0").iterdir()) == ["config.json", "curve.json", "provenance.json", "summary.json"]
 
 
-def _writer(root: str, prefix: str, count: int) -> None:
+def _writer(root: str, prefix: str, count: int, start: Any = None) -> None:
+    if start is not None:
+        start.wait(timeout=60)  # every writer's first run at the same moment
     for i in range(count):
         write_run(Path(root), f"{prefix}{i}-s0", float(i))
 
@@ -117,6 +121,49 @@ def test_two_processes_writing_at_once_corrupt_nothing(tmp_path: Path) -> None:
     assert sorted(frame["final_score"]) == sorted([float(i) for i in range(15)] * 2)
 
 
+def test_processes_starting_at_once_on_a_new_store_all_index_their_runs(tmp_path: Path) -> None:
+    """Each writes its run folder, finds no index and rebuilds one: the rebuilds never swap the file under another's
+    open connection (which SQLite answered with `disk I/O error`)."""
+    context = mp.get_context("spawn")
+    roots = [tmp_path / f"store{i}" for i in range(4)]
+    start = context.Barrier(16)
+    workers = [context.Process(target=_writer, args=(str(root), prefix, 3, start)) for root in roots for prefix in "wxyz"]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+        assert worker.exitcode == 0
+    for root in roots:
+        assert len(ResultsStore(root).runs()) == 12
+
+
+def test_a_rebuild_waits_until_no_connection_is_open(tmp_path: Path) -> None:
+    write_run(tmp_path, "a-s0")
+    store = ResultsStore(tmp_path)
+    rebuild = threading.Thread(target=ResultsStore(tmp_path).reindex)
+    with store._connection():
+        inode = store.index_path.stat().st_ino
+        rebuild.start()
+        rebuild.join(timeout=0.5)
+        assert rebuild.is_alive() and store.index_path.stat().st_ino == inode
+    rebuild.join(timeout=30)
+    assert not rebuild.is_alive() and store.index_path.stat().st_ino != inode
+    assert list(store.runs()["run_id"]) == ["a-s0"]
+
+
+def test_a_write_ahead_log_left_by_a_killed_process_is_never_replayed_into_a_rebuilt_index(tmp_path: Path) -> None:
+    write_run(tmp_path, "a-s0")
+    store = ResultsStore(tmp_path)
+    wal = store.index_path.with_name("index.sqlite-wal")
+    with closing(sqlite3.connect(store.index_path, isolation_level=None)) as conn:
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
+        conn.execute("UPDATE runs SET status = 'ghost'")
+        left_behind = wal.read_bytes()  # what a process killed now leaves beside the index
+    wal.write_bytes(left_behind)
+    store.reindex()
+    assert list(store.runs(status=None)["status"]) == ["finished"]
+
+
 def test_a_status_no_run_has_gives_an_empty_frame_with_the_index_columns(tmp_path: Path) -> None:
     store = ResultsStore(tmp_path)
     store.start_run("a-s0", config_for("a-s0"), {})
@@ -130,7 +177,7 @@ def test_a_valid_empty_index_is_never_rebuilt_under_writers_but_a_zero_byte_one_
     store = ResultsStore(tmp_path / "store")
     store.open_index()
     shutil.copytree(tmp_path / "elsewhere" / "runs" / "a-s0", store.run_dir("a-s0"))  # a folder not indexed yet
-    monkeypatch.setattr(store, "reindex", lambda: pytest.fail("a valid empty index was rebuilt"))
+    monkeypatch.setattr(store, "_rebuild_index", lambda: pytest.fail("a valid empty index was rebuilt"))
     assert store.runs(status=None).empty
     monkeypatch.undo()
     store.index_path.write_bytes(b"")  # a zero-byte file: lost, rebuilt from the folders
