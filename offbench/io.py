@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 import tomllib
 from collections.abc import Callable
@@ -30,6 +31,20 @@ def atomic_write(path: Path, write: Callable[[Path], None], suffix: str = ".tmp"
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def replace_folder(staged: Path, folder: Path) -> None:
+    """Rename the complete folder `staged` to `folder` (same filesystem), replacing a folder already there.
+
+    The old folder is first renamed aside in one step and removed last, so a reader, or a kill at any moment, finds
+    the old folder, the new one or none, never one half removed.
+    """
+    retired = folder.with_name(f".{folder.name}.retired-{os.getpid()}")
+    shutil.rmtree(retired, ignore_errors=True)
+    if folder.exists():
+        os.replace(folder, retired)
+    os.replace(staged, folder)
+    shutil.rmtree(retired, ignore_errors=True)
 
 
 def _umask() -> int:

@@ -210,3 +210,27 @@ def test_a_full_disk_stops_a_run_in_one_line_with_the_store_consistent(tmp_path:
     assert row.status.startswith("failed: at step") and "No space left on device" in row.status
     record = store.load(row.run_id)  # every file still parses: old content or new, never half
     assert record.summary is None and all(entry["step"] % 10 == 0 for entry in record.curve)
+
+
+def test_a_dataset_made_again_replaces_the_old_folder_whole_even_when_killed_while_removing_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import shutil
+
+    from offbench import io
+
+    folder, staged = tmp_path / "pong-dqn-v5", tmp_path / ".pong-dqn-v5.making-1"
+    for path, content in ((folder, "old"), (staged, "new")):
+        path.mkdir()
+        for name in ("sidecar.json", "replay_logs"):
+            (path / name).write_text(content)
+    real_rmtree = shutil.rmtree
+
+    def killed_after_one_file(path, *args, **kwargs):
+        if Path(path).exists():
+            next(Path(path).iterdir()).unlink()
+            raise SystemExit("killed")
+        real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(shutil, "rmtree", killed_after_one_file)
+    with pytest.raises(SystemExit):
+        io.replace_folder(staged, folder)
+    assert sorted(p.read_text() for p in folder.iterdir()) == ["new", "new"]

@@ -33,7 +33,7 @@ from offbench import atari
 from offbench.data import dqn_replay
 from offbench.data.dataset import OfflineDataset
 from offbench.errors import OffbenchError
-from offbench.io import atomic_write
+from offbench.io import atomic_write, replace_folder
 
 SIDECAR = "offbench.json"
 Rows = dict[str, np.ndarray]
@@ -110,9 +110,7 @@ def write_recording(folder: Path, rows: Rows, sidecar: dict[str, Any], overwrite
     shutil.rmtree(staging, ignore_errors=True)
     write_checkpoint(staging / "replay_logs", 0, rows, add_count=len(rows["action"]))
     atomic_write(staging / SIDECAR, lambda tmp: Path(tmp).write_text(json.dumps(sidecar, indent=2, sort_keys=True)))
-    if folder.exists():
-        shutil.rmtree(folder)
-    os.replace(staging, folder)
+    replace_folder(staging, folder)
 
 
 def checkpoint_of(logs: Path) -> dqn_replay.Checkpoint:

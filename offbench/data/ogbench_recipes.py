@@ -56,7 +56,7 @@ import numpy as np
 
 from offbench.data import ogbench_io
 from offbench.errors import OffbenchError
-from offbench.io import atomic_write
+from offbench.io import atomic_write, replace_folder
 
 Rows = dict[str, np.ndarray]
 SIDECAR = "offbench.json"
@@ -268,9 +268,7 @@ def write_recording(folder: Path, dataset: str, train: Rows, val: Rows, sidecar:
     np.savez_compressed(staging / f"{dataset}.npz", **train)
     np.savez_compressed(staging / f"{dataset}-val.npz", **val)
     atomic_write(staging / SIDECAR, lambda tmp: Path(tmp).write_text(json.dumps(sidecar, indent=2, sort_keys=True)))
-    if folder.exists():
-        shutil.rmtree(folder)
-    os.replace(staging, folder)
+    replace_folder(staging, folder)
 
 
 def _run_episode(job: tuple[dict[str, Any], int]) -> Rows:
