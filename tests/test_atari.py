@@ -18,7 +18,7 @@ from conftest import run_cli
 
 from offbench import atari
 from offbench.data import dqn_replay, registry
-from offbench.data.atari_recipes import record_random
+from offbench.data.atari_recipes import record_dqn, record_random
 from offbench.data.dataset import episode_scores
 from offbench.data.sampling import FrameStack
 from offbench.errors import OffbenchError
@@ -228,6 +228,86 @@ def test_the_evaluation_observation_equals_the_datasets_stack(empty_roots: Path)
     finally:
         env.close()
     assert record_random(entry)["observation"].shape == (203, 84, 84)  # Dopamine's 3 padding rows, dropped by the reader
+
+
+def write_conv_snapshot(path: Path, favoured_action: int = 4) -> dict:
+    """A random-init Atari DQN snapshot in offbench.behavior.dqn's format whose greedy action is `favoured_action`."""
+    from offbench.behavior import dqn
+
+    torch.manual_seed(0)
+    network = dqn.ConvQNetwork(4, 6)
+    with torch.no_grad():
+        network.last_fc.bias[favoured_action] = 1e6
+    snapshot = {"format": dqn.SNAPSHOT_FORMAT, "env_id": "ALE/Pong-v5", "env_steps": 0, "updates": 0, "num_actions": 6, "arch": "conv",
+                "q": {layer: {k: v.detach().clone() for k, v in getattr(network, layer).state_dict().items()} for layer in dqn.CONV_LAYERS}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(snapshot, path)
+    return snapshot
+
+
+DQN_ENTRY = {"game": "pong", "env_id": "ALE/Pong-v5", "recipe": "atari-dqn", "policy": "pong/q.pt", "steps": 150, "seed": 3,
+             "low_noise_p": 0.0, "rand_action_p": 0.2, "eval_eps": 0.001, "reference": "atari:pong"}
+
+
+def test_a_dqn_recording_acts_with_the_snapshot_and_the_buffer_noise(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from offbench.behavior.dqn import GreedyQPolicy, NoisyGreedyPolicy
+    from offbench.data import recipes
+
+    monkeypatch.setattr(recipes, "policies_dir", lambda: tmp_path)
+    snapshot = write_conv_snapshot(tmp_path / "pong" / "q.pt")
+    rows = record_dqn(DQN_ENTRY)
+    assert all(np.array_equal(rows[f], again) for f, again in record_dqn(DQN_ENTRY).items())  # a seed gives the same bytes
+    assert rows["observation"].shape == (153, 84, 84) and not rows["observation"][:3].any()  # 3 padding rows, then the steps
+    random_share = (rows["action"][3:] != 4).mean()
+    assert 0.05 < random_share < 0.35  # greedy (4) but for the noisy episode's 19.9% of uniform actions (5 in 6 not 4)
+    policy = NoisyGreedyPolicy(GreedyQPolicy(snapshot), 1, DQN_ENTRY["seed"], 0.0, 0.2, 0.001)
+    env = atari.make_pixel_env("pong")
+    try:  # the recipe's actions are those the noisy policy gives on the env's own stacks, drawn in the same order
+        observation, _ = env.reset(seed=DQN_ENTRY["seed"])
+        for row in range(3, 153):
+            assert np.array_equal(observation[-1], rows["observation"][row])
+            action = int(policy(observation[None], np.zeros(1, dtype=np.int64), np.array([row == 3]))[0])
+            assert action == rows["action"][row], row
+            observation, *_ = env.step(action)
+    finally:
+        env.close()
+    low_noise = record_dqn({**DQN_ENTRY, "low_noise_p": 1.0})
+    assert (low_noise["action"][3:] == 4).mean() > 0.98  # a low-noise episode: epsilon 0.001
+
+
+class _FirstEpisodeCut(gym.Wrapper):
+    """Truncates the first episode after `steps` steps, as the 27,000-step cap would."""
+
+    def __init__(self, env: gym.Env, steps: int) -> None:
+        super().__init__(env)
+        self.resets, self.steps, self.limit = 0, 0, steps
+
+    def reset(self, **kwargs):
+        self.resets, self.steps = self.resets + 1, 0
+        return self.env.reset(**kwargs)
+
+    def step(self, action):
+        observation, reward, terminated, truncated, info = self.env.step(action)
+        self.steps += 1
+        return observation, reward, terminated, truncated or (self.resets == 1 and self.steps == self.limit), info
+
+
+def test_an_episode_cut_by_the_cap_is_left_out_whole_and_a_policy_that_always_reaches_it_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from offbench.data import atari_recipes, recipes
+
+    monkeypatch.setattr(recipes, "policies_dir", lambda: tmp_path)
+    write_conv_snapshot(tmp_path / "pong" / "q.pt")
+    make = atari.make_pixel_env
+    monkeypatch.setattr(atari_recipes.atari, "make_pixel_env", lambda game: _FirstEpisodeCut(make(game), 40))
+    rows = record_dqn({**DQN_ENTRY, "steps": 60})
+    assert len(rows["action"]) == 63 and not rows["terminal"].any() and not rows["observation"][:3].any()
+    assert rows["observation"][3:].reshape(60, -1).any(axis=1).all()  # no second padding: the cut episode's rows went with it
+    monkeypatch.setattr(atari_recipes.atari, "make_pixel_env", lambda game: gym.wrappers.TimeLimit(make(game), 30))
+    with pytest.raises(OffbenchError, match="reach the 27000-step cap more often than they end"):
+        record_dqn({**DQN_ENTRY, "steps": 50})
+    with pytest.raises(OffbenchError, match="was trained on CartPole-v1, not ALE/Pong-v5"):
+        torch.save({**torch.load(tmp_path / "pong" / "q.pt"), "env_id": "CartPole-v1"}, tmp_path / "pong" / "q.pt")
+        record_dqn(DQN_ENTRY)
 
 
 def write_minari_atari(root: Path, episodes: int = 2, steps: int = 25) -> list[np.ndarray]:

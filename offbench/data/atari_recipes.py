@@ -11,10 +11,19 @@ as real DQN Replay checkpoints.
 
     atari-random   uniform-random actions from numpy's generator seeded with `seed` (the env is reset
                    with `seed` once, then continues its own generator); `steps` agent steps.
+    atari-dqn      a partially trained DQN snapshot (`policy`, under datasets/policies/, made by
+                   `offbench.behavior.dqn`) with discrete BCQ's buffer noise (spec "Dataset generation";
+                   sfujim/BCQ main.py --generate_buffer): each episode is low-noise with probability
+                   `low_noise_p` (epsilon-greedy with `eval_eps`), otherwise a uniform action is taken with
+                   probability `rand_action_p - eval_eps`; `steps` kept agent steps.
 
-The layout cannot mark an episode cut by the 27,000-step cap (Dopamine's cannot either); a recipe that
-meets one stops with an error rather than store a false successor. Uniform-random play never reaches it
-in the catalogued games (a random Pong episode lasts about 800 steps).
+The layout cannot mark an episode cut by the 27,000-step cap (Dopamine's cannot either: its next row would
+read as the cut episode's successor). `atari-random` stops with an error if it meets one (uniform-random
+play never does in the catalogued games: a random Pong episode lasts about 800 steps); `atari-dqn` leaves
+such an episode out whole, as a behaviour policy that stalls (Breakout without FIRE) can reach the cap.
+
+Making a recording holds its frames twice at the end (the list of rows, then the array written): about
+14 GB at 1M steps.
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 
 from offbench import atari
@@ -44,27 +54,72 @@ def record_random(entry: dict[str, Any], on_steps: Callable[[int], None] | None 
 
     Returns `observation` (rows, 84, 84) uint8, `action` int32, `reward` float32 and `terminal` uint8, padding included.
     """
-    env = atari.make_pixel_env(entry["game"])
     rng = np.random.default_rng(entry["seed"])
+    return _record(entry, lambda env: lambda observation, episode_start: int(rng.integers(env.action_space.n)), on_steps, drop_capped=False)
+
+
+def record_dqn(entry: dict[str, Any], on_steps: Callable[[int], None] | None = None) -> Rows:
+    """`entry["steps"]` agent steps of the DQN snapshot `entry["policy"]` with discrete BCQ's buffer noise
+    (`offbench.behavior.dqn.NoisyGreedyPolicy`: `low_noise_p`, `rand_action_p`, `eval_eps`, seeded with `seed`).
+
+    The greedy action is the snapshot's argmax on the 4 stacked frames the env gives (float64 forward pass).
+    An episode that reaches the 27,000-step cap is left out whole (the layout cannot mark the cut; see the
+    module docstring), and the recording goes on until `steps` agent steps are kept. Returns the rows as
+    `record_random`; raises `OffbenchError` for a missing or foreign snapshot or one trained on another game.
+    """
+    from offbench.behavior.dqn import GreedyQPolicy, NoisyGreedyPolicy, load_snapshot
+    from offbench.data.recipes import policies_dir
+
+    snapshot = load_snapshot(policies_dir() / entry["policy"])
+    if snapshot.get("env_id") != entry["env_id"]:
+        raise OffbenchError(f"behaviour policy {entry['policy']} was trained on {snapshot.get('env_id')}, not {entry['env_id']}")
+    policy = NoisyGreedyPolicy(GreedyQPolicy(snapshot), 1, entry["seed"], entry["low_noise_p"], entry["rand_action_p"], entry["eval_eps"])
+    only_env = np.zeros(1, dtype=np.int64)
+    return _record(entry, lambda env: lambda observation, episode_start: int(policy(observation[None], only_env, np.array([episode_start]))[0]),
+                   on_steps, drop_capped=True)
+
+
+Chooser = Callable[[np.ndarray, bool], int]  # (stacked observation (4, 84, 84) uint8, whether it starts an episode) -> action
+
+
+def _record(entry: dict[str, Any], chooser: Callable[[gym.Env], Chooser], on_steps: Callable[[int], None] | None, drop_capped: bool) -> Rows:
+    """Play until `entry["steps"]` agent steps are kept, acting with `chooser(env)`."""
+    env = atari.make_pixel_env(entry["game"])
     rows: dict[str, list] = {field: [] for field in dqn_replay.FIELDS}
+    kept, reported, dropped = 0, 0, 0
     try:
+        choose = chooser(env)
         observation, _ = env.reset(seed=entry["seed"])
         _pad(rows)
-        for step in range(entry["steps"]):
-            action = int(rng.integers(env.action_space.n))
+        episode_first_row, episode_start = len(rows["action"]), True
+        while kept < entry["steps"]:
+            action = choose(observation, episode_start)
             next_observation, reward, terminated, truncated, _ = env.step(action)
             _add(rows, observation[-1], action, float(reward), terminated)
+            kept, episode_start = kept + 1, False
             if truncated and not terminated:
-                raise OffbenchError(f"recipe for {entry['game']}: an episode reached the {atari.MAX_EPISODE_STEPS}-step cap, "
-                                    "which the Dopamine layout cannot mark", "use a behaviour whose episodes end by termination")
-            if terminated:
-                _pad(rows)
+                if not drop_capped:
+                    raise OffbenchError(f"recipe for {entry['game']}: an episode reached the {atari.MAX_EPISODE_STEPS}-step cap, "
+                                        "which the Dopamine layout cannot mark", "use a behaviour whose episodes end by termination")
+                episode_steps = len(rows["action"]) - episode_first_row
+                kept, dropped = kept - episode_steps, dropped + episode_steps
+                for values in rows.values():
+                    del values[episode_first_row:]  # the padding before it stays: it starts the next episode
+                if dropped > entry["steps"]:
+                    raise OffbenchError(f"recipe for {entry['game']}: the behaviour policy's episodes reach the "
+                                        f"{atari.MAX_EPISODE_STEPS}-step cap more often than they end ({dropped:,} steps left out)",
+                                        "use a policy that finishes its episodes (e.g. one trained longer)")
+            if terminated or truncated:
+                if terminated:
+                    _pad(rows)
                 next_observation, _ = env.reset()
+                episode_first_row, episode_start = len(rows["action"]), True
             observation = next_observation
-            if on_steps is not None and (step + 1) % 1000 == 0:
-                on_steps(1000)
-        if on_steps is not None:
-            on_steps(entry["steps"] % 1000)
+            if on_steps is not None and kept >= reported + 1000:
+                on_steps(kept - reported)
+                reported = kept
+        if on_steps is not None and kept > reported:
+            on_steps(kept - reported)
     finally:
         env.close()
     return {field: np.asarray(values, dtype=DTYPES[field]) for field, values in rows.items()}
@@ -86,7 +141,7 @@ def _pad(rows: dict[str, list]) -> None:
         _add(rows, np.zeros((atari.SCREEN_SIZE, atari.SCREEN_SIZE), np.uint8), 0, 0.0, False)
 
 
-ATARI_RECIPES: dict[str, Callable[[dict[str, Any], Callable[[int], None] | None], Rows]] = {"atari-random": record_random}
+ATARI_RECIPES: dict[str, Callable[[dict[str, Any], Callable[[int], None] | None], Rows]] = {"atari-random": record_random, "atari-dqn": record_dqn}
 
 
 def write_checkpoint(folder: Path, checkpoint: int, rows: Rows, add_count: int) -> None:

@@ -129,7 +129,7 @@ def recipe_available(entry: dict[str, Any]) -> bool:
     kind = entry.get("recipe")
     if kind in ("random", "atari-random") or str(kind).startswith("ogbench-"):  # OGBench recipes use the oracles of the ogbench package
         return True
-    if kind in ("policy", "noisy-dqn"):
+    if kind in ("policy", "noisy-dqn", "atari-dqn"):
         return (policies_dir() / entry["policy"]).is_file()
     if kind == "snapshot-sequence":
         return (policies_dir() / entry["until"]).is_file() and any((policies_dir() / entry["snapshots"]).glob("*.pt"))
