@@ -447,7 +447,11 @@ def runs_reindex(results: Optional[Path] = ResultsDirOption) -> None:
     from offbench.store import ResultsStore
 
     store = ResultsStore(results_dir(results))
-    out.print(f"indexed {store.reindex()} runs in {store.root}")
+
+    def waiting() -> None:
+        err.print(f"waiting for the processes that have {store.index_path} open to close it (a running sweep writes it often)")
+
+    out.print(f"indexed {store.reindex(on_wait=waiting)} runs in {store.root}")
 
 
 def _fmt(value, pattern: str = "{:.1f}") -> str:

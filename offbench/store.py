@@ -31,7 +31,7 @@ import shutil
 import socket
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -318,10 +318,11 @@ class ResultsStore:
         for run_id in self.runs("finished")["run_id"]:
             yield self.load(run_id)
 
-    def reindex(self) -> int:
+    def reindex(self, on_wait: Callable[[], None] | None = None) -> int:
         """Rebuild the index from the run directories (after a lost, damaged or outdated index file); returns the
-        number of runs indexed. Waits until no other process has the index open (`index.lock`)."""
-        with self._index_lock(exclusive=True):
+        number of runs indexed. Waits until no other process has the index open (`index.lock`), calling `on_wait()`
+        first when one has."""
+        with self._index_lock(exclusive=True, on_wait=on_wait):
             return self._rebuild_index()
 
     # ---- index internals -----------------------------------------------------------------------
@@ -336,36 +337,53 @@ class ResultsStore:
             raise DamagedRecord(run_id, f"{name} is unreadable ({type(error).__name__})") from None
 
     @contextmanager
-    def _index_lock(self, exclusive: bool) -> Iterator[None]:
+    def _index_lock(self, exclusive: bool, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
         """Hold `index.lock`: shared by every process while it has the index open, exclusive while one rebuilds it.
         A rebuild renames a new file over the index; under another process's open connection that would leave the
         connection writing to an unlinked file beside a WAL that belongs to neither (SQLite: disk I/O error or a
-        corrupt index). An advisory `flock`, released by the kernel when its holder dies."""
+        corrupt index). An advisory `flock`, released by the kernel when its holder dies; `on_wait()` is called
+        before blocking when another process holds it. Raises one-line `OffbenchError` when it cannot be opened."""
         import fcntl
 
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / "index.lock", "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            handle = open(self.root / "index.lock", "a+")  # readable too: NFSv4 grants a shared lock only on a file open for reading
+        except OSError as error:
+            raise OffbenchError(f"results store {self.root}: cannot open index.lock ({error.strerror})",
+                                "pass a --results-dir you can write to") from None
+        with handle:
+            try:
+                fcntl.flock(handle, mode | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if on_wait is not None:
+                    on_wait()
+                fcntl.flock(handle, mode)
             yield  # closing the file releases the lock
 
     @contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
-        """A connection to a current index, open only inside the block and under the shared index lock. The index is
-        rebuilt from the run folders first (under the exclusive lock) when it is missing while runs exist, unreadable,
-        or of an older schema."""
-        with self._index_lock(exclusive=False):
-            conn = self._open_current()
-            if conn is not None:
+        """A connection to a current index, open only inside the block, under the shared index lock (or, when the
+        index had to be rebuilt first from the run folders because it was missing while runs exist, unreadable or of
+        an older schema, under the exclusive lock the rebuild took). An SQLite failure that is not a damaged file
+        (locked past the busy timeout, I/O error, no permission) is one-line `OffbenchError`, never a rebuild."""
+        try:
+            with self._index_lock(exclusive=False):
+                conn = self._open_current()
+                if conn is not None:
+                    with closing(conn):
+                        yield conn
+                    return
+            with self._index_lock(exclusive=True):
+                conn = self._open_current()  # another process may have rebuilt it while this one waited
+                if conn is None:
+                    self._rebuild_index()
+                    conn = self._open(self.index_path)
                 with closing(conn):
                     yield conn
-                return
-        with self._index_lock(exclusive=True):
-            conn = self._open_current()  # another process may have rebuilt it while this one waited
-            if conn is None:
-                self._rebuild_index()
-                conn = self._open(self.index_path)
-            with closing(conn):
-                yield conn
+        except sqlite3.OperationalError as error:
+            raise OffbenchError(f"results store {self.root}: index.sqlite failed ({error})",
+                                "check the folder's disk and permissions, then run again") from None
 
     def _open_current(self) -> sqlite3.Connection | None:
         """The index opened (created when no run exists yet), or None when it must be rebuilt first."""
@@ -379,6 +397,8 @@ class ResultsStore:
             conn = self._open(self.index_path)
             if {row[1] for row in conn.execute("PRAGMA table_info(runs)")} == set(INDEX_COLUMNS):
                 return conn
+        except sqlite3.OperationalError:  # locked, I/O, permissions: not damage; the caller reports it
+            raise
         except sqlite3.DatabaseError:  # garbage, truncated: the run folders are the ground truth
             pass
         if conn is not None:
@@ -395,9 +415,11 @@ class ResultsStore:
             except DamagedRecord as error:  # listed, never counted: `offbench runs --all` shows what is wrong
                 rows.append({"run_id": run_dir.name, "status": f"damaged: {error.damage}"})
                 continue
+            except OffbenchError:  # removed (`runs rm`) since it was listed
+                continue
             status = record.summary.status if record.summary is not None else "running"
             started_at = record.provenance.get("started_at")
-            last_write = max(p.stat().st_mtime for p in run_dir.iterdir())  # the heartbeat a rebuilt index can know
+            last_write = max(_mtimes(run_dir), default=0.0)  # the heartbeat a rebuilt index can know
             provenance = {**record.provenance, "heartbeat_at": last_write}
             rows.append(self._row(record.run_id, record.config, status, record.summary, provenance, started_at))
         fresh = self.index_path.with_name(f".{self.index_path.name}.{os.getpid()}.tmp")
@@ -407,9 +429,9 @@ class ResultsStore:
             for row in rows:
                 conn.execute(*_upsert_statement(row))
             conn.execute("COMMIT")
-        # The old index's write-ahead log and shared memory go first: SQLite would replay a leftover log (a process
-        # killed with the index open) into the new file. No connection is open under the exclusive lock.
-        for suffix in ("-wal", "-shm"):
+        # The old index's write-ahead log, shared memory and rollback journal go first: SQLite would replay a leftover
+        # log or journal (a process killed with the index open) into the new file. None is open under the exclusive lock.
+        for suffix in ("-wal", "-shm", "-journal"):
             self.index_path.with_name(self.index_path.name + suffix).unlink(missing_ok=True)
         os.replace(fresh, self.index_path)
         return len(rows)
@@ -468,6 +490,15 @@ class ResultsStore:
         if started_at is not None:
             row["started_at"] = started_at
         return row
+
+
+def _mtimes(folder: Path) -> Iterator[float]:
+    """Modification times of the files in `folder`, skipping one renamed away meanwhile (an atomic write's temporary file)."""
+    for path in folder.iterdir():
+        try:
+            yield path.stat().st_mtime
+        except FileNotFoundError:
+            continue
 
 
 @contextmanager

@@ -103,7 +103,7 @@ def test_no_temporary_files_are_left_behind(tmp_path: Path) -> None:
 
 def _writer(root: str, prefix: str, count: int, start: Any = None) -> None:
     if start is not None:
-        start.wait(timeout=60)  # every writer's first run at the same moment
+        start.wait(timeout=180)  # every writer's first run at the same moment
     for i in range(count):
         write_run(Path(root), f"{prefix}{i}-s0", float(i))
 
@@ -125,14 +125,18 @@ def test_processes_starting_at_once_on_a_new_store_all_index_their_runs(tmp_path
     """Each writes its run folder, finds no index and rebuilds one: the rebuilds never swap the file under another's
     open connection (which SQLite answered with `disk I/O error`)."""
     context = mp.get_context("spawn")
-    roots = [tmp_path / f"store{i}" for i in range(4)]
-    start = context.Barrier(16)
+    roots = [tmp_path / f"store{i}" for i in range(3)]
+    start = context.Barrier(12)
     workers = [context.Process(target=_writer, args=(str(root), prefix, 3, start)) for root in roots for prefix in "wxyz"]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(timeout=120)
-        assert worker.exitcode == 0
+    try:
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(timeout=240)
+            assert worker.exitcode == 0
+    finally:
+        for worker in workers:
+            worker.kill()
     for root in roots:
         assert len(ResultsStore(root).runs()) == 12
 
@@ -140,15 +144,35 @@ def test_processes_starting_at_once_on_a_new_store_all_index_their_runs(tmp_path
 def test_a_rebuild_waits_until_no_connection_is_open(tmp_path: Path) -> None:
     write_run(tmp_path, "a-s0")
     store = ResultsStore(tmp_path)
-    rebuild = threading.Thread(target=ResultsStore(tmp_path).reindex)
+    waited = threading.Event()
+    rebuild = threading.Thread(target=ResultsStore(tmp_path).reindex, kwargs={"on_wait": waited.set})
     with store._connection():
         inode = store.index_path.stat().st_ino
         rebuild.start()
         rebuild.join(timeout=0.5)
-        assert rebuild.is_alive() and store.index_path.stat().st_ino == inode
+        assert rebuild.is_alive() and waited.is_set() and store.index_path.stat().st_ino == inode
     rebuild.join(timeout=30)
     assert not rebuild.is_alive() and store.index_path.stat().st_ino != inode
     assert list(store.runs()["run_id"]) == ["a-s0"]
+
+
+def test_a_file_renamed_away_while_a_rebuild_reads_the_folder_is_skipped(tmp_path: Path) -> None:
+    write_run(tmp_path, "a-s0")
+    (tmp_path / "runs" / "a-s0" / ".curve.json.x1.tmp").symlink_to("gone")  # listed, then gone when its time is read
+    assert ResultsStore(tmp_path).reindex() == 1
+
+
+def test_an_index_that_fails_without_being_damaged_is_one_line_and_never_rebuilt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_run(tmp_path, "a-s0")
+    store = ResultsStore(tmp_path)
+
+    def failing(*args, **kwargs):
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(store, "_open", failing)
+    monkeypatch.setattr(store, "_rebuild_index", lambda: pytest.fail("rebuilt an index that is not damaged"))
+    with pytest.raises(OffbenchError, match=r"index.sqlite failed \(disk I/O error\)"):
+        store.runs()
 
 
 def test_a_write_ahead_log_left_by_a_killed_process_is_never_replayed_into_a_rebuilt_index(tmp_path: Path) -> None:
