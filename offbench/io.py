@@ -36,14 +36,19 @@ def atomic_write(path: Path, write: Callable[[Path], None], suffix: str = ".tmp"
 def replace_folder(staged: Path, folder: Path) -> None:
     """Rename the complete folder `staged` to `folder` (same filesystem), replacing a folder already there.
 
-    The old folder is first renamed aside in one step and removed last, so a reader, or a kill at any moment, finds
-    the old folder, the new one or none, never one half removed.
+    The old folder is first renamed aside (`.<name>.retired`) in one step and removed last, so a reader, or a kill
+    at any moment, finds the old folder, the new one or none, never one half removed; a retired folder a killed
+    replace left behind is removed by the next one. Raises one-line `OffbenchError` when a rename fails (another
+    process making the same folder at once).
     """
-    retired = folder.with_name(f".{folder.name}.retired-{os.getpid()}")
+    retired = folder.with_name(f".{folder.name}.retired")
     shutil.rmtree(retired, ignore_errors=True)
-    if folder.exists():
-        os.replace(folder, retired)
-    os.replace(staged, folder)
+    try:
+        if folder.exists():
+            os.replace(folder, retired)
+        os.replace(staged, folder)
+    except OSError as error:
+        raise OffbenchError(f"cannot put {folder} in place ({error.strerror})", "is another process making it? run again when it is done") from None
     shutil.rmtree(retired, ignore_errors=True)
 
 

@@ -230,15 +230,15 @@ def test_the_evaluation_observation_equals_the_datasets_stack(empty_roots: Path)
     assert record_random(entry)["observation"].shape == (203, 84, 84)  # Dopamine's 3 padding rows, dropped by the reader
 
 
-def write_conv_snapshot(path: Path, favoured_action: int = 4) -> dict:
+def write_conv_snapshot(path: Path, favoured_action: int = 4, num_actions: int = 6) -> dict:
     """A random-init Atari DQN snapshot in offbench.behavior.dqn's format whose greedy action is `favoured_action`."""
     from offbench.behavior import dqn
 
     torch.manual_seed(0)
-    network = dqn.ConvQNetwork(4, 6)
+    network = dqn.ConvQNetwork(4, num_actions)
     with torch.no_grad():
         network.last_fc.bias[favoured_action] = 1e6
-    snapshot = {"format": dqn.SNAPSHOT_FORMAT, "env_id": "ALE/Pong-v5", "env_steps": 0, "updates": 0, "num_actions": 6, "arch": "conv",
+    snapshot = {"format": dqn.SNAPSHOT_FORMAT, "env_id": "ALE/Pong-v5", "env_steps": 0, "updates": 0, "num_actions": num_actions, "arch": "conv",
                 "q": {layer: {k: v.detach().clone() for k, v in getattr(network, layer).state_dict().items()} for layer in dqn.CONV_LAYERS}}
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(snapshot, path)
@@ -276,37 +276,45 @@ def test_a_dqn_recording_acts_with_the_snapshot_and_the_buffer_noise(tmp_path: P
 
 
 class _FirstEpisodeCut(gym.Wrapper):
-    """Truncates the first episode after `steps` steps, as the 27,000-step cap would."""
+    """Truncates the first episode after `limit` steps, as the 27,000-step cap would; keeps each reset's newest frame."""
 
-    def __init__(self, env: gym.Env, steps: int) -> None:
+    def __init__(self, env: gym.Env, limit: int) -> None:
         super().__init__(env)
-        self.resets, self.steps, self.limit = 0, 0, steps
+        self.limit, self.steps, self.total_steps, self.reset_frames = limit, 0, 0, []
 
     def reset(self, **kwargs):
-        self.resets, self.steps = self.resets + 1, 0
-        return self.env.reset(**kwargs)
+        observation, info = self.env.reset(**kwargs)
+        self.steps = 0
+        self.reset_frames.append(observation[-1].copy())
+        return observation, info
 
     def step(self, action):
         observation, reward, terminated, truncated, info = self.env.step(action)
-        self.steps += 1
-        return observation, reward, terminated, truncated or (self.resets == 1 and self.steps == self.limit), info
+        self.steps, self.total_steps = self.steps + 1, self.total_steps + 1
+        return observation, reward, terminated, truncated or (len(self.reset_frames) == 1 and self.steps == self.limit), info
 
 
-def test_an_episode_cut_by_the_cap_is_left_out_whole_and_a_policy_that_always_reaches_it_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_episode_cut_by_the_cap_is_left_out_whole_and_a_policy_that_keeps_reaching_it_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from offbench.data import atari_recipes, recipes
 
     monkeypatch.setattr(recipes, "policies_dir", lambda: tmp_path)
-    write_conv_snapshot(tmp_path / "pong" / "q.pt")
-    make = atari.make_pixel_env
-    monkeypatch.setattr(atari_recipes.atari, "make_pixel_env", lambda game: _FirstEpisodeCut(make(game), 40))
+    snapshot = write_conv_snapshot(tmp_path / "pong" / "q.pt")
+    make, envs = atari.make_pixel_env, []
+    monkeypatch.setattr(atari_recipes.atari, "make_pixel_env", lambda game: envs.append(_FirstEpisodeCut(make(game), 40)) or envs[-1])
     rows = record_dqn({**DQN_ENTRY, "steps": 60})
-    assert len(rows["action"]) == 63 and not rows["terminal"].any() and not rows["observation"][:3].any()
-    assert rows["observation"][3:].reshape(60, -1).any(axis=1).all()  # no second padding: the cut episode's rows went with it
+    (env,) = envs
+    assert env.total_steps == 100 and len(env.reset_frames) == 2 and len(rows["action"]) == 63
+    assert np.array_equal(rows["observation"][3], env.reset_frames[1])  # the kept rows start with the second episode
+    assert not rows["terminal"].any() and not rows["observation"][:3].any()
     monkeypatch.setattr(atari_recipes.atari, "make_pixel_env", lambda game: gym.wrappers.TimeLimit(make(game), 30))
-    with pytest.raises(OffbenchError, match="reach the 27000-step cap more often than they end"):
+    with pytest.raises(OffbenchError, match="2 of the behaviour policy's 2 episodes reached the 27000-step cap"):
         record_dqn({**DQN_ENTRY, "steps": 50})
+    monkeypatch.setattr(atari_recipes.atari, "make_pixel_env", make)
+    write_conv_snapshot(tmp_path / "pong" / "q.pt", favoured_action=0, num_actions=4)
+    with pytest.raises(OffbenchError, match="has 4 actions, ALE/Pong-v5 under the pixel protocol has 6"):
+        record_dqn(DQN_ENTRY)
+    torch.save({**snapshot, "env_id": "CartPole-v1"}, tmp_path / "pong" / "q.pt")
     with pytest.raises(OffbenchError, match="was trained on CartPole-v1, not ALE/Pong-v5"):
-        torch.save({**torch.load(tmp_path / "pong" / "q.pt"), "env_id": "CartPole-v1"}, tmp_path / "pong" / "q.pt")
         record_dqn(DQN_ENTRY)
 
 

@@ -234,3 +234,9 @@ def test_a_dataset_made_again_replaces_the_old_folder_whole_even_when_killed_whi
     with pytest.raises(SystemExit):
         io.replace_folder(staged, folder)
     assert sorted(p.read_text() for p in folder.iterdir()) == ["new", "new"]
+    monkeypatch.undo()
+    newer = tmp_path / ".pong-dqn-v5.making-2"
+    newer.mkdir()
+    (newer / "sidecar.json").write_text("newer")
+    io.replace_folder(newer, folder)  # also removes the half-removed old folder the killed replace left aside
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pong-dqn-v5"] and (folder / "sidecar.json").read_text() == "newer"

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from offbench.behavior import sac
-from offbench.behavior.policy import TanhGaussianActor, load_snapshot, make_policy, select_medium
+from offbench.behavior.policy import TanhGaussianActor, export_run, load_snapshot, make_policy, select_medium
 from offbench.errors import OffbenchError
 
 
@@ -32,6 +32,14 @@ def test_short_run_writes_snapshots_and_finite_losses(tmp_path):
     snapshot = load_snapshot(tmp_path / "run" / last["path"])
     assert snapshot["env_steps"] == 300 and snapshot["eval"]["episodes"] == 2
     assert all(t.dtype == torch.float32 for t in snapshot["actor"].values())
+
+    dest = tmp_path / "policies" / "hopper"
+    cards = export_run(tmp_path / "run", dest, expert_target=1e9, eval_episodes=1)
+    medium = cards["medium"]["env_steps"]
+    assert set(cards) == {"expert-so-far", "medium", "replay"}
+    assert sorted(p.name for p in (dest / "replay").iterdir()) == [f"step_{s:07d}.pt" for s in (0, 150, 300) if s < medium]
+    export_run(tmp_path / "run", dest, expert_target=-1e9, eval_episodes=1)  # exported again: the target now reached
+    assert sorted(p.name for p in dest.iterdir()) == ["expert.json", "expert.pt", "medium.json", "medium.pt", "replay", "replay.json"]
 
 
 def test_numpy_policy_matches_torch_actor():

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -38,6 +39,7 @@ import numpy as np
 import torch
 
 from offbench.errors import OffbenchError
+from offbench.io import atomic_write, replace_folder
 
 SNAPSHOT_FORMAT = "offbench-sac-actor-v1"
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # rlkit's TanhGaussianPolicy bounds, as in D4RL's behaviour policies
@@ -177,14 +179,15 @@ def export_run(run_dir: Path, dest: Path, expert_target: float, note: str = "", 
         "medium": (records[medium_step], f"snapshot, up to the best one, whose return is closest to a third of {basis}"),
     }
     for name, (record, role) in roles.items():
-        shutil.copyfile(run_dir / record["path"], dest / f"{name}.pt")
+        atomic_write(dest / f"{name}.pt", lambda tmp, source=run_dir / record["path"]: shutil.copyfile(source, tmp))
         cards[name] = _card(dest / f"{name}.pt", record, role, common, eval_episodes)
-    replay = dest / "replay"
-    shutil.rmtree(replay, ignore_errors=True)
-    replay.mkdir()
+    staged = dest / f".replay.making-{os.getpid()}"  # the snapshot-sequence recipe never sees a partial sequence
+    shutil.rmtree(staged, ignore_errors=True)
+    staged.mkdir()
     sequence = [records[step] for step in sorted(records) if step < medium_step]
     for record in sequence:
-        shutil.copyfile(run_dir / record["path"], replay / Path(record["path"]).name)
+        shutil.copyfile(run_dir / record["path"], staged / Path(record["path"]).name)
+    replace_folder(staged, dest / "replay")
     cards["replay"] = {
         **common,
         "role": f"the learner's snapshots before medium (env step {medium_step}), for the snapshot-sequence recipe",
@@ -194,7 +197,7 @@ def export_run(run_dir: Path, dest: Path, expert_target: float, note: str = "", 
         ],
     }
     for name, card in cards.items():
-        (dest / f"{name}.json").write_text(json.dumps(card, indent=2) + "\n")
+        atomic_write(dest / f"{name}.json", lambda tmp, card=card: tmp.write_text(json.dumps(card, indent=2) + "\n"))
     return cards
 
 

@@ -20,7 +20,8 @@ as real DQN Replay checkpoints.
 The layout cannot mark an episode cut by the 27,000-step cap (Dopamine's cannot either: its next row would
 read as the cut episode's successor). `atari-random` stops with an error if it meets one (uniform-random
 play never does in the catalogued games: a random Pong episode lasts about 800 steps); `atari-dqn` leaves
-such an episode out whole, as a behaviour policy that stalls (Breakout without FIRE) can reach the cap.
+such an episode out whole, as a behaviour policy that stalls (Breakout without FIRE) can reach the cap, and
+stops with an error when more of its episodes reach the cap than end (at least two).
 
 Making a recording holds its frames twice at the end (the list of rows, then the array written): about
 14 GB at 1M steps.
@@ -47,6 +48,7 @@ from offbench.io import atomic_write, replace_folder
 
 SIDECAR = "offbench.json"
 Rows = dict[str, np.ndarray]
+Chooser = Callable[[np.ndarray, bool], int]  # (stacked observation (4, 84, 84) uint8, whether it starts an episode) -> action
 
 
 def record_random(entry: dict[str, Any], on_steps: Callable[[int], None] | None = None) -> Rows:
@@ -65,7 +67,8 @@ def record_dqn(entry: dict[str, Any], on_steps: Callable[[int], None] | None = N
     The greedy action is the snapshot's argmax on the 4 stacked frames the env gives (float64 forward pass).
     An episode that reaches the 27,000-step cap is left out whole (the layout cannot mark the cut; see the
     module docstring), and the recording goes on until `steps` agent steps are kept. Returns the rows as
-    `record_random`; raises `OffbenchError` for a missing or foreign snapshot or one trained on another game.
+    `record_random`; raises `OffbenchError` for a missing or foreign snapshot, one trained on another game or
+    with another action count, and when more episodes reach the cap than end (at least two).
     """
     from offbench.behavior.dqn import GreedyQPolicy, NoisyGreedyPolicy, load_snapshot
     from offbench.data.recipes import policies_dir
@@ -75,18 +78,21 @@ def record_dqn(entry: dict[str, Any], on_steps: Callable[[int], None] | None = N
         raise OffbenchError(f"behaviour policy {entry['policy']} was trained on {snapshot.get('env_id')}, not {entry['env_id']}")
     policy = NoisyGreedyPolicy(GreedyQPolicy(snapshot), 1, entry["seed"], entry["low_noise_p"], entry["rand_action_p"], entry["eval_eps"])
     only_env = np.zeros(1, dtype=np.int64)
-    return _record(entry, lambda env: lambda observation, episode_start: int(policy(observation[None], only_env, np.array([episode_start]))[0]),
-                   on_steps, drop_capped=True)
 
+    def chooser(env: gym.Env) -> Chooser:
+        if env.action_space.n != policy.greedy.num_actions:
+            raise OffbenchError(f"behaviour policy {entry['policy']} has {policy.greedy.num_actions} actions, "
+                                f"{entry['env_id']} under the pixel protocol has {env.action_space.n}")
+        return lambda observation, episode_start: int(policy(observation[None], only_env, np.array([episode_start]))[0])
 
-Chooser = Callable[[np.ndarray, bool], int]  # (stacked observation (4, 84, 84) uint8, whether it starts an episode) -> action
+    return _record(entry, chooser, on_steps, drop_capped=True)
 
 
 def _record(entry: dict[str, Any], chooser: Callable[[gym.Env], Chooser], on_steps: Callable[[int], None] | None, drop_capped: bool) -> Rows:
     """Play until `entry["steps"]` agent steps are kept, acting with `chooser(env)`."""
     env = atari.make_pixel_env(entry["game"])
     rows: dict[str, list] = {field: [] for field in dqn_replay.FIELDS}
-    kept, reported, dropped = 0, 0, 0
+    kept, reported, ended, capped = 0, 0, 0, 0
     try:
         choose = chooser(env)
         observation, _ = env.reset(seed=entry["seed"])
@@ -101,14 +107,13 @@ def _record(entry: dict[str, Any], chooser: Callable[[gym.Env], Chooser], on_ste
                 if not drop_capped:
                     raise OffbenchError(f"recipe for {entry['game']}: an episode reached the {atari.MAX_EPISODE_STEPS}-step cap, "
                                         "which the Dopamine layout cannot mark", "use a behaviour whose episodes end by termination")
-                episode_steps = len(rows["action"]) - episode_first_row
-                kept, dropped = kept - episode_steps, dropped + episode_steps
+                kept, capped = kept - (len(rows["action"]) - episode_first_row), capped + 1
                 for values in rows.values():
                     del values[episode_first_row:]  # the padding before it stays: it starts the next episode
-                if dropped > entry["steps"]:
-                    raise OffbenchError(f"recipe for {entry['game']}: the behaviour policy's episodes reach the "
-                                        f"{atari.MAX_EPISODE_STEPS}-step cap more often than they end ({dropped:,} steps left out)",
-                                        "use a policy that finishes its episodes (e.g. one trained longer)")
+                if capped > max(ended, 1):
+                    raise OffbenchError(f"recipe for {entry['game']}: {capped} of the behaviour policy's {capped + ended} episodes "
+                                        f"reached the {atari.MAX_EPISODE_STEPS}-step cap", "use a policy that finishes its episodes (e.g. one trained longer)")
+            ended += terminated
             if terminated or truncated:
                 if terminated:
                     _pad(rows)
@@ -129,7 +134,7 @@ DTYPES = {"observation": np.uint8, "action": np.int32, "reward": np.float32, "te
 
 
 def _add(rows: dict[str, list], frame: np.ndarray, action: int, reward: float, terminal: bool) -> None:
-    rows["observation"].append(frame)
+    rows["observation"].append(frame.copy())  # a view of the env's stack would keep all 4 frames alive
     rows["action"].append(action)
     rows["reward"].append(reward)
     rows["terminal"].append(int(terminal))
