@@ -1,4 +1,4 @@
-"""Evaluation: every seed's policy, several episodes each, all in one Gymnasium vector env.
+"""Evaluation: every seed's policy, several episodes each, in Gymnasium vector envs (all seeds x up to 10 episodes at once).
 
 Each episode gives its undiscounted return and, when the env reports one (OGBench's `info["success"]`),
 whether it ended in success: the `info["success"]` of its last step, as OGBench's own evaluation reads
@@ -29,6 +29,11 @@ from offbench.data.spaces import ActionSpace, ObservationSpace, from_gymnasium, 
 from offbench.errors import OffbenchError
 
 EVAL_SEED_OFFSET = 100  # as the TD3+BC reference code: the eval env is seeded with seed + 100
+# Episodes per seed whose envs exist at once. An OGBench manipulation env holds ~160 MB (measured, cube-single), so
+# DriftQL's OGBench protocol (8 seeds x 50 episodes) in one vector env would need ~64 GB; blocks of 10 need ~13 GB.
+# Fixed, never derived from the machine: the blocks shape the evaluation's random draws (per seed, so a seed still
+# evaluates alike beside other seeds and alone), and a number must not depend on where it was computed.
+EPISODES_AT_ONCE = 10
 EVAL_WRAPPERS: dict[str, Callable[[gym.Env], gym.Wrapper]] = {
     "atari-pixels": atari.pixel_wrappers,  # the Atari pixel protocol (DQN Replay data, local Atari recipes)
     "atari-minari": atari.minari_wrappers,  # Minari's Atari datasets: their frames as offbench stores them
@@ -142,7 +147,9 @@ def evaluate_episodes(
     a stateless policy may be `act(observations)`, and one that reads rewards `act(observations,
     episode_start, rewards)`: rewards (S, episodes) returned with the observations (0 after a reset).
     Each sub-env runs exactly one episode; sub-envs that finished keep stepping (the vector env
-    autoresets them) until the slowest is done, and their extra rewards are ignored.
+    autoresets them) until the slowest is done, and their extra rewards are ignored. Episodes run in
+    blocks of at most `EPISODES_AT_ONCE` per seed, one vector env per block, each block's first
+    observation an episode start.
     `watch_first(env)`, when given, is called with the first sub-env after its reset and after each step
     of its episode (a video recorder renders it): the sub-envs are then made with render_mode="rgb_array",
     which changes no returns.
@@ -154,20 +161,24 @@ def evaluate_episodes(
     elif arity == 2:  # act(observations, episode_start)
         recurrent = act
         act = lambda observations, episode_start, rewards: recurrent(observations, episode_start)  # noqa: E731
-    num_envs = len(seeds) * episodes
     atari.register_if_atari(env_id)
     env_kwargs = {**(env_kwargs or {}), **({"render_mode": "rgb_array"} if watch_first else {})}
-    envs = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync", wrappers=[SeedGlobalNumpy, *wrappers_named(wrappers)],
-                        vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP}, **env_kwargs)
-    watch = watch_first or (lambda env: None)
-    env_seeds = episode_seeds(seeds, episodes)
-    try:
-        with _restoring_global_numpy():
-            returns, successes = _run(act, envs, env_seeds, len(seeds), episodes, watch)
-    finally:
-        envs.close()
-    shape = (len(seeds), episodes)
-    return Episodes(returns.reshape(shape), None if successes is None else successes.reshape(shape))
+    env_seeds = np.array(episode_seeds(seeds, episodes)).reshape(len(seeds), episodes)
+    returns, successes = [], []
+    for first in range(0, episodes, EPISODES_AT_ONCE):
+        block = env_seeds[:, first:first + EPISODES_AT_ONCE]
+        envs = gym.make_vec(env_id, num_envs=block.size, vectorization_mode="sync", wrappers=[SeedGlobalNumpy, *wrappers_named(wrappers)],
+                            vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP}, **env_kwargs)
+        watch = watch_first if watch_first and first == 0 else (lambda env: None)
+        try:
+            with _restoring_global_numpy():
+                block_returns, block_successes = _run(act, envs, block.ravel().tolist(), len(seeds), block.shape[1], watch)
+        finally:
+            envs.close()
+        returns.append(block_returns.reshape(block.shape))
+        successes.append(None if block_successes is None else block_successes.reshape(block.shape))
+    reported = all(part is not None for part in successes)
+    return Episodes(np.concatenate(returns, axis=1), np.concatenate(successes, axis=1) if reported else None)
 
 
 def _run(act: Callable, envs: gym.vector.VectorEnv, env_seeds: list[int], num_seeds: int, episodes: int,

@@ -57,3 +57,22 @@ def test_a_stateless_policy_may_take_observations_only() -> None:
 def test_an_env_that_cannot_be_built_is_one_line(env_id: str, kwargs: dict) -> None:
     with pytest.raises(OffbenchError, match=f"evaluation env {env_id} cannot be built"):
         check_env_spaces(env_id, kwargs, [], ObservationSpace((4,)), Discrete(2), "local/toy-v1")
+
+
+def test_many_episodes_run_in_blocks_of_ten_per_seed_and_give_the_returns_of_one_vector_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    from offbench import evaluate as evaluation
+
+    made, make_vec = [], gym.make_vec
+    monkeypatch.setattr(gym, "make_vec", lambda *args, num_envs, **kwargs: made.append(num_envs) or make_vec(*args, num_envs=num_envs, **kwargs))
+    starts: list[np.ndarray] = []
+
+    def act(observations: np.ndarray, episode_start: np.ndarray) -> np.ndarray:  # deterministic: a return depends on its env seed only
+        starts.append(episode_start.copy())
+        return np.clip(observations[..., 2:3], -2.0, 2.0).astype(np.float32)
+
+    blocks = evaluation.evaluate_episodes(act, "Pendulum-v1", [0, 1], 12).returns
+    assert made == [20, 4] and blocks.shape == (2, 12)
+    assert starts[0].shape == (2, 10) and starts[0].all() and starts[200].shape == (2, 2) and starts[200].all()  # Pendulum: 200 steps
+    monkeypatch.setattr(evaluation, "EPISODES_AT_ONCE", 12)
+    np.testing.assert_array_equal(evaluation.evaluate_episodes(act, "Pendulum-v1", [0, 1], 12).returns, blocks)
+    assert made[2:] == [24]
