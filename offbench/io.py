@@ -33,6 +33,15 @@ def atomic_write(path: Path, write: Callable[[Path], None], suffix: str = ".tmp"
         tmp.unlink(missing_ok=True)
 
 
+def staging_folder(folder: Path) -> Path:
+    """A new, empty hidden folder beside `folder` (`.<name>.making-<pid>`) to write its next version in, then
+    `replace_folder` it into place."""
+    staging = folder.with_name(f".{folder.name}.making-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    return staging
+
+
 def replace_folder(staged: Path, folder: Path) -> None:
     """Rename the complete folder `staged` to `folder` (same filesystem), replacing a folder already there.
 

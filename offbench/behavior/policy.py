@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -39,7 +38,7 @@ import numpy as np
 import torch
 
 from offbench.errors import OffbenchError
-from offbench.io import atomic_write, replace_folder
+from offbench.io import atomic_write, replace_folder, staging_folder
 
 SNAPSHOT_FORMAT = "offbench-sac-actor-v1"
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # rlkit's TanhGaussianPolicy bounds, as in D4RL's behaviour policies
@@ -181,9 +180,7 @@ def export_run(run_dir: Path, dest: Path, expert_target: float, note: str = "", 
     for name, (record, role) in roles.items():
         atomic_write(dest / f"{name}.pt", lambda tmp, source=run_dir / record["path"]: shutil.copyfile(source, tmp))
         cards[name] = _card(dest / f"{name}.pt", record, role, common, eval_episodes)
-    staged = dest / f".replay.making-{os.getpid()}"  # the snapshot-sequence recipe never sees a partial sequence
-    shutil.rmtree(staged, ignore_errors=True)
-    staged.mkdir()
+    staged = staging_folder(dest / "replay")  # the snapshot-sequence recipe never sees a partial sequence
     sequence = [records[step] for step in sorted(records) if step < medium_step]
     for record in sequence:
         shutil.copyfile(run_dir / record["path"], staged / Path(record["path"]).name)

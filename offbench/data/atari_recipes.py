@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -44,7 +42,7 @@ from offbench import atari
 from offbench.data import dqn_replay
 from offbench.data.dataset import OfflineDataset
 from offbench.errors import OffbenchError
-from offbench.io import atomic_write, replace_folder
+from offbench.io import atomic_write, replace_folder, staging_folder
 
 SIDECAR = "offbench.json"
 Rows = dict[str, np.ndarray]
@@ -166,8 +164,7 @@ def write_recording(folder: Path, rows: Rows, sidecar: dict[str, Any], overwrite
     """Write `rows` as checkpoint 0 of `<folder>/replay_logs` and the sidecar, staged beside `folder` and renamed into place when complete."""
     if folder.exists() and not overwrite:
         raise OffbenchError(f"{folder} already exists", "pass --force to make it again")
-    staging = folder.with_name(f".{folder.name}.making-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
+    staging = staging_folder(folder)
     write_checkpoint(staging / "replay_logs", 0, rows, add_count=len(rows["action"]))
     atomic_write(staging / SIDECAR, lambda tmp: Path(tmp).write_text(json.dumps(sidecar, indent=2, sort_keys=True)))
     replace_folder(staging, folder)

@@ -46,7 +46,6 @@ import hashlib
 import json
 import multiprocessing
 import os
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -56,7 +55,7 @@ import numpy as np
 
 from offbench.data import ogbench_io
 from offbench.errors import OffbenchError
-from offbench.io import atomic_write, replace_folder
+from offbench.io import atomic_write, replace_folder, staging_folder
 
 Rows = dict[str, np.ndarray]
 SIDECAR = "offbench.json"
@@ -262,9 +261,7 @@ def write_recording(folder: Path, dataset: str, train: Rows, val: Rows, sidecar:
     """
     if folder.exists() and not overwrite:
         raise OffbenchError(f"{folder} already exists", "pass --force to make it again")
-    staging = folder.with_name(f".{folder.name}.making-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    staging = staging_folder(folder)
     np.savez_compressed(staging / f"{dataset}.npz", **train)
     np.savez_compressed(staging / f"{dataset}-val.npz", **val)
     atomic_write(staging / SIDECAR, lambda tmp: Path(tmp).write_text(json.dumps(sidecar, indent=2, sort_keys=True)))
