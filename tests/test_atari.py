@@ -257,7 +257,8 @@ def test_a_dqn_recording_acts_with_the_snapshot_and_the_buffer_noise(tmp_path: P
     snapshot = write_conv_snapshot(tmp_path / "pong" / "q.pt")
     rows = record_dqn(DQN_ENTRY)
     assert all(np.array_equal(rows[f], again) for f, again in record_dqn(DQN_ENTRY).items())  # a seed gives the same bytes
-    assert rows["observation"].shape == (153, 84, 84) and not rows["observation"][:3].any()  # 3 padding rows, then the steps
+    frames = np.asarray(rows["observation"])
+    assert frames.shape == (153, 84, 84) and not frames[:3].any()  # 3 padding rows, then the steps
     random_share = (rows["action"][3:] != 4).mean()
     assert 0.05 < random_share < 0.35  # greedy (4) but for the noisy episode's 19.9% of uniform actions (5 in 6 not 4)
     policy = NoisyGreedyPolicy(GreedyQPolicy(snapshot), 1, DQN_ENTRY["seed"], 0.0, 0.2, 0.001)
@@ -265,7 +266,7 @@ def test_a_dqn_recording_acts_with_the_snapshot_and_the_buffer_noise(tmp_path: P
     try:  # the recipe's actions are those the noisy policy gives on the env's own stacks, drawn in the same order
         observation, _ = env.reset(seed=DQN_ENTRY["seed"])
         for row in range(3, 153):
-            assert np.array_equal(observation[-1], rows["observation"][row])
+            assert np.array_equal(observation[-1], frames[row])
             action = int(policy(observation[None], np.zeros(1, dtype=np.int64), np.array([row == 3]))[0])
             assert action == rows["action"][row], row
             observation, *_ = env.step(action)
@@ -273,6 +274,30 @@ def test_a_dqn_recording_acts_with_the_snapshot_and_the_buffer_noise(tmp_path: P
         env.close()
     low_noise = record_dqn({**DQN_ENTRY, "low_noise_p": 1.0})
     assert (low_noise["action"][3:] == 4).mean() > 0.98  # a low-noise episode: epsilon 0.001
+
+
+def test_frames_are_kept_in_blocks_cut_back_across_a_block_and_saved_as_np_save_would(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from offbench.data.atari_recipes import Frames, _save
+
+    monkeypatch.setattr(Frames, "BLOCK", 3)
+    frames, expected = Frames(), np.random.default_rng(0).integers(0, 256, (8, 84, 84), dtype=np.uint8)
+    for frame in expected:
+        frames.append(frame)
+    assert len(frames.blocks) == 3 and frames.shape == (8, 84, 84) and np.array_equal(np.asarray(frames), expected)
+    del frames[2:]  # back into the first block: the later blocks are freed
+    assert len(frames.blocks) == 1 and np.array_equal(np.asarray(frames), expected[:2])
+    frames.append(expected[5])
+    frames.append(expected[6])  # a new block after the cut
+    kept = np.concatenate([expected[:2], expected[5:7]])
+    assert len(frames.blocks) == 2 and np.array_equal(np.asarray(frames), kept)
+    _save(tmp_path / "streamed.gz", frames)
+    with gzip.open(tmp_path / "np_save.gz", "wb", compresslevel=1) as stream:
+        np.save(stream, kept, allow_pickle=False)
+    assert gzip.decompress((tmp_path / "streamed.gz").read_bytes()) == gzip.decompress((tmp_path / "np_save.gz").read_bytes())
+    del frames[0:]
+    assert not frames.blocks and np.asarray(frames).shape == (0, 84, 84)
+    with pytest.raises(ValueError, match="only drop its newest"):
+        del frames[1:]
 
 
 class _FirstEpisodeCut(gym.Wrapper):
@@ -304,8 +329,9 @@ def test_an_episode_cut_by_the_cap_is_left_out_whole_and_a_policy_that_keeps_rea
     rows = record_dqn({**DQN_ENTRY, "steps": 60})
     (env,) = envs
     assert env.total_steps == 100 and len(env.reset_frames) == 2 and len(rows["action"]) == 63
-    assert np.array_equal(rows["observation"][3], env.reset_frames[1])  # the kept rows start with the second episode
-    assert not rows["terminal"].any() and not rows["observation"][:3].any()
+    frames = np.asarray(rows["observation"])
+    assert np.array_equal(frames[3], env.reset_frames[1])  # the kept rows start with the second episode
+    assert not rows["terminal"].any() and not frames[:3].any()
     monkeypatch.setattr(atari_recipes.atari, "make_pixel_env", lambda game: gym.wrappers.TimeLimit(make(game), 30))
     with pytest.raises(OffbenchError, match="2 of the behaviour policy's 2 episodes reached the 27000-step cap"):
         record_dqn({**DQN_ENTRY, "steps": 50})

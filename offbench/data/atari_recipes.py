@@ -23,15 +23,15 @@ play never does in the catalogued games: a random Pong episode lasts about 800 s
 such an episode out whole, as a behaviour policy that stalls (Breakout without FIRE) can reach the cap, and
 stops with an error when more of its episodes reach the cap than end (at least two).
 
-Making a recording holds its frames twice at the end (the list of rows, then the array written): about
-14 GB at 1M steps.
+A recording holds its frames once, in blocks (`Frames`), and streams them into the gzip file: about 7 GB
+at 1M steps.
 """
 
 from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,14 +45,14 @@ from offbench.errors import OffbenchError
 from offbench.io import atomic_write, replace_folder, staging_folder
 
 SIDECAR = "offbench.json"
-Rows = dict[str, np.ndarray]
+Rows = dict[str, Any]  # "observation": Frames, the other fields np.ndarray
 Chooser = Callable[[np.ndarray, bool], int]  # (stacked observation (4, 84, 84) uint8, whether it starts an episode) -> action
 
 
 def record_random(entry: dict[str, Any], on_steps: Callable[[int], None] | None = None) -> Rows:
     """`entry["steps"]` agent steps of uniform-random actions in `entry["game"]`, as Dopamine's add order (see the module docstring).
 
-    Returns `observation` (rows, 84, 84) uint8, `action` int32, `reward` float32 and `terminal` uint8, padding included.
+    Returns `observation` (`Frames`, rows x 84 x 84 uint8), `action` int32, `reward` float32 and `terminal` uint8, padding included.
     """
     rng = np.random.default_rng(entry["seed"])
     return _record(entry, lambda env: lambda observation, episode_start: int(rng.integers(env.action_space.n)), on_steps, drop_capped=False)
@@ -89,7 +89,8 @@ def record_dqn(entry: dict[str, Any], on_steps: Callable[[int], None] | None = N
 def _record(entry: dict[str, Any], chooser: Callable[[gym.Env], Chooser], on_steps: Callable[[int], None] | None, drop_capped: bool) -> Rows:
     """Play until `entry["steps"]` agent steps are kept, acting with `chooser(env)`."""
     env = atari.make_pixel_env(entry["game"])
-    rows: dict[str, list] = {field: [] for field in dqn_replay.FIELDS}
+    rows: dict[str, Any] = {field: [] for field in dqn_replay.FIELDS}
+    rows["observation"] = Frames()
     kept, reported, ended, capped = 0, 0, 0, 0
     try:
         choose = chooser(env)
@@ -125,20 +126,59 @@ def _record(entry: dict[str, Any], chooser: Callable[[gym.Env], Chooser], on_ste
             on_steps(kept - reported)
     finally:
         env.close()
-    return {field: np.asarray(values, dtype=DTYPES[field]) for field, values in rows.items()}
+    return {field: values if field == "observation" else np.asarray(values, dtype=DTYPES[field]) for field, values in rows.items()}
 
 
 DTYPES = {"observation": np.uint8, "action": np.int32, "reward": np.float32, "terminal": np.uint8}  # Dopamine's store dtypes
 
 
-def _add(rows: dict[str, list], frame: np.ndarray, action: int, reward: float, terminal: bool) -> None:
-    rows["observation"].append(frame.copy())  # a view of the env's stack would keep all 4 frames alive
+class Frames:
+    """A recording's 84x84 uint8 frames, appended one at a time into blocks of `BLOCK` frames, so that neither a
+    list of 1M small arrays nor a second full copy is ever held; `del frames[n:]` drops the newest ones."""
+
+    BLOCK = 4096
+
+    def __init__(self) -> None:
+        self.blocks: list[np.ndarray] = []
+        self.count = 0
+
+    def append(self, frame: np.ndarray) -> None:
+        if self.count == len(self.blocks) * self.BLOCK:
+            self.blocks.append(np.empty((self.BLOCK, atari.SCREEN_SIZE, atari.SCREEN_SIZE), np.uint8))
+        self.blocks[-1][self.count % self.BLOCK] = frame
+        self.count += 1
+
+    def __delitem__(self, cut: slice) -> None:
+        if cut.stop is not None or cut.step is not None or not 0 <= (cut.start or 0) <= self.count:
+            raise ValueError("Frames can only drop its newest frames: del frames[n:]")
+        self.count = cut.start or 0
+        del self.blocks[-(-self.count // self.BLOCK):]
+
+    def __len__(self) -> int:
+        return self.count
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.count, atari.SCREEN_SIZE, atari.SCREEN_SIZE)
+
+    def chunks(self) -> Iterator[np.ndarray]:
+        """The frames in order, as views of the filled part of each block."""
+        for index, block in enumerate(self.blocks):
+            yield block[: min(self.BLOCK, self.count - index * self.BLOCK)]
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        frames = np.concatenate([*self.chunks(), np.empty((0, *self.shape[1:]), np.uint8)])
+        return frames if dtype is None else frames.astype(dtype)
+
+
+def _add(rows: dict[str, Any], frame: np.ndarray, action: int, reward: float, terminal: bool) -> None:
+    rows["observation"].append(frame)
     rows["action"].append(action)
     rows["reward"].append(reward)
     rows["terminal"].append(int(terminal))
 
 
-def _pad(rows: dict[str, list]) -> None:
+def _pad(rows: dict[str, Any]) -> None:
     """Dopamine's padding before an episode: stack size - 1 rows of zeros."""
     for _ in range(dqn_replay.STACK_PADDING):
         _add(rows, np.zeros((atari.SCREEN_SIZE, atari.SCREEN_SIZE), np.uint8), 0, 0.0, False)
@@ -155,9 +195,16 @@ def write_checkpoint(folder: Path, checkpoint: int, rows: Rows, add_count: int) 
     _save(folder / f"add_count_ckpt.{checkpoint}.gz", np.array(add_count, dtype=np.int64))
 
 
-def _save(path: Path, array: np.ndarray) -> None:
+def _save(path: Path, array: np.ndarray | Frames) -> None:
+    """`array` as one `.npy` file in a gzip stream; `Frames` are streamed block by block (the bytes `np.save` would write)."""
     with gzip.open(path, "wb", compresslevel=1) as stream:
-        np.save(stream, array, allow_pickle=False)
+        if isinstance(array, np.ndarray):
+            np.save(stream, array, allow_pickle=False)
+            return
+        np.lib.format.write_array_header_1_0(stream, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False,
+                                                      "shape": array.shape})
+        for chunk in array.chunks():
+            stream.write(chunk.data)
 
 
 def write_recording(folder: Path, rows: Rows, sidecar: dict[str, Any], overwrite: bool = False) -> None:

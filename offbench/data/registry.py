@@ -215,6 +215,7 @@ def _make_atari_recording(dataset_id: str, recipe: dict[str, Any], overwrite: bo
         "requirements": _generator_requirements(("ale-py", "gymnasium", "numpy", "opencv-python-headless")),
     }
     atari_recipes.write_recording(logs.parent, rows, sidecar, overwrite)
+    del rows  # the frames: reading the recording back holds its one copy
     dataset = atari_recipes.load_local(dataset_id, logs)
     atomic_write(logs.parent / atari_recipes.SIDECAR,
                  lambda tmp: Path(tmp).write_text(json.dumps({**sidecar, "sha256": dataset.metadata.sha256}, indent=2, sort_keys=True)))
