@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
+import socket
 import tempfile
 import tomllib
 from collections.abc import Callable
@@ -34,12 +36,32 @@ def atomic_write(path: Path, write: Callable[[Path], None], suffix: str = ".tmp"
 
 
 def staging_folder(folder: Path) -> Path:
-    """A new, empty hidden folder beside `folder` (`.<name>.making-<pid>`) to write its next version in, then
-    `replace_folder` it into place."""
-    staging = folder.with_name(f".{folder.name}.making-{os.getpid()}")
+    """A new, empty hidden folder beside `folder` (`.<name>.making-<host>-<pid>`) to write its next version in,
+    then `replace_folder` it into place. Those a killed make of this host left behind are removed first
+    (`remove_dead_staging`)."""
+    prefix = f".{folder.name}.making-"
+    remove_dead_staging(folder.parent, prefix)
+    staging = folder.with_name(prefix + staging_tag())
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     return staging
+
+
+def staging_tag() -> str:
+    """`<host>-<pid>`: whose a staging folder is, checkable by `remove_dead_staging`."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def remove_dead_staging(parent: Path, prefix: str) -> None:
+    """Remove the folders `<parent>/<prefix><host>-<pid>` of this host whose process no longer runs.
+
+    Another host's are left alone: its pids cannot be checked from here (a data folder can be shared).
+    """
+    mine = f"{prefix}{socket.gethostname()}-"
+    for folder in parent.glob(f"{glob.escape(mine)}*"):
+        pid = folder.name.removeprefix(mine)
+        if pid.isdigit() and not process_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def replace_folder(staged: Path, folder: Path) -> None:

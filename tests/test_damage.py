@@ -212,6 +212,29 @@ def test_a_full_disk_stops_a_run_in_one_line_with_the_store_consistent(tmp_path:
     assert record.summary is None and all(entry["step"] % 10 == 0 for entry in record.curve)
 
 
+def test_a_staging_folder_left_by_a_killed_make_on_this_host_is_removed_by_the_next_one(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    from offbench import io
+
+    host, folder = socket.gethostname(), tmp_path / "pong-dqn-v5"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True).stdout.strip()
+    leftovers = [tmp_path / f".pong-dqn-v5.making-{host}-{dead}", tmp_path / f".pong-dqn-v5.making-{host}-1",  # killed; pid 1 runs
+                 tmp_path / f".pong-dqn-v5.making-otherhost-{dead}", tmp_path / f".pong-dqn-v5-tiny.making-{host}-{dead}"]
+    for leftover in leftovers:
+        (leftover / "replay_logs").mkdir(parents=True)
+    staging = io.staging_folder(folder)
+    assert staging.name == f".pong-dqn-v5.making-{host}-{os.getpid()}" and staging.is_dir() and not any(staging.iterdir())
+    assert [p.exists() for p in leftovers] == [False, True, True, True]  # only this host's dead pid of this folder
+    minari_staging = tmp_path / "minari" / ".making"  # minari_io's: <root>/.making/<host>-<pid>
+    for name in (f"{host}-{dead}", f"{host}-1", f"otherhost-{dead}", f"{host}-other-{dead}"):  # the last: host "<host>-other"
+        (minari_staging / name).mkdir(parents=True)
+    io.remove_dead_staging(minari_staging, "")
+    assert sorted(p.name for p in minari_staging.iterdir()) == sorted([f"{host}-1", f"otherhost-{dead}", f"{host}-other-{dead}"])
+
+
 def test_a_dataset_made_again_replaces_the_old_folder_whole_even_when_killed_while_removing_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     import shutil
 

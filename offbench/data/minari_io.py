@@ -23,7 +23,7 @@ from offbench.data import d4rl
 from offbench.data.dataset import DatasetMetadata, OfflineDataset
 from offbench.data.spaces import from_gymnasium, observation_space_from_gymnasium
 from offbench.errors import OffbenchError
-from offbench.io import atomic_write, process_alive
+from offbench.io import atomic_write, remove_dead_staging, staging_tag
 from offbench.paths import data_dir
 
 OFFBENCH_METADATA = "offbench.json"  # our sidecar beside Minari's data/ folder
@@ -70,14 +70,15 @@ def write_minari(
 ) -> Path:
     """Write episodes (`observations` T+1 rows; `actions`, `rewards`, `terminations`, `truncations` T rows).
 
-    The dataset is written under `<root>/.making/<pid>/` and renamed into place when complete, so a
-    killed write never leaves a folder that looks present; staging folders of dead processes are removed.
+    The dataset is written under `<root>/.making/<host>-<pid>/` and renamed into place when complete, so a
+    killed write never leaves a folder that looks present; staging folders of this host's dead processes
+    are removed (`offbench.io.remove_dead_staging`).
     """
     path = dataset_path(root, minari_id)
     if path.exists() and not overwrite:
         raise OffbenchError(f"dataset {minari_id} already exists at {path}")
-    staging_root = root / STAGING / str(os.getpid())
-    _remove_dead_staging(root / STAGING)
+    remove_dead_staging(root / STAGING, "")
+    staging_root = root / STAGING / staging_tag()
     shutil.rmtree(staging_root, ignore_errors=True)
     try:
         staged = _write_minari_files(staging_root, minari_id, episodes, env_id, ref_min_score, ref_max_score, description, offbench_metadata)
@@ -92,12 +93,6 @@ def write_minari(
 
 
 STAGING = ".making"
-
-
-def _remove_dead_staging(staging: Path) -> None:
-    for folder in staging.glob("*"):
-        if folder.name.isdigit() and not process_alive(int(folder.name)):
-            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _write_minari_files(root, minari_id, episodes, env_id, ref_min_score, ref_max_score, description, offbench_metadata) -> Path:
