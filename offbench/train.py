@@ -43,7 +43,7 @@ from offbench.data.sampling import (
     state_normalizer,  # noqa: F401  (its public home before samplers moved to the data layer)
 )
 from offbench.errors import OffbenchError
-from offbench.evaluate import check_env_spaces, evaluate_episodes
+from offbench.evaluate import EvalEnvs, check_env_spaces, evaluate_episodes
 from offbench.io import atomic_write
 from offbench.policy import save_run_policies
 from offbench.protocol import BUDGET_KEYS, TrainingProtocol, check_budget
@@ -405,6 +405,7 @@ def _train(group: SeedGroup, store: ResultsStore, reporter: Reporter) -> list[st
     steps, eval_every = group.protocol.steps, group.protocol.eval_every
     batch_size = group.algorithm.config.batch_size
     run_logs: logs.GroupLogs | None = None
+    eval_envs = EvalEnvs()  # built at the first evaluation, kept until the group stops
     try:
         run_logs = _open_logs(group, store)
         _run_stages(group, store, reporter)
@@ -422,7 +423,7 @@ def _train(group: SeedGroup, store: ResultsStore, reporter: Reporter) -> list[st
                 run_logs.training(group.step, metrics, group.train_time_s + time.perf_counter() - segment_start)
             if group.step % eval_every == 0 or group.step == steps:
                 group.train_time_s += _elapsed(segment_start, group.device)
-                _evaluate_and_record(group, store)
+                _evaluate_and_record(group, store, eval_envs)
                 run_logs.evaluation(group.step, [curve[-1] for curve in group.curves])
                 run_logs.flush()  # durable before the checkpoint that a resume cuts the logs back to
                 _save_checkpoint(store, group)
@@ -456,6 +457,7 @@ def _train(group: SeedGroup, store: ResultsStore, reporter: Reporter) -> list[st
         _mark_ended(group, store.mark_failed, f"at step {group.step}: {type(error).__name__}: {error}; {store.resume_advice(group.group_id)}")
         raise
     finally:
+        eval_envs.close()
         reporter.stop()
         if run_logs is not None:
             run_logs.close(exit_code=0 if sys.exc_info()[0] is None else 1)
@@ -513,12 +515,12 @@ def _elapsed(start: float, device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def _evaluate_and_record(group: SeedGroup, store: ResultsStore) -> None:
+def _evaluate_and_record(group: SeedGroup, store: ResultsStore, eval_envs: EvalEnvs) -> None:
     start = time.perf_counter()
     group.streams.start_evaluation(group.step)
     protocol = group.protocol
     episodes = evaluate_episodes(group.act, protocol.eval_env, group.plan.seeds, protocol.eval_episodes, protocol.eval_env_kwargs,
-                                 protocol.eval_wrappers)
+                                 protocol.eval_wrappers, envs=eval_envs)
     group.eval_time_s += time.perf_counter() - start
     meta = group.dataset.metadata
     returns, successes = episodes.returns, episodes.successes

@@ -8,6 +8,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
+from offbench import atari
 from offbench.data.spaces import Box, Discrete, ObservationSpace
 from offbench.errors import OffbenchError
 from offbench.evaluate import EVAL_WRAPPERS, check_env_spaces, evaluate
@@ -76,3 +77,41 @@ def test_many_episodes_run_in_blocks_of_ten_per_seed_and_give_the_returns_of_one
     monkeypatch.setattr(evaluation, "EPISODES_AT_ONCE", 12)
     np.testing.assert_array_equal(evaluation.evaluate_episodes(act, "Pendulum-v1", [0, 1], 12).returns, blocks)
     assert made[2:] == [24]
+
+
+def test_kept_envs_are_reused_across_blocks_and_evaluations_and_give_the_returns_of_new_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    from offbench import evaluate as evaluation
+
+    made, make_vec = [], gym.make_vec
+    monkeypatch.setattr(gym, "make_vec", lambda *args, num_envs, **kwargs: made.append(num_envs) or make_vec(*args, num_envs=num_envs, **kwargs))
+    act = lambda observations: np.clip(observations[..., 2:3], -2.0, 2.0).astype(np.float32)  # noqa: E731
+    fresh = evaluation.evaluate_episodes(act, "Pendulum-v1", [0, 1], 25).returns
+    assert made == [20, 10]  # blocks of 10, 10 and 5 episodes per seed: the two full blocks share one vector env
+    with evaluation.EvalEnvs() as kept:
+        for _ in range(2):
+            np.testing.assert_array_equal(evaluation.evaluate_episodes(act, "Pendulum-v1", [0, 1], 25, envs=kept).returns, fresh)
+    assert made[2:] == [20, 10]  # built by the first evaluation, reused by the second
+
+
+def test_a_kept_atari_env_plays_the_episodes_of_a_new_one() -> None:
+    """ALE's reset with a seed reseeds the emulator and its sticky actions: a reused env repeats its episodes frame for frame."""
+    import hashlib
+
+    from offbench import evaluate as evaluation
+
+    def played(envs: evaluation.EvalEnvs | None) -> tuple[np.ndarray, str]:
+        digest = hashlib.sha256()
+
+        def act(observations: np.ndarray) -> np.ndarray:
+            digest.update(observations.tobytes())
+            return (observations[..., -1, 40, 40] % 6).astype(np.int64)  # actions depend on the frames
+
+        returns = evaluation.evaluate_episodes(act, "ALE/Pong-v5", [3], 2, atari.PIXEL_ENV_KWARGS, ["atari-pixels"], envs=envs).returns
+        return returns, digest.hexdigest()
+
+    fresh = played(None)
+    with evaluation.EvalEnvs() as kept:
+        for _ in range(2):
+            again = played(kept)
+            np.testing.assert_array_equal(again[0], fresh[0])
+            assert again[1] == fresh[1]
