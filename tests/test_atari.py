@@ -171,6 +171,53 @@ def test_rows_after_a_terminal_that_are_not_padding_are_refused(replay_root) -> 
         registry.load_dataset("dqn-replay/pong/run1-ckpt1-v0")
 
 
+def _damaged(path: Path, how: str) -> None:
+    data = path.read_bytes()
+    if how == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif how == "crc":  # the gzip trailer's CRC32: only a read to the end of the file can notice
+        path.write_bytes(data[:-8] + bytes([data[-8] ^ 0xFF]) + data[-7:])
+    else:  # bytes after the array, inside the gzip stream
+        with gzip.open(path, "ab") as stream:
+            stream.write(b"\0" * 16)
+
+
+@pytest.mark.parametrize("field", ["observation", "action"])
+@pytest.mark.parametrize("how, message", [("truncated", "damaged or truncated|not a gzipped .npy array"), ("crc", "CRC check failed"),
+                                          ("extra", "has bytes after its .npy array")])
+def test_a_damaged_or_truncated_file_is_one_line_never_a_silent_load(replay_root, field: str, how: str, message: str) -> None:
+    _, log = replay_root
+    _damaged(log.folder / f"$store$_{field}_ckpt.1.gz", how)
+    with pytest.raises(OffbenchError, match=message) as caught:
+        registry.load_dataset("dqn-replay/pong/run1-ckpt1-v0")
+    assert "\n" not in caught.value.line()
+
+
+def test_a_checkpoint_without_its_add_counter_or_with_other_frames_or_dtypes_is_one_line(replay_root) -> None:
+    _, log = replay_root
+    (log.folder / "add_count_ckpt.2.gz").unlink()  # Dopamine's layout always has it; only d4rl-atari's cache goes without
+    with pytest.raises(OffbenchError, match=r"checkpoint 2 has no add_count_ckpt.2.gz beside its \$store\$ files"):
+        registry.load_dataset("dqn-replay/pong/run1-ckpt2-v0")
+    save_gz(log.folder / "$store$_observation_ckpt.1.gz", np.zeros((CAPACITY, 80, 80), np.uint8))
+    with pytest.raises(OffbenchError, match=r"holds uint8 of shape \(40, 80, 80\), expected uint8 frames \(n, 84, 84\)"):
+        registry.load_dataset("dqn-replay/pong/run1-ckpt1-v0")
+    save_gz(log.folder / "$store$_action_ckpt.0.gz", np.zeros(CAPACITY, np.float64))
+    with pytest.raises(OffbenchError, match=r"action_ckpt.0.gz holds float64, expected integer values \(Dopamine: int32\)"):
+        registry.load_dataset("dqn-replay/pong/run1-ckpt0-v0")
+
+
+def test_game_names_are_checked_and_an_alias_of_an_absent_checkpoint_says_how_to_get_it(replay_root) -> None:
+    with pytest.raises(OffbenchError, match="unknown Atari game 'pogn'.*did you mean pong"):
+        registry.load_dataset("dqn-replay/pogn/run1-ckpt0-v0")
+    with pytest.raises(OffbenchError, match="games are lower-case ROM names.*use dqn-replay/space_invaders/run1-ckpt0-v0"):
+        registry.load_dataset("dqn-replay/SpaceInvaders/run1-ckpt0-v0")
+    assert registry.resolve("pong-run1-ckpt7") == "dqn-replay/pong/run1-ckpt7-v0"  # not on disk: still the id it names
+    with pytest.raises(OffbenchError, match="gs://atari-replay-datasets/dqn/Pong/1/replay_logs/"):
+        registry.load_dataset("pong-run1-ckpt7")
+    with pytest.raises(OffbenchError, match="unknown dataset 'pogn-run1-ckpt7'"):
+        registry.resolve("pogn-run1-ckpt7")
+
+
 def test_rewards_stay_unclipped_in_the_data_and_atari_settings_clip_them_for_learning() -> None:
     from offbench.algos.discrete_bcq import DiscreteBCQ
     from offbench.config import resolve_config

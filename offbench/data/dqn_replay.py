@@ -22,8 +22,9 @@ Semantics (Dopamine's OutOfGraphReplayBuffer, logged by batch_rl's OutOfGraphLog
   reached n - 1 modulo n. In the order rows were added it reads rows[c:] then rows[:c], c = add_count
   mod n, when the buffer was full (add_count >= n), else rows[:c]: checkpoint N holds adds
   [add_count - n, add_count), so checkpoints N and N+1 are adjacent windows of one stream and an episode
-  that crosses from one file into the next continues across them when both are loaded. Without an
-  add_count file (d4rl-atari's cache) the logging rule gives it: add_count = (N + 1) n - 1.
+  that crosses from one file into the next continues across them when both are loaded. d4rl-atari's cache
+  has no add_count file: the logging rule gives it, add_count = (N + 1) n - 1. In the Dopamine layout a
+  checkpoint without its add_count file is refused (the rule would misorder files written another way).
 - Dopamine writes 3 (stack size - 1) zero rows (frame, action, reward and terminal 0) before each
   episode that follows a terminal row, and at the very start of the buffer. They are not transitions:
   the reader drops them, and refuses a file whose rows after a terminal are not zero. At the start of a
@@ -37,15 +38,20 @@ Semantics (Dopamine's OutOfGraphReplayBuffer, logged by batch_rl's OutOfGraphLog
   episode continuing into the next, as Dopamine's own sampler reads it (at most one per 27,000 rows).
 - Rewards are the game's, unclipped; clipping for learning is the algorithm's.
 
+Files are read to their end, so gzip checks each one's CRC: a damaged, truncated or over-long file is one
+error line, never a dataset with wrong bytes. Games are the lower-case ROM names of the reference table.
+
 Memory: the frames are decompressed once, block by block, into one preallocated uint8 array of the
 kept rows (1M frames: 7.06 GB); padding rows are skipped on the way, so nothing is copied afterwards.
 """
 
 from __future__ import annotations
 
+import difflib
 import gzip
 import os
 import re
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +66,7 @@ from offbench.errors import OffbenchError
 
 FIELDS = ("observation", "action", "reward", "terminal")
 FIELD_DTYPES = {"observation": np.uint8, "action": np.integer, "reward": np.floating, "terminal": np.integer}
+DOPAMINE_DTYPES = {"observation": "uint8", "action": "int32", "reward": "float32", "terminal": "uint8"}
 STACK_PADDING = 3  # Dopamine adds stack_size - 1 zero rows before an episode (stack_size 4 on Atari)
 BLOCK_ROWS = 4096  # frames decompressed per block while loading (4096 x 84 x 84 bytes = 29 MB)
 VERSION = 0
@@ -83,10 +90,19 @@ class ReplayName:
 
 
 def parse_name(name: str) -> ReplayName:
-    """The name after `dqn-replay/`; raises `OffbenchError` for one that is not `<game>/run<r>-ckpt<N>[-<M>]-v0`."""
+    """The name after `dqn-replay/`; raises `OffbenchError` for one that is not `<game>/run<r>-ckpt<N>[-<M>]-v0`
+    with `<game>` a lower-case ROM name of the reference table (`offbench.atari.HUMAN_RANDOM`)."""
     match = NAME.fullmatch(name)
     if match is None:
+        game = name.split("/", 1)[0]
+        if game != game.lower() and NAME.fullmatch(name.replace(game, _snake_case(game), 1)):
+            raise OffbenchError(f"'dqn-replay/{name}' is not a DQN Replay id: games are lower-case ROM names",
+                                f"use dqn-replay/{name.replace(game, _snake_case(game), 1)} (the bucket's folder is CamelCase, the id is not)")
         raise OffbenchError(f"'dqn-replay/{name}' is not a DQN Replay id", f"ids look like {NAME_EXAMPLE}")
+    if match["game"] not in atari.HUMAN_RANDOM:
+        close = difflib.get_close_matches(match["game"], atari.HUMAN_RANDOM, n=3)
+        raise OffbenchError(f"'dqn-replay/{name}': unknown Atari game '{match['game']}'",
+                            f"did you mean {' or '.join(close)}?" if close else f"games: {', '.join(atari.HUMAN_RANDOM)}")
     first, last = int(match["first"]), int(match["last"] if match["last"] is not None else match["first"])
     if last < first or int(match["version"]) != VERSION:
         problem = "its checkpoint range runs backwards" if last < first else f"the DQN Replay Dataset has one release, v{VERSION}"
@@ -130,8 +146,7 @@ def find_checkpoint(name: ReplayName, checkpoint: int) -> Checkpoint | None:
     logs = dopamine_root() / atari.camel_case(name.game) / str(name.run) / "replay_logs"
     files = dopamine_files(logs, checkpoint)
     if all(path.is_file() for path in files.values()):
-        add_count = logs / f"add_count_ckpt.{checkpoint}.gz"
-        return Checkpoint(checkpoint, files, add_count if add_count.is_file() else None)
+        return Checkpoint(checkpoint, files, logs / f"add_count_ckpt.{checkpoint}.gz")  # checked when read (`window`)
     files = d4rl_atari_files(d4rl_atari_root() / atari.camel_case(name.game) / str(name.run) / str(checkpoint))
     if all(path.is_file() for path in files.values()):
         return Checkpoint(checkpoint, files, None)
@@ -167,10 +182,14 @@ def listed() -> list[str]:
     for path in dopamine_root().glob("*/*/replay_logs/$store$_observation_ckpt.*.gz"):
         run, game = path.parent.parent.name, path.parent.parent.parent.name
         checkpoint = path.name.split(".")[-2]
-        snake = re.sub(r"(?<!^)(?=[A-Z])", "_", game).lower()
         if run.isdigit() and checkpoint.isdigit():
-            found.add(f"dqn-replay/{snake}/run{run}-ckpt{checkpoint}-v{VERSION}")
+            found.add(f"dqn-replay/{_snake_case(game)}/run{run}-ckpt{checkpoint}-v{VERSION}")
     return sorted(found)
+
+
+def _snake_case(game: str) -> str:
+    """`SpaceInvaders` -> `space_invaders` (the bucket's folder name -> the ROM name)."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", game).lower()
 
 
 def load_dqn_replay(name: str, dataset_id: str) -> OfflineDataset:
@@ -218,10 +237,16 @@ def replay_dataset(dataset_id: str, source: str, game: str, stream: Stream, extr
 # ---- reading -----------------------------------------------------------------------------------------
 
 
+READ_ERRORS = (OSError, ValueError, EOFError, zlib.error)  # gzip.BadGzipFile (bad CRC, bad header) is an OSError
+
+
 def read_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
     """(shape, dtype) of the `.npy` array in the gzip file at `path`, without reading its data."""
-    with gzip.open(path, "rb") as stream:
-        return _header(stream, path)
+    try:
+        with gzip.open(path, "rb") as stream:
+            return _header(stream, path)
+    except READ_ERRORS as error:
+        raise OffbenchError(f"{path} is not a gzipped .npy array ({error})") from None
 
 
 def _header(stream, path: Path) -> tuple[tuple[int, ...], np.dtype]:
@@ -229,7 +254,7 @@ def _header(stream, path: Path) -> tuple[tuple[int, ...], np.dtype]:
         version = np.lib.format.read_magic(stream)
         reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
         shape, fortran_order, dtype = reader(stream)
-    except (OSError, ValueError, EOFError) as error:
+    except READ_ERRORS as error:
         raise OffbenchError(f"{path} is not a gzipped .npy array ({error})") from None
     if fortran_order:
         raise OffbenchError(f"{path}: a Fortran-ordered array; Dopamine writes C order")
@@ -237,16 +262,29 @@ def _header(stream, path: Path) -> tuple[tuple[int, ...], np.dtype]:
 
 
 def read_array(path: Path) -> np.ndarray:
-    """The whole `.npy` array in the gzip file at `path` (for the small per-row fields)."""
+    """The whole `.npy` array in the gzip file at `path` (for the small per-row fields), read to the end of the
+    file so that gzip checks its CRC; raises `OffbenchError` for a damaged or truncated file or bytes after the array."""
     try:
         with gzip.open(path, "rb") as stream:
-            return np.load(stream, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as error:
+            array = np.load(stream, allow_pickle=False)
+            _at_end(stream, path)
+            return array
+    except READ_ERRORS as error:
         raise OffbenchError(f"{path} is not a gzipped .npy array ({error})") from None
 
 
+def _at_end(stream: gzip.GzipFile, path: Path) -> None:
+    """Read past the array: gzip checks the file's CRC and length only at its end, so a damaged file is caught here."""
+    if stream.read(1):
+        raise OffbenchError(f"{path} has bytes after its .npy array", "the file is not one array as Dopamine writes it")
+
+
 def frame_blocks(path: Path, rows: int = BLOCK_ROWS) -> Iterator[tuple[int, np.ndarray]]:
-    """(first row, frames) blocks of the observation file at `path`, at most `rows` frames each, in file order."""
+    """(first row, frames) blocks of the observation file at `path`, at most `rows` frames each, in file order.
+
+    The file is read to its end (gzip's CRC check) before the last block is given; raises `OffbenchError` for a
+    truncated or damaged file, or bytes after the frames.
+    """
     with gzip.open(path, "rb") as stream:
         shape, dtype = _header(stream, path)
         frame_bytes = int(np.prod(shape[1:])) * dtype.itemsize
@@ -254,8 +292,14 @@ def frame_blocks(path: Path, rows: int = BLOCK_ROWS) -> Iterator[tuple[int, np.n
         for first in range(0, shape[0], rows):
             count = min(rows, shape[0] - first)
             view = buffer[:count]
-            if stream.readinto(memoryview(view).cast("B")) != count * frame_bytes:
-                raise OffbenchError(f"{path} ends before its {shape[0]} frames (a truncated download?)")
+            try:
+                complete = stream.readinto(memoryview(view).cast("B")) == count * frame_bytes
+                if first + count == shape[0]:
+                    _at_end(stream, path)
+            except READ_ERRORS as error:
+                raise OffbenchError(f"{path} is damaged or truncated at frame {first} of {shape[0]} ({error})", "copy the file again") from None
+            if not complete:
+                raise OffbenchError(f"{path} ends before its {shape[0]} frames (a truncated download?)", "copy the file again")
             yield first, view
 
 
@@ -270,8 +314,19 @@ class Window:
 
 
 def window(checkpoint: Checkpoint, rows: int) -> Window:
-    """The add order of a checkpoint's rows from its add counter (or the logging rule when it has none)."""
-    add_count = (checkpoint.number + 1) * rows - 1 if checkpoint.add_count is None else int(read_array(checkpoint.add_count))
+    """The add order of a checkpoint's rows from its add counter (d4rl-atari's cache, which has none: the logging rule).
+
+    Raises `OffbenchError` when a Dopamine-layout checkpoint lacks its `add_count_ckpt.<N>.gz` or holds a bad one.
+    """
+    if checkpoint.add_count is not None and not checkpoint.add_count.is_file():
+        raise OffbenchError(f"checkpoint {checkpoint.number} has no {checkpoint.add_count.name} beside its $store$ files, so the order "
+                            "its rows were added in is unknown", "copy it from the bucket with the others; for files you wrote in "
+                            "the order the rows were added, write np.array(<rows>) there")
+    add_count = (checkpoint.number + 1) * rows - 1 if checkpoint.add_count is None else read_array(checkpoint.add_count)
+    if checkpoint.add_count is not None:
+        if add_count.shape != () or not np.issubdtype(add_count.dtype, np.integer) or int(add_count) < 0:
+            raise OffbenchError(f"{checkpoint.add_count} holds {add_count.dtype} of shape {add_count.shape}, expected one non-negative integer")
+        add_count = int(add_count)
     cursor = add_count % rows
     if add_count >= rows:
         order = np.concatenate([np.arange(cursor, rows), np.arange(cursor)])
@@ -327,16 +382,20 @@ def read_stream(checkpoints: list[Checkpoint], what: str) -> Stream:
 
 def _checked_header(checkpoint: Checkpoint, what: str) -> tuple[int, ...]:
     shape, dtype = read_header(checkpoint.files["observation"])
-    if dtype != np.uint8 or len(shape) != 3:
-        raise OffbenchError(f"dataset {what}: {checkpoint.files['observation']} holds {dtype} of shape {shape}, expected uint8 frames (n, 84, 84)")
+    if dtype != np.uint8 or len(shape) != 3 or shape[1:] != (atari.SCREEN_SIZE, atari.SCREEN_SIZE):
+        raise OffbenchError(f"dataset {what}: {checkpoint.files['observation']} holds {dtype} of shape {shape}, "
+                            f"expected uint8 frames (n, {atari.SCREEN_SIZE}, {atari.SCREEN_SIZE}) as the pixel protocol makes them")
     return shape
 
 
 def _field(w: Window, field: str, what: str) -> np.ndarray:
     path = w.checkpoint.files[field]
     array = read_array(path)
-    if array.shape != (w.rows,) or not np.issubdtype(array.dtype, FIELD_DTYPES[field]):
-        raise OffbenchError(f"dataset {what}: {path} holds {array.dtype} of shape {array.shape}, expected ({w.rows},) like its observations")
+    if array.shape != (w.rows,):
+        raise OffbenchError(f"dataset {what}: {path} holds shape {array.shape}, expected ({w.rows},) like its observations")
+    if not np.issubdtype(array.dtype, FIELD_DTYPES[field]):
+        raise OffbenchError(f"dataset {what}: {path} holds {array.dtype}, expected {FIELD_DTYPES[field].__name__} values "
+                            f"(Dopamine: {DOPAMINE_DTYPES[field]})")
     return array
 
 
