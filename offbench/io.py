@@ -9,6 +9,8 @@ import shutil
 import socket
 import tempfile
 import tomllib
+import zipfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -81,6 +83,11 @@ def replace_folder(staged: Path, folder: Path) -> None:
     except OSError as error:
         raise OffbenchError(f"cannot put {folder} in place ({error.strerror})", "is another process making it? run again when it is done") from None
     shutil.rmtree(retired, ignore_errors=True)
+
+
+# What reading a damaged, truncated or foreign .npy/.npz/gzip file raises (numpy, zipfile, gzip, zlib): readers catch
+# these to say one line, never a traceback. zipfile.BadZipFile covers a bad CRC of an .npz member; gzip's is an OSError.
+ARCHIVE_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
 
 
 def _umask() -> int:

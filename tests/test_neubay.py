@@ -233,6 +233,10 @@ def test_selection_and_zeta_ablations_reuse_the_world_model_file(tmp_path, monke
     assert any("reusing" in m for m in messages) and len(list((tmp_path / "world_models").glob("*.pt"))) == 1
     assert float(fewer.threshold[0]) < float(first.threshold[0])  # the median of u under 2 members, below the max under 3
     torch.testing.assert_close(fewer.world.mean.weight, first.world.mean.weight[:2])  # the same file's 2 best members
+    (cache,) = (tmp_path / "world_models" / "selections").glob("*.best2.pt")
+    cache.write_bytes(cache.read_bytes()[:40])  # a damaged selection cache: computed again, never a traceback
+    again, _ = world_stage(dataset, selected_size=2, unc_quantile=0.5)
+    torch.testing.assert_close(again.threshold, fewer.threshold)
     _, messages = world_stage(dataset, world_lr=3e-4)  # a training key: a new ensemble
     assert not any("reusing" in m for m in messages) and len(list((tmp_path / "world_models").glob("*.pt"))) == 2
 

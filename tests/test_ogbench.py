@@ -188,9 +188,15 @@ def test_absent_goal_conditioned_and_malformed_files_are_one_line_errors(maze_fi
             registry.load_dataset(f"ogbench/{MAZE}-singletask-v0")
     with pytest.raises(OffbenchError, match=r"ogbench [0-9.]+ has no env powderworld-easy-singletask-task2-v0"):
         ogbench_io.load_ogbench(maze_files, "ogbench/x-v0", "powderworld-easy-play-singletask-task2-v0")
-    maze_files.write_bytes(b"not a zip")
-    with pytest.raises(OffbenchError, match="cannot read .* as an npz file"):
-        registry.load_dataset(f"ogbench/{MAZE}-singletask-v0")
+    np.savez(maze_files, **raw)  # stored, not compressed: a flipped byte is caught by the member's CRC alone
+    whole = maze_files.read_bytes()
+    flipped = bytearray(whole)
+    flipped[200] ^= 0xFF
+    for damaged, message in ((b"not a zip", "cannot read .* as an npz file"), (whole[: len(whole) // 2], "cannot read .* as an npz file"),
+                             (bytes(flipped), "cannot read .* as an npz file .*CRC")):
+        maze_files.write_bytes(damaged)
+        with pytest.raises(OffbenchError, match=message):
+            registry.load_dataset(f"ogbench/{MAZE}-singletask-v0")
 
 
 def test_missing_package_names_the_pip_command(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -162,8 +162,14 @@ def test_damaged_files_are_one_line(tmp_path):
     rows = hopper_rows(steps=60)
     rows["rewards"] = rows["rewards"][:-3]
     np.savez(tmp_path / "short.npz", **rows)
+    np.savez(tmp_path / "whole.npz", **hopper_rows(steps=60))
+    whole = (tmp_path / "whole.npz").read_bytes()
+    (tmp_path / "truncated.npz").write_bytes(whole[: len(whole) // 2])  # a zip's magic, then cut: zipfile.BadZipFile
+    flipped = bytearray(whole)
+    flipped[200] ^= 0xFF  # inside the first member's data: its CRC no longer matches
+    (tmp_path / "bad-crc.npz").write_bytes(bytes(flipped))
     for name, message in [("garbage.npz", "cannot read"), ("garbage.hdf5", "cannot read"), ("partial.npz", "lacks the array 'actions'"),
-                          ("short.npz", "rows")]:
+                          ("short.npz", "rows"), ("truncated.npz", "cannot read"), ("bad-crc.npz", "cannot read .*CRC")]:
         with pytest.raises(OffbenchError, match=message):
             load(tmp_path / name)
 

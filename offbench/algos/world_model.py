@@ -363,7 +363,7 @@ def select_members(path: Path, data: WorldData, selected: int, device: torch.dev
     keep = torch.argsort(val_mse, stable=True)[:selected]
     state = {**{name: t[keep] for name, t in record["members"].items()}, **record["normalizer"]}
     cache = path.parent / "selections" / f"{path.stem}.best{selected}.pt"
-    cached = torch.load(cache, map_location="cpu", weights_only=True) if cache.exists() else None
+    cached = _read_selection_cache(cache)
     if cached is not None and torch.equal(cached["val_mse"], val_mse[keep]):  # the same trained file (not one retrained since)
         u = cached["uncertainty"]
     else:
@@ -374,6 +374,15 @@ def select_members(path: Path, data: WorldData, selected: int, device: torch.dev
         cache.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(cache, lambda tmp: torch.save({"uncertainty": u, "val_mse": val_mse[keep]}, tmp))
     return Selection(state, val_mse[keep], u)
+
+
+def _read_selection_cache(cache: Path) -> dict[str, torch.Tensor] | None:
+    """The cached uncertainties, or None (computed again) when absent or unreadable: derived data."""
+    try:
+        cached = torch.load(cache, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001  (absent, or any unpickling failure: a damaged cache is rebuilt, never trusted)
+        return None
+    return cached if isinstance(cached, dict) and {"uncertainty", "val_mse"} <= cached.keys() else None
 
 
 def train_world_model(trainer: EnsembleTrainer, save_every: int, checkpoint: Callable[[], None], message: Callable[[str], None]) -> float:

@@ -51,7 +51,6 @@ import difflib
 import gzip
 import os
 import re
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +62,7 @@ from offbench import atari
 from offbench.data.dataset import DatasetMetadata, OfflineDataset, episode_starts_from_ends
 from offbench.data.spaces import ObservationSpace
 from offbench.errors import OffbenchError
+from offbench.io import ARCHIVE_ERRORS
 
 FIELDS = ("observation", "action", "reward", "terminal")
 FIELD_DTYPES = {"observation": np.uint8, "action": np.integer, "reward": np.floating, "terminal": np.integer}
@@ -237,7 +237,6 @@ def replay_dataset(dataset_id: str, source: str, game: str, stream: Stream, extr
 # ---- reading -----------------------------------------------------------------------------------------
 
 
-READ_ERRORS = (OSError, ValueError, EOFError, zlib.error)  # gzip.BadGzipFile (bad CRC, bad header) is an OSError
 
 
 def read_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
@@ -245,7 +244,7 @@ def read_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
     try:
         with gzip.open(path, "rb") as stream:
             return _header(stream, path)
-    except READ_ERRORS as error:
+    except ARCHIVE_ERRORS as error:
         raise OffbenchError(f"{path} is not a gzipped .npy array ({error})") from None
 
 
@@ -254,7 +253,7 @@ def _header(stream, path: Path) -> tuple[tuple[int, ...], np.dtype]:
         version = np.lib.format.read_magic(stream)
         reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
         shape, fortran_order, dtype = reader(stream)
-    except READ_ERRORS as error:
+    except ARCHIVE_ERRORS as error:
         raise OffbenchError(f"{path} is not a gzipped .npy array ({error})") from None
     if fortran_order:
         raise OffbenchError(f"{path}: a Fortran-ordered array; Dopamine writes C order")
@@ -269,7 +268,7 @@ def read_array(path: Path) -> np.ndarray:
             array = np.load(stream, allow_pickle=False)
             _at_end(stream, path)
             return array
-    except READ_ERRORS as error:
+    except ARCHIVE_ERRORS as error:
         raise OffbenchError(f"{path} is not a gzipped .npy array ({error})") from None
 
 
@@ -296,7 +295,7 @@ def frame_blocks(path: Path, rows: int = BLOCK_ROWS) -> Iterator[tuple[int, np.n
                 complete = stream.readinto(memoryview(view).cast("B")) == count * frame_bytes
                 if first + count == shape[0]:
                     _at_end(stream, path)
-            except READ_ERRORS as error:
+            except ARCHIVE_ERRORS as error:
                 raise OffbenchError(f"{path} is damaged or truncated at frame {first} of {shape[0]} ({error})", "copy the file again") from None
             if not complete:
                 raise OffbenchError(f"{path} ends before its {shape[0]} frames (a truncated download?)", "copy the file again")

@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import shutil
-import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from offbench.data import d4rl
 from offbench.data.dataset import DatasetMetadata, OfflineDataset
 from offbench.data.spaces import from_gymnasium, observation_space_from_gymnasium
 from offbench.errors import OffbenchError
-from offbench.io import atomic_write, remove_dead_staging, staging_tag
+from offbench.io import ARCHIVE_ERRORS, atomic_write, remove_dead_staging, staging_tag
 from offbench.paths import data_dir
 
 OFFBENCH_METADATA = "offbench.json"  # our sidecar beside Minari's data/ folder
@@ -187,7 +186,7 @@ def _read_cache(cache: Path, key: np.ndarray) -> dict[str, np.ndarray] | None:
             if not np.array_equal(stored["cache_key"], key):
                 return None
             return {name: stored[name] for name in stored.files if name != "cache_key"}
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # truncated, garbage, empty: derived data, rebuilt
+    except (*ARCHIVE_ERRORS, KeyError):  # truncated, garbage, empty, a key missing: derived data, rebuilt
         return None
 
 

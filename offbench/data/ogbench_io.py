@@ -52,6 +52,7 @@ import numpy as np
 from offbench.data.dataset import DatasetMetadata, OfflineDataset, episode_starts_from_ends
 from offbench.data.spaces import from_gymnasium, observation_space_of
 from offbench.errors import OffbenchError
+from offbench.io import ARCHIVE_ERRORS
 
 REQUIRED_KEYS = ("observations", "actions", "terminals")
 EXTRA_KEYS = ("qpos", "qvel", "button_states")
@@ -120,7 +121,7 @@ def read_npz(path: Path, dataset_id: str) -> dict[str, np.ndarray]:
             if missing:
                 raise OffbenchError(f"dataset {dataset_id}: file {path} lacks the key '{missing[0]}' (OGBench files hold {', '.join(REQUIRED_KEYS)})")
             raw = {key: file[key] for key in (*REQUIRED_KEYS, *EXTRA_KEYS) if key in file.files}
-    except (OSError, ValueError) as error:  # not a zip / npz, or truncated
+    except ARCHIVE_ERRORS as error:  # not a zip / npz, truncated, a member's CRC wrong
         raise OffbenchError(f"dataset {dataset_id}: cannot read {path} as an npz file ({error})") from None
     raw["terminals"] = raw["terminals"].astype(bool).reshape(-1)
     n = raw["terminals"].shape[0]

@@ -44,6 +44,7 @@ from offbench.data.dataset import DatasetMetadata, OfflineDataset, episode_start
 from offbench.data.spaces import Box, from_gymnasium, observation_space_of
 from offbench.data.transforms import derived_metadata
 from offbench.errors import OffbenchError
+from offbench.io import ARCHIVE_ERRORS
 
 SOURCE = "file"
 FILE_SUFFIXES = (".hdf5", ".h5", ".npz")
@@ -242,7 +243,7 @@ def _read_arrays(path: Path, dataset_id: str) -> dict[str, np.ndarray]:
                 raise OffbenchError(f"dataset {dataset_id}: file {path} lacks the array '{missing[0]}'",
                                     f"an .npz needs {', '.join(d4rl.REQUIRED_KEYS)} (next_observations optional)")
             return {key: archive[key] for key in (*d4rl.REQUIRED_KEYS, "next_observations") if key in archive.files}
-    except (OSError, ValueError) as error:  # not a zip archive, truncated, or holding pickled objects
+    except ARCHIVE_ERRORS as error:  # not a zip archive, truncated, a member's CRC wrong, or holding pickled objects
         raise OffbenchError(f"dataset {dataset_id}: cannot read {path} as .npz ({error})".splitlines()[0]) from None
 
 
