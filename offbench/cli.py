@@ -20,6 +20,7 @@ from offbench.analysis.commands import check, leaderboard_app, report
 from offbench.errors import OffbenchError
 from offbench.logs import DEFAULT_LOG_EVERY
 from offbench.paths import results_dir
+from offbench.records import evaluation_count
 
 app = typer.Typer(
     help="Offline-RL baselines under one protocol, with honest statistics.",
@@ -352,14 +353,17 @@ def _print_run_summaries(store, run_ids: list[str]) -> None:
             out.print(f"{run_id}: [bold red]diverged[/bold red] (an evaluation returned NaN or inf at step {summary.diverged_at_step}): no score")
             continue
         scored.append(summary.last_k_score)
-        out.print(f"{run_id}: {name} {summary.last_k_score:.1f} (mean of the last {summary.last_k} evaluations; "
+        averaged = min(summary.last_k, summary.evaluations or summary.last_k)
+        out.print(f"{run_id}: {name} {summary.last_k_score:.1f} (mean of the last {_evaluations(averaged, summary.last_k)}; "
                   f"final {summary.final_score:.1f}, return {summary.final_return:.1f}) after {summary.steps} steps, "
                   f"{summary.seed_steps_per_s:.0f} seed-steps/s")
     dataset_id = store.load(run_ids[0]).config.dataset.id
-    k = store.load(run_ids[0]).summary.last_k
+    summary = store.load(run_ids[0]).summary
+    k, evaluations = summary.last_k, summary.evaluations or summary.last_k
     if scored:
         spread = f" ± {np.std(scored, ddof=1):.1f} (std over {len(scored)} seeds)" if len(scored) > 1 else " (1 seed)"
-        out.print(f"[bold]{dataset_id}: {name} (last-{k} mean) {np.mean(scored):.1f}{spread}[/bold]")
+        over = f"last-{k} mean" if evaluations >= k else f"last-{k} mean: all {evaluations} evaluation{'s' * (evaluations > 1)}"
+        out.print(f"[bold]{dataset_id}: {name} ({over}) {np.mean(scored):.1f}{spread}[/bold]")
     if diverged:
         out.print(f"[bold red]{len(diverged)} of {len(run_ids)} seeds diverged and are left out of the mean[/bold red]")
     out.print(f"records in {store.root}")
@@ -367,6 +371,12 @@ def _print_run_summaries(store, run_ids: list[str]) -> None:
 
 runs_app = typer.Typer(help="The results store: list runs, remove them, rebuild the index.")
 app.add_typer(runs_app, name="runs")
+
+
+def _evaluations(averaged: int, k: int) -> str:
+    """`10 evaluations`, or `2 evaluations (all of them; the statistic takes up to 10)`."""
+    text = f"{averaged} evaluation{'s' * (averaged != 1)}"
+    return text if averaged >= k else f"{text} (all of them; the statistic takes up to {k})"
 
 
 @runs_app.callback(invoke_without_command=True)
@@ -384,13 +394,15 @@ def runs(
 
     store = ResultsStore(results_dir(results))
     frames = [store.runs(status=None)] if all_ else [store.runs("finished"), store.runs("diverged")]
-    frame = pd.concat(frames).sort_values(["started_at", "run_id"]) if any(len(f) for f in frames) else frames[0]
+    nonempty = [f for f in frames if len(f)]
+    frame = pd.concat(nonempty).sort_values(["started_at", "run_id"]) if nonempty else frames[0]
     if frame.empty:
         out.print(f"no {'' if all_ else 'finished '}runs in {results_dir(results)}")
         return
-    table = Table("run id", "algo", "dataset", "seed", "steps", "status", "final", "last-k mean (k)", "group steps/s")
+    table = Table("run id", "algo", "dataset", "seed", "steps", "status", "final", "last-k mean (evaluations)", "group steps/s")
     for row in frame.itertuples():
-        last_k = "-" if row.last_k is None or row.last_k != row.last_k else f"{_fmt(row.last_k_score)} ({int(row.last_k)})"
+        last_k = "-" if row.last_k is None or row.last_k != row.last_k else \
+            f"{_fmt(row.last_k_score)} ({min(int(row.last_k), evaluation_count(int(row.steps), int(row.eval_every)))})"
         table.add_row(row.run_id, row.algo, row.dataset_id, str(row.seed), str(row.steps), row.status,
                       _fmt(row.final_score), last_k, _fmt(row.steps_per_s, "{:.0f}"))
     out.print(table)

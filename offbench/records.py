@@ -118,6 +118,11 @@ class RunSummary:
         return cls(**_known(cls, values))
 
 
+def evaluation_count(steps: int, eval_every: int) -> int:
+    """Evaluations a run of `steps` steps makes: one every `eval_every` steps and one at the last step (offbench.train)."""
+    return steps // eval_every + (steps % eval_every != 0)
+
+
 def evaluation_settings(env: str, env_kwargs: Mapping[str, Any], wrappers: Sequence[str], ref_min: float | None, ref_max: float | None,
                         score: str = "normalized-return") -> dict[str, Any]:
     """The evaluation settings of a run with their `key`: 12 hex digits of the sha256 of the rest as canonical JSON.

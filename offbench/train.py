@@ -329,7 +329,7 @@ def budget_line(group: SeedGroup) -> str:
     default = f" (the protocol default of baselines/{plan.algo}.toml; --steps for fewer)" if plan.steps is None else ""
     seeds = f"{len(plan.seeds)} seed{'s' if len(plan.seeds) > 1 else ''}"
     return (f"{plan.algo} on {group.dataset.metadata.id}: {protocol.steps:,} steps{default}, {seeds}, "
-            f"an evaluation of {protocol.eval_episodes} episodes every {protocol.eval_every:,} steps")
+            f"an evaluation of {protocol.eval_episodes} episode{'s' * (protocol.eval_episodes != 1)} every {protocol.eval_every:,} steps")
 
 
 def _ensure_unchanged(group_id: str, what: str, started: dict[str, Any], now: dict[str, Any]) -> None:

@@ -16,7 +16,8 @@ def finished_store(data_root: Path, tmp_path_factory: pytest.TempPathFactory) ->
     done = run_cli("run", "--algo", "td3bc", "--dataset", TINY_ID, "--steps", "60", "--eval-every", "30",
                    "--eval-episodes", "2", "--seeds", "2", *FAST_SETTINGS, "--results-dir", str(results))
     assert done.returncode == 0, done.stderr
-    assert "normalised score (last-10 mean)" in done.stdout
+    assert "normalised score (last-10 mean: all 2 evaluations)" in done.stdout  # 2 evaluations: the mean of both, said so
+    assert "(mean of the last 2 evaluations (all of them; the statistic takes up to 10);" in done.stdout
     return results
 
 

@@ -422,7 +422,7 @@ def test_offbench_run_on_a_tiny_ogbench_recording_records_success_rates(algo: st
     done = run_cli("run", "--algo", algo, "--dataset", dataset_id, "--steps", "40", "--eval-every", "20", "--eval-episodes", "2",
                    "--seeds", "2", *FAST_SETTINGS, "--results-dir", str(results))
     assert done.returncode == 0, done.stderr
-    assert f"{dataset_id}: success rate (last-10 mean)" in done.stdout
+    assert f"{dataset_id}: success rate (last-10 mean: all 2 evaluations)" in done.stdout
     run_dirs = sorted((results / "runs").iterdir())
     config = json.loads((run_dirs[0] / "config.json").read_text())
     assert config["dataset"]["score"] == "success-rate" and config["protocol"]["eval_env"] == "ogbench:pointmaze-medium-singletask-task1-v0"

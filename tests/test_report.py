@@ -163,3 +163,22 @@ def test_report_keeps_each_configuration_in_its_own_row(tmp_path: Path) -> None:
     assert "- `td3bc`: the defaults (baselines/td3bc.toml)" in markdown
     assert "- `td3bc [alpha=5]`: alpha=5 (baselines/td3bc.toml)" in markdown
     assert "td3bc: runs with different hyperparameters are kept apart" in markdown.split("## Caveats")[1]
+
+
+def test_rows_on_disjoint_datasets_get_the_per_dataset_table_and_a_caveat_instead_of_no_report(tmp_path: Path) -> None:
+    """A configuration run on other datasets than the defaults (`--set` on a tiny test) must not stop the whole report."""
+    root = tmp_path / "results"
+    write_synthetic_store(root, {("td3bc", DATASETS[0]): 40.0, ("iql", DATASETS[0]): 30.0}, range(5))
+    store = write_synthetic_store(root, {("td3bc", DATASETS[1]): 20.0}, range(5), tag="alpha", overrides={"alpha": 5.0}, n_evals=3)
+    out = tmp_path / "report"
+    result = invoke("report", "--results-dir", store.root, "--reps", 200, "--out", out)
+    assert result.exit_code == 0, result.output
+    header = next(line for line in (out / "tables" / "per_dataset.md").read_text().splitlines() if line.startswith("| Dataset"))
+    assert {"td3bc", "td3bc [alpha=5]", "iql"} <= {cell.strip() for cell in header.split("|")}
+    markdown = (out / "report.md").read_text()
+    caveats = markdown.split("## Caveats")[1].split("## Per-dataset")[0]
+    assert (f"no aggregate: no dataset has scored runs of every row (iql: {DATASETS[0]}; td3bc: {DATASETS[0]}; "
+            f"td3bc [alpha=5]: {DATASETS[1]})") in caveats
+    assert f"td3bc [alpha=5] on {DATASETS[1]}: its runs have 3 evaluations, fewer than k = 10: their last-10 mean is the mean of all" in caveats
+    assert "Not computed: no dataset has scored runs of every row" in markdown
+    assert not (out / "tables" / "aggregate.md").exists() and (out / "figures" / "learning_curves.png").exists()

@@ -69,30 +69,28 @@ def build_report(
 ) -> Report:
     """Compute every table and figure for the selected runs and write them, with report.md, to `out_dir`.
 
-    Raises OffbenchError when the selection is empty or refused (`collect_scores`) or nothing can be aggregated.
+    Raises OffbenchError when the selection is empty or refused (`collect_scores`). When no dataset has runs of
+    every row, the aggregate sections are left out and a caveat says so.
     """
     scores = collect_scores(store, algos, datasets, statistic, where)
     matrices, aggregated, aggregate_warnings = scores.aggregate_matrices()
     warnings = [*scores.warnings, *_mixed_protocol_warnings(scores), *aggregate_warnings]
 
     per_dataset = per_dataset_table(per_dataset_data(scores, reps, seed), reps)
-    intervals = aggregate_intervals(matrices, reps, seed)
-    runs = {algo: matrix.shape[0] for algo, matrix in matrices.items()}
-    kinds = set(scores.runs.loc[scores.runs["dataset_id"].isin(aggregated), "score_kind"])
-    aggregate = aggregate_table(intervals, runs, len(aggregated), statistic.label, reps, kinds)
-    poi = pairwise_improvement(matrices, reps, seed)
-    improvement = improvement_table(poi, len(aggregated), reps) if len(poi) else None
-
     colors = plots.algo_colors(scores.algos)
-    figures = {
-        "aggregate_intervals": plots.aggregate_figure(intervals, colors),
-        "performance_profiles": plots.profile_figure(
-            performance_profiles(matrices, profile_thresholds(matrices), reps, seed), colors
-        ),
-        "learning_curves": plots.curves_figure(learning_curves(scores, reps, seed), colors),
-    }
-    if improvement is not None:
-        figures["probability_of_improvement"] = plots.improvement_figure(poi, colors)
+    figures = {"learning_curves": plots.curves_figure(learning_curves(scores, reps, seed), colors)}
+    aggregate = improvement = None
+    if matrices:
+        intervals = aggregate_intervals(matrices, reps, seed)
+        runs = {algo: matrix.shape[0] for algo, matrix in matrices.items()}
+        kinds = set(scores.runs.loc[scores.runs["dataset_id"].isin(aggregated), "score_kind"])
+        aggregate = aggregate_table(intervals, runs, len(aggregated), statistic.label, reps, kinds)
+        poi = pairwise_improvement(matrices, reps, seed)
+        improvement = improvement_table(poi, len(aggregated), reps) if len(poi) else None
+        figures["aggregate_intervals"] = plots.aggregate_figure(intervals, colors)
+        figures["performance_profiles"] = plots.profile_figure(performance_profiles(matrices, profile_thresholds(matrices), reps, seed), colors)
+        if improvement is not None:
+            figures["probability_of_improvement"] = plots.improvement_figure(poi, colors)
 
     files = [_write_text(out_dir / "scores.csv", scores.runs[SCORE_COLUMNS].to_csv(index=False, lineterminator="\n"))]
     tables = {"per_dataset": per_dataset, "aggregate": aggregate, "improvement": improvement}
@@ -170,7 +168,7 @@ def _report_markdown(
     name: str,
     scores: ScoreSet,
     per_dataset: Table,
-    aggregate: Table,
+    aggregate: Table | None,
     improvement: Table | None,
     aggregated: Sequence[str],
     warnings: Sequence[str],
@@ -191,17 +189,24 @@ def _report_markdown(
         per_dataset.markdown().rstrip(),
         _links("per_dataset"),
         "## Aggregate performance",
-        f"Aggregated over {_count(len(aggregated), 'dataset')}: {', '.join(aggregated)}.",
-        aggregate.markdown().rstrip(),
-        _links("aggregate"),
-        "![Aggregate metrics with 95% CIs](figures/aggregate_intervals.png)",
-        "## Performance profiles",
-        "Fraction of all runs (every seed on every aggregated dataset) scoring above each threshold, "
-        "with 95% stratified-bootstrap bands.",
-        "![Performance profiles](figures/performance_profiles.png)",
-        "## Probability of improvement",
     ]
-    if improvement is None:
+    if aggregate is None:
+        parts.append("Not computed: no dataset has scored runs of every row (see Caveats).")
+    else:
+        parts += [
+            f"Aggregated over {_count(len(aggregated), 'dataset')}: {', '.join(aggregated)}.",
+            aggregate.markdown().rstrip(),
+            _links("aggregate"),
+            "![Aggregate metrics with 95% CIs](figures/aggregate_intervals.png)",
+            "## Performance profiles",
+            "Fraction of all runs (every seed on every aggregated dataset) scoring above each threshold, "
+            "with 95% stratified-bootstrap bands.",
+            "![Performance profiles](figures/performance_profiles.png)",
+        ]
+    parts.append("## Probability of improvement")
+    if aggregate is None:
+        parts.append("Not computed (no aggregate).")
+    elif improvement is None:
         parts.append("Needs at least two algorithms.")
     else:
         parts += [

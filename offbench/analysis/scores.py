@@ -150,16 +150,15 @@ class ScoreSet:
         has scored runs are aggregated (an algorithm with none anywhere is left out), and each algorithm
         keeps its lowest-numbered `n` seeds per dataset, `n` being its smallest seed count (a rule fixed
         before looking at scores, so no seed is chosen for its score). Algorithms may still differ from
-        each other in `n`. Raises OffbenchError when no dataset is left.
+        each other in `n`. When no dataset is left there are no matrices ({}, ()) and one warning says why.
         """
         algos = [a for a in self.algos if any(self.has_cell(a, d) for d in self.datasets)]
         warnings = [f"aggregates leave out {a}: none of its runs has a score" for a in self.algos if a not in algos]
         common = tuple(d for d in self.datasets if algos and all(self.has_cell(a, d) for a in algos))
         if not common:
-            raise OffbenchError(
-                "no dataset has scored runs of every selected algorithm, so nothing can be aggregated",
-                "select algorithms and datasets that overlap with --algos/--datasets",
-            )
+            where = "; ".join(f"{a}: {', '.join(d for d in self.datasets if self.has_cell(a, d))}" for a in algos)
+            return {}, (), [*warnings, f"no aggregate: no dataset has scored runs of every row ({where}); the per-dataset table and "
+                                       "learning curves are all this report has (choose rows that overlap with --algos/--datasets)"]
         if missing := [d for d in self.datasets if d not in common]:
             warnings.append(f"aggregates leave out {', '.join(missing)}: not every algorithm has scored runs there")
         matrices = {}
@@ -215,7 +214,7 @@ def collect_scores(
     runs, diverged = score_runs(index, records, statistic, store)
     present = set(index["algo"])
     kept = set(index["dataset_id"])
-    warnings += rerun_warnings + few_seed_warnings(runs) + diverged_warnings(runs, diverged, records)
+    warnings += rerun_warnings + few_seed_warnings(runs) + short_curve_warnings(runs, records, statistic) + diverged_warnings(runs, diverged, records)
     return ScoreSet(
         statistic,
         index,
@@ -350,6 +349,20 @@ def few_seed_warnings(runs: pd.DataFrame) -> list[str]:
         for (algo, dataset), n in counts.items()
         if n < MIN_SEEDS
     ]
+
+
+def short_curve_warnings(runs: pd.DataFrame, records: Mapping[str, RunRecord], statistic: Statistic) -> list[str]:
+    """For last-k: one warning per cell whose runs have fewer than k evaluations (their score is the mean of all of them)."""
+    if statistic.name != "last-k":
+        return []
+    warnings = []
+    for (algo, dataset), cell in runs.groupby(["algo", "dataset_id"], sort=False):
+        counts = sorted({len(records[run_id].curve) for run_id in cell["run_id"]})
+        if counts[0] < statistic.k:
+            shown = "-".join(map(str, dict.fromkeys([counts[0], counts[-1]])))
+            warnings.append(f"{algo} on {dataset}: its runs have {shown} evaluation{'s' * (counts[-1] != 1)}, fewer than k = {statistic.k}: "
+                            f"their {statistic.label} is the mean of all of them")
+    return warnings
 
 
 def diverged_warnings(runs: pd.DataFrame, diverged: pd.DataFrame, records: Mapping[str, RunRecord]) -> list[str]:
