@@ -126,19 +126,39 @@ RECIPES: dict[str, Recipe] = {
 
 def recipe_available(entry: dict[str, Any]) -> bool:
     """Whether every behaviour-policy file the recipe needs is present (random, Atari random and OGBench recipes need none)."""
+    try:
+        return not missing_policies(entry)
+    except OffbenchError:
+        return False
+
+
+def missing_policies(entry: dict[str, Any]) -> list[str]:
+    """The behaviour-policy files (under datasets/policies/) the recipe needs and this checkout lacks, in recipe order.
+
+    Raises `OffbenchError` for an unknown recipe or a union part missing from the catalogue.
+    """
     kind = entry.get("recipe")
     if kind in ("random", "atari-random") or str(kind).startswith("ogbench-"):  # OGBench recipes use the oracles of the ogbench package
-        return True
+        return []
     if kind in ("policy", "noisy-dqn", "atari-dqn"):
-        return (policies_dir() / entry["policy"]).is_file()
+        return [] if (policies_dir() / entry["policy"]).is_file() else [entry["policy"]]
     if kind == "snapshot-sequence":
-        return (policies_dir() / entry["until"]).is_file() and any((policies_dir() / entry["snapshots"]).glob("*.pt"))
+        needed = [] if (policies_dir() / entry["until"]).is_file() else [entry["until"]]
+        return needed + ([] if any((policies_dir() / entry["snapshots"]).glob("*.pt")) else [f"{entry['snapshots']}/*.pt"])
     if kind == "union":
-        try:
-            return all(recipe_available(part) for part in _parts(entry))
-        except OffbenchError:
-            return False
-    return False
+        return list(dict.fromkeys(path for part in _parts(entry) for path in missing_policies(part)))
+    raise OffbenchError(f"unknown recipe '{kind}'")
+
+
+def no_policy_note(entry: dict[str, Any]) -> str:
+    """Why a catalogued recipe cannot be made here: the policy files it lacks, and where their training is described."""
+    try:
+        missing = missing_policies(entry)
+    except OffbenchError as error:
+        return error.message
+    files = ", ".join(f"datasets/policies/{path}" for path in missing)
+    return (f"its behaviour policy ({files}) is not committed yet: datasets/README.md says how it is trained "
+            "and which issue tracks it")
 
 
 # ---- snapshot sequences ---------------------------------------------------------------------------

@@ -46,14 +46,13 @@ from offbench.data import atari_recipes, d4rl, dqn_replay, ids, minari_atari, mi
 from offbench.data.catalogue import catalogue
 from offbench.data.dataset import TRANSITION_FIELDS, DatasetMetadata, OfflineDataset
 from offbench.data.ids import LOCAL_OGBENCH
-from offbench.data.recipes import RECIPES, recipe_available
+from offbench.data.recipes import RECIPES, no_policy_note, recipe_available
 from offbench.data.spaces import from_gymnasium, observation_space_from_gymnasium
 from offbench.errors import OffbenchError
 from offbench.io import atomic_write
 from offbench.paths import data_dir
 
 D4RL_DOWNLOAD_URL = "http://rail.eecs.berkeley.edu/datasets/offline_rl/gym_mujoco_v2/"
-NO_POLICY = "its behaviour policy is not committed yet; see datasets/README.md"
 D4RL_KINDS = ("random", "medium", "medium-replay", "medium-expert", "expert")
 OGBENCH_CACHE = "~/.ogbench/data"  # ogbench.utils.DEFAULT_DATASET_DIR, where OGBench keeps its downloads
 
@@ -146,7 +145,7 @@ def makeable_recipe(dataset_id: str, recipe: dict[str, Any] | None = None) -> di
     if recipe["recipe"] not in (*RECIPES, *ogbench_recipes.EPISODE_RECIPES, *atari_recipes.ATARI_RECIPES):
         raise OffbenchError(f"dataset {dataset_id}: unknown recipe '{recipe['recipe']}'")
     if not recipe_available(recipe):
-        raise OffbenchError(f"cannot make {dataset_id}: {NO_POLICY}")
+        raise OffbenchError(f"cannot make {dataset_id}: {no_policy_note(recipe)}")
     return recipe
 
 
@@ -354,7 +353,7 @@ def _local_how_to_get(name: str) -> str:
     if is_makeable(dataset_id):
         return f"make it with `offbench data make {dataset_id}`"
     if recording_id(dataset_id) in catalogue():
-        return NO_POLICY
+        return no_policy_note(catalogue()[recording_id(dataset_id)])
     return "no recipe makes it; see `offbench data list`"
 
 
@@ -552,6 +551,8 @@ def load_dataset(
     dataset_id = resolve(name)
     source, rest = split_id(dataset_id)
     if not is_present(dataset_id):
+        if source == "local" and recording_id(dataset_id) in catalogue() and not is_makeable(dataset_id):
+            raise OffbenchError(f"dataset {dataset_id} is not made and cannot be made here: {no_policy_note(catalogue()[recording_id(dataset_id)])}")
         if not (make_missing and is_makeable(dataset_id)):
             raise OffbenchError(f"dataset {dataset_id} is missing: expected {location(dataset_id)}", _how_to_get(dataset_id))
         progress = on_make(dataset_id) if on_make else None
