@@ -351,6 +351,10 @@ def _load_local_ogbench(name: str, path: Path) -> OfflineDataset:
 def _local_how_to_get(name: str) -> str:
     dataset_id = f"local/{name}"
     if is_makeable(dataset_id):
+        recipe = catalogue().get(recording_id(dataset_id), {})
+        if recipe.get("recipe") in atari_recipes.ATARI_RECIPES:  # frames dominate: 84 x 84 bytes per step
+            size = recipe["steps"] * atari.SCREEN_SIZE**2 / 1e9
+            return f"make it with `offbench data make {dataset_id}` (about {size:.2g} GB of frames, held in memory while made and loaded)"
         return f"make it with `offbench data make {dataset_id}`"
     if recording_id(dataset_id) in catalogue():
         return no_policy_note(catalogue()[recording_id(dataset_id)])
