@@ -528,6 +528,9 @@ def data_list() -> None:
     for status in list_datasets():
         table.add_row(status.id, status.state, status.location if status.state == "present" else status.note)
     out.print(table)
+    out.print("Listed once their files are in place (offbench downloads none): dqn-replay/<game>/run<r>-ckpt<N>[-<M>]-v0 (the DQN "
+              "Replay Dataset, e.g. dqn-replay/pong/run1-ckpt50-v0), minari/<namespace>/<name>-v<k> (e.g. minari/atari/pong/expert-v0); "
+              "loading an absent one says where its files go.")
 
 
 @data_app.command("info")

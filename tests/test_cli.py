@@ -48,6 +48,13 @@ def test_runs_lists_finished_runs(finished_store: Path) -> None:
     assert listing.stdout.count("td3bc") >= 2 and "finished" in listing.stdout
 
 
+def test_data_list_shows_states_sizes_and_the_sources_listed_only_when_present(data_root: Path) -> None:
+    listing = run_cli("data", "list")
+    assert listing.returncode == 0, listing.stderr
+    assert "local/pong-random-v5" in listing.stdout and "about 7.1 GB of frames" in listing.stdout
+    assert "dqn-replay/<game>/run<r>-ckpt<N>[-<M>]-v0" in listing.stdout and "minari/atari/pong/expert-v0" in listing.stdout
+
+
 def test_data_info_reports_statistics(data_root: Path) -> None:
     info = run_cli("data", "info", TINY_ID)
     assert info.returncode == 0, info.stderr
