@@ -8,7 +8,8 @@ the networks, loss and target are plain PyTorch written from the spec (`shared/s
 after sfujim/BCQ `discrete_BCQ/`), and evaluation plays the env with gymnasium. Low-dimensional settings
 (spec "Hyperparameters", low-dim column): FC_Q (separate Q and imitation MLPs, 256-256, ReLU), Adam lr 3e-4
 over both, batch 64, Polyak 0.005 every iteration, threshold 0.3, discount 0.99; an evaluation every 5,000
-iterations of 10 episodes, epsilon 0, the env seeded with seed + 100 at its first reset and continuing.
+iterations of 10 episodes, epsilon 0, in a new env seeded with seed + 100 at its first reset (so every evaluation
+plays the same 10 starts, as the reference code's eval_policy does; offbench seeds each episode instead).
 A transition ends bootstrapping only on a termination (a time-limit truncation keeps its next state).
 
 Prints each evaluation's mean return and, per seed, the final and last-10 (mean of the last 10 evaluations)
@@ -65,10 +66,10 @@ def filtered_argmax(q: torch.Tensor, logits: torch.Tensor, threshold: float) -> 
     return q.masked_fill(~allowed, -1e8).argmax(dim=1)
 
 
-def evaluate(network: FCQ, env: gym.Env, threshold: float, episodes: int = 10) -> float:
-    returns = []
-    for _ in range(episodes):
-        s, _ = env.reset()
+def evaluate(network: FCQ, env_id: str, seed: int, threshold: float, episodes: int = 10) -> float:
+    env, returns = gym.make(env_id), []
+    for episode in range(episodes):
+        s, _ = env.reset(seed=seed + 100 if episode == 0 else None)
         done, total = False, 0.0
         while not done:
             with torch.no_grad():
@@ -77,15 +78,14 @@ def evaluate(network: FCQ, env: gym.Env, threshold: float, episodes: int = 10) -
             total += float(reward)
             done = terminated or truncated
         returns.append(total)
+    env.close()
     return float(np.mean(returns))
 
 
 def train(data: dict[str, np.ndarray], env_id: str, seed: int, steps: int, threshold: float) -> list[float]:
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    env = gym.make(env_id)
-    env.reset(seed=seed + 100)
-    network = FCQ(data["s"].shape[1], int(env.action_space.n))
+    network = FCQ(data["s"].shape[1], int(gym.make(env_id).action_space.n))
     target = copy.deepcopy(network).requires_grad_(False)
     optimizer = torch.optim.Adam(network.parameters(), lr=3e-4)
     tensors = {key: torch.as_tensor(value, dtype=torch.int64 if key == "a" else torch.float32) for key, value in data.items()}
@@ -105,9 +105,8 @@ def train(data: dict[str, np.ndarray], env_id: str, seed: int, steps: int, thres
             for p, p_target in zip(network.parameters(), target.parameters(), strict=True):
                 p_target.mul_(0.995).add_(0.005 * p)
         if iteration % 5000 == 0:
-            scores.append(evaluate(network, env, threshold))
+            scores.append(evaluate(network, env_id, seed, threshold))
             print(f"  seed {seed} iteration {iteration}: return {scores[-1]:.1f}", flush=True)
-    env.close()
     return scores
 
 

@@ -401,8 +401,8 @@ def runs(
         return
     table = Table("run id", "algo", "dataset", "seed", "steps", "status", "final", "last-k mean (evaluations)", "group steps/s")
     for row in frame.itertuples():
-        last_k = "-" if row.last_k is None or row.last_k != row.last_k else \
-            f"{_fmt(row.last_k_score)} ({min(int(row.last_k), evaluation_count(int(row.steps), int(row.eval_every)))})"
+        scored = row.last_k_score is not None and row.last_k_score == row.last_k_score  # a diverged run has none
+        last_k = f"{_fmt(row.last_k_score)} ({min(int(row.last_k), evaluation_count(int(row.steps), int(row.eval_every)))})" if scored else "-"
         table.add_row(row.run_id, row.algo, row.dataset_id, str(row.seed), str(row.steps), row.status,
                       _fmt(row.final_score), last_k, _fmt(row.steps_per_s, "{:.0f}"))
     out.print(table)

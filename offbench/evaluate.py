@@ -128,10 +128,12 @@ class SeedGlobalNumpy(gym.Wrapper):
 
 
 class EvalEnvs:
-    """Evaluation vector envs kept for reuse, one per (env id, kwargs, wrappers, sub-env count); `close()` closes them all.
+    """The evaluation vector env last used, kept for reuse while the next one asks for the same (env id, kwargs,
+    wrappers, sub-env count); another one closes it first, so no more sub-envs exist at once than one block needs.
 
-    Holding them keeps their memory between evaluations (~160 MB per OGBench manipulation sub-env), the peak
-    an evaluation has anyway.
+    A training keeps it for the whole run: the memory of one block's sub-envs (~160 MB per OGBench manipulation
+    sub-env, ~13 GB for DriftQL's 8 seeds x 10) stays held between evaluations instead of coming back after each,
+    which matters for several trainings sharing a machine. An evaluation of 10 x n episodes per seed uses one size.
     """
 
     def __init__(self) -> None:
@@ -140,6 +142,7 @@ class EvalEnvs:
     def get(self, env_id: str, num_envs: int, env_kwargs: dict, wrappers: Sequence[str]) -> gym.vector.VectorEnv:
         key = json.dumps([env_id, num_envs, env_kwargs, list(wrappers)], sort_keys=True, default=str)
         if key not in self._envs:
+            self.close()
             self._envs[key] = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync",
                                            wrappers=[SeedGlobalNumpy, *wrappers_named(wrappers)],
                                            vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP}, **env_kwargs)
@@ -184,8 +187,8 @@ def evaluate_episodes(
     episode_start, rewards)`: rewards (S, episodes) returned with the observations (0 after a reset).
     Each sub-env runs exactly one episode; sub-envs that finished keep stepping (the vector env
     autoresets them) until the slowest is done, and their extra rewards are ignored. Episodes run in
-    blocks of at most `EPISODES_AT_ONCE` per seed, one vector env per block, each block's first
-    observation an episode start.
+    blocks of at most `EPISODES_AT_ONCE` per seed, each block in a vector env of its size (blocks of one
+    size share one, see `EvalEnvs`), each block's first observation an episode start.
     `watch_first(env)`, when given, is called with the first sub-env after its reset and after each step
     of its episode (a video recorder renders it): the sub-envs are then made with render_mode="rgb_array",
     which changes no returns. `envs` keeps the vector envs for the next call (closed by its owner); without

@@ -57,11 +57,13 @@ def staging_tag() -> str:
 def remove_dead_staging(parent: Path, prefix: str) -> None:
     """Remove the folders `<parent>/<prefix><host>-<pid>` of this host whose process no longer runs.
 
-    Another host's are left alone: its pids cannot be checked from here (a data folder can be shared).
+    Another host's are left alone: its pids cannot be checked from here (a data folder can be shared). A folder
+    named `<prefix><pid>` (offbench's name before the host was added) counts as this host's.
     """
     mine = f"{prefix}{socket.gethostname()}-"
-    for folder in parent.glob(f"{glob.escape(mine)}*"):
-        pid = folder.name.removeprefix(mine)
+    for folder in parent.glob(f"{glob.escape(prefix)}*"):
+        # `<prefix><pid>`: the name offbench used before the host was added (taken as this host's)
+        pid = folder.name.removeprefix(mine) if folder.name.startswith(mine) else folder.name.removeprefix(prefix)
         if pid.isdigit() and not process_alive(int(pid)):
             shutil.rmtree(folder, ignore_errors=True)
 

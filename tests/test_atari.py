@@ -218,6 +218,20 @@ def test_game_names_are_checked_and_an_alias_of_an_absent_checkpoint_says_how_to
         registry.resolve("pogn-run1-ckpt7")
 
 
+def test_a_dqn_replay_game_without_reference_returns_is_listed_and_says_so(replay_root) -> None:
+    roots, log = replay_root
+    air_raid = roots / "data" / "dqn-replay" / "AirRaid" / "1" / "replay_logs"  # one of DQN Replay's 60 games, not of Atari-57
+    air_raid.mkdir(parents=True)
+    for path in log.folder.glob("*_ckpt.0.gz"):
+        (air_raid / path.name).write_bytes(path.read_bytes())
+    (roots / "data" / "dqn-replay" / "NotAGame" / "1" / "replay_logs").mkdir(parents=True)
+    (roots / "data" / "dqn-replay" / "NotAGame" / "1" / "replay_logs" / "$store$_observation_ckpt.0.gz").write_bytes(b"")
+    listed = {row.id: row.state for row in registry.list_datasets()}
+    assert listed["dqn-replay/air_raid/run1-ckpt0-v0"] == "present" and not any("not_a_game" in dataset_id for dataset_id in listed)
+    with pytest.raises(OffbenchError, match="no human/random reference returns for Atari game 'air_raid'"):
+        registry.load_dataset("dqn-replay/air_raid/run1-ckpt0-v0")
+
+
 def test_rewards_stay_unclipped_in_the_data_and_atari_settings_clip_them_for_learning() -> None:
     from offbench.algos.discrete_bcq import DiscreteBCQ
     from offbench.config import resolve_config

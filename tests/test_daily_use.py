@@ -64,7 +64,7 @@ def test_piped_output_shows_progress_lines(piped_run):
 
 def test_run_states_its_budget_up_front(piped_run):
     done, _ = piped_run
-    assert done.stderr.splitlines()[0] == f"td3bc on {TINY_ID}: 60 steps, 1 seed, an evaluation of 1 episodes every 20 steps"
+    assert done.stderr.splitlines()[0] == f"td3bc on {TINY_ID}: 60 steps, 1 seed, an evaluation of 1 episode every 20 steps"
 
 
 def test_a_bare_run_says_it_trains_the_full_protocol_budget():

@@ -222,12 +222,13 @@ def test_a_staging_folder_left_by_a_killed_make_on_this_host_is_removed_by_the_n
     host, folder = socket.gethostname(), tmp_path / "pong-dqn-v5"
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True).stdout.strip()
     leftovers = [tmp_path / f".pong-dqn-v5.making-{host}-{dead}", tmp_path / f".pong-dqn-v5.making-{host}-1",  # killed; pid 1 runs
-                 tmp_path / f".pong-dqn-v5.making-otherhost-{dead}", tmp_path / f".pong-dqn-v5-tiny.making-{host}-{dead}"]
+                 tmp_path / f".pong-dqn-v5.making-otherhost-{dead}", tmp_path / f".pong-dqn-v5-tiny.making-{host}-{dead}",
+                 tmp_path / f".pong-dqn-v5.making-{dead}"]  # the name before the host was added
     for leftover in leftovers:
         (leftover / "replay_logs").mkdir(parents=True)
     staging = io.staging_folder(folder)
     assert staging.name == f".pong-dqn-v5.making-{host}-{os.getpid()}" and staging.is_dir() and not any(staging.iterdir())
-    assert [p.exists() for p in leftovers] == [False, True, True, True]  # only this host's dead pid of this folder
+    assert [p.exists() for p in leftovers] == [False, True, True, True, False]  # only this host's dead pids of this folder
     minari_staging = tmp_path / "minari" / ".making"  # minari_io's: <root>/.making/<host>-<pid>
     for name in (f"{host}-{dead}", f"{host}-1", f"otherhost-{dead}", f"{host}-other-{dead}"):  # the last: host "<host>-other"
         (minari_staging / name).mkdir(parents=True)

@@ -82,15 +82,27 @@ def test_many_episodes_run_in_blocks_of_ten_per_seed_and_give_the_returns_of_one
 def test_kept_envs_are_reused_across_blocks_and_evaluations_and_give_the_returns_of_new_ones(monkeypatch: pytest.MonkeyPatch) -> None:
     from offbench import evaluate as evaluation
 
-    made, make_vec = [], gym.make_vec
-    monkeypatch.setattr(gym, "make_vec", lambda *args, num_envs, **kwargs: made.append(num_envs) or make_vec(*args, num_envs=num_envs, **kwargs))
+    made, closed, make_vec = [], [], gym.make_vec
+
+    def counted(*args, num_envs, **kwargs):
+        envs = make_vec(*args, num_envs=num_envs, **kwargs)
+        made.append(num_envs)
+        close = envs.close
+        envs.close = lambda **kw: closed.append(num_envs) or close(**kw)
+        return envs
+
+    monkeypatch.setattr(gym, "make_vec", counted)
     act = lambda observations: np.clip(observations[..., 2:3], -2.0, 2.0).astype(np.float32)  # noqa: E731
-    fresh = evaluation.evaluate_episodes(act, "Pendulum-v1", [0, 1], 25).returns
-    assert made == [20, 10]  # blocks of 10, 10 and 5 episodes per seed: the two full blocks share one vector env
+    fresh = evaluation.evaluate_episodes(act, "Pendulum-v1", [0, 1], 20).returns
+    assert made == [20] and closed == [20]  # two blocks of 10 episodes per seed share one vector env, closed on return
     with evaluation.EvalEnvs() as kept:
         for _ in range(2):
-            np.testing.assert_array_equal(evaluation.evaluate_episodes(act, "Pendulum-v1", [0, 1], 25, envs=kept).returns, fresh)
-    assert made[2:] == [20, 10]  # built by the first evaluation, reused by the second
+            np.testing.assert_array_equal(evaluation.evaluate_episodes(act, "Pendulum-v1", [0, 1], 20, envs=kept).returns, fresh)
+        assert made[1:] == [20] and closed == [20]  # built by the first evaluation, reused by the second, still open
+        evaluation.evaluate_episodes(act, "Pendulum-v1", [0, 1], 5, envs=kept)
+        assert made[2:] == [10] and closed == [20, 20]  # another size: the held env is closed before the new one is built
+    assert closed == [20, 20, 10]
+    np.testing.assert_array_equal(evaluation.evaluate_episodes(act, "Pendulum-v1", [0, 1], 25).returns[:, :20], fresh)
 
 
 def test_a_kept_atari_env_plays_the_episodes_of_a_new_one() -> None:

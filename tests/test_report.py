@@ -171,6 +171,8 @@ def test_rows_on_disjoint_datasets_get_the_per_dataset_table_and_a_caveat_instea
     write_synthetic_store(root, {("td3bc", DATASETS[0]): 40.0, ("iql", DATASETS[0]): 30.0}, range(5))
     store = write_synthetic_store(root, {("td3bc", DATASETS[1]): 20.0}, range(5), tag="alpha", overrides={"alpha": 5.0}, n_evals=3)
     out = tmp_path / "report"
+    first = invoke("report", "--results-dir", store.root, "--reps", 200, "--out", out, "--datasets", DATASETS[0])
+    assert first.exit_code == 0 and (out / "tables" / "aggregate.md").exists()  # an earlier report with an aggregate, same folder
     result = invoke("report", "--results-dir", store.root, "--reps", 200, "--out", out)
     assert result.exit_code == 0, result.output
     header = next(line for line in (out / "tables" / "per_dataset.md").read_text().splitlines() if line.startswith("| Dataset"))
@@ -180,5 +182,8 @@ def test_rows_on_disjoint_datasets_get_the_per_dataset_table_and_a_caveat_instea
     assert (f"no aggregate: no dataset has scored runs of every row (iql: {DATASETS[0]}; td3bc: {DATASETS[0]}; "
             f"td3bc [alpha=5]: {DATASETS[1]})") in caveats
     assert f"td3bc [alpha=5] on {DATASETS[1]}: its runs have 3 evaluations, fewer than k = 10: their last-10 mean is the mean of all" in caveats
+    assert f"td3bc on {DATASETS[0]}: its runs have" not in caveats  # 10 evaluations: no caveat
     assert "Not computed: no dataset has scored runs of every row" in markdown
-    assert not (out / "tables" / "aggregate.md").exists() and (out / "figures" / "learning_curves.png").exists()
+    assert (out / "figures" / "learning_curves.png").exists()
+    stale = [out / "tables" / f"aggregate.{suffix}" for suffix in ("md", "tex", "csv")] + [out / "figures" / "aggregate_intervals.png"]
+    assert not any(path.exists() for path in stale)  # the earlier report's aggregate is not left beside this one

@@ -101,7 +101,21 @@ def build_report(
         files += plots.save_figure(fig, out_dir / "figures" / figure_name)
     markdown = _report_markdown(name, scores, per_dataset, aggregate, improvement, aggregated, warnings, reps, seed)
     files.append(_write_text(out_dir / "report.md", markdown))
+    _remove_stale_outputs(out_dir, files)
     return Report(out_dir, tuple(files), tuple(warnings))
+
+
+TABLE_NAMES = ("per_dataset", "aggregate", "improvement")
+FIGURE_NAMES = ("aggregate_intervals", "performance_profiles", "probability_of_improvement", "learning_curves")
+
+
+def _remove_stale_outputs(out_dir: Path, written: Sequence[Path]) -> None:
+    """Remove the tables and figures an earlier report left in `out_dir` that this one did not write (e.g. the
+    aggregate of a selection that had one), so the folder never shows numbers of another selection."""
+    for folder, names, suffixes in ((out_dir / "tables", TABLE_NAMES, (".md", ".tex", ".csv")), (out_dir / "figures", FIGURE_NAMES, (".png", ".pdf"))):
+        for path in (folder / f"{name}{suffix}" for name in names for suffix in suffixes):
+            if path not in written:
+                path.unlink(missing_ok=True)
 
 
 def learning_curves(scores: ScoreSet, reps: int, seed: int) -> dict[str, dict[str, plots.Curve]]:

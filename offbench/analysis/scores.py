@@ -357,11 +357,10 @@ def short_curve_warnings(runs: pd.DataFrame, records: Mapping[str, RunRecord], s
         return []
     warnings = []
     for (algo, dataset), cell in runs.groupby(["algo", "dataset_id"], sort=False):
-        counts = sorted({len(records[run_id].curve) for run_id in cell["run_id"]})
-        if counts[0] < statistic.k:
-            shown = "-".join(map(str, dict.fromkeys([counts[0], counts[-1]])))
-            warnings.append(f"{algo} on {dataset}: its runs have {shown} evaluation{'s' * (counts[-1] != 1)}, fewer than k = {statistic.k}: "
-                            f"their {statistic.label} is the mean of all of them")
+        evaluations = min(len(records[run_id].curve) for run_id in cell["run_id"])  # one protocol per cell: one count
+        if evaluations < statistic.k:
+            warnings.append(f"{algo} on {dataset}: its runs have {evaluations} evaluation{'s' * (evaluations != 1)}, fewer than "
+                            f"k = {statistic.k}: their {statistic.label} is the mean of all of them")
     return warnings
 
 

@@ -73,6 +73,9 @@ VERSION = 0
 NAME = re.compile(r"(?P<game>[a-z0-9_]+)/run(?P<run>\d+)-ckpt(?P<first>\d+)(?:-(?P<last>\d+))?-v(?P<version>\d+)")
 PADDING_HINT = "the files do not follow the Dopamine replay layout (3 zero rows after each terminal)"
 NAME_EXAMPLE = "dqn-replay/pong/run1-ckpt50-v0 or dqn-replay/pong/run1-ckpt40-49-v0"
+# Games of the DQN Replay Dataset (Dopamine's 60) that Atari-57's human/random table lacks: their ids are known, loading
+# one says it has no reference returns (offbench.atari.human_normalized) rather than that the game does not exist.
+GAMES_WITHOUT_REFERENCES = ("air_raid", "carnival", "elevator_action", "journey_escape", "pooyan")
 
 
 @dataclass(frozen=True)
@@ -99,8 +102,8 @@ def parse_name(name: str) -> ReplayName:
             raise OffbenchError(f"'dqn-replay/{name}' is not a DQN Replay id: games are lower-case ROM names",
                                 f"use dqn-replay/{name.replace(game, _snake_case(game), 1)} (the bucket's folder is CamelCase, the id is not)")
         raise OffbenchError(f"'dqn-replay/{name}' is not a DQN Replay id", f"ids look like {NAME_EXAMPLE}")
-    if match["game"] not in atari.HUMAN_RANDOM:
-        close = difflib.get_close_matches(match["game"], atari.HUMAN_RANDOM, n=3)
+    if match["game"] not in (*atari.HUMAN_RANDOM, *GAMES_WITHOUT_REFERENCES):
+        close = difflib.get_close_matches(match["game"], [*atari.HUMAN_RANDOM, *GAMES_WITHOUT_REFERENCES], n=3)
         raise OffbenchError(f"'dqn-replay/{name}': unknown Atari game '{match['game']}'",
                             f"did you mean {' or '.join(close)}?" if close else f"games: {', '.join(atari.HUMAN_RANDOM)}")
     first, last = int(match["first"]), int(match["last"] if match["last"] is not None else match["first"])
@@ -182,9 +185,18 @@ def listed() -> list[str]:
     for path in dopamine_root().glob("*/*/replay_logs/$store$_observation_ckpt.*.gz"):
         run, game = path.parent.parent.name, path.parent.parent.parent.name
         checkpoint = path.name.split(".")[-2]
-        if run.isdigit() and checkpoint.isdigit():
-            found.add(f"dqn-replay/{_snake_case(game)}/run{run}-ckpt{checkpoint}-v{VERSION}")
+        name = f"{_snake_case(game)}/run{run}-ckpt{checkpoint}-v{VERSION}"
+        if run.isdigit() and checkpoint.isdigit() and _parses(name):  # a folder of another name is not a DQN Replay game
+            found.add(f"dqn-replay/{name}")
     return sorted(found)
+
+
+def _parses(name: str) -> bool:
+    try:
+        parse_name(name)
+    except OffbenchError:
+        return False
+    return True
 
 
 def _snake_case(game: str) -> str:
@@ -235,8 +247,6 @@ def replay_dataset(dataset_id: str, source: str, game: str, stream: Stream, extr
 
 
 # ---- reading -----------------------------------------------------------------------------------------
-
-
 
 
 def read_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
