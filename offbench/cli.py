@@ -354,7 +354,7 @@ def _print_run_summaries(store, run_ids: list[str]) -> None:
             continue
         scored.append(summary.last_k_score)
         averaged = min(summary.last_k, summary.evaluations or summary.last_k)
-        out.print(f"{run_id}: {name} {summary.last_k_score:.1f} (mean of the last {_evaluations(averaged, summary.last_k)}; "
+        out.print(f"{run_id}: {name} {summary.last_k_score:.1f} ({_averaged_over(averaged, summary.last_k)}; "
                   f"final {summary.final_score:.1f}, return {summary.final_return:.1f}) after {summary.steps} steps, "
                   f"{summary.seed_steps_per_s:.0f} seed-steps/s")
     dataset_id = store.load(run_ids[0]).config.dataset.id
@@ -373,10 +373,11 @@ runs_app = typer.Typer(help="The results store: list runs, remove them, rebuild 
 app.add_typer(runs_app, name="runs")
 
 
-def _evaluations(averaged: int, k: int) -> str:
-    """`10 evaluations`, or `2 evaluations (all of them; the statistic takes up to 10)`."""
-    text = f"{averaged} evaluation{'s' * (averaged != 1)}"
-    return text if averaged >= k else f"{text} (all of them; the statistic takes up to {k})"
+def _averaged_over(averaged: int, k: int) -> str:
+    """`mean of the last 10 evaluations`, or `mean of all 2 evaluations, fewer than the statistic's 10`."""
+    if averaged >= k:
+        return f"mean of the last {k} evaluations"
+    return f"mean of all {averaged} evaluation{'s' * (averaged != 1)}, fewer than the statistic's {k}"
 
 
 @runs_app.callback(invoke_without_command=True)
