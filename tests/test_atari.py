@@ -206,6 +206,17 @@ def test_a_checkpoint_without_its_add_counter_or_with_other_frames_or_dtypes_is_
         registry.load_dataset("dqn-replay/pong/run1-ckpt0-v0")
 
 
+def test_an_action_outside_the_games_set_is_one_line_naming_its_file_row(replay_root) -> None:
+    _, log = replay_root
+    action = dqn_replay.read_array(log.folder / "$store$_action_ckpt.1.gz")
+    reward = dqn_replay.read_array(log.folder / "$store$_reward_ckpt.1.gz")
+    row = int(np.flatnonzero(reward)[5])  # a real step (padding has reward 0), not the first of the window
+    action[row] = 7
+    save_gz(log.folder / "$store$_action_ckpt.1.gz", action)
+    with pytest.raises(OffbenchError, match=rf"row {row} of checkpoint 1 has action 7, outside the game's 6 actions \(0..5\)"):
+        registry.load_dataset("dqn-replay/pong/run1-ckpt1-v0")
+
+
 def test_game_names_are_checked_and_an_alias_of_an_absent_checkpoint_says_how_to_get_it(replay_root) -> None:
     with pytest.raises(OffbenchError, match="unknown Atari game 'pogn'.*did you mean pong"):
         registry.load_dataset("dqn-replay/pogn/run1-ckpt0-v0")

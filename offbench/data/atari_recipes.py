@@ -232,7 +232,7 @@ def load_local(dataset_id: str, logs: Path) -> OfflineDataset:
     """A local Atari recording through the DQN Replay reader; raises `OffbenchError` when its content hash differs from the recorded one."""
     sidecar = json.loads((logs.parent / SIDECAR).read_text())
     recipe = sidecar["recipe_config"]
-    stream = dqn_replay.read_stream([checkpoint_of(logs)], dataset_id)
+    stream = dqn_replay.read_stream([checkpoint_of(logs)], dataset_id, atari.action_space(recipe["game"]).n)
     dataset = dqn_replay.replay_dataset(dataset_id, "local", recipe["game"], stream, {"path": str(logs), "recipe": recipe})
     recorded = sidecar.get("sha256")
     if recorded and recorded != dataset.metadata.sha256:

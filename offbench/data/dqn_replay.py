@@ -217,7 +217,7 @@ def load_dqn_replay(name: str, dataset_id: str) -> OfflineDataset:
         if found is None:
             raise OffbenchError(f"dataset {dataset_id}: checkpoint {number} is missing", how_to_get(name))
         checkpoints.append(found)
-    stream = read_stream(checkpoints, dataset_id)
+    stream = read_stream(checkpoints, dataset_id, atari.action_space(parsed.game).n)
     extra = {"game": parsed.game, "run": parsed.run, "checkpoints": {str(k): v for k, v in stream.checkpoint_rows.items()},
              "files": [str(c.files["observation"].parent) for c in checkpoints]}
     return replay_dataset(dataset_id, "dqn-replay", parsed.game, stream, extra)
@@ -356,8 +356,11 @@ class Stream:
     checkpoint_rows: dict[int, int]  # kept rows per checkpoint
 
 
-def read_stream(checkpoints: list[Checkpoint], what: str) -> Stream:
-    """Read checkpoints (in order) as one stream of transitions (see the module docstring); `what` names the dataset in errors."""
+def read_stream(checkpoints: list[Checkpoint], what: str, num_actions: int) -> Stream:
+    """Read checkpoints (in order) as one stream of transitions (see the module docstring); `what` names the dataset in errors.
+
+    Raises `OffbenchError` naming the checkpoint and file row of the first kept row whose action is outside 0..num_actions-1.
+    """
     shapes = [_checked_header(checkpoint, what) for checkpoint in checkpoints]
     windows = [window(checkpoint, shape[0]) for checkpoint, shape in zip(checkpoints, shapes)]
     fields = {field: np.concatenate([_field(w, field, what)[w.order] for w in windows]) for field in ("action", "reward", "terminal")}
@@ -369,6 +372,8 @@ def read_stream(checkpoints: list[Checkpoint], what: str) -> Stream:
     after_terminal, leading = _padding(terminals, fields["action"], fields["reward"], gaps)
     _check_padding(after_terminal, terminals, fields, windows, window_of, offsets, what)
     keep = ~(after_terminal | leading)
+    _check_actions(keep & ((fields["action"] < 0) | (fields["action"] >= num_actions)), fields["action"], num_actions, windows, window_of,
+                   offsets, what)
     ends = np.zeros(terminals.size, dtype=bool)
     ends[[gap - 1 for gap in gaps if gap > 0]] = True  # the row before a gap has no successor
     ends[-1] = True
@@ -433,14 +438,27 @@ def _padding(terminals: np.ndarray, actions: np.ndarray, rewards: np.ndarray, ga
     return after_terminal, leading
 
 
+def _file_row(index: int, windows: list[Window], window_of: np.ndarray, offsets: np.ndarray) -> tuple[int, int]:
+    """(checkpoint, row in its files) of stream row `index`."""
+    w = windows[window_of[index]]
+    return w.checkpoint.number, int(w.order[index - offsets[window_of[index]]])
+
+
+def _check_actions(bad: np.ndarray, actions: np.ndarray, num_actions: int, windows, window_of, offsets, what) -> None:
+    if bad.any():
+        index = int(np.flatnonzero(bad)[0])
+        checkpoint, row = _file_row(index, windows, window_of, offsets)
+        raise OffbenchError(f"dataset {what}: row {row} of checkpoint {checkpoint} has action {int(actions[index])}, outside "
+                            f"the game's {num_actions} actions (0..{num_actions - 1}) under the pixel protocol",
+                            "DQN Replay stores the minimal action set's indices (full_action_space=False)")
+
+
 def _check_padding(after_terminal, terminals, fields, windows, window_of, offsets, what) -> None:
     """Refuse a row after a terminal whose action, reward or terminal is not zero: the files are not Dopamine's layout."""
     bad = after_terminal & ((fields["action"] != 0) | (fields["reward"] != 0) | terminals)
     if bad.any():
-        index = int(np.flatnonzero(bad)[0])
-        w = windows[window_of[index]]
-        raise OffbenchError(f"dataset {what}: row {int(w.order[index - offsets[window_of[index]]])} of checkpoint {w.checkpoint.number} "
-                            "follows a terminal row but is not zero padding", PADDING_HINT)
+        checkpoint, row = _file_row(int(np.flatnonzero(bad)[0]), windows, window_of, offsets)
+        raise OffbenchError(f"dataset {what}: row {row} of checkpoint {checkpoint} follows a terminal row but is not zero padding", PADDING_HINT)
 
 
 def _kept_ends(ends: np.ndarray, keep: np.ndarray) -> np.ndarray:
