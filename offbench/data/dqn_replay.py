@@ -211,6 +211,7 @@ def load_dqn_replay(name: str, dataset_id: str) -> OfflineDataset:
     expected dtype and length, or rows after a terminal that are not Dopamine's zero padding.
     """
     parsed = parse_name(name)
+    atari.human_normalized(parsed.game)  # a game without reference returns is refused before gigabytes are read
     checkpoints = []
     for number in parsed.checkpoints:
         found = find_checkpoint(parsed, number)
