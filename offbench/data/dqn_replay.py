@@ -207,8 +207,9 @@ def _snake_case(game: str) -> str:
 def load_dqn_replay(name: str, dataset_id: str) -> OfflineDataset:
     """The checkpoints `name` names as one `OfflineDataset` (frames stored once, no next_observations), evaluated under the pixel protocol.
 
-    Raises `OffbenchError` for a missing checkpoint, a file that is not a gzipped `.npy` array of the
-    expected dtype and length, or rows after a terminal that are not Dopamine's zero padding.
+    Raises `OffbenchError` for a game without reference returns, a missing checkpoint, a file that is not a
+    gzipped `.npy` array of the expected dtype and length (or is damaged), an action outside the game's set, or
+    rows after a terminal that are not Dopamine's zero padding.
     """
     parsed = parse_name(name)
     atari.human_normalized(parsed.game)  # a game without reference returns is refused before gigabytes are read
