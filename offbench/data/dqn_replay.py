@@ -186,12 +186,13 @@ def listed() -> list[str]:
         run, game = path.parent.parent.name, path.parent.parent.parent.name
         checkpoint = path.name.split(".")[-2]
         name = f"{_snake_case(game)}/run{run}-ckpt{checkpoint}-v{VERSION}"
-        if run.isdigit() and checkpoint.isdigit() and _parses(name):  # a folder of another name is not a DQN Replay game
+        if run.isdigit() and checkpoint.isdigit() and is_replay_name(name):  # a folder of another name is not a DQN Replay game
             found.add(f"dqn-replay/{name}")
     return sorted(found)
 
 
-def _parses(name: str) -> bool:
+def is_replay_name(name: str) -> bool:
+    """Whether `name` (after `dqn-replay/`) is a well-formed DQN Replay name of a known game (`parse_name` accepts it)."""
     try:
         parse_name(name)
     except OffbenchError:

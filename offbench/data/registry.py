@@ -513,14 +513,6 @@ def _ogbench_single_task_candidates(alias: str) -> list[str]:
     return [f"ogbench/{name}-v0", f"local/{LOCAL_OGBENCH}{name}-v0"]
 
 
-def _is_replay_name(dataset_id: str) -> bool:
-    try:
-        dqn_replay.parse_name(dataset_id.removeprefix("dqn-replay/"))
-    except OffbenchError:
-        return False
-    return True
-
-
 def resolve(name: str) -> str:
     """The canonical id for an id or alias; raises `OffbenchError` with the fix when nothing fits."""
     if "/" in name:
@@ -537,7 +529,8 @@ def resolve(name: str) -> str:
         if candidate in catalogue():  # listed but not makeable: loading it says what is missing
             return candidate
     for candidate in candidates:
-        if candidate.startswith("dqn-replay/") and _is_replay_name(candidate):  # absent, but its files are known: loading says how to get them
+        # absent, but its files are known: loading says how to get them
+        if candidate.startswith("dqn-replay/") and dqn_replay.is_replay_name(candidate.removeprefix("dqn-replay/")):
             return candidate
     tried = ", ".join(candidates) if candidates else "no candidates"
     raise OffbenchError(f"unknown dataset '{name}' (tried {tried})", "see `offbench data list`")
