@@ -301,3 +301,23 @@ def test_a_fresh_start_never_overwrites_a_run_and_the_default_folder_is_named_by
     dqn.train(dqn.Config(env="CartPole-v1", out=str(tmp_path), **TINY))
     with pytest.raises(OffbenchError, match="already holds a run"):
         dqn.train(dqn.Config(env="CartPole-v1", out=str(tmp_path), **TINY))
+
+
+def test_export_copies_the_snapshot_closest_to_the_target_with_a_card_naming_its_settings(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    log = dqn.train(dqn.Config(env="CartPole-v1", seed=3, out=str(run), **TINY))
+    target = log["snapshots"][1]["return_mean"] + 0.1
+    chosen = min(log["snapshots"], key=lambda entry: abs(entry["return_mean"] - target))
+    card = dqn.export_partial(run, tmp_path / "policy" / "dqn-partial.pt", target, note="by a test")
+    exported = tmp_path / "policy" / "dqn-partial.pt"
+    assert exported.read_bytes() == (run / "snapshots" / f"step_{chosen['env_steps']:07d}.pt").read_bytes()
+    assert card == json.loads(exported.with_suffix(".json").read_text())
+    assert card["sha256"] == hashlib.sha256(exported.read_bytes()).hexdigest() and card["env_steps"] == chosen["env_steps"]
+    assert "low-dimensional settings" in card["trainer"] and card["note"] == "by a test"
+    assert card["run_curve"] == [[entry["env_steps"], entry["return_mean"]] for entry in log["snapshots"]]
+    never_reached = dqn.export_partial(run, tmp_path / "best.pt", 10_000.0)
+    assert never_reached["eval_greedy"]["return_mean"] == max(entry["return_mean"] for entry in log["snapshots"])
+    pixel_log = json.loads((run / "log.json").read_text())
+    pixel_log["config"]["env"] = "ALE/Pong-v5"
+    (run / "log.json").write_text(json.dumps(pixel_log))
+    assert "Atari settings" in dqn.export_partial(run, tmp_path / "pong.pt", 0.0)["trainer"]

@@ -38,6 +38,7 @@ saved: the interrupted episode's last row is not sampled), so a resumed run is n
 uninterrupted one; `log.json` lists each resume.
 
     python -m offbench.behavior.dqn export --run DIR --dest datasets/policies/cartpole/dqn-partial.pt --target-return 261.19
+    python -m offbench.behavior.dqn export --run DIR --dest datasets/policies/pong/dqn-partial.pt --target-return -3.05
 
 Output in `--out`: `snapshots/step_NNNNNNN.pt` at step 0 and every `--snapshot-every` env steps, each a
 Q-network snapshot (format below) with the return of its greedy policy over `--eval-episodes` episodes
@@ -525,18 +526,21 @@ def export_partial(run_dir: Path, dest: Path, target_return: float, note: str = 
     """Copy the run's snapshot whose greedy return is closest to `target_return` to `dest` with a JSON card.
 
     The partially trained behaviour policy of the recipe: the target is the midpoint of the task's random
-    and max references (normalised score 50; `offbench.data.registry.CLASSIC_REFERENCES`), the way D4RL
-    names its medium policy by a fraction of the expert's return. Ties go to the earlier snapshot.
+    and max references (normalised score 50; `offbench.data.registry.CLASSIC_REFERENCES`, for Atari the
+    human-normalised 50 of `offbench.atari` references), the way D4RL names its medium policy by a fraction
+    of the expert's return. Ties go to the earlier snapshot. A run that never reaches the target gives its
+    best snapshot.
     """
     log = json.loads((run_dir / "log.json").read_text())
     chosen = min(log["snapshots"], key=lambda entry: (abs(entry["return_mean"] - target_return), entry["env_steps"]))
     source = run_dir / "snapshots" / f"step_{chosen['env_steps']:07d}.pt"
     dest.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(source, dest)
+    settings = "Atari" if is_pixel_env(log["config"]["env"]) else "low-dimensional"
     card = {
         "env_id": log["config"]["env"],
         "trained_by": log["command"],
-        "trainer": "offbench/behavior/dqn.py (online DQN, sfujim/BCQ's low-dimensional settings)",
+        "trainer": f"offbench/behavior/dqn.py (online DQN, sfujim/BCQ's {settings} settings)",
         "run_steps": log["config"]["steps"],
         "run_wall_s": log["wall_s"],
         "role": f"the snapshot whose greedy return is closest to {target_return:g} (normalised score 50)",
