@@ -19,6 +19,7 @@ from conftest import run_cli
 from offbench import atari
 from offbench.data import dqn_replay, registry
 from offbench.data.atari_recipes import record_dqn, record_random
+from offbench.data.catalogue import catalogue
 from offbench.data.dataset import episode_scores
 from offbench.data.sampling import FrameStack
 from offbench.errors import OffbenchError
@@ -474,8 +475,13 @@ def test_a_missing_atari_extra_is_one_line_with_the_install_command(monkeypatch:
     assert result.returncode == 2 and "pip install 'offbench[atari]'" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_discrete_bcq_runs_end_to_end_on_the_tiny_local_pong(data_root: Path, tmp_path: Path) -> None:
-    result = run_cli("run", "--algo", "discrete-bcq", "--dataset", "pong-random-tiny", "--steps", "20", "--eval-every", "20",
+def test_discrete_bcq_runs_end_to_end_on_the_tiny_local_pong_made_with_the_catalogue_hash(data_root: Path, tmp_path: Path) -> None:
+    """The CI-sized recording of the committed Pong policy: made on first use, it must have the catalogue's bytes
+    (the float64 generation's claim that local data are the same on every CPU class)."""
+    result = run_cli("run", "--algo", "discrete-bcq", "--dataset", "pong-dqn-tiny", "--steps", "20", "--eval-every", "20",
                      "--eval-episodes", "1", "--set", "batch_size=8", "--results-dir", str(tmp_path / "results"))
     assert result.returncode == 0, result.stderr
-    assert "local/pong-random-tiny-v5: human-normalised score" in result.stdout
+    assert "local/pong-dqn-tiny-v5: human-normalised score" in result.stdout and "differs from the catalogue" not in result.stderr
+    made = registry.load_dataset("local/pong-dqn-tiny-v5")
+    assert made.metadata.sha256 == catalogue()["local/pong-dqn-tiny-v5"]["sha256"]
+    assert len(made.actions) == 3000 and (made.terminals.sum(), made.timeouts.sum()) == (1, 1)  # one game, then the cut by the budget

@@ -132,6 +132,21 @@ def test_committed_behaviour_policies_match_their_cards_and_their_catalogue_reci
     assert (entry["low_noise_p"], entry["rand_action_p"], entry["eval_eps"]) == (0.2, 0.2, 0.001)
 
 
+@pytest.mark.parametrize("game", ["pong"])
+def test_committed_atari_behaviour_policies_match_their_cards_and_their_catalogue_recipes(game: str) -> None:
+    path = recipes.policies_dir() / game / "dqn-partial.pt"
+    card = json.loads(path.with_suffix(".json").read_text())
+    snapshot = dqn.load_snapshot(path)
+    assert card["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest() and snapshot["arch"] == "conv"
+    assert card["env_id"] == snapshot["env_id"] == f"ALE/{game.capitalize()}-v5"
+    assert (card["env_steps"], card["updates"]) == (snapshot["env_steps"], snapshot["updates"])
+    assert card["eval_greedy"] == snapshot["eval"] and card["eval_greedy"]["epsilon"] == 0.001 and "Atari settings" in card["trainer"]
+    for name in (f"local/{game}-dqn-v5", f"local/{game}-dqn-tiny-v5"):
+        entry = catalogue()[name]
+        assert entry["policy"] == f"{game}/dqn-partial.pt" and recipes.recipe_available(entry)
+        assert (entry["low_noise_p"], entry["rand_action_p"], entry["eval_eps"], entry["recipe"]) == (0.2, 0.2, 0.001, "atari-dqn")
+
+
 def test_the_committed_cartpole_policy_repeats_its_cards_evaluation() -> None:
     path = recipes.policies_dir() / "cartpole" / "dqn-partial.pt"
     card = json.loads(path.with_suffix(".json").read_text())
