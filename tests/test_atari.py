@@ -485,3 +485,14 @@ def test_discrete_bcq_runs_end_to_end_on_the_tiny_local_pong_made_with_the_catal
     made = registry.load_dataset("local/pong-dqn-tiny-v5")
     assert made.metadata.sha256 == catalogue()["local/pong-dqn-tiny-v5"]["sha256"]
     assert len(made.actions) == 3000 and (made.terminals.sum(), made.timeouts.sum()) == (1, 1)  # one game, then the cut by the budget
+
+
+def test_the_atari_protocol_is_the_reference_codes_budget_on_the_catalogued_recordings() -> None:
+    from offbench.analysis.leaderboard import load_protocol
+
+    protocol = load_protocol("atari-local")
+    assert (protocol.steps, protocol.eval_every, protocol.eval_episodes) == (1_000_000, 50_000, 10)  # spec: Atari evaluation
+    assert set(protocol.algos) == {"discrete-bcq", "offline-dqn"} and protocol.statistic.to_dict() == {"statistic": "last-k", "k": 3}
+    for dataset_id in protocol.datasets:
+        entry = catalogue()[dataset_id]
+        assert (entry["recipe"], entry["steps"], entry["env_id"]) == ("atari-dqn", 1_000_000, atari.env_id(entry["game"]))
