@@ -475,16 +475,18 @@ def test_a_missing_atari_extra_is_one_line_with_the_install_command(monkeypatch:
     assert result.returncode == 2 and "pip install 'offbench[atari]'" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_discrete_bcq_runs_end_to_end_on_the_tiny_local_pong_made_with_the_catalogue_hash(data_root: Path, tmp_path: Path) -> None:
-    """The CI-sized recording of the committed Pong policy: made on first use, it must have the catalogue's bytes
-    (the float64 generation's claim that local data are the same on every CPU class)."""
-    result = run_cli("run", "--algo", "discrete-bcq", "--dataset", "pong-dqn-tiny", "--steps", "20", "--eval-every", "20",
+@pytest.mark.parametrize("alias, games", [("pong-random-tiny", 3), ("pong-dqn-tiny", 1)])
+def test_discrete_bcq_runs_end_to_end_on_the_tiny_local_pong_made_with_the_catalogue_hash(alias: str, games: int, data_root: Path, tmp_path: Path) -> None:
+    """The CI-sized recordings (uniform actions; the committed Pong policy): made on first use, each must have the
+    catalogue's bytes (the claim that local data are the same on every CPU class; the policy acts in float64)."""
+    result = run_cli("run", "--algo", "discrete-bcq", "--dataset", alias, "--steps", "20", "--eval-every", "20",
                      "--eval-episodes", "1", "--set", "batch_size=8", "--results-dir", str(tmp_path / "results"))
     assert result.returncode == 0, result.stderr
-    assert "local/pong-dqn-tiny-v5: human-normalised score" in result.stdout and "differs from the catalogue" not in result.stderr
-    made = registry.load_dataset("local/pong-dqn-tiny-v5")
-    assert made.metadata.sha256 == catalogue()["local/pong-dqn-tiny-v5"]["sha256"]
-    assert len(made.actions) == 3000 and (made.terminals.sum(), made.timeouts.sum()) == (1, 1)  # one game, then the cut by the budget
+    dataset_id = f"local/{alias}-v5"
+    assert f"{dataset_id}: human-normalised score" in result.stdout and "differs from the catalogue" not in result.stderr
+    made = registry.load_dataset(dataset_id)
+    assert made.metadata.sha256 == catalogue()[dataset_id]["sha256"]
+    assert (made.terminals.sum(), made.timeouts.sum()) == (games, 1)  # whole games, then the cut by the 3,000-step budget
 
 
 def test_the_atari_protocol_is_the_reference_codes_budget_on_the_catalogued_recordings() -> None:

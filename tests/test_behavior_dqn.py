@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from offbench import atari
 from offbench.behavior import dqn
 from offbench.data import recipes, registry
 from offbench.data.catalogue import catalogue
@@ -141,6 +142,10 @@ def test_committed_atari_behaviour_policies_match_their_cards_and_their_catalogu
     assert card["env_id"] == snapshot["env_id"] == f"ALE/{game.capitalize()}-v5"
     assert (card["env_steps"], card["updates"]) == (snapshot["env_steps"], snapshot["updates"])
     assert card["eval_greedy"] == snapshot["eval"] and card["eval_greedy"]["epsilon"] == 0.001 and "Atari settings" in card["trainer"]
+    low, high = atari.human_normalized(game)[:2]
+    target = (low + high) / 2  # the export's target, normalised 50
+    closest = min(card["run_curve"], key=lambda point: (abs(point[1] - target), point[0]))
+    assert closest == [card["env_steps"], card["eval_greedy"]["return_mean"]] and f"{target:g}" in card["role"]
     for name in (f"local/{game}-dqn-v5", f"local/{game}-dqn-tiny-v5"):
         entry = catalogue()[name]
         assert entry["policy"] == f"{game}/dqn-partial.pt" and recipes.recipe_available(entry)
@@ -328,10 +333,11 @@ def test_export_copies_the_snapshot_closest_to_the_target_with_a_card_naming_its
     assert exported.read_bytes() == (run / "snapshots" / f"step_{chosen['env_steps']:07d}.pt").read_bytes()
     assert card == json.loads(exported.with_suffix(".json").read_text())
     assert card["sha256"] == hashlib.sha256(exported.read_bytes()).hexdigest() and card["env_steps"] == chosen["env_steps"]
-    assert "low-dimensional settings" in card["trainer"] and card["note"] == "by a test"
+    assert "low-dimensional settings" in card["trainer"] and card["note"] == "by a test" and "closest to" in card["role"]
     assert card["run_curve"] == [[entry["env_steps"], entry["return_mean"]] for entry in log["snapshots"]]
     never_reached = dqn.export_partial(run, tmp_path / "best.pt", 10_000.0)
     assert never_reached["eval_greedy"]["return_mean"] == max(entry["return_mean"] for entry in log["snapshots"])
+    assert never_reached["role"] == "the run's best snapshot: no snapshot reached the target 10000 (normalised score 50)"
     pixel_log = json.loads((run / "log.json").read_text())
     pixel_log["config"]["env"] = "ALE/Pong-v5"
     (run / "log.json").write_text(json.dumps(pixel_log))

@@ -17,7 +17,8 @@ Atari (`ALE/<Game>-v5` under offbench's pixel protocol, `offbench.atari`: frame 
 84x84 gray, 4 stacked frames, sticky actions 0.25, 27,000-step cap), as `atari_parameters` (`ATARI`):
 - Q network: DQN.py Conv_Q, conv 32x8x8/4, 64x4x4/2, 64x3x3/1, then 3136 -> 512 -> |A|, on raw 0..255 frames (as the code);
 - 20k uniform-random start steps; epsilon 1 -> 0.01 linearly over 250k *updates* (the reference code's
-  `iterations` count training calls, so with an update every 4 env steps the decay spans 1M env steps);
+  `iterations` count training calls, so with an update every 4 env steps after the random start the decay ends at
+  20k + 1M env steps);
   an update every 4 env steps; batch 32; Adam lr 6.25e-5, eps 1.5e-4; a hard target copy every 8k updates;
   rewards clipped to [-1, 1] for learning only; snapshots evaluated with epsilon 0.001;
 - replay: every transition, each frame stored once (`FrameReplay`, the frame-stack sampler's semantics:
@@ -533,6 +534,8 @@ def export_partial(run_dir: Path, dest: Path, target_return: float, note: str = 
     """
     log = json.loads((run_dir / "log.json").read_text())
     chosen = min(log["snapshots"], key=lambda entry: (abs(entry["return_mean"] - target_return), entry["env_steps"]))
+    returns = [entry["return_mean"] for entry in log["snapshots"]]
+    reached = min(returns) <= target_return <= max(returns)
     source = run_dir / "snapshots" / f"step_{chosen['env_steps']:07d}.pt"
     dest.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(source, dest)
@@ -543,7 +546,8 @@ def export_partial(run_dir: Path, dest: Path, target_return: float, note: str = 
         "trainer": f"offbench/behavior/dqn.py (online DQN, sfujim/BCQ's {settings} settings)",
         "run_steps": log["config"]["steps"],
         "run_wall_s": log["wall_s"],
-        "role": f"the snapshot whose greedy return is closest to {target_return:g} (normalised score 50)",
+        "role": f"the snapshot whose greedy return is closest to {target_return:g} (normalised score 50)" if reached
+        else f"the run's best snapshot: no snapshot reached the target {target_return:g} (normalised score 50)",
         "env_steps": chosen["env_steps"],
         "updates": chosen["updates"],
         "eval_greedy": {k: chosen[k] for k in ("return_mean", "return_std", "episodes", "seed", "epsilon")},
