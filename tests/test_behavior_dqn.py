@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 
-from offbench import atari
 from offbench.behavior import dqn
 from offbench.data import recipes, registry
 from offbench.data.catalogue import catalogue
@@ -120,36 +119,25 @@ def test_the_noisy_dqn_recipe_is_deterministic_with_discrete_actions_and_classic
     assert first.metadata.action_space.to_dict() == {"kind": "discrete", "n": 2}
 
 
-@pytest.mark.parametrize("task, env_id", [("cartpole", "CartPole-v1"), ("acrobot", "Acrobot-v1")])
-def test_committed_behaviour_policies_match_their_cards_and_their_catalogue_recipes(task: str, env_id: str) -> None:
+@pytest.mark.parametrize("task, env_id, datasets", [("cartpole", "CartPole-v1", ["local/cartpole-dqn-v1"]), ("acrobot", "Acrobot-v1", ["local/acrobot-dqn-v1"]),
+                                                     ("pong", "ALE/Pong-v5", ["local/pong-dqn-v5", "local/pong-dqn-tiny-v5"])])
+def test_committed_behaviour_policies_match_their_cards_and_their_catalogue_recipes(task: str, env_id: str, datasets: list[str]) -> None:
     path = recipes.policies_dir() / task / "dqn-partial.pt"
     card = json.loads(path.with_suffix(".json").read_text())
     snapshot = dqn.load_snapshot(path)
     assert card["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert (card["env_id"], snapshot["env_id"], card["env_steps"], card["updates"]) == (env_id, env_id, snapshot["env_steps"], snapshot["updates"])
-    assert card["eval_greedy"]["return_mean"] == snapshot["eval"]["return_mean"]
-    entry = catalogue()[f"local/{task}-dqn-v1"]
-    assert entry["policy"] == f"{task}/dqn-partial.pt" and recipes.recipe_available(entry)
-    assert (entry["low_noise_p"], entry["rand_action_p"], entry["eval_eps"]) == (0.2, 0.2, 0.001)
-
-
-@pytest.mark.parametrize("game", ["pong"])
-def test_committed_atari_behaviour_policies_match_their_cards_and_their_catalogue_recipes(game: str) -> None:
-    path = recipes.policies_dir() / game / "dqn-partial.pt"
-    card = json.loads(path.with_suffix(".json").read_text())
-    snapshot = dqn.load_snapshot(path)
-    assert card["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest() and snapshot["arch"] == "conv"
-    assert card["env_id"] == snapshot["env_id"] == f"ALE/{game.capitalize()}-v5"
-    assert (card["env_steps"], card["updates"]) == (snapshot["env_steps"], snapshot["updates"])
-    assert card["eval_greedy"] == snapshot["eval"] and card["eval_greedy"]["epsilon"] == 0.001 and "Atari settings" in card["trainer"]
-    low, high = atari.human_normalized(game)[:2]
+    assert card["eval_greedy"] == snapshot["eval"] and card["eval_greedy"]["epsilon"] == (0.001 if dqn.is_pixel_env(env_id) else 0.0)
+    assert ("Atari settings" in card["trainer"]) == dqn.is_pixel_env(env_id) and snapshot.get("arch", "mlp") == ("conv" if dqn.is_pixel_env(env_id) else "mlp")
+    low, high = registry.reference_for(catalogue()[datasets[0]])[:2]
     target = (low + high) / 2  # the export's target, normalised 50
     closest = min(card["run_curve"], key=lambda point: (abs(point[1] - target), point[0]))
     assert closest == [card["env_steps"], card["eval_greedy"]["return_mean"]] and f"{target:g}" in card["role"]
-    for name in (f"local/{game}-dqn-v5", f"local/{game}-dqn-tiny-v5"):
+    for name in datasets:
         entry = catalogue()[name]
-        assert entry["policy"] == f"{game}/dqn-partial.pt" and recipes.recipe_available(entry)
-        assert (entry["low_noise_p"], entry["rand_action_p"], entry["eval_eps"], entry["recipe"]) == (0.2, 0.2, 0.001, "atari-dqn")
+        assert entry["policy"] == f"{task}/dqn-partial.pt" and recipes.recipe_available(entry)
+        assert (entry["low_noise_p"], entry["rand_action_p"], entry["eval_eps"]) == (0.2, 0.2, 0.001)
+        assert entry["recipe"] == ("atari-dqn" if dqn.is_pixel_env(env_id) else "noisy-dqn")
 
 
 def test_the_committed_cartpole_policy_repeats_its_cards_evaluation() -> None:
