@@ -120,7 +120,8 @@ def test_the_noisy_dqn_recipe_is_deterministic_with_discrete_actions_and_classic
 
 
 @pytest.mark.parametrize("task, env_id, datasets", [("cartpole", "CartPole-v1", ["local/cartpole-dqn-v1"]), ("acrobot", "Acrobot-v1", ["local/acrobot-dqn-v1"]),
-                                                     ("pong", "ALE/Pong-v5", ["local/pong-dqn-v5", "local/pong-dqn-tiny-v5"])])
+                                                     ("pong", "ALE/Pong-v5", ["local/pong-dqn-v5", "local/pong-dqn-tiny-v5"]),
+                                                     ("breakout", "ALE/Breakout-v5", ["local/breakout-dqn-v5", "local/breakout-dqn-tiny-v5"])])
 def test_committed_behaviour_policies_match_their_cards_and_their_catalogue_recipes(task: str, env_id: str, datasets: list[str]) -> None:
     path = recipes.policies_dir() / task / "dqn-partial.pt"
     card = json.loads(path.with_suffix(".json").read_text())
