@@ -476,7 +476,7 @@ def test_a_missing_atari_extra_is_one_line_with_the_install_command(monkeypatch:
 
 
 @pytest.mark.parametrize("alias, games", [("pong-random-tiny", 3), ("pong-dqn-tiny", 1), ("breakout-dqn-tiny", 1)])
-def test_discrete_bcq_runs_end_to_end_on_the_tiny_local_atari_recordings_made_with_the_catalogue_hash(alias: str, games: int, data_root: Path, tmp_path: Path) -> None:
+def test_discrete_bcq_runs_end_to_end_on_tiny_local_atari_recordings_with_the_catalogue_hash(alias: str, games: int, data_root: Path, tmp_path: Path) -> None:
     """The CI-sized recordings (uniform actions; the committed Pong and Breakout policies): made on first use, each must have the
     catalogue's bytes (the claim that local data are the same on every CPU class; the policy acts in float64)."""
     result = run_cli("run", "--algo", "discrete-bcq", "--dataset", alias, "--steps", "20", "--eval-every", "20",
