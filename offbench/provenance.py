@@ -60,11 +60,12 @@ def hardware(device: torch.device) -> dict[str, Any]:
 
 
 def collect(device: torch.device) -> dict[str, Any]:
-    commit, dirty = git_state()
+    """Provenance of a run's record. The code identity is the process's, never re-read: a commit, checkout or
+    install made while a run trains must not relabel the code that trained it."""
     return {
-        "git_commit": commit,
-        "git_dirty": dirty,
-        "packages": package_versions(),
+        "git_commit": _LOADED_COMMIT,
+        "git_dirty": _LOADED_DIRTY,
+        "packages": dict(_LOADED_PACKAGES),
         **hardware(device),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
@@ -72,3 +73,9 @@ def collect(device: torch.device) -> dict[str, Any]:
         "pid": os.getpid(),
         "command": sys.argv,
     }
+
+
+# The code this process runs, read once when offbench.provenance is imported (train.py imports it with the training
+# modules): the checkout's commit and dirty flag, and the package versions.
+_LOADED_COMMIT, _LOADED_DIRTY = git_state()
+_LOADED_PACKAGES = package_versions()
