@@ -59,13 +59,22 @@ def hardware(device: torch.device) -> dict[str, Any]:
     }
 
 
+def code_identity() -> dict[str, Any]:
+    """The commit, dirty flag and package versions of the code this process loaded: read once, when this module was
+    imported, so that a commit, checkout or install made while a run trains does not relabel it. A checkout that
+    has moved since then is recorded (`git_checkout_now`) and the run counted as dirty, since modules imported
+    later (an algorithm, a recipe) may come from the new checkout."""
+    identity: dict[str, Any] = {"git_commit": _LOADED_COMMIT, "git_dirty": _LOADED_DIRTY, "packages": dict(_LOADED_PACKAGES)}
+    commit, dirty = git_state()
+    if (commit, dirty) != (_LOADED_COMMIT, _LOADED_DIRTY):
+        identity |= {"git_dirty": True, "git_checkout_now": {"commit": commit, "dirty": dirty}}
+    return identity
+
+
 def collect(device: torch.device) -> dict[str, Any]:
-    """Provenance of a run's record. The code identity is the process's, never re-read: a commit, checkout or
-    install made while a run trains must not relabel the code that trained it."""
+    """Provenance of a run's record (`code_identity`, hardware, command)."""
     return {
-        "git_commit": _LOADED_COMMIT,
-        "git_dirty": _LOADED_DIRTY,
-        "packages": dict(_LOADED_PACKAGES),
+        **code_identity(),
         **hardware(device),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
@@ -75,7 +84,6 @@ def collect(device: torch.device) -> dict[str, Any]:
     }
 
 
-# The code this process runs, read once when offbench.provenance is imported (train.py imports it with the training
-# modules): the checkout's commit and dirty flag, and the package versions.
+# read once at import (train.py imports this module with the training code): see code_identity
 _LOADED_COMMIT, _LOADED_DIRTY = git_state()
 _LOADED_PACKAGES = package_versions()

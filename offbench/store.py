@@ -84,7 +84,8 @@ class RunRecord:
     summary:    `RunSummary` (offbench.records), None until the run finished
     provenance: {"started_at", "git_commit", "git_dirty", "packages": {...}, "device", "cpu", "gpu",
                  "python", "platform", "command", "wall_time_s", "steps_per_s"}; the code identity (git_commit,
-                 git_dirty, packages) is that of the process that trained the run's last segment (offbench.provenance)
+                 git_dirty, packages, git_checkout_now) is that of the process that trained the run's last segment
+                 (offbench.provenance.code_identity)
     Scores are D4RL-style normalised scores (x100).
     """
 

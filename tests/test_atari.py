@@ -475,9 +475,9 @@ def test_a_missing_atari_extra_is_one_line_with_the_install_command(monkeypatch:
     assert result.returncode == 2 and "pip install 'offbench[atari]'" in result.stderr and "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("alias, games", [("pong-random-tiny", 3), ("pong-dqn-tiny", 1), ("breakout-dqn-tiny", 1)])
-def test_discrete_bcq_runs_end_to_end_on_tiny_local_atari_recordings_with_the_catalogue_hash(alias: str, games: int, data_root: Path, tmp_path: Path) -> None:
-    """The CI-sized recordings (uniform actions; the committed Pong and Breakout policies): made on first use, each must have the
+@pytest.mark.parametrize("alias, games", [("pong-random-tiny", 3), ("pong-dqn-tiny", 1)])
+def test_discrete_bcq_runs_end_to_end_on_the_tiny_local_pong_made_with_the_catalogue_hash(alias: str, games: int, data_root: Path, tmp_path: Path) -> None:
+    """The CI-sized recordings (uniform actions; the committed Pong policy): made on first use, each must have the
     catalogue's bytes (the claim that local data are the same on every CPU class; the policy acts in float64)."""
     result = run_cli("run", "--algo", "discrete-bcq", "--dataset", alias, "--steps", "20", "--eval-every", "20",
                      "--eval-episodes", "1", "--set", "batch_size=8", "--results-dir", str(tmp_path / "results"))
@@ -487,6 +487,14 @@ def test_discrete_bcq_runs_end_to_end_on_tiny_local_atari_recordings_with_the_ca
     made = registry.load_dataset(dataset_id)
     assert made.metadata.sha256 == catalogue()[dataset_id]["sha256"]
     assert (made.terminals.sum(), made.timeouts.sum()) == (games, 1)  # whole games, then the cut by the 3,000-step budget
+
+
+def test_the_tiny_local_breakout_is_made_with_the_catalogue_hash(data_root: Path) -> None:
+    """Breakout's CI-sized recording by its committed policy must have the catalogue's bytes (training on such a
+    recording is the Pong cases above: a 20-step network's Breakout evaluation can wait thousands of steps for FIRE)."""
+    made = registry.load_dataset("breakout-dqn-tiny")
+    assert made.metadata.id == "local/breakout-dqn-tiny-v5" and made.metadata.sha256 == catalogue()[made.metadata.id]["sha256"]
+    assert (made.terminals.sum(), made.timeouts.sum(), made.rewards[:made.terminals.argmax() + 1].sum()) == (1, 1, 5.0)  # one game, then the cut
 
 
 def test_the_atari_protocol_is_the_reference_codes_budget_on_the_catalogued_recordings() -> None:

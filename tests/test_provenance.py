@@ -1,21 +1,19 @@
-"""Run provenance: the code identity recorded is the one the process loaded."""
+"""Run provenance: the code identity recorded is the one the process loaded, and a checkout that moved since is flagged."""
 
-import subprocess
-
+import pytest
 import torch
 
 from offbench import provenance
 
 
-def test_a_commit_or_install_during_a_run_does_not_relabel_its_code(monkeypatch) -> None:
-    loaded = provenance.collect(torch.device("cpu"))
-    assert (loaded["git_commit"], loaded["git_dirty"]) == provenance.git_state()  # nothing changed since import
+def test_a_commit_or_install_during_a_run_does_not_relabel_its_code_and_is_flagged(monkeypatch: pytest.MonkeyPatch) -> None:
+    loaded_commit, loaded_dirty = provenance._LOADED_COMMIT, provenance._LOADED_DIRTY
+    monkeypatch.setattr(provenance, "git_state", lambda: (loaded_commit, loaded_dirty))
+    unchanged = provenance.collect(torch.device("cpu"))
+    assert (unchanged["git_commit"], unchanged["git_dirty"]) == (loaded_commit, loaded_dirty) and "git_checkout_now" not in unchanged
 
-    def moved_checkout(*args, **kwargs):
-        raise AssertionError("collect re-read the checkout")
-
-    monkeypatch.setattr(subprocess, "run", moved_checkout)
-    monkeypatch.setattr(provenance, "package_versions", lambda: {"torch": "9.9.9"})
-    later = provenance.collect(torch.device("cpu"))
-    assert (later["git_commit"], later["git_dirty"], later["packages"]) == (loaded["git_commit"], loaded["git_dirty"], loaded["packages"])
-    assert later["packages"]["torch"] and later["packages"]["torch"] != "9.9.9"
+    monkeypatch.setattr(provenance, "git_state", lambda: ("b" * 40, False))  # committed or checked out while training
+    monkeypatch.setattr(provenance, "package_versions", lambda: {"torch": "9.9.9"})  # installed while training
+    moved = provenance.collect(torch.device("cpu"))
+    assert (moved["git_commit"], moved["git_dirty"], moved["git_checkout_now"]) == (loaded_commit, True, {"commit": "b" * 40, "dirty": False})
+    assert moved["packages"] == unchanged["packages"] and moved["packages"]["torch"] != "9.9.9"
