@@ -567,7 +567,8 @@ def data_make(
                   f"{info['id']}: {info['transitions']} transitions, behaviour success {info['behaviour_success']:.1f}% of recorded episodes "
                   f"(task {info['task']}), sha256 {info['sha256']}")
     else:
-        out.print(f"made {dataset_id}: {info['transitions']} transitions, {info['episodes']} episodes, "
+        left_out = f" ({info['episodes_left_out_at_cap']} more left out at the 27,000-step cap)" if info.get("episodes_left_out_at_cap") else ""
+        out.print(f"made {dataset_id}: {info['transitions']} transitions, {info['episodes']} episodes{left_out}, "
                   f"normalised return {info['normalized_mean']:.1f}, sha256 {info['sha256']}")
     mismatch = recorded_hash_mismatch(made)
     if mismatch:

@@ -301,6 +301,7 @@ def test_the_evaluation_observation_equals_the_datasets_stack(empty_roots: Path)
     finally:
         env.close()
     assert record_random(entry)["observation"].shape == (203, 84, 84)  # Dopamine's 3 padding rows, dropped by the reader
+    assert registry.describe(registry.load_dataset("local/pong-check-v5"))["episodes_left_out_at_cap"] == 0  # from the sidecar
 
 
 def write_conv_snapshot(path: Path, favoured_action: int = 4, num_actions: int = 6) -> dict:
@@ -401,7 +402,7 @@ def test_an_episode_cut_by_the_cap_is_left_out_whole_and_a_policy_that_keeps_rea
     monkeypatch.setattr(atari_recipes.atari, "make_pixel_env", lambda game: envs.append(_FirstEpisodeCut(make(game), 40)) or envs[-1])
     rows = record_dqn({**DQN_ENTRY, "steps": 60})
     (env,) = envs
-    assert env.total_steps == 100 and len(env.reset_frames) == 2 and len(rows["action"]) == 63
+    assert env.total_steps == 100 and len(env.reset_frames) == 2 and len(rows["action"]) == 63 and rows["capped_episodes"] == 1
     frames = np.asarray(rows["observation"])
     assert np.array_equal(frames[3], env.reset_frames[1])  # the kept rows start with the second episode
     assert not rows["terminal"].any() and not frames[:3].any()

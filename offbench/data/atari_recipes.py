@@ -45,14 +45,15 @@ from offbench.errors import OffbenchError
 from offbench.io import atomic_write, replace_folder, staging_folder
 
 SIDECAR = "offbench.json"
-Rows = dict[str, Any]  # "observation": Frames, the other fields np.ndarray
+Rows = dict[str, Any]  # "observation": Frames, the other Dopamine fields np.ndarray; "capped_episodes": int, the episodes left out
 Chooser = Callable[[np.ndarray, bool], int]  # (stacked observation (4, 84, 84) uint8, whether it starts an episode) -> action
 
 
 def record_random(entry: dict[str, Any], on_steps: Callable[[int], None] | None = None) -> Rows:
     """`entry["steps"]` agent steps of uniform-random actions in `entry["game"]`, as Dopamine's add order (see the module docstring).
 
-    Returns `observation` (`Frames`, rows x 84 x 84 uint8), `action` int32, `reward` float32 and `terminal` uint8, padding included.
+    Returns `observation` (`Frames`, rows x 84 x 84 uint8), `action` int32, `reward` float32 and `terminal` uint8, padding included,
+    and `capped_episodes` (0: an episode that reaches the 27,000-step cap is an error here).
     """
     rng = np.random.default_rng(entry["seed"])
     return _record(entry, lambda env: lambda observation, episode_start: int(rng.integers(env.action_space.n)), on_steps, drop_capped=False)
@@ -65,7 +66,7 @@ def record_dqn(entry: dict[str, Any], on_steps: Callable[[int], None] | None = N
     The greedy action is the snapshot's argmax on the 4 stacked frames the env gives (float64 forward pass).
     An episode that reaches the 27,000-step cap is left out whole (the layout cannot mark the cut; see the
     module docstring), and the recording goes on until `steps` agent steps are kept. Returns the rows as
-    `record_random`; raises `OffbenchError` for a missing or foreign snapshot, one trained on another game or
+    `record_random`, `capped_episodes` counting the episodes left out; raises `OffbenchError` for a missing or foreign snapshot, one trained on another game or
     with another action count, and when more episodes reach the cap than end (at least two).
     """
     from offbench.behavior.dqn import GreedyQPolicy, NoisyGreedyPolicy, load_snapshot
@@ -126,7 +127,8 @@ def _record(entry: dict[str, Any], chooser: Callable[[gym.Env], Chooser], on_ste
             on_steps(kept - reported)
     finally:
         env.close()
-    return {field: values if field == "observation" else np.asarray(values, dtype=DTYPES[field]) for field, values in rows.items()}
+    return {**{field: values if field == "observation" else np.asarray(values, dtype=DTYPES[field]) for field, values in rows.items()},
+            "capped_episodes": capped}
 
 
 DTYPES = {"observation": np.uint8, "action": np.int32, "reward": np.float32, "terminal": np.uint8}  # Dopamine's store dtypes
@@ -233,7 +235,10 @@ def load_local(dataset_id: str, logs: Path) -> OfflineDataset:
     sidecar = json.loads((logs.parent / SIDECAR).read_text())
     recipe = sidecar["recipe_config"]
     stream = dqn_replay.read_stream([checkpoint_of(logs)], dataset_id, atari.action_space(recipe["game"]).n)
-    dataset = dqn_replay.replay_dataset(dataset_id, "local", recipe["game"], stream, {"path": str(logs), "recipe": recipe})
+    extra = {"path": str(logs), "recipe": recipe}
+    if "episodes_left_out_at_cap" in sidecar:  # recorded since 2026-12-01; recordings made before do not say
+        extra["episodes_left_out_at_cap"] = sidecar["episodes_left_out_at_cap"]
+    dataset = dqn_replay.replay_dataset(dataset_id, "local", recipe["game"], stream, extra)
     recorded = sidecar.get("sha256")
     if recorded and recorded != dataset.metadata.sha256:
         raise OffbenchError(f"dataset {dataset_id}: content hash {dataset.metadata.sha256[:12]} differs from the recorded {recorded[:12]}",

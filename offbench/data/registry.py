@@ -212,6 +212,7 @@ def _make_atari_recording(dataset_id: str, recipe: dict[str, Any], overwrite: bo
         "recipe": recipe["recipe"],
         "recipe_config": {k: v for k, v in recipe.items() if k != "sha256"},
         "requirements": _generator_requirements(("ale-py", "gymnasium", "numpy", "opencv-python-headless")),
+        "episodes_left_out_at_cap": rows["capped_episodes"],
     }
     atari_recipes.write_recording(logs.parent, rows, sidecar, overwrite)
     del rows  # the frames: reading the recording back holds its one copy
@@ -602,7 +603,8 @@ def describe(dataset: OfflineDataset) -> dict[str, Any]:
     """Episode, transition and return statistics of a dataset (raw and normalised), and its score.
 
     A success-rate dataset (OGBench) adds its task, its recording's episode count, the share of them
-    in which the behaviour reaches the task (`behaviour_success`, %) and its reward semantics.
+    in which the behaviour reaches the task (`behaviour_success`, %) and its reward semantics; a local Atari
+    recording, the episodes its recipe left out at the 27,000-step cap (`episodes_left_out_at_cap`) when recorded.
     """
     returns = dataset.episode_returns()
     info: dict[str, Any] = {
@@ -632,6 +634,8 @@ def describe(dataset: OfflineDataset) -> dict[str, Any]:
                     reward_of=extra["reward_of"], ogbench_version=extra["ogbench_version"])
         if extra.get("recording_sha256"):
             info["recording_sha256"] = extra["recording_sha256"]
+    if "episodes_left_out_at_cap" in extra:  # a local Atari recording: episodes the Dopamine layout could not hold
+        info["episodes_left_out_at_cap"] = extra["episodes_left_out_at_cap"]
     if dataset.metadata.ref_min_score is not None:
         normalized = dataset.normalized_score(returns)
         info.update(normalized_mean=float(normalized.mean()), normalized_std=float(normalized.std()),
