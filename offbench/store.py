@@ -85,7 +85,8 @@ class RunRecord:
     provenance: {"started_at", "git_commit", "git_dirty", "packages": {...}, "device", "cpu", "gpu",
                  "python", "platform", "command", "wall_time_s", "steps_per_s"}; the code identity (git_commit,
                  git_dirty, packages, git_checkout_now) is that of the process that trained the run's last segment
-                 (offbench.provenance.code_identity)
+                 (offbench.provenance.code_identity); a resumed run adds "segment_started_at" and "earlier_segments"
+                 (each earlier segment's start, code and machine)
     Scores are D4RL-style normalised scores (x100).
     """
 

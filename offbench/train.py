@@ -301,7 +301,7 @@ def run(plan: RunPlan, store: ResultsStore, reporter: Reporter | None = None, gr
     for mismatch in _hash_warnings(group.dataset):
         reporter.message(f"warning: {mismatch}")
     with store.training(group.group_id):
-        _start_records(group, store)
+        _start_records(group, store, resumed=False)
         return _train(group, store, reporter)
 
 
@@ -318,7 +318,7 @@ def resume(group_id: str, store: ResultsStore, reporter: Reporter | None = None)
         _ensure_unchanged(group_id, "config", state["algo_config"], dataclasses.asdict(group.algorithm.config))
         _ensure_unchanged(group_id, "protocol", state["protocol"], group.protocol.to_dict())
         group.restore(state)
-        _start_records(group, store)
+        _start_records(group, store, resumed=True)
         reporter.message(f"resuming {group_id} at step {group.step}")
         return _train(group, store, reporter)
 
@@ -360,13 +360,35 @@ def load_checkpoint(store: ResultsStore, group_id: str) -> dict[str, Any]:
     return state
 
 
-def _start_records(group: SeedGroup, store: ResultsStore) -> None:
+def _start_records(group: SeedGroup, store: ResultsStore, resumed: bool) -> None:
     info = {**provenance.collect(group.device), "logs": logs.described(group.plan.loggers, group.plan.log_every)}
     for seed, run_id, curve in zip(group.plan.seeds, group.run_ids, group.curves):
         if store.is_finished(run_id):  # a group killed while writing its summaries: those written stay as they are
             continue
-        store.start_run(run_id, _record_config(group, seed, run_id), {**info, "started_at": time.time()})
+        segment = {**info, "started_at": time.time()}
+        earlier = _earlier_provenance(store, run_id) if resumed else None
+        store.start_run(run_id, _record_config(group, seed, run_id), segment if earlier is None else _after_earlier_segments(earlier, segment))
         store.write_curve(run_id, curve)
+
+
+def _earlier_provenance(store: ResultsStore, run_id: str) -> dict[str, Any] | None:
+    """A resumed run's provenance so far; None when its folder was removed (`runs prune`) or is unreadable."""
+    try:
+        return store.load(run_id).provenance
+    except OffbenchError:  # DamagedRecord included: the resume rewrites the record from the checkpoint
+        return None
+
+
+SEGMENT_KEYS = ("started_at", "git_commit", "git_dirty", "git_checkout_now", "packages", "hostname", "device", "cpu", "gpu", "command")
+
+
+def _after_earlier_segments(earlier: dict[str, Any], segment: dict[str, Any]) -> dict[str, Any]:
+    """A resumed run's provenance: the new segment's, keeping the run's first start (`started_at`) and each earlier
+    segment's start, code and machine (`earlier_segments`; a resume may run other code or on another machine)."""
+    segments = [*earlier.get("earlier_segments", []), {key: earlier[key] for key in SEGMENT_KEYS if key in earlier}]
+    segments[-1]["started_at"] = earlier.get("segment_started_at", earlier.get("started_at"))
+    return {**segment, "started_at": earlier.get("started_at", segment["started_at"]), "segment_started_at": segment["started_at"],
+            "earlier_segments": segments}
 
 
 def _record_config(group: SeedGroup, seed: int, run_id: str) -> RunConfig:

@@ -161,7 +161,13 @@ def test_a_stage_killed_part_way_resumes_and_ends_as_an_uninterrupted_run(toy_al
     group_id = next(killed.checkpoints_dir.glob("*.pt")).stem
     state = load_checkpoint(killed, group_id)
     assert state["stages_done"] == [] and int(state["algorithm"]["modules"]["counted_rows"]) == 400
+    first_start = {path.name: killed.load(path.name).provenance["started_at"] for path in killed.runs_dir.iterdir()}
     resumed = resume(group_id, killed)
+    for run_id in resumed:  # the record keeps the first segment's start, code and machine
+        provenance = killed.load(run_id).provenance
+        (segment,) = provenance["earlier_segments"]
+        assert provenance["started_at"] == segment["started_at"] == first_start[run_id] < provenance["segment_started_at"]
+        assert (segment["git_commit"], segment["hostname"]) == (provenance["git_commit"], provenance["hostname"])
     assert [scores(killed, r) for r in resumed] == [scores(straight, r) for r in reference]
     expected, actual = parameters(straight, straight.load(reference[0]).config.group_id), parameters(killed, group_id)
     assert all(torch.equal(expected[name], actual[name]) for name in expected)
