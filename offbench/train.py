@@ -379,16 +379,15 @@ def _earlier_provenance(store: ResultsStore, run_id: str) -> dict[str, Any] | No
         return None
 
 
-SEGMENT_KEYS = ("started_at", "git_commit", "git_dirty", "git_checkout_now", "packages", "hostname", "device", "cpu", "gpu", "command")
+SEGMENT_KEYS = ("git_commit", "git_dirty", "git_checkout_now", "packages", "hostname", "device", "cpu", "gpu", "command")
 
 
 def _after_earlier_segments(earlier: dict[str, Any], segment: dict[str, Any]) -> dict[str, Any]:
     """A resumed run's provenance: the new segment's, keeping the run's first start (`started_at`) and each earlier
     segment's start, code and machine (`earlier_segments`; a resume may run other code or on another machine)."""
-    segments = [*earlier.get("earlier_segments", []), {key: earlier[key] for key in SEGMENT_KEYS if key in earlier}]
-    segments[-1]["started_at"] = earlier.get("segment_started_at", earlier.get("started_at"))
+    last = {"started_at": earlier.get("segment_started_at", earlier.get("started_at")), **{key: earlier[key] for key in SEGMENT_KEYS if key in earlier}}
     return {**segment, "started_at": earlier.get("started_at", segment["started_at"]), "segment_started_at": segment["started_at"],
-            "earlier_segments": segments}
+            "earlier_segments": [*earlier.get("earlier_segments", []), last]}
 
 
 def _record_config(group: SeedGroup, seed: int, run_id: str) -> RunConfig:
