@@ -4,21 +4,27 @@ The conversion to transitions follows `d4rl.qlearning_dataset` (terminate_on_end
 is (obs[i], a[i], r[i], obs[i+1], terminal[i]); a transition whose `timeouts[i]` is set is dropped,
 because obs[i+1] already belongs to the next episode; the file's last row is dropped too. The kept
 transition before each cut is marked as a time-out here, so episodes stay explicit.
+
+A file is untrusted input: every field's shape and dtype is checked against D4RL's layout (`check_layout`)
+before its data are read, and a flag that is not 0/1 is refused, each in one line naming the field.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 import h5py
 import numpy as np
 
+from offbench.data.checks import FLAGS, REAL, Shape, Shaped, check_array, check_flags, column, regular_file
 from offbench.data.dataset import DatasetMetadata, OfflineDataset, episode_starts_from_ends
 from offbench.data.spaces import Box, observation_space_of
 from offbench.errors import OffbenchError
 
 REQUIRED_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts")
+FLAG_KEYS = ("terminals", "timeouts")
 
 # `d4rl/infos.py` (d4rl 1.1): REF_MIN_SCORE / REF_MAX_SCORE; v0, v1 and v2 share each env's values.
 REFERENCE_SCORES: dict[str, tuple[float, float]] = {
@@ -79,30 +85,60 @@ def file_name(name: str) -> str:
     return f"{match['task']}_{kind}-v{match['version']}.hdf5"
 
 
-def read_hdf5_arrays(path: Path, dataset_id: str, optional: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
-    """The standard top-level arrays of a D4RL file (and those of `optional` it has); one clear error for a missing key or bad file."""
+def check_layout(what: str, fields: Mapping[str, Shaped], action_shape: Shape = ("act_dim",)) -> None:
+    """Check D4RL's layout, one row per step, before any data are used (`fields`: arrays, h5py datasets or `.npy` headers).
+
+    observations (N, obs_dim) and `next_observations` (when present) of the same shape, actions (N, *action_shape)
+    (D4RL: (N, act_dim)), rewards (N,), all real numbers; terminals and timeouts (N,) bool or 0/1 (`columns` checks
+    the values). D4RL's own `get_dataset` also takes rewards and terminals of shape (N, 1), reading their one
+    column; so does offbench, and for timeouts too. N is at least 2 (s' of a row is the next row), or 1 when the
+    file stores `next_observations`. Raises `OffbenchError` naming the field, its shape and its dtype otherwise.
+    """
+    observations = fields["observations"]
+    check_array(what, "observations", observations, ("N", "obs_dim"), REAL)
+    n, least = observations.shape[0], 1 if "next_observations" in fields else 2
+    if n < least:
+        why = "no rows" if n == 0 else "one row, and s' of a row is the next row"
+        raise OffbenchError(f"{what}: field 'observations' has shape {tuple(observations.shape)}: {why}", "a dataset needs at least one transition")
+    expected = {"actions": ((n, *action_shape), REAL), "next_observations": (tuple(observations.shape), REAL),
+                **{name: ([(n,), (n, 1)], FLAGS if name in FLAG_KEYS else REAL) for name in ("rewards", *FLAG_KEYS)}}
+    for name, (shape, kinds) in expected.items():
+        if name in fields:
+            check_array(what, name, fields[name], shape, kinds)
+
+
+def columns(what: str, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Arrays `check_layout` accepted, with rewards (N,) and terminals and timeouts bool (N,) (raises for a flag not 0/1)."""
+    flat = {**raw, "rewards": column(raw["rewards"])}
+    return {**flat, **{name: check_flags(what, name, column(raw[name])) for name in FLAG_KEYS}}
+
+
+def read_hdf5_arrays(path: Path, dataset_id: str, action_shape: Shape = ("act_dim",), optional: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """The standard top-level arrays of a D4RL file (and those of `optional` it has), checked by `check_layout` before they
+    are read and flattened by `columns`; one clear error for a missing key, a bad field or a file that is not HDF5."""
+    what = f"dataset {dataset_id}"
+    regular_file(path, what)
     try:
         with h5py.File(path, "r") as f:
             missing = [key for key in REQUIRED_KEYS if key not in f]
             if missing:
-                raise OffbenchError(f"dataset {dataset_id}: file {path} lacks the key '{missing[0]}'")
-            return {key: f[key][()] for key in (*REQUIRED_KEYS, *optional) if key in f}
+                raise OffbenchError(f"{what}: file {path} lacks the key '{missing[0]}'")
+            fields = {key: f[key] for key in (*REQUIRED_KEYS, *optional) if key in f}
+            group = next((key for key, item in fields.items() if not isinstance(item, h5py.Dataset)), None)
+            if group is not None:
+                raise OffbenchError(f"{what}: field '{group}' of {path} is an HDF5 group, not an array")
+            check_layout(what, fields, action_shape)
+            return columns(what, {key: item[()] for key, item in fields.items()})
     except OSError as error:  # truncated or not HDF5 at all
-        raise OffbenchError(f"dataset {dataset_id}: cannot read {path} as HDF5 ({error})") from None
+        raise OffbenchError(f"{what}: cannot read {path} as HDF5 ({error})") from None
 
 
 def qlearning_transitions(raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """D4RL's `qlearning_dataset` conversion, vectorised, with explicit episode boundaries."""
-    n = raw["rewards"].shape[0]
-    lengths = {key: raw[key].shape[0] for key in REQUIRED_KEYS}
-    if len(set(lengths.values())) != 1:
-        key = next(k for k, v in lengths.items() if v != n)
-        raise OffbenchError(f"field '{key}' has {lengths[key]} rows but 'rewards' has {n}")
-    for key, ndim in (("observations", 2), ("actions", 2)):
-        if raw[key].ndim < ndim:
-            raise OffbenchError(f"field '{key}' has shape {raw[key].shape}, expected (N, dims)")
-    terminals = raw["terminals"].astype(bool).reshape(-1)
-    timeouts = raw["timeouts"].astype(bool).reshape(-1)
+    """D4RL's `qlearning_dataset` conversion, vectorised, with explicit episode boundaries.
+
+    `raw`: the arrays of a file, checked by `check_layout` and flattened by `columns` (N >= 2 rows).
+    """
+    n, terminals, timeouts = raw["rewards"].shape[0], raw["terminals"], raw["timeouts"]
     kept = np.flatnonzero(~timeouts[: n - 1])
     # A kept transition ends its episode when it is terminal, or when the next row was dropped
     # (a time-out row) or is the end of the file.
@@ -111,7 +147,7 @@ def qlearning_transitions(raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {
         "observations": raw["observations"][kept],
         "actions": raw["actions"][kept],
-        "rewards": raw["rewards"].reshape(-1)[kept],
+        "rewards": raw["rewards"][kept],
         "next_observations": raw["observations"][kept + 1],
         "terminals": terminals[kept],
         "timeouts": ends & ~terminals[kept],
@@ -122,12 +158,7 @@ def qlearning_transitions(raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 def load_d4rl_file(path: Path, name: str) -> OfflineDataset:
     """Load `d4rl/<name>` from an HDF5 file in D4RL's layout."""
     dataset_id = f"d4rl/{name}"
-    try:
-        arrays = qlearning_transitions(read_hdf5_arrays(path, dataset_id))
-    except OffbenchError as error:
-        if error.message.startswith("dataset "):
-            raise
-        raise OffbenchError(f"dataset {dataset_id}: {error.message}") from None
+    arrays = qlearning_transitions(read_hdf5_arrays(path, dataset_id))
     robot = name.split("-")[0]
     env_id, env_kwargs = EVAL_ENVS.get(robot, ("", {}))
     ref_min, ref_max = reference_scores(name)

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from offbench.data.checks import FLAGS, INTEGER, REAL, any_per_row, check_array, check_flags, is_kind
 from offbench.data.spaces import ActionSpace, ObservationSpace, first_true
 from offbench.errors import OffbenchError
 
@@ -90,20 +91,28 @@ class OfflineDataset:
         validate: bool = True,
         extras: dict[str, np.ndarray] | None = None,
     ) -> OfflineDataset:
-        """Cast the arrays to the dtypes of the metadata's spaces, validate them and stamp the content hash."""
+        """Cast the arrays to the dtypes of the metadata's spaces, validate them and stamp the content hash.
+
+        Before any cast: rewards, terminals, timeouts and episode_starts must be 1-D (no array is flattened here), the
+        observations, actions and rewards real numbers, the flags bool or 0/1; raises one-line `OffbenchError` otherwise.
+        """
+        what = f"dataset {metadata.id}"
+        observations, actions, rewards, terminals, timeouts, episode_starts = (
+            np.asarray(a) for a in (observations, actions, rewards, terminals, timeouts, episode_starts))
+        next_observations = None if next_observations is None else np.asarray(next_observations)
+        _check_before_cast(what, observations, actions, rewards, next_observations, terminals, timeouts, episode_starts)
         obs_dtype = np.dtype(metadata.observation_space.dtype)
-        actions = np.asarray(actions)
         if metadata.action_space.kind == "discrete" and not np.issubdtype(actions.dtype, np.integer):
             if not np.array_equal(actions, np.round(actions)):
                 raise OffbenchError(f"dataset {metadata.id}: field 'actions': discrete actions must be integers, got {actions.dtype} values")
         dataset = cls(
             observations=np.ascontiguousarray(observations, dtype=obs_dtype),
             actions=np.ascontiguousarray(actions, dtype=np.dtype(metadata.action_space.dtype)),
-            rewards=np.ascontiguousarray(rewards, dtype=np.float32).reshape(-1),
+            rewards=np.ascontiguousarray(rewards, dtype=np.float32),
             next_observations=None if next_observations is None else np.ascontiguousarray(next_observations, dtype=obs_dtype),
-            terminals=np.ascontiguousarray(terminals, dtype=bool).reshape(-1),
-            timeouts=np.ascontiguousarray(timeouts, dtype=bool).reshape(-1),
-            episode_starts=np.ascontiguousarray(episode_starts, dtype=np.int64).reshape(-1),
+            terminals=np.ascontiguousarray(check_flags(what, "terminals", terminals)),
+            timeouts=np.ascontiguousarray(check_flags(what, "timeouts", timeouts)),
+            episode_starts=np.ascontiguousarray(episode_starts, dtype=np.int64),
             metadata=metadata,
             extras={name: np.ascontiguousarray(array) for name, array in (extras or {}).items()},
         )
@@ -177,7 +186,7 @@ class OfflineDataset:
         for field_name in present:
             array = getattr(self, field_name)
             if np.issubdtype(array.dtype, np.floating):
-                bad = first_true((~np.isfinite(array)).reshape(n, -1).any(axis=1))
+                bad = first_true(any_per_row(~np.isfinite(array)))
                 if bad is not None:
                     fail(field_name, bad, "value is not finite (NaN or inf)")
         both = first_true(self.terminals & self.timeouts)
@@ -211,10 +220,21 @@ class OfflineDataset:
             differs = np.abs(stored - following) > 1e-5 * (1.0 + np.abs(following))
         else:
             differs = stored != following
-        mismatch[:-1] = differs.reshape(n - 1, -1).any(axis=1)
+        mismatch[:-1] = any_per_row(differs)
         bad = first_true(continuity & mismatch)
         if bad is not None:
             fail("next_observations", bad, "differs from the next transition's observation inside an episode")
+
+
+def _check_before_cast(what: str, observations: np.ndarray, actions: np.ndarray, rewards: np.ndarray, next_observations: np.ndarray | None,
+                       terminals: np.ndarray, timeouts: np.ndarray, episode_starts: np.ndarray) -> None:
+    """`OfflineDataset.build`'s checks before it casts: 1-D rewards, flags and episode starts; real-number observations and actions."""
+    for name, array, kinds in (("rewards", rewards, REAL), ("terminals", terminals, FLAGS), ("timeouts", timeouts, FLAGS),
+                               ("episode_starts", episode_starts, INTEGER)):
+        check_array(what, name, array, ("N",), kinds)
+    for name, array in (("observations", observations), ("next_observations", next_observations), ("actions", actions)):
+        if array is not None and not is_kind(array.dtype, REAL):
+            raise OffbenchError(f"{what}: field '{name}' has dtype {array.dtype} (shape {array.shape}), expected real numbers (integer or float)")
 
 
 def episode_scores(score: str, returns: np.ndarray, successes: np.ndarray | None, ref_min: float | None, ref_max: float | None) -> np.ndarray:

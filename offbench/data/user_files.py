@@ -40,8 +40,9 @@ import gymnasium as gym
 import numpy as np
 
 from offbench.data import d4rl, minari_io
+from offbench.data.checks import npz_headers, regular_file
 from offbench.data.dataset import DatasetMetadata, OfflineDataset, episode_starts_from_ends
-from offbench.data.spaces import Box, from_gymnasium, observation_space_of
+from offbench.data.spaces import ActionSpace, Box, from_gymnasium, observation_space_of
 from offbench.data.transforms import derived_metadata
 from offbench.errors import OffbenchError
 from offbench.io import ARCHIVE_ERRORS
@@ -101,11 +102,13 @@ class UserFile:
 
     @classmethod
     def check(cls, path: str, env_id: str | None, ref: str | None, clip_actions: bool = False) -> UserFile:
-        """Everything knowable before reading the data: the path exists and has a known format, the env
+        """Everything knowable before reading the data: the path exists, is a folder or a regular file of a known format, the env
         exists, the references parse, and a file that is not a Minari folder names both. Raises `OffbenchError`."""
         where = Path(path).expanduser().resolve()
         if not where.exists():
             raise OffbenchError(f"dataset file {path} does not exist", "--dataset takes an id, an alias, or the path of your own file")
+        if not where.is_dir():
+            regular_file(where, f"dataset file {path}")  # a named pipe or device would be read forever
         minari = _minari_folder(where)
         if minari is None and where.suffix.lower() not in FILE_SUFFIXES:
             raise OffbenchError(f"dataset file {path}: unknown format",
@@ -137,9 +140,9 @@ class UserFile:
         return clip_actions(dataset) if self.clip_actions else _refuse_outside_actions(dataset)
 
     def _load_arrays(self, provisional: str) -> OfflineDataset:
-        raw = _read_arrays(self.path, provisional)
-        arrays = _rows_as_transitions(raw) if "next_observations" in raw else d4rl.qlearning_transitions(raw)
         env_actions = _env_action_space(self.env_id)
+        raw = _read_arrays(self.path, provisional, env_actions.shape)
+        arrays = _rows_as_transitions(raw) if "next_observations" in raw else d4rl.qlearning_transitions(raw)
         metadata = DatasetMetadata(
             id=provisional,
             source=SOURCE,
@@ -225,7 +228,7 @@ def _minari_names(folder: Path) -> dict[str, bool]:
     return {"env": bool(meta.get("env_spec")), "ref": meta.get("ref_min_score") is not None and meta.get("ref_max_score") is not None}
 
 
-def _env_action_space(env_id: str) -> Box:
+def _env_action_space(env_id: str) -> ActionSpace:
     env = gym.make(env_id)
     try:
         return from_gymnasium(env.action_space, f"evaluation env {env_id}")
@@ -233,29 +236,39 @@ def _env_action_space(env_id: str) -> Box:
         env.close()
 
 
-def _read_arrays(path: Path, dataset_id: str) -> dict[str, np.ndarray]:
+def _read_arrays(path: Path, dataset_id: str, action_shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """The arrays of a D4RL-layout .hdf5 or .npz, checked by `d4rl.check_layout` (actions of the env's `action_shape`) before
+    their data are read, and flattened by `d4rl.columns`; raises one-line `OffbenchError` for a bad file or field."""
     if path.suffix.lower() != ".npz":
-        return d4rl.read_hdf5_arrays(path, dataset_id, optional=("next_observations",))
+        return d4rl.read_hdf5_arrays(path, dataset_id, action_shape, optional=("next_observations",))
+    what = f"dataset {dataset_id}"
+    regular_file(path, what)
     try:
         with np.load(path, allow_pickle=False) as archive:
             missing = [key for key in d4rl.REQUIRED_KEYS if key not in archive.files]
             if missing:
-                raise OffbenchError(f"dataset {dataset_id}: file {path} lacks the array '{missing[0]}'",
+                raise OffbenchError(f"{what}: file {path} lacks the array '{missing[0]}'",
                                     f"an .npz needs {', '.join(d4rl.REQUIRED_KEYS)} (next_observations optional)")
-            return {key: archive[key] for key in (*d4rl.REQUIRED_KEYS, "next_observations") if key in archive.files}
-    except ARCHIVE_ERRORS as error:  # not a zip archive, truncated, a member's CRC wrong, or holding pickled objects
-        raise OffbenchError(f"dataset {dataset_id}: cannot read {path} as .npz ({error})".splitlines()[0]) from None
+            keys = [key for key in (*d4rl.REQUIRED_KEYS, "next_observations") if key in archive.files]
+            headers = npz_headers(archive, what)
+            d4rl.check_layout(what, {key: headers[key] for key in keys}, action_shape)
+            return d4rl.columns(what, {key: archive[key] for key in keys})
+    except ARCHIVE_ERRORS as error:  # not a zip archive, truncated, a member's CRC wrong
+        raise OffbenchError(f"{what}: cannot read {path} as .npz ({error})".splitlines()[0]) from None
 
 
 def _rows_as_transitions(raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Every row a transition (s, a, r, s', terminal); an episode ends at a terminal or time-out, and at the last row."""
-    terminals = raw["terminals"].astype(bool).reshape(-1)
-    timeouts = raw["timeouts"].astype(bool).reshape(-1) & ~terminals
+    """Every row a transition (s, a, r, s', terminal); an episode ends at a terminal or time-out, and at the last row.
+
+    `raw`: checked by `d4rl.check_layout` and flattened by `d4rl.columns` (N >= 1 rows).
+    """
+    terminals = raw["terminals"]
+    timeouts = raw["timeouts"] & ~terminals
     timeouts[-1] = timeouts[-1] or not terminals[-1]
     return {
         "observations": raw["observations"],
         "actions": raw["actions"],
-        "rewards": raw["rewards"].reshape(-1),
+        "rewards": raw["rewards"],
         "next_observations": raw["next_observations"],
         "terminals": terminals,
         "timeouts": timeouts,
