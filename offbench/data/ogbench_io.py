@@ -10,6 +10,10 @@ each episode's last state included, N rows in all:
     qpos, qvel      (N, nq), (N, nv) float32: the simulator state the row's observation was taken in
     button_states   (N, B) int64: puzzle and scene only
 
+A file is untrusted input: each field's shape and dtype is checked against this layout before its data are read
+(`check_layout`), and qpos, qvel and button_states against the widths of the env's state (`check_state_widths`)
+before the relabelling reads them by column.
+
 The files hold no rewards. offbench reads OGBench's single-task ids, `ogbench/<dataset>-singletask-v0`
 (the env's default task) and `ogbench/<dataset>-singletask-task<k>-v0` (k = 1..5), e.g.
 `ogbench/cube-single-play-singletask-task2-v0` reads `cube-single-play-v0.npz` and is evaluated in the
@@ -41,6 +45,7 @@ that reach the task (`behaviour_success`). Scores are success rates (`metadata.s
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -49,6 +54,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from offbench.data.checks import FLAGS, INTEGER, REAL, Shaped, any_per_row, check_array, check_flags, npz_headers, regular_file
 from offbench.data.dataset import DatasetMetadata, OfflineDataset, episode_starts_from_ends
 from offbench.data.spaces import from_gymnasium, observation_space_of
 from offbench.errors import OffbenchError
@@ -110,32 +116,64 @@ def require_ogbench() -> str:
 
 
 def read_npz(path: Path, dataset_id: str) -> dict[str, np.ndarray]:
-    """The arrays of one OGBench file (`REQUIRED_KEYS` and those of `EXTRA_KEYS` it has), checked.
+    """The arrays of one OGBench file (`REQUIRED_KEYS` and those of `EXTRA_KEYS` it has), `terminals` as bool (N,).
 
-    Raises `OffbenchError` naming the dataset and field for: an unreadable file, a missing key, arrays of
-    different lengths, a file whose last row does not end an episode, non-finite observations or actions.
+    Each field's shape and dtype is checked (`check_layout`) before its data are read. Raises `OffbenchError` naming
+    the dataset and field for: a path that is not a regular file, an unreadable file, a missing key, a field not in
+    OGBench's layout, a terminal that is not 0/1, a file whose last row does not end an episode, non-finite
+    observations or actions.
     """
+    what = f"dataset {dataset_id} ({path.name})"
+    regular_file(path, what)
     try:
-        with np.load(path) as file:
+        with np.load(path, allow_pickle=False) as file:
             missing = [key for key in REQUIRED_KEYS if key not in file.files]
             if missing:
                 raise OffbenchError(f"dataset {dataset_id}: file {path} lacks the key '{missing[0]}' (OGBench files hold {', '.join(REQUIRED_KEYS)})")
-            raw = {key: file[key] for key in (*REQUIRED_KEYS, *EXTRA_KEYS) if key in file.files}
+            keys = [key for key in (*REQUIRED_KEYS, *EXTRA_KEYS) if key in file.files]
+            headers = npz_headers(file, what)
+            check_layout(what, {key: headers[key] for key in keys})
+            raw = {key: file[key] for key in keys}
     except ARCHIVE_ERRORS as error:  # not a zip / npz, truncated, a member's CRC wrong
         raise OffbenchError(f"dataset {dataset_id}: cannot read {path} as an npz file ({error})") from None
-    raw["terminals"] = raw["terminals"].astype(bool).reshape(-1)
-    n = raw["terminals"].shape[0]
-    for key, array in raw.items():
-        if array.shape[0] != n:
-            raise OffbenchError(f"dataset {dataset_id}: field '{key}' of {path.name} has {array.shape[0]} rows but 'terminals' has {n}")
-    if n == 0 or not raw["terminals"][-1]:
+    raw["terminals"] = check_flags(what, "terminals", raw["terminals"])
+    if not raw["terminals"][-1]:
         raise OffbenchError(f"dataset {dataset_id}: field 'terminals' of {path.name}: the last row must end an episode (True)")
     for key in ("observations", "actions"):
         if np.issubdtype(raw[key].dtype, np.floating):
-            bad = np.flatnonzero(~np.isfinite(raw[key]).reshape(n, -1).all(axis=1))
+            bad = np.flatnonzero(any_per_row(~np.isfinite(raw[key])))
             if bad.size:
                 raise OffbenchError(f"dataset {dataset_id}: field '{key}' of {path.name} at row {bad[0]}: value is not finite (NaN or inf)")
     return raw
+
+
+def check_layout(what: str, fields: Mapping[str, Shaped]) -> None:
+    """OGBench's file layout (module docstring), on the arrays' headers: observations (N, dims) or frames (N, H, W, C),
+    actions (N, A) (or (N,) for discrete actions), qpos (N, nq), qvel (N, nv), all real numbers; terminals (N,) bool
+    or 0/1; button_states (N, B) integers; N >= 1. Raises `OffbenchError` naming the field, its shape and its dtype."""
+    observations = fields["observations"]
+    check_array(what, "observations", observations, [("N", "dims"), ("N", "height", "width", "channels")], REAL)
+    n = observations.shape[0]
+    if n == 0:
+        raise OffbenchError(f"{what}: field 'observations' has shape {tuple(observations.shape)}: the file holds no rows")
+    expected = {"actions": ([(n, "act_dim"), (n,)], REAL), "terminals": ((n,), FLAGS), "qpos": ((n, "nq"), REAL), "qvel": ((n, "nv"), REAL),
+                "button_states": ((n, "buttons"), INTEGER)}
+    for name, (shape, kinds) in expected.items():
+        if name in fields:
+            check_array(what, name, fields[name], shape, kinds)
+
+
+def check_state_widths(what: str, raw: dict[str, np.ndarray], env: gym.Env) -> None:
+    """The rows' qpos, qvel and button_states have the widths of `env`'s simulator state (nq, nv, its buttons), as the
+    relabelling reads them by column; raises `OffbenchError` naming the field and its shape otherwise."""
+    unwrapped = env.unwrapped
+    data = getattr(unwrapped, "data", None)  # the MuJoCo state of OGBench's maze and manipulation envs
+    widths = {} if data is None else {"qpos": (data.qpos.size, REAL), "qvel": (data.qvel.size, REAL)}
+    if getattr(unwrapped, "_num_buttons", None) is not None:
+        widths["button_states"] = (int(unwrapped._num_buttons), INTEGER)
+    for name, (width, kinds) in widths.items():
+        if name in raw:
+            check_array(what, name, raw[name], (raw[name].shape[0], width), kinds)
 
 
 def task_labels(env: gym.Env, env_name: str, raw: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -196,9 +234,15 @@ def load_ogbench(path: Path, dataset_id: str, name: str, layout: str | None = No
     "regular" or "compact", by default compact for uint8 observations and regular otherwise.
     Raises `OffbenchError` for a missing ogbench package, a bad name, or a malformed file.
     """
+    require_ogbench()
+    parse_name(name)
+    return dataset_from_rows(read_npz(path, dataset_id), path, dataset_id, name, layout)
+
+
+def dataset_from_rows(raw: dict[str, np.ndarray], path: Path, dataset_id: str, name: str, layout: str | None = None) -> OfflineDataset:
+    """`load_ogbench` of the rows `read_npz` read from `path`; raises `OffbenchError` when their state widths are not the env's."""
     installed = require_ogbench()
     parsed = parse_name(name)
-    raw = read_npz(path, dataset_id)
     if layout is None:
         layout = "compact" if raw["observations"].dtype == np.uint8 else "regular"
     try:
@@ -206,6 +250,7 @@ def load_ogbench(path: Path, dataset_id: str, name: str, layout: str | None = No
     except gym.error.Error as error:  # e.g. an env OGBench has no single-task variant of
         raise OffbenchError(f"dataset {dataset_id}: ogbench {installed} has no env {parsed.env_name} ({type(error).__name__})") from None
     try:
+        check_state_widths(f"dataset {dataset_id} ({path.name})", raw, env)
         rewards, success = task_labels(env, parsed.env_name, raw)
         action_space = from_gymnasium(env.action_space, f"dataset {dataset_id}")
         task = int(env.unwrapped._reward_task_id)  # the default task resolved by the env itself when parsed.task is None
