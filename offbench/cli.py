@@ -478,13 +478,14 @@ def _fmt(value, pattern: str = "{:.1f}") -> str:
 def export(
     run_id: str = typer.Argument(..., help="A finished run's id (see `offbench runs`)."),
     out_file: Optional[Path] = typer.Option(None, "--out", help="Where to write it (default: exports/RUN_ID.pt2)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing file at --out (an earlier export of this run is replaced without it)."),
     results: Optional[Path] = ResultsDirOption,
 ) -> None:
     """Write a finished run's policy as a torch.export program that runs with torch alone (normaliser inside)."""
     from offbench.policy import export_policy
     from offbench.store import ResultsStore
 
-    exported = export_policy(ResultsStore(results_dir(results)), run_id, out_file)
+    exported = export_policy(ResultsStore(results_dir(results)), run_id, out_file, force)
     meta = exported.metadata
     kind = "deterministic" if meta["noise_dim"] == 0 else f"stochastic: takes noise (N, {meta['noise_dim']}) of standard normals"
     out.print(f"wrote {exported.path} ({exported.path.stat().st_size // 1024} KiB): {meta['algo']} on {meta['dataset']['id']}, "
@@ -499,6 +500,7 @@ def eval_(
     episodes: Optional[int] = typer.Option(None, "--episodes", help="Episodes (default: the run's evaluation episodes)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Evaluation seed: the env seeds and noise the protocol gives this seed (default: the run's)."),
     video: Optional[Path] = typer.Option(None, "--video", help="Also write an mp4 of the first episode, rendered headless (MUJOCO_GL=egl unless set)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing file at --video."),
     results: Optional[Path] = ResultsDirOption,
 ) -> None:
     """Re-evaluate a finished run's policy in its recorded evaluation env; the run's records are not changed."""
@@ -506,9 +508,13 @@ def eval_(
     from offbench.policy import evaluate_policy
     from offbench.store import ResultsStore
 
-    evaluation = evaluate_policy(ResultsStore(results_dir(results)), run_id, episodes, seed, video)
-    out.print(f"{run_id}: return {evaluation.return_mean:.1f} ± {evaluation.return_std:.1f} (std over {evaluation.episodes} episodes, "
-              f"seed {evaluation.seed}), {SCORE_NAMES[evaluation.score]} {evaluation.normalized_score:.1f}", highlight=False, soft_wrap=True)
+    evaluation = evaluate_policy(ResultsStore(results_dir(results)), run_id, episodes, seed, video, force)
+    if evaluation.diverged:
+        out.print(f"{run_id}: [bold red]diverged[/bold red]: an episode's return was NaN or inf ({evaluation.episodes} episodes, "
+                  f"seed {evaluation.seed}); no return or score", highlight=False, soft_wrap=True)
+    else:
+        out.print(f"{run_id}: return {evaluation.return_mean:.1f} ± {evaluation.return_std:.1f} (std over {evaluation.episodes} episodes, "
+                  f"seed {evaluation.seed}), {SCORE_NAMES[evaluation.score]} {evaluation.normalized_score:.1f}", highlight=False, soft_wrap=True)
     if evaluation.matches_last_evaluation is not None:
         verdict = "the same returns as" if evaluation.matches_last_evaluation else "[bold red]returns that differ from[/bold red]"
         out.print(f"{verdict} the run's last recorded evaluation (step {evaluation.last_step})", highlight=False)
@@ -553,13 +559,15 @@ def data_make(
     force: bool = typer.Option(False, "--force", help="Remake it even if it is present."),
 ) -> None:
     """Make a local dataset by its recipe (datasets/catalogue.toml)."""
-    from offbench.data.registry import describe, is_present, make_dataset, makeable_recipe, recorded_hash_mismatch, resolve
+    from offbench.data.registry import describe, is_present, location, make_dataset, makeable_recipe, recorded_hash_mismatch, resolve
+    from offbench.paths import check_data_dir
 
     dataset_id = resolve(dataset)
     makeable_recipe(dataset_id)
     if is_present(dataset_id) and not force:
         out.print(f"{dataset_id} is already present (use --force to remake it)")
         return
+    check_data_dir(location(dataset_id))
     made = make_dataset(dataset_id, overwrite=force, on_steps=_making_progress(dataset_id))
     info = describe(made)
     if "behaviour_success" in info:  # an OGBench recording, shown as the single-task dataset it was loaded as

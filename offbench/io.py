@@ -1,12 +1,21 @@
-"""Crash-safe file writes (a reader sees the old file or the new one, never half of either) and reads that fail in one line."""
+"""Crash-safe file writes (a reader sees the old file or the new one, never half of either) and reads that fail in one line.
+
+Output paths a user names (`--out`, `--video`, `--dest`) are checked before any work by `check_output_path` (a file)
+or `check_output_folder` (a folder): what is there is never destroyed. A folder, device node, fifo or socket (or
+a symlink to one) is refused; an existing regular file is replaced only with `--force` or when it is recognisably
+the command's own earlier output (`is_own_output`, e.g. an export of the same run); a parent that is missing, not
+a folder or not writable is said in one line.
+"""
 
 from __future__ import annotations
 
 import glob
 import json
+import math
 import os
 import shutil
 import socket
+import stat
 import tempfile
 import tomllib
 import zipfile
@@ -109,8 +118,27 @@ def process_alive(pid: int) -> bool:
     return True
 
 
+def json_text(obj: Any) -> str:
+    """`obj` as the project's JSON text (indented, sorted keys; numpy arrays and paths as lists and strings).
+
+    Raises ValueError for a NaN or inf anywhere in `obj`: JSON has no such number, so a writer says null (and
+    why, e.g. `"diverged": true`) itself; a bare `NaN` token would make the file unreadable to strict parsers.
+    """
+    return json.dumps(obj, indent=2, sort_keys=True, default=_jsonable, allow_nan=False)
+
+
+def json_number(value: float) -> float | None:
+    """`value` as a JSON number, or None (null) when it is NaN or inf."""
+    return float(value) if math.isfinite(value) else None
+
+
 def write_json(path: Path, obj: Any) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_jsonable)))
+    """Write `obj` to `path` atomically as `json_text`. Raises ValueError (nothing written) for a NaN or inf."""
+    try:
+        text = json_text(obj)
+    except ValueError as error:
+        raise ValueError(f"not written: {path} would hold a non-finite number ({error})") from None
+    atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -132,3 +160,81 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+# ---- user-named output paths --------------------------------------------------------------------
+
+
+FILE_KINDS = ((stat.S_ISREG, "a file"), (stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+              (stat.S_ISFIFO, "a fifo"), (stat.S_ISSOCK, "a socket"))
+
+
+def _kind(mode: int) -> str:
+    """What a file of this `st_mode` is, in words ("a fifo")."""
+    return next((name for test, name in FILE_KINDS if test(mode)), "not a regular file")
+
+
+def check_output_path(path: Path, option: str, force: bool = False, is_own_output: Callable[[Path], bool] | None = None,
+                      make_parents: bool = False) -> Path:
+    """The file to write the output `option` (e.g. "--out") names, checked before any work; returns the path to write.
+
+    A symlink gives the file it points to (existing or not), so the link stays a link and what it names is written.
+    Raises one-line `OffbenchError` when `path` is (or links to) a folder, device node, fifo or socket, or is a loop
+    of links; when it is an existing regular file and neither `force` nor `is_own_output(file)` (called for regular
+    files only) allows replacing it; or when its folder is missing (unless `make_parents`: then its nearest existing
+    ancestor counts), is not a folder or is not writable.
+    """
+    target = Path(os.path.realpath(path)) if path.is_symlink() else path
+    try:
+        mode = os.stat(target).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        mode = None
+    except OSError as error:  # a loop of symlinks, a name too long ...
+        raise OffbenchError(f"{option} {path} cannot be used ({error.strerror})", "pick another path") from None
+    if mode is not None and not stat.S_ISREG(mode):
+        shown = path if target == path else f"{path} (a link to {target})"
+        raise OffbenchError(f"{option} {shown} is {_kind(mode)}: offbench writes only regular files", "give the path of a new or regular file")
+    if mode is not None and not force and not (is_own_output is not None and is_own_output(target)):
+        raise OffbenchError(f"{option} {path} already exists", "pass --force to replace it, or pick another path")
+    if make_parents:
+        writable_folder(target.parent, f"{option} {path}")
+    else:
+        _existing_writable_folder(target.parent, f"{option} {path}")
+    return target
+
+
+def check_output_folder(folder: Path, option: str, force: bool = False, is_own_output: Callable[[Path], bool] | None = None) -> Path:
+    """The folder to write the output `option` names into, checked before any work (missing folders are made later).
+
+    Raises one-line `OffbenchError` when `folder` is not a folder (a file, device, fifo ...), is not writable, or
+    holds files and neither `force` nor `is_own_output(folder)` allows writing among them; when it is missing and
+    its nearest existing ancestor is not a writable folder.
+    """
+    if not folder.exists():
+        writable_folder(folder, f"{option} {folder}")
+        return folder
+    if not folder.is_dir():
+        raise OffbenchError(f"{option} {folder} is {_kind(folder.stat().st_mode)}, not a folder", "give the path of a folder")
+    _existing_writable_folder(folder, f"{option} {folder}")
+    if any(folder.iterdir()) and not force and not (is_own_output is not None and is_own_output(folder)):
+        raise OffbenchError(f"{option} {folder} already holds other files", "pass --force to write into it, or pick a new or empty folder")
+    return folder
+
+
+def writable_folder(folder: Path, what: str, advice: str = "pick another path") -> Path:
+    """`folder`, when it is a writable folder or can be made in one (its nearest existing ancestor is); else one-line
+    `OffbenchError` that starts with `what` and ends with `advice`."""
+    ancestor = folder
+    while not ancestor.exists() and not ancestor.is_symlink() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    _existing_writable_folder(ancestor, what, advice)
+    return folder
+
+
+def _existing_writable_folder(folder: Path, what: str, advice: str = "create it first or pick another path") -> None:
+    if not folder.exists():
+        raise OffbenchError(f"{what}: folder {folder} does not exist", advice)
+    if not folder.is_dir():
+        raise OffbenchError(f"{what}: {folder} is not a folder", advice)
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OffbenchError(f"{what}: folder {folder} is not writable", advice)

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from offbench.errors import OffbenchError
+from offbench.io import writable_folder
 
 SAFE_NAME = re.compile(r"[A-Za-z0-9_+=-][A-Za-z0-9_.+=-]*")
 
@@ -22,6 +23,17 @@ def safe_name(kind: str, name: str) -> str:
 def data_dir() -> Path:
     """Root of offbench's dataset storage: `$OFFBENCH_DATA_DIR`, else `~/.offbench/data`."""
     return Path(os.environ.get("OFFBENCH_DATA_DIR", Path.home() / ".offbench" / "data")).expanduser()
+
+
+def check_data_dir(location: Path | None = None) -> Path:
+    """`data_dir()`, checked before a dataset is made in it: it, and the folder of the dataset's `location` in it
+    when given, must be writable folders or makeable in one. Raises one-line `OffbenchError` naming the folder."""
+    root = data_dir()
+    advice = "set OFFBENCH_DATA_DIR to a writable folder"
+    writable_folder(root, f"cannot make a dataset in the data folder {root} ($OFFBENCH_DATA_DIR, default ~/.offbench/data)", advice)
+    if location is not None:
+        writable_folder(location.parent, f"cannot make a dataset in {location.parent}", advice)
+    return root
 
 
 def results_dir(override: str | Path | None = None) -> Path:

@@ -22,7 +22,13 @@ evaluation drew it, each step, for all N environments of a seed from one generat
 `evaluate_policy` runs a kept policy in the run's recorded evaluation env (env kwargs and wrappers) with
 `offbench.evaluate.evaluate`, the function training evaluates with; with the run's seed and episode count
 it repeats the run's last evaluation, return for return (for a run trained on the CPU). It never changes
-the run's records: it writes its result to `runs/<run_id>/evaluations/<time>-seed<S>-<N>ep.json`.
+the run's records: it writes its result to `runs/<run_id>/evaluations/<time>-seed<S>-<N>ep.json`. An episode
+whose return is NaN or inf makes the result `"diverged": true` with null return mean, std and score (each
+non-finite return and score null), as a diverged evaluation during training is recorded.
+
+Both check their output path before any work (`offbench.io.check_output_path`): an existing file is replaced
+only with `force`, except that an export replaces an earlier export of the same run (the file's `offbench.json`
+says so), which holds the same policy.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+import zipfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,7 +54,7 @@ from offbench.data.sampling import StateNormalizer
 from offbench.data.spaces import ObservationSpace, action_space_from_dict
 from offbench.errors import OffbenchError
 from offbench.evaluate import Episodes, episode_seeds, evaluate_episodes
-from offbench.io import atomic_write, write_json
+from offbench.io import ARCHIVE_ERRORS, atomic_write, check_output_path, json_number, json_text, write_json
 from offbench.seeding import SeedStreams, stream_seed
 from offbench.store import ResultsStore, RunRecord
 
@@ -209,14 +216,16 @@ def default_export_path(run_id: str) -> Path:
     return Path("exports") / f"{run_id}.pt2"
 
 
-def export_policy(store: ResultsStore, run_id: str, out: Path | None = None) -> ExportedPolicy:
-    """Write run `run_id`'s policy as a torch.export program at `out` (default `exports/<run_id>.pt2`)."""
-    if out is not None and not out.parent.is_dir():
-        raise OffbenchError(f"--out {out}: folder {out.parent} does not exist", "create it first or pick another path")
-    if out is not None and out.is_dir():
-        raise OffbenchError(f"--out {out} is a folder", "give a file path, e.g. exports/policy.pt2")
+def export_policy(store: ResultsStore, run_id: str, out: Path | None = None, force: bool = False) -> ExportedPolicy:
+    """Write run `run_id`'s policy as a torch.export program at `out` (default `exports/<run_id>.pt2`, folder made).
+
+    Raises one-line `OffbenchError`, before anything is computed, for an output path `check_output_path` refuses
+    (an existing file other than an export of this run is replaced only with `force`), and for a run without a
+    usable policy (`load_run_policy`) or one torch.export cannot trace.
+    """
+    path = out or default_export_path(run_id)
+    out = check_output_path(path, "--out", force, lambda file: exported_run(file) == run_id, make_parents=out is None)
     loaded = load_run_policy(store, run_id)
-    out = out or default_export_path(run_id)
     metadata = export_metadata(loaded)
     policy, inputs, dynamic = loaded.policy, example_inputs(loaded, 2), torch.export.Dim("batch")
     try:
@@ -225,10 +234,21 @@ def export_policy(store: ResultsStore, run_id: str, out: Path | None = None) -> 
     except Exception as error:  # torch.export refuses code it cannot trace (data-dependent control flow ...)
         raise OffbenchError(f"the {metadata['algo']} policy of run {run_id} cannot be traced by torch.export ({type(error).__name__}: "
                             f"{str(error).splitlines()[0] if str(error) else ''})", "its policy_module must be traceable; see docs/extending.md") from None
-    text = json.dumps(metadata, indent=2, sort_keys=True)
+    text = json_text(metadata)
     atomic_write(out, lambda tmp: torch.export.save(program, tmp, extra_files={EXPORT_METADATA: text}), suffix=".pt2")
     _check_export(out, policy, example_inputs(loaded, 3, random=True))
-    return ExportedPolicy(out, metadata)
+    return ExportedPolicy(path, metadata)
+
+
+def exported_run(path: Path) -> str | None:
+    """The run id whose export the file at `path` is (its `offbench.json` says so); None for any other file."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            name = next((n for n in archive.namelist() if n.endswith(f"/extra/{EXPORT_METADATA}")), None)
+            metadata = json.loads(archive.read(name)) if name else None
+    except ARCHIVE_ERRORS:
+        return None
+    return metadata.get("run_id") if isinstance(metadata, dict) and metadata.get("format") == EXPORT_FORMAT else None
 
 
 def example_inputs(loaded: RunPolicy, batch: int, random: bool = False) -> tuple[torch.Tensor, ...]:
@@ -297,33 +317,42 @@ class PolicyEvaluation:
     score: str = "normalized-return"  # what `normalized_scores` hold: offbench.data.dataset.SCORES
 
     @property
-    def return_mean(self) -> float:
-        return float(self.returns.mean())
+    def diverged(self) -> bool:
+        """An episode's return (or score) is NaN or inf: the policy has no return mean, std or score."""
+        return not bool(np.isfinite(self.returns).all() and np.isfinite(self.normalized_scores).all())
 
     @property
-    def return_std(self) -> float:
-        return float(self.returns.std())
+    def return_mean(self) -> float | None:
+        return None if self.diverged else float(self.returns.mean())
 
     @property
-    def normalized_score(self) -> float:
-        return float(self.normalized_scores.mean())
+    def return_std(self) -> float | None:
+        return None if self.diverged else float(self.returns.std())
+
+    @property
+    def normalized_score(self) -> float | None:
+        return None if self.diverged else float(self.normalized_scores.mean())
 
 
 def evaluate_policy(store: ResultsStore, run_id: str, episodes: int | None = None, seed: int | None = None,
-                    video: Path | None = None) -> PolicyEvaluation:
+                    video: Path | None = None, force: bool = False) -> PolicyEvaluation:
     """Evaluate run `run_id`'s policy for `episodes` (default: the run's) with evaluation seed `seed` (default: the run's).
 
     Env seeds and the noise generator are those the protocol gives training seed `seed` at the run's last
-    evaluation step. `video`: an mp4 of the first episode, rendered headless (offbench.video).
+    evaluation step. `video`: an mp4 of the first episode, rendered headless (offbench.video); an existing file
+    there is replaced only with `force`. Raises one-line `OffbenchError`, before any episode runs, for a bad
+    count or seed, a video path `check_video_path` refuses, a run without a usable policy, or a run folder the
+    result cannot be written to.
     """
     if episodes is not None and episodes < 1:
         raise OffbenchError(f"--episodes must be positive, got {episodes}")
     if seed is not None and seed < 0:
         raise OffbenchError(f"--seed must be non-negative, got {seed}")
+    video_file = None
     if video is not None:
         from offbench.video import check_video_path
 
-        check_video_path(video)
+        video_file = check_video_path(video, force)
     loaded = load_run_policy(store, run_id)
     record, protocol = loaded.record, loaded.record.config.protocol
     seed = record.config.seed if seed is None else seed
@@ -342,7 +371,7 @@ def evaluate_policy(store: ResultsStore, run_id: str, episodes: int | None = Non
     def run_episodes(watch_first: Any = None) -> Episodes:
         return evaluate_episodes(act, protocol.eval_env, [seed], episodes, protocol.eval_env_kwargs, protocol.eval_wrappers, watch_first)
 
-    result = run_episodes() if video is None else _with_video(video, run_episodes)
+    result = run_episodes() if video_file is None else _with_video(video_file, run_episodes)
     returns, successes = result.returns[0], None if result.successes is None else result.successes[0]
     dataset = record.config.dataset
     scores = episode_scores(dataset.score, returns, successes, dataset.ref_min_score, dataset.ref_max_score)
@@ -353,8 +382,9 @@ def evaluate_policy(store: ResultsStore, run_id: str, episodes: int | None = Non
     write_json(path, {
         "run_id": run_id, "seed": seed, "episodes": episodes, "env_seeds": episode_seeds([seed], episodes),
         "noise_seed": stream_seed(seed, "eval", step) if policy.noise_dim else None, "policy_step": step,
-        "returns": returns, **({} if successes is None else {"successes": successes.tolist()}), "score": SCORES[dataset.score],
-        "normalized_scores": scores, "return_mean": evaluation.return_mean, "return_std": evaluation.return_std,
+        "returns": [json_number(r) for r in returns], **({} if successes is None else {"successes": successes.tolist()}),
+        "score": SCORES[dataset.score], "normalized_scores": [json_number(v) for v in scores], "diverged": evaluation.diverged,
+        "return_mean": evaluation.return_mean, "return_std": evaluation.return_std,
         "normalized_score": evaluation.normalized_score, "matches_last_evaluation": matches,
         "video": None if video is None else str(video), "evaluated_at": time.time(),
         "offbench": offbench.__version__, "torch": torch.__version__,
@@ -375,7 +405,7 @@ def _with_video(path: Path, run_episodes: Any) -> Episodes:
         finally:
             recorder.close()
 
-    atomic_write(path, record, suffix=path.suffix)
+    atomic_write(path, record, suffix=".mp4")  # the container ffmpeg writes, whatever a symlink's target is named
     return result["episodes"]
 
 

@@ -15,24 +15,27 @@ import gymnasium as gym
 import numpy as np
 
 from offbench.errors import OffbenchError
+from offbench.io import check_output_path
 
 HEADLESS_GL = "egl"
 DEFAULT_FPS = 30
 
 
-def check_video_path(path: Path) -> None:
-    """Refuse, before any work, a video path that cannot be written, and a missing optional dependency."""
+def check_video_path(path: Path, force: bool = False) -> Path:
+    """The file to write the video to (`offbench.io.check_output_path`), checked before any work.
+
+    Raises one-line `OffbenchError` for a path not ending in .mp4, one `check_output_path` refuses (an existing
+    file is replaced only with `force`), and a missing optional dependency.
+    """
     if path.suffix.lower() != ".mp4":
         raise OffbenchError(f"--video {path}: the video is written as mp4", "give a path ending in .mp4")
-    if not path.parent.is_dir():
-        raise OffbenchError(f"--video {path}: folder {path.parent} does not exist", "create it first or pick another path")
-    if path.is_dir():
-        raise OffbenchError(f"--video {path} is a folder", "give a file path ending in .mp4")
+    target = check_output_path(path, "--video", force)
     try:
         import imageio  # noqa: F401
         import imageio_ffmpeg  # noqa: F401
     except ImportError:
         raise OffbenchError("writing a video needs imageio and imageio-ffmpeg", "pip install 'offbench[video]'") from None
+    return target
 
 
 def use_headless_rendering() -> str:

@@ -76,6 +76,7 @@ def report(
     seed: SeedOption = 0,
     name: Annotated[str, typer.Option("--name", help="Report name: writes reports/NAME/.")] = "main",
     out: Annotated[Optional[Path], typer.Option("--out", help="Output directory (default: reports/NAME).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Write into an output directory that holds files other than an earlier report.")] = False,
     results: ResultsDirOption = None,
 ) -> None:
     """Tables (Markdown, LaTeX, CSV), figures and report.md from the finished runs in the store."""
@@ -96,6 +97,7 @@ def report(
         where={"steps": steps} if steps is not None else None,
         reps=PAPER_REPS if paper else _reps(reps),
         seed=seed,
+        force=force,
     )
     _warn(result.warnings)
     _out.print(Text(f"report written to {out_dir / 'report.md'} ({len(result.files)} files)"))

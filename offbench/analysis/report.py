@@ -13,6 +13,10 @@ Output layout under the report directory::
     figures/probability_of_improvement.{png,pdf}   (two or more algorithms)
     figures/learning_curves.{png,pdf}
 
+The report folder is checked before anything is computed (`check_report_folder`): it is written into when it is
+new, empty or an earlier report's (its report.md says so), otherwise only with `force`; none of the files above
+may be a folder, device, fifo or socket.
+
 The same records, selection, statistic, `reps` and `seed` give byte-identical tables. Diverged runs
 (`offbench.analysis.scores.divergence`) are listed under the caveats and counted in their cell of the
 per-dataset table; they never enter a score, mean, aggregate, profile or curve.
@@ -39,7 +43,7 @@ from offbench.analysis.stats import (
     stream_seed,
 )
 from offbench.analysis.tables import Table, aggregate_table, improvement_table, per_dataset_data, per_dataset_table
-from offbench.io import atomic_write
+from offbench.io import atomic_write, check_output_folder, check_output_path
 from offbench.store import ResultsStore
 
 ANALYSIS_PACKAGES = ("offbench", "rliable", "arch", "numpy", "scipy", "pandas", "matplotlib")
@@ -66,12 +70,16 @@ def build_report(
     where: Mapping[str, Any] | None = None,
     reps: int = DEFAULT_REPS,
     seed: int = 0,
+    force: bool = False,
 ) -> Report:
     """Compute every table and figure for the selected runs and write them, with report.md, to `out_dir`.
 
-    Raises OffbenchError when the selection is empty or refused (`collect_scores`). When no dataset has runs of
-    every row, the aggregate sections are left out and a caveat says so.
+    Raises OffbenchError, before anything is computed, for an output folder `check_report_folder` refuses (one
+    holding other files is written into only with `force`), and when the selection is empty or refused
+    (`collect_scores`). When no dataset has runs of every row, the aggregate sections are left out and a caveat
+    says so.
     """
+    check_report_folder(out_dir, force)
     scores = collect_scores(store, algos, datasets, statistic, where)
     matrices, aggregated, aggregate_warnings = scores.aggregate_matrices()
     warnings = [*scores.warnings, *_mixed_protocol_warnings(scores), *aggregate_warnings]
@@ -107,15 +115,46 @@ def build_report(
 
 TABLE_NAMES = ("per_dataset", "aggregate", "improvement")
 FIGURE_NAMES = ("aggregate_intervals", "performance_profiles", "probability_of_improvement", "learning_curves")
+REPORT_TITLE = "# offbench report: "  # report.md's first line starts so: how an earlier report's folder is recognised
+
+
+def report_files(out_dir: Path) -> list[Path]:
+    """Every file a report may write in `out_dir` (or remove as stale)."""
+    tables = [out_dir / "tables" / f"{name}.{suffix}" for name in TABLE_NAMES for suffix in ("md", "tex", "csv")]
+    figures = [out_dir / "figures" / f"{name}.{suffix}" for name in FIGURE_NAMES for suffix in ("png", "pdf")]
+    return [out_dir / "scores.csv", out_dir / "report.md", *tables, *figures]
+
+
+def check_report_folder(out_dir: Path, force: bool = False) -> Path:
+    """`out_dir`, when a report may be written there: new, empty or an earlier report's, or any folder with `force`.
+
+    Raises one-line `OffbenchError` (`offbench.io.check_output_folder`) for a path that is not a writable folder,
+    a folder holding other files without `force`, or a report file that is a folder, device, fifo or socket.
+    """
+    check_output_folder(out_dir, "--out", force, is_report_folder)
+    for path in report_files(out_dir):
+        check_output_path(path, "--out", force=True, make_parents=True)
+    return out_dir
+
+
+def is_report_folder(folder: Path) -> bool:
+    """Whether `folder` holds an earlier offbench report: its report.md is a regular file that starts with the title."""
+    report = folder / "report.md"
+    if not report.is_file():
+        return False
+    try:
+        with report.open(encoding="utf-8", errors="replace") as f:
+            return f.readline().startswith(REPORT_TITLE)
+    except OSError:
+        return False
 
 
 def _remove_stale_outputs(out_dir: Path, written: Sequence[Path]) -> None:
     """Remove the tables and figures an earlier report left in `out_dir` that this one did not write (e.g. the
     aggregate of a selection that had one), so the folder never shows numbers of another selection."""
-    for folder, names, suffixes in ((out_dir / "tables", TABLE_NAMES, (".md", ".tex", ".csv")), (out_dir / "figures", FIGURE_NAMES, (".png", ".pdf"))):
-        for path in (folder / f"{name}{suffix}" for name in names for suffix in suffixes):
-            if path not in written:
-                path.unlink(missing_ok=True)
+    for path in report_files(out_dir):
+        if path not in written:
+            path.unlink(missing_ok=True)
 
 
 def learning_curves(scores: ScoreSet, reps: int, seed: int) -> dict[str, dict[str, plots.Curve]]:
@@ -190,7 +229,7 @@ def _report_markdown(
     seed: int,
 ) -> str:
     parts = [
-        f"# offbench report: {name}",
+        f"{REPORT_TITLE}{name}",
         f"Statistic: **{scores.statistic.label}**. Every number is recomputed from the run records listed "
         "in [scores.csv](scores.csv).",
         "## Protocol",

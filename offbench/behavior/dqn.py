@@ -41,6 +41,9 @@ uninterrupted one; `log.json` lists each resume.
     python -m offbench.behavior.dqn export --run DIR --dest datasets/policies/cartpole/dqn-partial.pt --target-return 261.19
     python -m offbench.behavior.dqn export --run DIR --dest datasets/policies/pong/dqn-partial.pt --target-return -3.05
 
+`export` replaces a file at `--dest` (or its card, `--dest` with .json) only with `--force`, or when it is an earlier
+export: its card names this trainer and holds the file's sha256.
+
 Output in `--out`: `snapshots/step_NNNNNNN.pt` at step 0 and every `--snapshot-every` env steps, each a
 Q-network snapshot (format below) with the return of its greedy policy over `--eval-episodes` episodes
 (env seeds 10**6 + j), and `log.json`, rewritten atomically after every snapshot.
@@ -73,7 +76,7 @@ from torch import nn
 from offbench import atari, evaluate
 from offbench.data.generate import PerEnvPolicy
 from offbench.errors import OffbenchError
-from offbench.io import atomic_write, write_json
+from offbench.io import atomic_write, check_output_path, write_json
 
 SNAPSHOT_FORMAT = "offbench-dqn-q-v1"
 LAYERS = ("fc0", "fc1", "last_fc")
@@ -523,7 +526,10 @@ def load_checkpoint(out: Path, cfg: Config, q: nn.Module, q_target: nn.Module, o
     return state["env_steps"], state["updates"], state["log"]
 
 
-def export_partial(run_dir: Path, dest: Path, target_return: float, note: str = "") -> dict[str, Any]:
+TRAINER = "offbench/behavior/dqn.py"  # how an export's card starts its "trainer"
+
+
+def export_partial(run_dir: Path, dest: Path, target_return: float, note: str = "", force: bool = False) -> dict[str, Any]:
     """Copy the run's snapshot whose greedy return is closest to `target_return` to `dest` with a JSON card.
 
     The partially trained behaviour policy of the recipe: the target is the midpoint of the task's random
@@ -531,19 +537,25 @@ def export_partial(run_dir: Path, dest: Path, target_return: float, note: str = 
     human-normalised 50 of `offbench.atari` references), the way D4RL names its medium policy by a fraction
     of the expert's return. Ties go to the earlier snapshot. A run that never reaches the target gives its
     best snapshot.
+
+    Raises one-line `OffbenchError`, before anything is read, for a `dest` (or card beside it) `check_output_path`
+    refuses: an existing file other than an earlier export (`is_partial_export`) is replaced only with `force`.
     """
+    if dest.suffix == ".json":
+        raise OffbenchError(f"--dest {dest}: its card is written beside it as .json", "give a .pt path")
+    dest = check_output_path(dest, "--dest", force, is_partial_export, make_parents=True)
+    check_output_path(dest.with_suffix(".json"), "--dest", force, lambda _: is_partial_export(dest), make_parents=True)
     log = json.loads((run_dir / "log.json").read_text())
     chosen = min(log["snapshots"], key=lambda entry: (abs(entry["return_mean"] - target_return), entry["env_steps"]))
     returns = [entry["return_mean"] for entry in log["snapshots"]]
     reached = min(returns) <= target_return <= max(returns)
     source = run_dir / "snapshots" / f"step_{chosen['env_steps']:07d}.pt"
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, dest)
+    atomic_write(dest, lambda tmp: shutil.copyfile(source, tmp))
     settings = "Atari" if is_pixel_env(log["config"]["env"]) else "low-dimensional"
     card = {
         "env_id": log["config"]["env"],
         "trained_by": log["command"],
-        "trainer": f"offbench/behavior/dqn.py (online DQN, sfujim/BCQ's {settings} settings)",
+        "trainer": f"{TRAINER} (online DQN, sfujim/BCQ's {settings} settings)",
         "run_steps": log["config"]["steps"],
         "run_wall_s": log["wall_s"],
         "role": f"the snapshot whose greedy return is closest to {target_return:g} (normalised score 50)" if reached
@@ -557,6 +569,20 @@ def export_partial(run_dir: Path, dest: Path, target_return: float, note: str = 
     }
     write_json(dest.with_suffix(".json"), card)
     return card
+
+
+def is_partial_export(dest: Path) -> bool:
+    """Whether `dest` is an earlier `export_partial` output: a regular file whose card (`dest` with .json) names this
+    trainer and holds its sha256."""
+    card_path = dest.with_suffix(".json")
+    if not (dest.is_file() and card_path.is_file()):
+        return False
+    try:
+        card = json.loads(card_path.read_text())
+    except (OSError, ValueError):
+        return False
+    return (isinstance(card, dict) and str(card.get("trainer", "")).startswith(TRAINER)
+            and card.get("sha256") == hashlib.sha256(dest.read_bytes()).hexdigest())
 
 
 def parse_args(argv: list[str] | None = None) -> Config:
@@ -581,8 +607,9 @@ def main(argv: list[str] | None = None) -> None:
             parser.add_argument("--dest", type=Path, required=True)
             parser.add_argument("--target-return", type=float, required=True)
             parser.add_argument("--note", default="")
+            parser.add_argument("--force", action="store_true", help="replace files at --dest that are not an earlier export")
             args = parser.parse_args(argv[1:])
-            card = export_partial(args.run, args.dest, args.target_return, args.note)
+            card = export_partial(args.run, args.dest, args.target_return, args.note, args.force)
             print(f"{args.dest}: env step {card['env_steps']}, greedy return {card['eval_greedy']['return_mean']:.1f}")
         else:
             train(parse_args(argv))

@@ -13,7 +13,9 @@ The snapshot file (written by `offbench.behavior.sac`) is a `torch.save` dict:
 
 Exporting a training run into committed policies (`python -m offbench.behavior.policy export ...`)
 picks the expert (the best snapshot) and the medium policy (up to the best, closest to a third of the expert's return,
-as in D4RL), copies them with the snapshot sequence up to medium, and writes a JSON card for each.
+as in D4RL), copies them with the snapshot sequence up to medium, and writes a JSON card for each. It writes into a
+`--dest` folder that is new, empty or an earlier export's (its medium.json names this trainer), otherwise only with
+`--force`, and refuses, before any snapshot is evaluated, one whose files are folders, devices or fifos.
 
 The forward pass runs in float64 numpy and every action is rounded to a grid of 10^-ACTION_DECIMALS before
 it is cast to float32 and enters the simulator. CPU generations differ in their float32 kernels (SIMD
@@ -29,6 +31,7 @@ import argparse
 import hashlib
 import json
 import shutil
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -38,12 +41,14 @@ import numpy as np
 import torch
 
 from offbench.errors import OffbenchError
-from offbench.io import atomic_write, replace_folder, staging_folder
+from offbench.io import atomic_write, check_output_folder, check_output_path, replace_folder, staging_folder
 
 SNAPSHOT_FORMAT = "offbench-sac-actor-v1"
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # rlkit's TanhGaussianPolicy bounds, as in D4RL's behaviour policies
 LAYERS = ("fc0", "fc1", "last_fc", "last_fc_log_std")
 ACTION_DECIMALS = 6  # actions are rounded to 1e-6 before they are cast to float32 (see the module docstring)
+TRAINER = "offbench/behavior/sac.py"  # how an export's card starts its "trainer"
+EXPORT_FILES = [f"{name}.{suffix}" for name in ("expert", "expert-so-far", "medium") for suffix in ("pt", "json")] + ["replay.json"]
 
 Policy = Callable[[np.ndarray], np.ndarray]
 
@@ -144,13 +149,16 @@ def select_medium(snapshots: Sequence[tuple[int, float]], expert_return: float, 
     return min(on_the_way_up, key=lambda s: (abs(s[1] - target), s[0]))[0]
 
 
-def export_run(run_dir: Path, dest: Path, expert_target: float, note: str = "", eval_episodes: int = 10) -> dict[str, Any]:
+def export_run(run_dir: Path, dest: Path, expert_target: float, note: str = "", eval_episodes: int = 10,
+               force: bool = False) -> dict[str, Any]:
     """Copy a SAC run's expert (or best-so-far), medium and replay snapshots to `dest`, with cards.
 
     The expert is the best snapshot by evaluation return. It is written as `expert.pt` only if it
     reaches `expert_target`, else as `expert-so-far.pt`; the medium policy is then chosen against a
-    third of the target rather than of the best return, and its card says so.
+    third of the target rather than of the best return, and its card says so. Raises one-line `OffbenchError`,
+    before anything is read, for a `dest` `check_export_folder` refuses.
     """
+    check_export_folder(dest, force)
     log = json.loads((run_dir / "log.json").read_text())
     records = {r["step"]: r for r in log["snapshots"]}
     best = max(records.values(), key=lambda r: (r["return_mean"], -r["step"]))
@@ -161,7 +169,7 @@ def export_run(run_dir: Path, dest: Path, expert_target: float, note: str = "", 
     common = {
         "env_id": log["config"]["env"],
         "trained_by": log["command"],
-        "trainer": "offbench/behavior/sac.py (online SAC, 2x256 MLPs, tanh-Gaussian actor, learned temperature)",
+        "trainer": f"{TRAINER} (online SAC, 2x256 MLPs, tanh-Gaussian actor, learned temperature)",
         "git_commit": log["git_commit"],
         "run_steps_reached": max(records),
         "run_wall_s": max(r["wall_s"] for r in records.values()),
@@ -194,8 +202,28 @@ def export_run(run_dir: Path, dest: Path, expert_target: float, note: str = "", 
         ],
     }
     for name, card in cards.items():
-        atomic_write(dest / f"{name}.json", lambda tmp, card=card: tmp.write_text(json.dumps(card, indent=2) + "\n"))
+        atomic_write(dest / f"{name}.json", lambda tmp, card=card: tmp.write_text(json.dumps(card, indent=2, allow_nan=False) + "\n"))
     return cards
+
+
+def check_export_folder(dest: Path, force: bool = False) -> Path:
+    """`dest`, when `export_run` may write there: new, empty or an earlier export (`is_export_folder`), or any
+    folder with `force`. Raises one-line `OffbenchError` for a path that is not a writable folder, a folder of
+    other files without `force`, or an export file (or `replay/`) that is a folder, device, fifo or socket."""
+    check_output_folder(dest, "--dest", force, is_export_folder)
+    for name in EXPORT_FILES:
+        check_output_path(dest / name, "--dest", force=True, make_parents=True)
+    check_output_folder(dest / "replay", "--dest", force=True)
+    return dest
+
+
+def is_export_folder(dest: Path) -> bool:
+    """Whether `dest` holds an earlier `export_run`: its medium.json is a card naming this trainer."""
+    card = dest / "medium.json"
+    try:
+        return card.is_file() and str(json.loads(card.read_text()).get("trainer", "")).startswith(TRAINER)
+    except (OSError, ValueError, AttributeError):  # AttributeError: JSON that is not an object
+        return False
 
 
 def _card(path: Path, record: dict[str, Any], role: str, common: dict[str, Any], episodes: int) -> dict[str, Any]:
@@ -228,8 +256,13 @@ def main(argv: list[str] | None = None) -> None:
     export.add_argument("--dest", type=Path, required=True, help="e.g. datasets/policies/hopper")
     export.add_argument("--expert-target", type=float, required=True, help="raw return an expert must reach")
     export.add_argument("--note", default="", help="free text added to every card")
+    export.add_argument("--force", action="store_true", help="write into a --dest folder that holds other files")
     args = parser.parse_args(argv)
-    cards = export_run(args.run, args.dest, args.expert_target, args.note)
+    try:
+        cards = export_run(args.run, args.dest, args.expert_target, args.note, force=args.force)
+    except OffbenchError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
     for name, card in cards.items():
         summary = card.get("eval_deterministic", {}).get("return_mean", f"{len(card.get('snapshots', []))} snapshots")
         print(f"{name}: {summary}")
