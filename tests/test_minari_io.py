@@ -12,6 +12,7 @@ from conftest import TINY_ID, TINY_RECIPE
 
 from offbench.data import minari_io
 from offbench.data.registry import load_dataset, make_dataset
+from offbench.data.spaces import Box, ObservationSpace
 from offbench.errors import OffbenchError
 
 
@@ -78,8 +79,9 @@ def test_tampered_files_are_reported(tmp_path: Path) -> None:
 def test_episode_field_lengths_are_checked() -> None:
     bad = [{"observations": np.zeros((3, 2)), "actions": np.zeros((2, 1)), "rewards": np.zeros(1),
             "terminations": np.zeros(2, bool), "truncations": np.zeros(2, bool)}]
-    with pytest.raises(OffbenchError, match="episode 0 field 'rewards' has 1 rows, 'actions' has 2"):
-        minari_io.episodes_to_transitions(bad, "local/bad-v0")
+    spaces = (ObservationSpace((2,)), Box((-1.0,), (1.0,)))
+    with pytest.raises(OffbenchError, match=r"episode 0: field 'rewards' has shape \(1,\) and dtype float64, expected \(2,\)"):
+        minari_io.episodes_to_transitions(bad, "local/bad-v0", spaces)
 
 
 def test_flat_cache_is_used_and_invalidated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,16 +7,19 @@ file only after `regular_file` has said it is one (a named pipe would block the 
 A shape is a tuple of sizes: an int is an exact size; a str names a free size (`"N"`, `"obs_dim"`), which may
 be 0 in the first place (rows) and must be at least 1 elsewhere (a feature axis of width 0 holds nothing).
 Dtypes are checked by numpy kind: `REAL` (integer or float numbers), `FLAGS` (bool, or numbers that
-`check_flags` requires to be 0 or 1), `INTEGER`. Object, string, bytes, complex, structured and time dtypes
-are refused wherever a number is expected.
+`check_flags` requires to be 0 or 1), `INTEGER`, or as one exact dtype. Object, string, bytes, complex,
+structured and time dtypes are refused wherever a number is expected.
+
+offbench's JSON sidecar beside a dataset it made is read by `read_sidecar`, which checks the types of its keys.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from pathlib import Path
-from typing import BinaryIO, NamedTuple, Protocol
+from typing import Any, BinaryIO, NamedTuple, Protocol
 
 import numpy as np
 
@@ -29,6 +32,10 @@ INTEGER = "iu"
 KIND_NAMES = {REAL: "real numbers (integer or float)", FLAGS: "bool or 0/1 numbers", INTEGER: "integers", "u": "unsigned integers"}
 
 Shape = tuple[int | str, ...]
+Kinds = str | np.dtype  # numpy dtype kinds ("iuf"), or one exact dtype (np.dtype(np.uint8))
+# offbench's JSON sidecar beside a dataset it made (`offbench.json`): the keys readers use, and their JSON types
+SIDECAR_KEYS: dict[str, type] = {"env_id": str, "ref_source": str, "eval_wrappers": list, "sha256": str, "recipe": str, "recipe_config": dict,
+                                 "requirements": list, "episodes_left_out_at_cap": int}
 
 
 class Shaped(Protocol):
@@ -48,19 +55,21 @@ class Header(NamedTuple):
     dtype: np.dtype
 
 
-def check_array(what: str, name: str, array: Shaped, shape: Shape | list[Shape], kinds: str) -> None:
+def check_array(what: str, name: str, array: Shaped, shape: Shape | list[Shape], kinds: Kinds) -> None:
     """Raise one-line `OffbenchError` "<what>: field '<name>' has shape S and dtype D, expected ..." unless `array` has
-    `shape` (or one of several shapes, a list of them) and a dtype whose numpy kind is in `kinds`."""
+    `shape` (or one of several shapes, a list of them) and a dtype of `kinds` (numpy kinds, or one exact dtype)."""
     shapes = shape if isinstance(shape, list) else [shape]
     if not (is_kind(array.dtype, kinds) and any(_fits(tuple(array.shape), expected) for expected in shapes)):
         expected = " or ".join(_describe(s) for s in shapes)
-        raise OffbenchError(f"{what}: field '{name}' has shape {tuple(array.shape)} and dtype {array.dtype}, "
-                            f"expected {expected} of {KIND_NAMES.get(kinds, kinds)}")
+        described = str(kinds) if isinstance(kinds, np.dtype) else KIND_NAMES.get(kinds, kinds)
+        raise OffbenchError(f"{what}: field '{name}' has shape {tuple(array.shape)} and dtype {array.dtype}, expected {expected} of {described}")
 
 
-def is_kind(dtype: np.dtype, kinds: str) -> bool:
-    """Whether `dtype` is a plain (not structured) dtype of a numpy kind in `kinds`."""
+def is_kind(dtype: np.dtype, kinds: Kinds) -> bool:
+    """Whether `dtype` is `kinds` (an exact dtype), or a plain (not structured) dtype of a numpy kind in `kinds` (a str)."""
     dtype = np.dtype(dtype)
+    if isinstance(kinds, np.dtype):
+        return dtype == kinds
     return dtype.kind in kinds and dtype.fields is None
 
 
@@ -123,6 +132,25 @@ def regular_file(path: Path, what: str) -> Path:
     if not stat.S_ISREG(mode):
         raise OffbenchError(f"{what}: {path} is {_file_kind(mode)}, not a regular file", "give the path of the data file itself")
     return path
+
+
+def read_sidecar(path: Path, dataset_id: str) -> dict[str, Any]:
+    """The JSON object in offbench's sidecar at `path`, its known keys (`SIDECAR_KEYS`) of their types (`eval_wrappers` and
+    `requirements` lists of strings); one-line `OffbenchError` with the fix for anything else."""
+    what, fix = f"dataset {dataset_id}", f"remake it with `offbench data make {dataset_id} --force`, or restore the file"
+    regular_file(path, what)
+    try:
+        sidecar = json.loads(path.read_text())
+    except (OSError, ValueError):
+        sidecar = None
+    if not isinstance(sidecar, dict):
+        raise OffbenchError(f"{what}: {path} is damaged (not a JSON object)", fix)
+    for key, kind in SIDECAR_KEYS.items():
+        value = sidecar.get(key)
+        if key in sidecar and (not isinstance(value, kind) or isinstance(value, bool) or kind is list and not all(isinstance(v, str) for v in value)):
+            expected = "a list of strings" if kind is list else kind.__name__
+            raise OffbenchError(f"{what}: key '{key}' of {path} is {json.dumps(value)[:60]}, expected {expected}", fix)
+    return sidecar
 
 
 def _file_kind(mode: int) -> str:

@@ -24,24 +24,29 @@ import json
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 
 from offbench import atari
 from offbench.data import minari_io
 from offbench.data.dataset import DatasetMetadata, OfflineDataset
-from offbench.data.spaces import ObservationSpace, from_gymnasium
+from offbench.data.spaces import ActionSpace, ObservationSpace, from_gymnasium
 from offbench.errors import OffbenchError
 
+SCREEN = (210, 160, 3)  # a raw ALE screen, RGB
 PROTOCOL_NOTE = ("Minari's Atari protocol: ale-py frameskip 4 without max pooling, no sticky actions, frames converted to 84x84 "
                  "gray by offbench; not the DQN Replay pixel protocol, so scores are not comparable with it")
 
 
 def env_spec(minari_meta: dict[str, Any], dataset_id: str) -> tuple[str, dict[str, Any]]:
     """(env id, kwargs) of the env the dataset was recorded in; raises `OffbenchError` when it is not an `ALE/` env."""
-    spec = minari_meta.get("env_spec")
-    spec = json.loads(spec) if isinstance(spec, str) else {"id": getattr(spec, "id", None), "kwargs": getattr(spec, "kwargs", {})}
-    if not str(spec.get("id")).startswith("ALE/"):
-        raise OffbenchError(f"dataset {dataset_id}: its env {spec.get('id')} is not an ALE Atari env")
+    try:
+        spec = json.loads(minari_meta.get("env_spec") or "{}")  # a JSON string or null (`minari_io.read_metadata`)
+    except ValueError:
+        spec = None
+    if not isinstance(spec, dict) or not str(spec.get("id")).startswith("ALE/") or not isinstance(spec.get("kwargs") or {}, dict):
+        found = spec.get("id") if isinstance(spec, dict) else "spec"
+        raise OffbenchError(f"dataset {dataset_id}: its env {found} is not an ALE Atari env (an env spec with id ALE/<Game>-v5 and kwargs)")
     return spec["id"], dict(spec.get("kwargs") or {})
 
 
@@ -56,17 +61,18 @@ def load_minari_atari(path: Path, dataset_id: str) -> OfflineDataset:
     meta = dict(dataset.storage.metadata)
     env_id, env_kwargs = env_spec(meta, dataset_id)
     space = meta["observation_space"]
-    if tuple(space.shape) != (210, 160, 3) or space.dtype != np.uint8:
+    if not isinstance(space, gym.spaces.Box) or space.shape != SCREEN or space.dtype != np.uint8:
         raise OffbenchError(f"dataset {dataset_id}: observations {space}, expected raw ALE screens Box(0, 255, (210, 160, 3), uint8)")
-    game = env_kwargs.get("game") or env_id.removeprefix("ALE/").split("-")[0].lower()
-    rows = _read_rows(dataset, dataset_id)
+    game = str(env_kwargs.get("game") or env_id.removeprefix("ALE/").split("-")[0].lower())
+    action_space = from_gymnasium(meta["action_space"], f"dataset {dataset_id}")
+    rows = _read_rows(dataset, dataset_id, action_space)
     random, human, reference = atari.human_normalized(game)
     metadata = DatasetMetadata(
         id=dataset_id,
         source="minari",
         env_id=env_id,
         observation_space=ObservationSpace((atari.SCREEN_SIZE, atari.SCREEN_SIZE), "uint8"),
-        action_space=from_gymnasium(meta["action_space"], f"dataset {dataset_id}"),
+        action_space=action_space,
         score="human-normalized",
         ref_min_score=random,
         ref_max_score=human,
@@ -78,27 +84,32 @@ def load_minari_atari(path: Path, dataset_id: str) -> OfflineDataset:
     return OfflineDataset.build(metadata, next_observations=None, **rows)
 
 
-def _read_rows(dataset: Any, dataset_id: str) -> dict[str, np.ndarray]:
-    """Episode by episode: frames (N, 84, 84) uint8 (the final observation of each episode dropped), actions, rewards, ends."""
+def _read_rows(dataset: Any, dataset_id: str, action_space: ActionSpace) -> dict[str, np.ndarray]:
+    """Episode by episode, each checked first (`minari_io.check_episode`: (T+1, 210, 160, 3) uint8 screens, T actions of
+    `action_space`, rewards and flags): frames (N, 84, 84) uint8 (the final observation of each episode dropped), actions,
+    rewards, ends."""
+    if dataset.total_episodes == 0:
+        raise OffbenchError(f"dataset {dataset_id}: it holds no episodes")
     total = int(dataset.total_steps)
     frames = np.empty((total, atari.SCREEN_SIZE, atari.SCREEN_SIZE), np.uint8)
     parts: dict[str, list[np.ndarray]] = {"actions": [], "rewards": [], "terminals": [], "timeouts": []}
+    spaces = (ObservationSpace(SCREEN, "uint8"), action_space)
     starts, offset = [], 0
     for index in range(dataset.total_episodes):
-        episode = minari_io.read_episode(dataset, dataset_id, index)
-        length = len(episode["actions"])
-        if offset + length > total or len(episode["observations"]) != length + 1:
-            raise OffbenchError(f"dataset {dataset_id}: episode {index} has {len(episode['observations'])} observations for {length} actions "
-                                f"(or more steps than the dataset's total_steps {total})")
+        what = f"dataset {dataset_id}: episode {index}"
+        episode = minari_io.check_episode(what, minari_io.read_episode(dataset, dataset_id, index), spaces, np.dtype(np.uint8))
+        length = episode["actions"].shape[0]
+        if offset + length > total:
+            raise OffbenchError(f"{what} ends at step {offset + length}, past the dataset's total_steps {total}")
         for row, rgb in enumerate(episode["observations"][:-1]):
             frames[offset + row] = atari.minari_frame(rgb)
-        terminals = np.asarray(episode["terminations"], dtype=bool)
+        terminals = episode["terminations"]
         timeouts = ~terminals
         timeouts[:-1] = False  # an episode that does not end in a termination ends by a time-out
-        parts["actions"].append(np.asarray(episode["actions"]))
-        parts["rewards"].append(np.asarray(episode["rewards"]))
+        parts["actions"].append(episode["actions"])
+        parts["rewards"].append(episode["rewards"])
         parts["terminals"].append(terminals)
         parts["timeouts"].append(timeouts)
         starts.append(offset)
         offset += length
-    return {"observations": frames[:offset], **{k: np.concatenate(v) for k, v in parts.items()}, "episode_starts": np.asarray(starts)}
+    return {"observations": frames[:offset], **{k: np.concatenate(v) for k, v in parts.items()}, "episode_starts": np.asarray(starts, dtype=np.int64)}

@@ -19,8 +19,9 @@ import gymnasium as gym
 import numpy as np
 
 from offbench.data import d4rl
-from offbench.data.dataset import DatasetMetadata, OfflineDataset
-from offbench.data.spaces import from_gymnasium, observation_space_from_gymnasium
+from offbench.data.checks import FLAGS, INTEGER, REAL, check_array, check_flags, read_sidecar, regular_file
+from offbench.data.dataset import TRANSITION_FIELDS, DatasetMetadata, OfflineDataset
+from offbench.data.spaces import ActionSpace, ObservationSpace, from_gymnasium, observation_space_from_gymnasium
 from offbench.errors import OffbenchError
 from offbench.io import ARCHIVE_ERRORS, atomic_write, remove_dead_staging, staging_tag
 from offbench.paths import data_dir
@@ -136,45 +137,85 @@ def _write_minari_files(root, minari_id, episodes, env_id, ref_min_score, ref_ma
     return path
 
 
+# What `minari` raises inside for files it cannot make sense of (its own asserts included): said in one line, never a traceback.
+MINARI_ERRORS = (OSError, KeyError, ValueError, TypeError, AttributeError, AssertionError, NotImplementedError, gym.error.Error)
+# Minari's data/metadata.json: the keys offbench needs and their JSON types (a bool is never a count or a score)
+METADATA_KEYS: dict[str, tuple[type, ...]] = {"data_format": (str,), "total_episodes": (int,), "total_steps": (int,),
+                                              "observation_space": (str,), "action_space": (str,)}
+OPTIONAL_METADATA_KEYS: dict[str, tuple[type, ...]] = {"env_spec": (str, type(None)), "jpeg_encoding": (bool,), "dataset_id": (str,),
+                                                       "ref_min_score": (int, float, type(None)), "ref_max_score": (int, float, type(None))}
+
+
+def read_metadata(path: Path, dataset_id: str) -> dict[str, Any]:
+    """The JSON object in `<path>/data/metadata.json`, checked before `minari` reads it: a regular file holding an object with
+    `METADATA_KEYS` (and any of `OPTIONAL_METADATA_KEYS`) of their types, non-negative counts, and its data file a regular file.
+
+    Raises one-line `OffbenchError` naming the key for anything else (`minari` would raise an assertion or KeyError).
+    """
+    what = f"dataset {dataset_id}"
+    file = regular_file(path / "data" / "metadata.json", what)
+    try:
+        meta = json.loads(file.read_text())
+    except (OSError, ValueError) as error:
+        raise OffbenchError(f"{what}: {file} is not readable JSON ({error})".splitlines()[0]) from None
+    if not isinstance(meta, dict):
+        raise OffbenchError(f"{what}: {file} holds a JSON {type(meta).__name__}, expected an object (Minari's metadata)")
+    for key, types in (*METADATA_KEYS.items(), *OPTIONAL_METADATA_KEYS.items()):
+        if key not in meta and key in METADATA_KEYS:
+            raise OffbenchError(f"{what}: {file} lacks the key '{key}'", "a Minari dataset's metadata (minari >= 0.4) has it")
+        if key in meta and (not isinstance(meta[key], types) or isinstance(meta[key], bool) and bool not in types):
+            raise OffbenchError(f"{what}: key '{key}' of {file} is {json.dumps(meta[key])[:60]}, expected {' or '.join(_JSON_TYPES[t] for t in types)}")
+    if meta["total_episodes"] < 0 or meta["total_steps"] < 0:
+        raise OffbenchError(f"{what}: {file} counts {meta['total_episodes']} episodes and {meta['total_steps']} steps; counts are never negative")
+    if meta["data_format"] == "hdf5":
+        regular_file(path / "data" / "main_data.hdf5", what)
+    return meta
+
+
+_JSON_TYPES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", type(None): "null"}
+
+
 def open_minari(path: Path, dataset_id: str) -> Any:
-    """The `minari.MinariDataset` at `path` (reads only its metadata)."""
+    """The `minari.MinariDataset` at `path` (reads only its metadata, checked first by `read_metadata`)."""
     import minari
 
+    read_metadata(path, dataset_id)
     try:
         return minari.MinariDataset(path / "data")
-    except (OSError, KeyError, ValueError) as error:
-        raise OffbenchError(f"dataset {dataset_id}: cannot read the Minari files in {path} ({error})") from None
+    except MINARI_ERRORS as error:
+        raise OffbenchError(f"dataset {dataset_id}: cannot read the Minari files in {path} ({type(error).__name__}: {error})".splitlines()[0]) from None
 
 
 def read_episodes(dataset: Any, dataset_id: str) -> list[dict[str, np.ndarray]]:
     """All episodes of an open Minari dataset."""
     try:
         return list(dataset.storage.get_episodes(range(dataset.total_episodes)))
-    except (OSError, KeyError, ValueError) as error:
-        raise OffbenchError(f"dataset {dataset_id}: cannot read the Minari episodes ({error})") from None
+    except MINARI_ERRORS as error:
+        raise OffbenchError(f"dataset {dataset_id}: cannot read the Minari episodes ({type(error).__name__}: {error})".splitlines()[0]) from None
 
 
 def read_episode(dataset: Any, dataset_id: str, index: int) -> dict[str, np.ndarray]:
     """Episode `index` of an open Minari dataset (one at a time: Atari screens are large)."""
     try:
         return next(iter(dataset.storage.get_episodes([index])))
-    except (OSError, KeyError, ValueError) as error:
-        raise OffbenchError(f"dataset {dataset_id}: cannot read Minari episode {index} ({error})") from None
+    except MINARI_ERRORS as error:
+        raise OffbenchError(f"dataset {dataset_id}: cannot read Minari episode {index} ({type(error).__name__}: {error})".splitlines()[0]) from None
 
 
-def transitions(path: Path, dataset: Any, dataset_id: str) -> dict[str, np.ndarray]:
-    """Flat transition arrays of a Minari dataset, from a cache beside offbench's data when it is current.
+def transitions(path: Path, dataset: Any, dataset_id: str, spaces: tuple[ObservationSpace, ActionSpace]) -> dict[str, np.ndarray]:
+    """Flat transition arrays of a Minari dataset of (observation, action) `spaces`, from a cache beside offbench's data when it is current.
 
     Minari keeps one HDF5 group per episode, so a 1M-step random dataset (45k episodes) takes about a
     minute to read; the flat copy loads in about a second. The cache is keyed by the size and mtime of
-    the Minari file and is rebuilt whenever that file changes.
+    the Minari file and is rebuilt whenever that file changes, or when its arrays are not the layout
+    `episodes_to_transitions` makes.
     """
     cache, key = _cache_location(path, dataset_id)
-    if key is not None and cache.exists():
+    if key is not None and cache.is_file():
         cached = _read_cache(cache, key)
-        if cached is not None:
+        if cached is not None and _cache_fits(cached, spaces):
             return cached
-    arrays = episodes_to_transitions(read_episodes(dataset, dataset_id), dataset_id)
+    arrays = episodes_to_transitions(read_episodes(dataset, dataset_id), dataset_id, spaces)
     write_cache(path, dataset_id, arrays)
     return arrays
 
@@ -188,6 +229,29 @@ def _read_cache(cache: Path, key: np.ndarray) -> dict[str, np.ndarray] | None:
             return {name: stored[name] for name in stored.files if name != "cache_key"}
     except (*ARCHIVE_ERRORS, KeyError):  # truncated, garbage, empty, a key missing: derived data, rebuilt
         return None
+
+
+def _cache_fits(cached: dict[str, np.ndarray], spaces: tuple[ObservationSpace, ActionSpace]) -> bool:
+    """Whether cached arrays are exactly the transition fields in the layout `episodes_to_transitions` makes for `spaces`."""
+    if set(cached) != set(TRANSITION_FIELDS):
+        return False
+    try:
+        _check_transitions("cache", cached, spaces)
+    except OffbenchError:
+        return False
+    return True
+
+
+def _check_transitions(what: str, arrays: dict[str, np.ndarray], spaces: tuple[ObservationSpace, ActionSpace]) -> None:
+    """Raise `OffbenchError` unless `arrays` have the shapes and dtypes of `episodes_to_transitions`' output for `spaces`."""
+    observation_space, action_space = spaces
+    check_array(what, "rewards", arrays["rewards"], ("N",), REAL)
+    n = arrays["rewards"].shape[0]
+    expected = {"observations": ((n, *observation_space.shape), REAL), "next_observations": ((n, *observation_space.shape), REAL),
+                "actions": ((n, *action_space.shape), REAL), "terminals": ((n,), FLAGS), "timeouts": ((n,), FLAGS),
+                "episode_starts": (("episodes",), INTEGER)}
+    for name, (shape, kinds) in expected.items():
+        check_array(what, name, arrays[name], shape, kinds)
 
 
 def write_cache(path: Path, dataset_id: str, arrays: dict[str, np.ndarray]) -> None:
@@ -214,28 +278,26 @@ def _save_npz(path: Path, **arrays: np.ndarray) -> None:
         np.savez(f, **arrays)
 
 
-def episodes_to_transitions(episodes: Sequence[dict[str, np.ndarray]], dataset_id: str) -> dict[str, np.ndarray]:
-    """Flatten episodes to transition arrays. An episode that ends unterminated counts as a time-out."""
+def episodes_to_transitions(episodes: Sequence[dict[str, Any]], dataset_id: str, spaces: tuple[ObservationSpace, ActionSpace]) -> dict[str, np.ndarray]:
+    """Flatten episodes of (observation, action) `spaces` to transition arrays. An episode that ends unterminated counts as a time-out.
+
+    Each episode's fields are checked before they are used (`check_episode`); raises `OffbenchError` naming the episode and field.
+    """
     if not episodes:
         raise OffbenchError(f"dataset {dataset_id}: it holds no episodes")
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts")}
     starts, offset = [], 0
     for index, episode in enumerate(episodes):
-        observations = np.asarray(episode["observations"])
-        length = len(episode["actions"])
-        for key in ("rewards", "terminations", "truncations"):
-            if len(episode[key]) != length:
-                raise OffbenchError(f"dataset {dataset_id}: episode {index} field '{key}' has {len(episode[key])} rows, 'actions' has {length}")
-        if observations.shape[0] != length + 1:
-            raise OffbenchError(f"dataset {dataset_id}: episode {index} field 'observations' has {observations.shape[0]} rows, expected {length + 1}")
-        terminals = np.asarray(episode["terminations"], dtype=bool)
-        timeouts = np.asarray(episode["truncations"], dtype=bool) & ~terminals
+        fields = check_episode(f"dataset {dataset_id}: episode {index}", episode, spaces)
+        length = fields["actions"].shape[0]
+        terminals = fields["terminations"]
+        timeouts = fields["truncations"] & ~terminals
         if length and not (terminals[-1] or timeouts[-1]):
             timeouts[-1] = True
-        parts["observations"].append(observations[:-1])
-        parts["next_observations"].append(observations[1:])
-        parts["actions"].append(np.asarray(episode["actions"]))
-        parts["rewards"].append(np.asarray(episode["rewards"]))
+        parts["observations"].append(fields["observations"][:-1])
+        parts["next_observations"].append(fields["observations"][1:])
+        parts["actions"].append(fields["actions"])
+        parts["rewards"].append(fields["rewards"])
         parts["terminals"].append(terminals)
         parts["timeouts"].append(timeouts)
         starts.append(offset)
@@ -245,15 +307,23 @@ def episodes_to_transitions(episodes: Sequence[dict[str, np.ndarray]], dataset_i
     return arrays
 
 
-def _read_sidecar(path: Path, dataset_id: str) -> dict[str, Any]:
-    try:
-        sidecar = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        sidecar = error
-    if not isinstance(sidecar, dict):
-        raise OffbenchError(f"dataset {dataset_id}: {path} is damaged (not a JSON object)",
-                            f"remake it with `offbench data make {dataset_id} --force`, or restore the file")
-    return sidecar
+def check_episode(what: str, episode: dict[str, Any], spaces: tuple[ObservationSpace, ActionSpace],
+                  observation_kinds: str | np.dtype = REAL) -> dict[str, np.ndarray]:
+    """One Minari episode's fields as arrays, checked: observations (T+1, *observation shape) of `observation_kinds`, actions
+    (T, *action shape) and rewards (T,) real numbers, terminations and truncations (T,) bool or 0/1 (returned as bool).
+
+    Raises `OffbenchError` "<what>: field ..." naming the field, its shape and dtype otherwise.
+    """
+    observation_space, action_space = spaces
+    fields = {key: np.asarray(episode[key]) for key in ("observations", "actions", "rewards", "terminations", "truncations")}
+    check_array(what, "actions", fields["actions"], ("T", *action_space.shape), REAL)
+    length = fields["actions"].shape[0]
+    check_array(what, "observations", fields["observations"], (length + 1, *observation_space.shape), observation_kinds)
+    check_array(what, "rewards", fields["rewards"], (length,), REAL)
+    for key in ("terminations", "truncations"):
+        check_array(what, key, fields[key], (length,), FLAGS)
+        fields[key] = check_flags(what, key, fields[key])
+    return fields
 
 
 def _reference(dataset_id: str, minari_meta: dict[str, Any], source: str) -> dict[str, Any]:
@@ -283,9 +353,9 @@ def load_minari(path: Path, dataset_id: str, env_id: str | None = None, ref_sour
     minari_meta = dict(minari_dataset.storage.metadata)
     observation_space = observation_space_from_gymnasium(minari_meta["observation_space"], f"dataset {dataset_id}")
     action_space = from_gymnasium(minari_meta["action_space"], f"dataset {dataset_id}")
-    arrays = transitions(path, minari_dataset, dataset_id)
+    arrays = transitions(path, minari_dataset, dataset_id, (observation_space, action_space))
     sidecar_path = path / OFFBENCH_METADATA
-    sidecar = _read_sidecar(sidecar_path, dataset_id) if sidecar_path.exists() else {}
+    sidecar = read_sidecar(sidecar_path, dataset_id) if sidecar_path.exists() else {}
     env_spec = minari_meta.get("env_spec")
     spec_id = json.loads(env_spec)["id"] if isinstance(env_spec, str) else getattr(env_spec, "id", "")
     metadata = DatasetMetadata(

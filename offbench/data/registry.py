@@ -229,13 +229,13 @@ def _default_singletask(stem: str) -> str:
 
 
 def _dataset_from_episodes(dataset_id, episodes, env_id, ref_min, ref_max, ref_source, eval_wrappers=()) -> OfflineDataset:
-    arrays = minari_io.episodes_to_transitions(episodes, dataset_id)
     env = gym.make(env_id)
     try:
         observation_space = observation_space_from_gymnasium(env.observation_space, f"dataset {dataset_id}")
         action_space = from_gymnasium(env.action_space, f"dataset {dataset_id}")
     finally:
         env.close()
+    arrays = minari_io.episodes_to_transitions(episodes, dataset_id, (observation_space, action_space))
     metadata = DatasetMetadata(
         id=dataset_id,
         source="local",

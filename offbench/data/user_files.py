@@ -30,7 +30,6 @@ in the id (`+clip-actions`) with the parent hash, like every other transform (of
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass, replace
@@ -220,11 +219,8 @@ def _minari_folder(path: Path) -> Path | None:
 
 
 def _minari_names(folder: Path) -> dict[str, bool]:
-    """Whether a Minari folder's metadata names an env (`env`) and reference returns (`ref`)."""
-    try:
-        meta = json.loads((folder / "data" / "metadata.json").read_text())
-    except (OSError, ValueError) as error:
-        raise OffbenchError(f"Minari dataset {folder}: unreadable data/metadata.json ({error})".splitlines()[0]) from None
+    """Whether a Minari folder's metadata (checked by `minari_io.read_metadata`) names an env (`env`) and reference returns (`ref`)."""
+    meta = minari_io.read_metadata(folder, str(folder))
     return {"env": bool(meta.get("env_spec")), "ref": meta.get("ref_min_score") is not None and meta.get("ref_max_score") is not None}
 
 
