@@ -20,6 +20,7 @@ from offbench.analysis.commands import check, leaderboard_app, report
 from offbench.errors import OffbenchError
 from offbench.logs import DEFAULT_LOG_EVERY
 from offbench.paths import results_dir
+from offbench.protocol import MAX_SEED, MAX_SEEDS, check_integer
 from offbench.records import evaluation_count
 
 app = typer.Typer(
@@ -192,8 +193,7 @@ def run(
               eval_episodes=eval_episodes, set_=set_, device=device, group_size=None, executor="local", workers=None, address=None,
               cpus_per_job=1.0, gpus_per_job=0.0, retries=2, dry_run=False, results=results)
         return
-    if threads < 1:
-        raise OffbenchError(f"--threads must be at least 1, got {threads}")
+    check_integer("--threads", threads, 1, MAX_THREADS)
     torch_threads(threads)
     store = ResultsStore(results_dir(results))
     try:
@@ -216,8 +216,7 @@ def _train_or_resume(store, resume: str | None, algo: str | None, dataset: str |
     if not algo or not dataset:
         raise OffbenchError("--algo and --dataset are required (or --resume GROUP_ID)",
                             "e.g. offbench run --algo td3bc --dataset hopper-medium --steps 5000")
-    if seeds < 1 or seed_start < 0:
-        raise OffbenchError("--seeds must be at least 1 and --seed-start non-negative")
+    _check_seed_range(seeds, seed_start)
     if is_user_path(dataset):  # recorded absolute, so that --resume finds it from any directory
         dataset = str(Path(dataset).expanduser().resolve())
     plan = train.RunPlan(algo=algo, dataset=dataset, seeds=list(range(seed_start, seed_start + seeds)), **options)
@@ -266,8 +265,11 @@ def sweep(
                                 "offbench sweep --algos td3bc,bc --datasets 'local/hopper-*' --seeds 3 --steps 5000")
         chosen_algos, chosen_datasets = split(algos), split(datasets)
     seeds = 1 if seeds is None else seeds
-    if seeds < 1 or seed_start < 0:
-        raise OffbenchError("--seeds must be at least 1 and --seed-start non-negative")
+    _check_seed_range(seeds, seed_start)
+    check_integer("--retries", retries, 0, MAX_RETRIES)
+    for name, value in (("--workers", workers), ("--group-size", group_size)):
+        if value is not None:
+            check_integer(name, value, 1, MAX_SEEDS)
     cells = grid(chosen_algos, chosen_datasets, budget, parse_overrides(set_), loaded)
     store = ResultsStore(results_dir(results))
     if not dry_run:
@@ -284,6 +286,16 @@ def sweep(
         raise typer.Exit(130)
     if not outcome.ok:
         raise typer.Exit(1)
+
+
+MAX_THREADS = 1024
+MAX_RETRIES = 100
+
+
+def _check_seed_range(seeds: int, seed_start: int) -> None:
+    """--seeds and --seed-start: seeds seed_start .. seed_start + seeds - 1, each a valid seed (offbench.protocol)."""
+    check_integer("--seeds", seeds, 1, MAX_SEEDS)
+    check_integer("--seed-start", seed_start, 0, MAX_SEED - seeds + 1)
 
 
 def _print_dry_run(jobs, store, device: str) -> None:

@@ -51,7 +51,8 @@ NonNegative = Annotated[float, Range(0.0)]
 Positive = Annotated[float, Range(0.0, low_open=True)]
 Fraction = Annotated[float, Range(0.0, 1.0)]  # discount, tau, mixing weights
 Count = Annotated[int, Range(1)]  # batch sizes, samples, periods
-Widths = Annotated[list[int], Range(1)]  # hidden layer widths
+Widths = Annotated[list[int], Range(1, 2**16)]  # hidden layer widths (16x the widest published network's 4096)
+MAX_INTEGER = 2**31 - 1  # any integer setting: int32, the narrowest integer a tensor size, index or counter of the stack uses
 
 
 def baseline_file(algo: str) -> dict[str, Any]:
@@ -120,7 +121,11 @@ def check_fields(owner: str, values: Any, config_class: type | None = None) -> N
     config_class = config_class or type(values)
     items = values.items() if isinstance(values, dict) else ((f.name, getattr(values, f.name)) for f in dataclasses.fields(values))
     ranges = field_ranges(config_class)
+    hints = typing.get_type_hints(config_class)
     for key, value in items:
+        if typing.get_origin(hints.get(key)) is list and isinstance(value, (list, tuple)):  # built directly: a tuple of widths too
+            for item in value:
+                _coerce(owner, key, item, typing.get_args(hints[key])[0])
         _check_value(owner, key, value, ranges.get(key))
 
 
@@ -145,6 +150,8 @@ def _check_value(owner: str, key: str, value: Any, valid: Range | None) -> None:
             continue
         if not math.isfinite(float(number)):
             raise OffbenchError(f"config key '{key}' for {owner} must be a finite number, got {number!r}")
+        if isinstance(number, numbers.Integral) and abs(int(number)) > MAX_INTEGER:
+            raise OffbenchError(f"config key '{key}' for {owner} must be at most {MAX_INTEGER:,} in size, got {number!r}"[:200])
         if valid is not None and not valid.contains(float(number)):
             raise OffbenchError(f"config key '{key}' for {owner} must be {valid.describe()}, got {value!r}")
 
@@ -181,5 +188,8 @@ def _coerce(algo: str, key: str, value: Any, hint: Any) -> Any:
         list: isinstance(value, list),
     }.get(origin, True)
     if not ok:
-        raise OffbenchError(f"config key '{key}' for {algo} expects {getattr(origin, '__name__', origin)}, got {value!r}")
+        raise OffbenchError(f"config key '{key}' for {algo} expects {getattr(origin, '__name__', origin)}, got {value!r}"[:200])
+    if origin is list:  # each element of its declared type: `[true]` is no width, `[2.5]` no layer
+        element = (typing.get_args(hint) or (Any,))[0]
+        return [_coerce(algo, key, item, element) for item in value]
     return float(value) if origin is float else value

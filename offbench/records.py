@@ -14,6 +14,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import types
+import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -79,7 +82,7 @@ class RunConfig:
     def from_dict(cls, data: Mapping[str, Any]) -> RunConfig:
         values = _known(cls, data)
         values["dataset"] = DatasetRecord.from_dict(data["dataset"])
-        values["protocol"] = TrainingProtocol.from_dict(data["protocol"])
+        values["protocol"] = TrainingProtocol.from_dict(_known(TrainingProtocol, data["protocol"]))
         return cls(**values)
 
 
@@ -140,5 +143,41 @@ def evaluation_settings(env: str, env_kwargs: Mapping[str, Any], wrappers: Seque
 
 
 def _known(cls: type, data: Mapping[str, Any]) -> dict[str, Any]:
-    names = {f.name for f in dataclasses.fields(cls)}
-    return {k: v for k, v in data.items() if k in names}
+    """The fields of `cls` in `data`, each checked against its annotation (a record file is untrusted input: a seed of
+    10**23 or a score of "x" must not reach the index or a table); raises TypeError naming the first that is not."""
+    if not isinstance(data, Mapping):
+        raise TypeError(f"{cls.__name__} is {type(data).__name__}, not an object")
+    hints = typing.get_type_hints(cls)
+    known = {k: v for k, v in data.items() if k in hints}
+    for key, value in known.items():
+        if not _fits(value, hints[key]):
+            raise TypeError(f"{key} = {value!r} is not {hints[key]}"[:200])
+    return known
+
+
+INT64 = 2**63 - 1  # SQLite's INTEGER: the index column every integer field of a record may reach
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a JSON value matches a record field's annotation (str, int, float, bool, None, list[...], dict[...],
+    unions; a dataclass field is checked by its own `from_dict`). Floats must be finite, ints fit int64."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any or dataclasses.is_dataclass(hint):
+        return True
+    if origin in (types.UnionType, typing.Union):
+        return any(_fits(value, arg) for arg in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool) and abs(value) <= INT64
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if hint is str:
+        return isinstance(value, str)
+    if origin is list:
+        return isinstance(value, list) and all(_fits(item, args[0]) for item in value) if args else isinstance(value, list)
+    if origin is dict:
+        return isinstance(value, dict) and all(_fits(item, args[1]) for item in value.values()) if args else isinstance(value, dict)
+    return True

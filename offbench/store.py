@@ -26,6 +26,9 @@ again"), or, for a process killed without a word (SIGKILL, a lost machine), `run
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import math
 import os
 import shutil
 import socket
@@ -41,7 +44,7 @@ import numpy as np
 import pandas as pd
 
 from offbench.errors import OffbenchError
-from offbench.io import process_alive, read_json, write_json
+from offbench.io import process_alive, write_json
 from offbench.paths import safe_name
 from offbench.protocol import BUDGET_KEYS
 from offbench.records import RunConfig, RunSummary
@@ -112,8 +115,9 @@ class DamagedRecord(OffbenchError):
 def _parsed(run_id: str, name: str, parse: Any, data: Any) -> Any:
     try:
         return parse(data)
-    except (KeyError, TypeError, ValueError, AttributeError) as error:
-        raise DamagedRecord(run_id, f"{name} lacks or mistypes a field ({type(error).__name__}: {error})") from None
+    except (KeyError, TypeError, ValueError, AttributeError, OffbenchError) as error:  # OffbenchError: a budget out of range
+        reason = error.line() if isinstance(error, OffbenchError) else f"{type(error).__name__}: {error}"
+        raise DamagedRecord(run_id, f"{name} lacks or mistypes a field ({reason})"[:300]) from None
 
 
 class ResultsStore:
@@ -181,14 +185,23 @@ class ResultsStore:
         self._upsert(self._row(run_id, config, status="running", provenance=provenance, started_at=time.time()))
 
     def write_curve(self, run_id: str, curve: list[dict[str, Any]]) -> None:
-        write_json(self.run_dir(run_id) / "curve.json", curve)
+        """Write a run's curve; an entry with a NaN or inf score or return is stored as diverged (`finite_entry`)."""
+        write_json(self.run_dir(run_id) / "curve.json", [finite_entry(entry) for entry in curve])
 
     def finish_run(self, run_id: str, summary: RunSummary | Mapping[str, Any], provenance: dict[str, Any]) -> None:
         """Write the final provenance and the summary (last), then mark the index row finished.
 
-        A mapping is read through `RunSummary.from_dict`.
+        A mapping is read through `RunSummary.from_dict`. A NaN or inf value is stored as null; a NaN or inf score makes
+        the run diverged (no score), as a non-finite evaluation does.
         """
-        summary = summary if isinstance(summary, RunSummary) else RunSummary.from_dict(summary)
+        values = summary.to_dict() if isinstance(summary, RunSummary) else dict(summary)
+        lost = {key for key, value in values.items() if isinstance(value, float) and not math.isfinite(value)}
+        summary = RunSummary.from_dict({key: None if key in lost else value for key, value in values.items()})
+        if lost & {"final_score", "best_score", "last_k_score"}:  # a NaN score is a diverged run, never a number
+            curve = self._read(run_id, "curve.json")
+            diverged_at = next((entry["step"] for entry in curve if entry.get("diverged")), summary.steps)
+            summary = dataclasses.replace(summary, final_score=None, best_score=None, last_k_score=None, status="diverged",
+                                          diverged_at_step=diverged_at)
         run_dir = self.run_dir(run_id)
         write_json(run_dir / "provenance.json", provenance)
         write_json(run_dir / "summary.json", summary.to_dict())
@@ -235,7 +248,7 @@ class ResultsStore:
 
     def remove(self, run_ids: list[str]) -> None:
         """Delete runs (folders and index rows) and the checkpoints of groups left without runs."""
-        groups = {self._config(r).group_id for r in run_ids if (self.run_dir(r) / "config.json").exists()}
+        groups = {group for group in map(self._group_of, run_ids) if group is not None}
         for run_id in run_ids:
             shutil.rmtree(self.run_dir(run_id), ignore_errors=True)
         with self._connection() as conn:
@@ -246,6 +259,15 @@ class ResultsStore:
         for group_id in groups - remaining:
             self.checkpoint_path(group_id).unlink(missing_ok=True)
             self._lock_path(group_id).unlink(missing_ok=True)
+
+    def _group_of(self, run_id: str) -> str | None:
+        """A run's group id; for a run whose config is missing or damaged (removed without being parsed), the group its
+        id names (`<group>-s<seed>`), else None."""
+        try:
+            return self._config(run_id).group_id
+        except DamagedRecord:
+            group, sep, seed = run_id.rpartition("-s")
+            return group if sep and seed.isdigit() else None
 
     # ---- reading -----------------------------------------------------------------------------
 
@@ -266,12 +288,15 @@ class ResultsStore:
             raise OffbenchError(f"no run {run_id} in {self.root}", "list runs with `offbench runs`")
         summary = self._read(run_id, "summary.json") if (run_dir / "summary.json").exists() else None
         curve = self._read(run_id, "curve.json")
-        if not isinstance(curve, list) or not all(isinstance(entry, dict) for entry in curve):
-            raise DamagedRecord(run_id, "curve.json is not a list of evaluations")
+        if not isinstance(curve, list) or not all(_is_evaluation(entry) for entry in curve):
+            raise DamagedRecord(run_id, "curve.json is not a list of evaluations (an int step and a number or null as score each)")
+        provenance = self._read(run_id, "provenance.json")
+        if not isinstance(provenance, dict):
+            raise DamagedRecord(run_id, "provenance.json is not an object")
         return RunRecord(
             run_id=run_id,
             config=self._config(run_id),
-            provenance=self._read(run_id, "provenance.json"),
+            provenance=provenance,
             curve=curve,
             summary=None if summary is None else _parsed(run_id, "summary.json", RunSummary.from_dict, summary),
         )
@@ -285,6 +310,13 @@ class ResultsStore:
             except DamagedRecord as error:
                 damaged[run_id] = error.damage
         return records, damaged
+
+    def damaged_runs(self) -> dict[str, str]:
+        """{run id: what is damaged} for every run the index lists as damaged (a record that did not parse or could not be
+        indexed when the index was rebuilt): analysis names each in its caveats, whatever it selected."""
+        frame = self.runs(status=None)
+        damaged = frame[frame["status"].fillna("").str.startswith("damaged: ")]
+        return {row.run_id: row.status.removeprefix("damaged: ") for row in damaged.itertuples()}
 
     def runs(self, status: str | None = "finished") -> pd.DataFrame:
         """The index as a DataFrame; `status=None` lists every run, finished or not."""
@@ -334,10 +366,13 @@ class ResultsStore:
         return _parsed(run_id, "config.json", RunConfig.from_dict, self._read(run_id, "config.json"))
 
     def _read(self, run_id: str, name: str) -> Any:
+        path = self.run_dir(run_id) / name
         try:
-            return read_json(self.run_dir(run_id) / name)
-        except (OSError, ValueError) as error:  # ValueError: not JSON, half-written, not UTF-8
-            raise DamagedRecord(run_id, f"{name} is unreadable ({type(error).__name__})") from None
+            if not path.is_file():  # a fifo would block the read forever, a folder is no record
+                raise OSError(f"{name} is not a regular file")
+            return json.loads(path.read_text(), parse_constant=_refuse_constant)
+        except (OSError, ValueError, RecursionError) as error:  # ValueError: not JSON, NaN/Infinity, half-written, not UTF-8
+            raise DamagedRecord(run_id, f"{name} is unreadable ({type(error).__name__}: {str(error)[:100]})") from None
 
     @contextmanager
     def _index_lock(self, exclusive: bool, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
@@ -430,7 +465,10 @@ class ResultsStore:
         with closing(self._open(fresh, wal=False)) as conn:
             conn.execute("BEGIN IMMEDIATE")
             for row in rows:
-                conn.execute(*_upsert_statement(row))
+                try:
+                    conn.execute(*_upsert_statement(row))
+                except (OverflowError, sqlite3.InterfaceError, sqlite3.IntegrityError) as error:  # a value SQLite cannot hold
+                    conn.execute(*_upsert_statement({"run_id": row["run_id"], "status": f"damaged: cannot be indexed ({error})"[:300]}))
             conn.execute("COMMIT")
         # The old index's write-ahead log, shared memory and rollback journal go first: SQLite would replay a leftover
         # log or journal (a process killed with the index open) into the new file. None is open under the exclusive lock.
@@ -493,6 +531,44 @@ class ResultsStore:
         if started_at is not None:
             row["started_at"] = started_at
         return row
+
+
+SCORE_KEYS = ("normalized_score", "return_mean", "return_std")
+
+
+def finite_entry(entry: dict[str, Any]) -> dict[str, Any]:
+    """A curve entry as stored: every NaN or inf number (also in the per-episode lists) becomes null, and an entry whose
+    score or return was not finite is marked `"diverged": true` with null score, return mean and std (as
+    `offbench.train.evaluation_entry` writes it): a diverged evaluation is never stored, nor scored, as a number."""
+    def finite(value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        return [finite(item) for item in value] if isinstance(value, list) else value
+
+    stored = {key: finite(value) for key, value in entry.items()}
+    lost = any(entry.get(key) is not None and stored.get(key) is None for key in SCORE_KEYS)
+    lost = lost or any(None in stored.get(key, []) for key in ("returns", "normalized_scores") if isinstance(stored.get(key), list))
+    return {**stored, **dict.fromkeys(SCORE_KEYS), "diverged": True} if lost else stored
+
+
+def _is_evaluation(entry: Any) -> bool:
+    """A curve entry as `offbench.train.evaluation_entry` writes it, as far as analysis reads it."""
+    if not isinstance(entry, dict) or not _is_int(entry.get("step")):
+        return False
+    return all(entry.get(key) is None or _is_number(entry[key]) for key in SCORE_KEYS)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2**63
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)  # finite: the reader refuses NaN and Infinity
+
+
+def _refuse_constant(name: str) -> None:
+    """json's hook for NaN, Infinity and -Infinity: offbench never writes them, so a record holding one is damaged."""
+    raise ValueError(f"non-finite number {name}")
 
 
 def _mtimes(folder: Path) -> Iterator[float]:

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -46,7 +47,7 @@ from offbench.errors import OffbenchError
 from offbench.evaluate import EvalEnvs, check_env_spaces, evaluate_episodes
 from offbench.io import atomic_write
 from offbench.policy import save_run_policies
-from offbench.protocol import BUDGET_KEYS, TrainingProtocol, check_budget
+from offbench.protocol import BUDGET_KEYS, MAX_SEED, MAX_SEEDS, TrainingProtocol, check_budget, check_integer, seed_list
 from offbench.records import DEFAULT_LAST_K, DatasetRecord, RunConfig, RunSummary
 from offbench.seeding import SeedStreams
 from offbench.store import HEARTBEAT_EVERY_S, ResultsStore
@@ -75,6 +76,11 @@ class RunPlan:
     clip_actions: bool = False  # ... and whether actions outside the env's box are clipped (+clip-actions)
     log_every: int = logs.DEFAULT_LOG_EVERY  # a row of training metrics every K steps (offbench.logs)
     loggers: list[str] = field(default_factory=list)  # optional loggers beside the CSV files: "tensorboard", "wandb"
+
+    def __post_init__(self) -> None:
+        """`seeds` as a list of ints from any sequence of integers (a range, a tuple, a numpy array); raises
+        `OffbenchError` for anything else, before anything is written."""
+        object.__setattr__(self, "seeds", seed_list(self.seeds))
 
 
 class Interrupted(KeyboardInterrupt):
@@ -214,11 +220,15 @@ def check_plan(plan: RunPlan) -> user_files.UserFile | None:
     Returns the checked user file when the plan's dataset is a path, else None.
     """
     if not plan.seeds or len(set(plan.seeds)) != len(plan.seeds) or min(plan.seeds) < 0:
-        raise OffbenchError(f"seeds must be distinct non-negative integers, got {plan.seeds}")
+        raise OffbenchError(f"seeds must be distinct non-negative integers, got {plan.seeds}"[:200])
+    check_integer("the number of seeds", len(plan.seeds), 1, MAX_SEEDS)
+    check_integer("a seed", max(plan.seeds), 0, MAX_SEED)
+    check_integer("--data-seed", plan.data_seed, 0, MAX_SEED)
     plan_budget(plan)
+    check_integer("--log-every", plan.log_every)
     logs.check_loggers(plan.loggers, plan.log_every)
-    if plan.subset is not None and plan.subset <= 0:
-        raise OffbenchError(f"--subset must be positive, got {plan.subset}")
+    if plan.subset is not None:
+        check_integer("--subset", plan.subset)
     if plan.subset_mode not in transforms.SUBSET_MODES:
         raise OffbenchError(f"unknown subset mode '{plan.subset_mode}'", f"choose one of: {', '.join(transforms.SUBSET_MODES)}")
     if plan.corrupt is not None:
@@ -305,19 +315,29 @@ def run(plan: RunPlan, store: ResultsStore, reporter: Reporter | None = None, gr
         return _train(group, store, reporter)
 
 
-def resume(group_id: str, store: ResultsStore, reporter: Reporter | None = None) -> list[str]:
-    """Continue a killed seed group from its last checkpoint."""
+def resume(group_id: str, store: ResultsStore, reporter: Reporter | None = None, plan: RunPlan | None = None) -> list[str]:
+    """Continue a killed seed group from its last checkpoint; returns its run ids.
+
+    A group whose runs are all finished is left as it is (said in one line, nothing loaded or written). `plan`: the
+    plan the caller expects the checkpoint to hold (a sweep's job); a checkpoint of another plan is refused. Raises
+    `OffbenchError` for a missing, damaged or foreign checkpoint (see `load_checkpoint`).
+    """
     reporter = reporter or Reporter()
-    _ensure_checkpoint(store, group_id)  # before the lock, which creates the store's folders
+    state = load_checkpoint(store, group_id)  # before the lock, which creates the store's folders
+    if all(store.is_finished(run_id) for run_id in state["run_ids"]):
+        reporter.message(f"group {group_id} is finished: nothing to resume; its {len(state['run_ids'])} runs are in {store.root / 'runs'}")
+        return list(state["run_ids"])
+    if plan is not None and dataclasses.asdict(plan) != state["plan"]:
+        raise OffbenchError(f"checkpoint {store.checkpoint_path(group_id)} holds another plan than the job of group {group_id}",
+                            "remove the group (`offbench runs rm GROUP_ID`) or the checkpoint, then run again")
     with store.training(group_id):
-        state = load_checkpoint(store, group_id)
-        plan = RunPlan(**state["plan"])
-        group = build_group(plan, reporter, group_id=group_id)
+        state = load_checkpoint(store, group_id)  # again under the lock: another process may have trained the group meanwhile
+        group = build_group(RunPlan(**state["plan"]), reporter, group_id=group_id)
         if group.dataset.metadata.sha256 != state["dataset_sha256"]:
             raise OffbenchError(f"dataset {group.dataset.metadata.id} changed since group {group_id} started (hash differs)", "start a new run")
         _ensure_unchanged(group_id, "config", state["algo_config"], dataclasses.asdict(group.algorithm.config))
         _ensure_unchanged(group_id, "protocol", state["protocol"], group.protocol.to_dict())
-        group.restore(state)
+        _restore(group, state, store.checkpoint_path(group_id))
         _start_records(group, store, resumed=True)
         reporter.message(f"resuming {group_id} at step {group.step}")
         return _train(group, store, reporter)
@@ -342,22 +362,96 @@ def _ensure_unchanged(group_id: str, what: str, started: dict[str, Any], now: di
             )
 
 
-def _ensure_checkpoint(store: ResultsStore, group_id: str) -> None:
-    path = store.checkpoint_path(group_id)
-    if not path.exists():
-        raise OffbenchError(f"no checkpoint for group {group_id} at {path}", "list groups with `offbench runs --all`")
-
-
 def load_checkpoint(store: ResultsStore, group_id: str) -> dict[str, Any]:
-    _ensure_checkpoint(store, group_id)
+    """Group `group_id`'s checkpoint, read without executing code and checked against itself before any use.
+
+    A store is shared (a cluster filesystem, an archive from a colleague), so the file is untrusted: it is read
+    with `torch.load(weights_only=True)` (tensors and plain values only), then its version, group, plan, seeds, step
+    (within [0, steps]), curves (one per seed, an entry at each evaluation up to the step), times and metrics are
+    checked (`check_checkpoint`). Whether its tensors fit the group's networks is checked when it is restored.
+    Raises one-line `OffbenchError` when it is missing, unreadable, damaged or foreign.
+    """
     path = store.checkpoint_path(group_id)
+    if not path.is_file():
+        raise OffbenchError(f"no checkpoint for group {group_id} at {path}", "list groups with `offbench runs --all`")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # any unpickling failure means the file is unusable
-        raise OffbenchError(f"checkpoint {path} is unreadable ({type(error).__name__})", "start a new run; the stored records are untouched") from None
-    if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
-        raise OffbenchError(f"checkpoint {path} is not an offbench v{CHECKPOINT_VERSION} checkpoint")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001  (truncated, not a zip, or an object weights_only refuses: all unusable)
+        raise OffbenchError(f"checkpoint {path} is unreadable or holds more than tensors and plain values ({type(error).__name__})",
+                            CHECKPOINT_ADVICE) from None
+    check_checkpoint(state, group_id, path)
     return state
+
+
+CHECKPOINT_ADVICE = "remove the group (`offbench runs rm GROUP_ID`) and train it again; the stored records are untouched"
+CHECKPOINT_TYPES = {
+    "version": int, "group_id": str, "run_ids": list, "plan": dict, "protocol": dict, "algo_config": dict, "dataset_sha256": str,
+    "step": int, "algorithm": dict, "streams": dict, "sampler": dict, "stages_done": list, "stage_time_s": dict, "metrics": dict,
+    "curves": list, "train_time_s": float, "eval_time_s": float,
+}  # fmt: skip
+
+
+def check_checkpoint(state: Any, group_id: str, path: Path) -> None:
+    """Raise one-line `OffbenchError` unless `state` is a v`CHECKPOINT_VERSION` checkpoint of `group_id` whose plan,
+    run ids, step, curves, times and metrics agree with each other (see `load_checkpoint`)."""
+    def damaged(what: str) -> OffbenchError:
+        return OffbenchError(f"checkpoint {path} is damaged or foreign: {what}", CHECKPOINT_ADVICE)
+
+    if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
+        raise OffbenchError(f"checkpoint {path} is not an offbench v{CHECKPOINT_VERSION} checkpoint", CHECKPOINT_ADVICE)
+    for key, kind in CHECKPOINT_TYPES.items():
+        value = state.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise damaged(f"{key} is {type(value).__name__}, not {kind.__name__}")
+    if state["group_id"] != group_id:
+        raise damaged(f"it is the checkpoint of group {state['group_id']!r}")
+    try:
+        plan = RunPlan(**state["plan"])
+        check_plan(plan)
+        protocol = TrainingProtocol.from_dict(state["protocol"])
+    except (TypeError, ValueError, OffbenchError) as error:
+        raise damaged(f"its plan or protocol does not read ({str(error).splitlines()[0]})") from None
+    if state["run_ids"] != [f"{group_id}-s{seed}" for seed in plan.seeds]:
+        raise damaged("its run ids are not its group's seeds")
+    step = state["step"]
+    if not 0 <= step <= protocol.steps:
+        raise damaged(f"step {step} is outside [0, {protocol.steps}]")
+    _check_curves(state["curves"], evaluation_steps(step, protocol.steps, protocol.eval_every), len(plan.seeds), damaged)
+    times = [state["train_time_s"], state["eval_time_s"], *state["stage_time_s"].values()]
+    if not all(isinstance(t, float) and math.isfinite(t) and t >= 0 for t in times) or not all(isinstance(s, str) for s in state["stages_done"]):
+        raise damaged("its times or stages are not finite non-negative seconds and stage names")
+    if not all(isinstance(m, torch.Tensor) and tuple(m.shape) == (len(plan.seeds),) for m in state["metrics"].values()):
+        raise damaged(f"a training metric is not one value per seed ({len(plan.seeds)})")
+
+
+def evaluation_steps(step: int, steps: int, eval_every: int) -> list[int]:
+    """The steps at which a group of `steps` steps has evaluated once it reached `step` (`_train`'s schedule)."""
+    done = list(range(eval_every, step + 1, eval_every))
+    return done + [steps] if step == steps and steps % eval_every else done
+
+
+def _check_curves(curves: list[Any], expected_steps: list[int], seeds: int, damaged: Callable[[str], OffbenchError]) -> None:
+    if len(curves) != seeds or not all(isinstance(curve, list) and all(isinstance(e, dict) for e in curve) for curve in curves):
+        raise damaged(f"its curves are not {seeds} lists of evaluations")
+    for curve in curves:
+        if [entry.get("step") for entry in curve] != expected_steps:
+            raise damaged(f"a curve's evaluation steps are not those of its step ({expected_steps[-3:]} at the end)")
+        for entry in curve:
+            for key in ("normalized_score", "return_mean", "return_std"):
+                value = entry.get(key)
+                if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value)):
+                    raise damaged(f"a curve's {key} at step {entry['step']} is not a finite number or null")
+
+
+def _restore(group: SeedGroup, state: dict[str, Any], path: Path) -> None:
+    """`group.restore(state)`, refusing in one line a checkpoint whose tensors do not fit the group (shapes, stages)."""
+    if unknown := [name for name in state["stages_done"] if name not in group.algorithm.stages]:
+        raise OffbenchError(f"checkpoint {path} is damaged or foreign: {group.plan.algo} has no stage {unknown[0]!r}", CHECKPOINT_ADVICE)
+    try:
+        group.restore(state)
+    except (RuntimeError, ValueError, KeyError, TypeError, IndexError, AttributeError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise OffbenchError(f"checkpoint {path} does not fit group {group.group_id}: {reason[:200]}", CHECKPOINT_ADVICE) from None
 
 
 def _start_records(group: SeedGroup, store: ResultsStore, resumed: bool) -> None:

@@ -22,7 +22,7 @@ DATASET = "local/hopper-medium-v5"
     ("td3bc", {"alpha": -3.0}, r"config key 'alpha' for td3bc must be >= 0, got -3.0"),
     ("td3bc", {"batch_size": 0}, r"config key 'batch_size' for td3bc must be >= 1, got 0"),
     ("td3bc", {"discount": 1.5}, r"config key 'discount' for td3bc must be in \[0, 1\], got 1.5"),
-    ("td3bc", {"hidden_dims": [256, 0]}, r"config key 'hidden_dims' for td3bc must be >= 1, got \[256, 0\]"),
+    ("td3bc", {"hidden_dims": [256, 0]}, r"config key 'hidden_dims' for td3bc must be in \[1, 65536\], got \[256, 0\]"),
     ("td3bc", {"policy_freq": 0}, r"'policy_freq' for td3bc must be >= 1"),
     ("bcq", {"latent_clip": 0.0}, r"'latent_clip' for bcq must be > 0, got 0.0"),
     ("driftql", {"drift_ngen": 1}, r"'drift_ngen' for driftql must be >= 2, got 1"),
@@ -55,7 +55,10 @@ def test_every_numeric_field_declares_its_range(config_class: type) -> None:
     ({"tau": 2.0}, r"config key 'tau' for TD3BCConfig must be in \[0, 1\], got 2.0"),
     ({"batch_size": np.int64(0)}, r"'batch_size' for TD3BCConfig must be >= 1"),
     ({"alpha": np.float32("nan")}, r"'alpha' for TD3BCConfig must be a finite number"),
-    ({"hidden_dims": (256, 0)}, r"'hidden_dims' for TD3BCConfig must be >= 1"),
+    ({"hidden_dims": (256, 0)}, r"'hidden_dims' for TD3BCConfig must be in \[1, 65536\]"),
+    ({"hidden_dims": [True]}, r"'hidden_dims' for TD3BCConfig expects int, got True"),
+    ({"hidden_dims": [2.5]}, r"'hidden_dims' for TD3BCConfig expects int, got 2.5"),
+    ({"batch_size": 2**40}, r"'batch_size' for TD3BCConfig must be at most 2,147,483,647"),
 ])
 def test_a_config_built_directly_is_held_to_the_same_ranges(fields: dict, message: str) -> None:
     from offbench.algos.td3bc import TD3BCConfig

@@ -211,6 +211,20 @@ class OfflineAlgorithm(nn.Module):
         return {"modules": self.state_dict(), "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()}}
 
     def load_training_state(self, state: dict[str, Any]) -> None:
+        """Load a `training_state()`; raises ValueError (or torch's RuntimeError) when a tensor does not fit its parameter."""
         self.load_state_dict(state["modules"])
         for name, optimizer in self.optimizers.items():
             optimizer.load_state_dict(state["optimizers"][name])
+            _check_optimizer_state(name, optimizer)
+
+
+def _check_optimizer_state(name: str, optimizer: torch.optim.Optimizer) -> None:
+    """Every per-parameter tensor of a loaded optimiser state (Adam's moments) has its parameter's shape, and every
+    step count is a scalar: `Optimizer.load_state_dict` checks only the number of parameters, so a foreign state
+    would otherwise fail, or broadcast, at the first update."""
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            for key, value in optimizer.state.get(param, {}).items():
+                expected = () if key == "step" else param.shape
+                if isinstance(value, torch.Tensor) and value.shape != expected:
+                    raise ValueError(f"optimiser {name}: state {key} of shape {tuple(value.shape)} for a parameter of shape {tuple(param.shape)}")

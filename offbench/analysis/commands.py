@@ -23,6 +23,7 @@ from rich.text import Text
 
 from offbench.errors import OffbenchError
 from offbench.paths import results_dir, safe_name
+from offbench.protocol import MAX_SEED, check_integer
 
 if TYPE_CHECKING:
     from offbench.analysis.leaderboard import Protocol
@@ -94,9 +95,9 @@ def report(
         algos=_names(algos),
         datasets=_names(datasets),
         statistic=_statistic(statistic, k),
-        where={"steps": steps} if steps is not None else None,
+        where=_where(steps),
         reps=PAPER_REPS if paper else _reps(reps),
-        seed=seed,
+        seed=_seed(seed),
         force=force,
     )
     _warn(result.warnings)
@@ -120,25 +121,28 @@ def check(
 ) -> None:
     """Compare new runs with the leaderboard under the same protocol and hyperparameters; exit 1 if a cell
     regressed, diverged, has other hyperparameters than its reference, or is missing."""
-    from offbench.analysis.leaderboard import DEFAULT_MARGIN, check_runs, check_table, load_leaderboard, load_protocol
+    from offbench.analysis.leaderboard import DEFAULT_MARGIN, check_margin, check_runs, check_table, load_leaderboard, load_protocol
+    from offbench.analysis.scores import damaged_warnings
     from offbench.io import atomic_write
     from offbench.store import ResultsStore
 
     chosen = load_protocol(protocol) if protocol else None
-    margin = margin if margin is not None else (chosen.margin if chosen else DEFAULT_MARGIN)
+    margin = check_margin("--margin", margin) if margin is not None else (chosen.margin if chosen else DEFAULT_MARGIN)
     reps = _reps(reps)
+    store = ResultsStore(results_dir(results))
     checks = check_runs(
         load_leaderboard(leaderboard),
-        ResultsStore(results_dir(results)),
+        store,
         protocol=chosen,
         algos=_names(algos),
         datasets=_names(datasets),
         margin=margin,
         reps=reps,
-        seed=seed,
+        seed=_seed(seed),
     )
     table = check_table(checks, margin, reps)
     _print(table, styles=["bold red" if c.failed else "green" for c in checks])
+    _warn(damaged_warnings(store.damaged_runs()))  # runs the index could not read: they may belong to any cell
     if summary is not None:
         atomic_write(summary, lambda tmp: tmp.write_text(table.markdown()))
     failed = [c for c in checks if c.failed]
@@ -174,7 +178,7 @@ def update(
         scores = collect_scores(store, algo_names, dataset_ids, chosen.statistic, where=chosen.budget)
         _warn_missing_cells(chosen, scores.runs[["algo", "dataset_id"]].itertuples(index=False))
     else:
-        where = {"steps": steps} if steps is not None else None
+        where = _where(steps)
         scores = collect_scores(store, _names(algos), _names(datasets), _statistic(statistic, k), where)
     _warn(scores.warnings)
     now = utc_now()
@@ -203,7 +207,7 @@ def _names(values: Sequence[str] | None) -> list[str] | None:
 def _statistic(name: str | None, k: int | None) -> Statistic:
     from offbench.analysis.scores import Statistic
 
-    return Statistic(name or "last-k", 10 if k is None else k)
+    return Statistic(name or "last-k", 10 if k is None else check_integer("--k", k))
 
 
 def _reps(reps: int | None) -> int:
@@ -211,7 +215,20 @@ def _reps(reps: int | None) -> int:
 
     if reps is not None and reps < 100:
         raise OffbenchError(f"--reps {reps} is too few for a 95% interval", "use at least 100 (default 2000)")
-    return DEFAULT_REPS if reps is None else reps
+    return DEFAULT_REPS if reps is None else check_integer("--reps", reps, 100, MAX_REPS)
+
+
+MAX_REPS = 1_000_000  # 20x the publication setting (--paper); each resample is an array of every run's score
+
+
+def _where(steps: int | None) -> dict[str, int] | None:
+    """The index filter of --steps (a budget to select), checked to fit the index."""
+    return None if steps is None else {"steps": check_integer("--steps", steps)}
+
+
+def _seed(seed: int) -> int:
+    """--seed of the bootstrap, checked to be a seed numpy takes."""
+    return check_integer("--seed", seed, 0, MAX_SEED)
 
 
 def _warn(warnings: Sequence[str]) -> None:

@@ -57,7 +57,7 @@ from offbench.data.ids import selects
 from offbench.errors import OffbenchError
 from offbench.io import read_json, read_toml, write_json
 from offbench.paths import resource_dir
-from offbench.protocol import BUDGET_KEYS
+from offbench.protocol import BUDGET_KEYS, BUDGET_LIMITS, MAX_SEEDS, check_budget, check_integer
 from offbench.records import DEFAULT_LAST_K
 from offbench.store import ResultsStore, RunRecord
 
@@ -130,7 +130,16 @@ def _check_overrides(path: Path, entries: list[Any]) -> tuple[dict[str, Any], ..
         for key, value in entry.items():
             if not isinstance(value, _OVERRIDE_TYPES[key]) or isinstance(value, bool):
                 raise OffbenchError(f"{path}: overrides entry {n}: {key} has the wrong type ({type(value).__name__})")
+            if key in BUDGET_KEYS:
+                check_integer(f"{path}: overrides entry {n}: {key}", value, 1, BUDGET_LIMITS[key])
     return tuple(entries)
+
+
+def check_margin(name: str, margin: float) -> float:
+    """`margin` if it is a finite non-negative number of points; NaN or inf would turn every regression into a pass."""
+    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not math.isfinite(margin) or margin < 0:
+        raise OffbenchError(f"{name} must be a finite non-negative number of points, got {margin!r}", f"the default is {DEFAULT_MARGIN:g}")
+    return float(margin)
 
 
 def load_protocol(name_or_path: str | Path) -> Protocol:
@@ -149,6 +158,9 @@ def load_protocol(name_or_path: str | Path) -> Protocol:
     for key, value in data.items():
         if not isinstance(value, _PROTOCOL_TYPES[key]) or isinstance(value, bool):
             raise OffbenchError(f"{path}: {key} has the wrong type ({type(value).__name__})")
+    check_integer(f"{path}: seeds", data["seeds"], 1, MAX_SEEDS)
+    check_integer(f"{path}: k", data.get("k", DEFAULT_LAST_K))
+    check_budget({key: data[key] for key in BUDGET_KEYS}, where=str(path))
     return Protocol(
         name=data.get("name", path.stem),
         algos=tuple(data["algos"]),
@@ -158,7 +170,7 @@ def load_protocol(name_or_path: str | Path) -> Protocol:
         eval_every=data["eval_every"],
         eval_episodes=data["eval_episodes"],
         statistic=Statistic(data.get("statistic", "last-k"), data.get("k", DEFAULT_LAST_K)),
-        margin=float(data.get("margin", DEFAULT_MARGIN)),
+        margin=check_margin(f"{path}: margin", data.get("margin", DEFAULT_MARGIN)),
         description=data.get("description", ""),
         overrides=_check_overrides(path, data.get("overrides", [])),
     )
@@ -388,6 +400,7 @@ def check_runs(
     Raises OffbenchError when the leaderboard is empty, when a cell's new runs are all under another
     protocol, or when nothing was checked.
     """
+    margin = check_margin("margin", margin)
     entries = _select_entries(board, protocol, algos, datasets)
     checks = [] if protocol is None else _missing_references(entries, *protocol.select(algos, datasets))
     labelled = sorted(zip(entries, entry_labels(entries)), key=lambda pair: (pair[0].algo, pair[0].dataset["id"], pair[1]))

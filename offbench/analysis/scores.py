@@ -207,6 +207,7 @@ def collect_scores(
         raise OffbenchError(f"no finished runs match the selection{' with ' + condition if condition else ''}")
     records, damaged = store.load_intact(index["run_id"])
     index = index[~index["run_id"].isin(damaged)]
+    damaged = {**store.damaged_runs(), **damaged}
     index, labels, warnings = name_configurations(index, records, algo_names)
     warnings = [*damaged_warnings(damaged), *warnings]
     ensure_one_protocol_per_cell(index)

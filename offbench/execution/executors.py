@@ -20,6 +20,7 @@ so Ray's retry resumes the group from its last evaluation.
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import os
 import signal
@@ -162,12 +163,12 @@ class RayExecutor(Executor):
     indexes_in_driver = True
 
     def __init__(self, address: str | None = None, cpus: float = 1.0, gpus: float = 0.0, retries: int = 2, num_cpus: int | None = None) -> None:
+        if not (math.isfinite(cpus) and cpus > 0 and math.isfinite(gpus) and gpus >= 0):  # NaN passes every comparison
+            raise OffbenchError(f"--cpus-per-job must be positive and --gpus-per-job non-negative, got {cpus} and {gpus}")
         try:
             import ray  # noqa: F401
         except ImportError:
             raise OffbenchError("the ray executor needs Ray", 'pip install "offbench[ray]"') from None
-        if cpus <= 0 or gpus < 0:
-            raise OffbenchError(f"--cpus-per-job must be positive and --gpus-per-job non-negative, got {cpus} and {gpus}")
         self.address, self.cpus, self.gpus, self.retries, self.num_cpus = address, cpus, gpus, retries, num_cpus
         self.refs: dict = {}
         self.started = False

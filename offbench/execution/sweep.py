@@ -41,7 +41,7 @@ from typing import Any
 
 from offbench.errors import OffbenchError
 from offbench.io import read_json, write_json
-from offbench.protocol import BUDGET_KEYS
+from offbench.protocol import BUDGET_KEYS, MAX_SEED, MAX_SEEDS, check_integer, seed_list
 
 PROGRESS_DIR = "sweep-progress"  # under the store root: one small JSON per running job (step, steps/s, score)
 PROGRESS_EVERY_S = 2.0
@@ -144,14 +144,14 @@ def expand_datasets(selectors: Sequence[str]) -> list[str]:
 def jobs_of(cells: Sequence[Cell], seeds: Sequence[int], group_size: int | None = None, workers: int = 1, device: str = "auto",
             options: dict[str, Any] | None = None) -> list[Job]:
     """Each cell's seeds cut into groups (see the module docstring for the default size)."""
-    seeds = list(seeds)
+    seeds = seed_list(seeds)
     if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
-        raise OffbenchError(f"seeds must be distinct non-negative integers, got {seeds}")
+        raise OffbenchError(f"seeds must be distinct non-negative integers, got {seeds}"[:200])
+    check_integer("a seed", max(seeds), 0, MAX_SEED)
     if group_size is None:
         groups_per_cell = max(1, -(-workers // max(len(cells), 1)))
         group_size = -(-len(seeds) // min(groups_per_cell, len(seeds)))
-    if group_size < 1:
-        raise OffbenchError(f"--group-size must be at least 1, got {group_size}")
+    check_integer("--group-size", group_size, 1, MAX_SEEDS)
     option_items = tuple(sorted((options or {}).items()))
     return [
         Job(cell.algo, cell.dataset, tuple(seeds[i:i + group_size]), **cell.budget, overrides=tuple(sorted(cell.overrides.items())),
@@ -200,7 +200,7 @@ def run_job(job: Job, root: str, indexed: bool = True) -> JobResult:
             store.ensure_writable()
             before = _checkpoint_step(store, job) if state == "resume" else 0
             if state == "resume":
-                train.resume(job.group_id, store, reporter)
+                train.resume(job.group_id, store, reporter, plan=job.plan())
             else:
                 train.run(job.plan(), store, reporter, group_id=job.group_id)
             result.seed_steps = (reporter.last_step - before) * len(job.seeds)
@@ -220,11 +220,11 @@ def run_job(job: Job, root: str, indexed: bool = True) -> JobResult:
 
 
 def _checkpoint_step(store: Any, job: Job) -> int:
-    try:
-        import torch
+    from offbench.train import load_checkpoint
 
-        return int(torch.load(store.checkpoint_path(job.group_id), map_location="cpu", weights_only=False)["step"])
-    except Exception:  # noqa: BLE001  (resume reports an unusable checkpoint in its own words)
+    try:
+        return load_checkpoint(store, job.group_id)["step"]
+    except OffbenchError:  # resume reports an unusable checkpoint in its own words
         return 0
 
 
