@@ -200,10 +200,10 @@ def test_a_checkpoint_without_its_add_counter_or_with_other_frames_or_dtypes_is_
     with pytest.raises(OffbenchError, match=r"checkpoint 2 has no add_count_ckpt.2.gz beside its \$store\$ files"):
         registry.load_dataset("dqn-replay/pong/run1-ckpt2-v0")
     save_gz(log.folder / "$store$_observation_ckpt.1.gz", np.zeros((CAPACITY, 80, 80), np.uint8))
-    with pytest.raises(OffbenchError, match=r"holds uint8 of shape \(40, 80, 80\), expected uint8 frames \(n, 84, 84\)"):
+    with pytest.raises(OffbenchError, match=r"field 'observation' has shape \(40, 80, 80\) and dtype uint8, expected \(n, 84, 84\) of uint8"):
         registry.load_dataset("dqn-replay/pong/run1-ckpt1-v0")
     save_gz(log.folder / "$store$_action_ckpt.0.gz", np.zeros(CAPACITY, np.float64))
-    with pytest.raises(OffbenchError, match=r"action_ckpt.0.gz holds float64, expected integer values \(Dopamine: int32\)"):
+    with pytest.raises(OffbenchError, match=r"action_ckpt.0.gz: field 'action' has shape \(40,\) and dtype float64, expected \(40,\) of integers"):
         registry.load_dataset("dqn-replay/pong/run1-ckpt0-v0")
 
 

@@ -40,6 +40,7 @@ import numpy as np
 
 from offbench import atari
 from offbench.data import dqn_replay
+from offbench.data.checks import read_sidecar
 from offbench.data.dataset import OfflineDataset
 from offbench.errors import OffbenchError
 from offbench.io import atomic_write, replace_folder, staging_folder
@@ -231,9 +232,13 @@ def is_present(logs: Path) -> bool:
 
 
 def load_local(dataset_id: str, logs: Path) -> OfflineDataset:
-    """A local Atari recording through the DQN Replay reader; raises `OffbenchError` when its content hash differs from the recorded one."""
-    sidecar = json.loads((logs.parent / SIDECAR).read_text())
-    recipe = sidecar["recipe_config"]
+    """A local Atari recording through the DQN Replay reader; raises `OffbenchError` for a damaged sidecar (`checks.read_sidecar`; its
+    recipe must name a game of the reference table) and when the content hash differs from the recorded one."""
+    sidecar = read_sidecar(logs.parent / SIDECAR, dataset_id)
+    recipe = sidecar.get("recipe_config", {})
+    if recipe.get("game") not in atari.HUMAN_RANDOM:
+        raise OffbenchError(f"dataset {dataset_id}: {logs.parent / SIDECAR} names no known game (recipe_config.game: {recipe.get('game')!r})",
+                            f"remake it with `offbench data make {dataset_id} --force`, or restore the file")
     stream = dqn_replay.read_stream([checkpoint_of(logs)], dataset_id, atari.action_space(recipe["game"]).n)
     extra = {"path": str(logs), "recipe": recipe}
     if "episodes_left_out_at_cap" in sidecar:  # recorded since 2026-12-01; recordings made before do not say

@@ -38,6 +38,8 @@ Semantics (Dopamine's OutOfGraphReplayBuffer, logged by batch_rl's OutOfGraphLog
   episode continuing into the next, as Dopamine's own sampler reads it (at most one per 27,000 rows).
 - Rewards are the game's, unclipped; clipping for learning is the algorithm's.
 
+Each file's `.npy` header is checked (shape and dtype: frames (n, 84, 84) uint8 with n >= 1, the per-row fields (n,)
+of integer actions, float rewards and 0/1 terminals) before its data are read.
 Files are read to their end, so gzip checks each one's CRC: a damaged, truncated or over-long file is one
 error line, never a dataset with wrong bytes. Games are the lower-case ROM names of the reference table.
 
@@ -59,14 +61,14 @@ from typing import Any
 import numpy as np
 
 from offbench import atari
+from offbench.data.checks import FLAGS, INTEGER, Header, Kinds, check_array, check_flags, read_npy_header, regular_file
 from offbench.data.dataset import DatasetMetadata, OfflineDataset, episode_starts_from_ends
 from offbench.data.spaces import ObservationSpace
 from offbench.errors import OffbenchError
 from offbench.io import ARCHIVE_ERRORS
 
 FIELDS = ("observation", "action", "reward", "terminal")
-FIELD_DTYPES = {"observation": np.uint8, "action": np.integer, "reward": np.floating, "terminal": np.integer}
-DOPAMINE_DTYPES = {"observation": "uint8", "action": "int32", "reward": "float32", "terminal": "uint8"}
+FIELD_KINDS: dict[str, Kinds] = {"observation": np.dtype(np.uint8), "action": INTEGER, "reward": "f", "terminal": FLAGS}  # terminal: 0/1
 STACK_PADDING = 3  # Dopamine adds stack_size - 1 zero rows before an episode (stack_size 4 on Atari)
 BLOCK_ROWS = 4096  # frames decompressed per block while loading (4096 x 84 x 84 bytes = 29 MB)
 VERSION = 0
@@ -252,8 +254,9 @@ def replay_dataset(dataset_id: str, source: str, game: str, stream: Stream, extr
 # ---- reading -----------------------------------------------------------------------------------------
 
 
-def read_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
-    """(shape, dtype) of the `.npy` array in the gzip file at `path`, without reading its data."""
+def read_header(path: Path) -> Header:
+    """The shape and dtype of the `.npy` array in the gzip file at `path`, without reading its data."""
+    regular_file(path, "DQN Replay")
     try:
         with gzip.open(path, "rb") as stream:
             return _header(stream, path)
@@ -261,21 +264,20 @@ def read_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
         raise OffbenchError(f"{path} is not a gzipped .npy array ({error})") from None
 
 
-def _header(stream, path: Path) -> tuple[tuple[int, ...], np.dtype]:
+def _header(stream, path: Path) -> Header:
     try:
-        version = np.lib.format.read_magic(stream)
-        reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, fortran_order, dtype = reader(stream)
+        header, fortran_order = read_npy_header(stream)
     except ARCHIVE_ERRORS as error:
         raise OffbenchError(f"{path} is not a gzipped .npy array ({error})") from None
     if fortran_order:
         raise OffbenchError(f"{path}: a Fortran-ordered array; Dopamine writes C order")
-    return tuple(shape), np.dtype(dtype)
+    return header
 
 
 def read_array(path: Path) -> np.ndarray:
     """The whole `.npy` array in the gzip file at `path` (for the small per-row fields), read to the end of the
     file so that gzip checks its CRC; raises `OffbenchError` for a damaged or truncated file or bytes after the array."""
+    regular_file(path, "DQN Replay")
     try:
         with gzip.open(path, "rb") as stream:
             array = np.load(stream, allow_pickle=False)
@@ -334,17 +336,22 @@ def window(checkpoint: Checkpoint, rows: int) -> Window:
         raise OffbenchError(f"checkpoint {checkpoint.number} has no {checkpoint.add_count.name} beside its $store$ files, so the order "
                             "its rows were added in is unknown", "copy it from the bucket with the others; for files you wrote in "
                             "the order the rows were added, write np.array(<rows>) there")
-    add_count = (checkpoint.number + 1) * rows - 1 if checkpoint.add_count is None else read_array(checkpoint.add_count)
-    if checkpoint.add_count is not None:
-        if add_count.shape != () or not np.issubdtype(add_count.dtype, np.integer) or int(add_count) < 0:
-            raise OffbenchError(f"{checkpoint.add_count} holds {add_count.dtype} of shape {add_count.shape}, expected one non-negative integer")
-        add_count = int(add_count)
+    add_count = (checkpoint.number + 1) * rows - 1 if checkpoint.add_count is None else _add_count(checkpoint.add_count)
     cursor = add_count % rows
     if add_count >= rows:
         order = np.concatenate([np.arange(cursor, rows), np.arange(cursor)])
     else:
         order = np.arange(cursor)
     return Window(checkpoint, order, add_count - order.size, rows)
+
+
+def _add_count(path: Path) -> int:
+    """The one non-negative integer in an `add_count_ckpt.<N>.gz`; raises `OffbenchError` for anything else."""
+    check_array(str(path), "add_count", read_header(path), (), INTEGER)
+    add_count = int(read_array(path))
+    if add_count < 0:
+        raise OffbenchError(f"{path} holds {add_count}, expected one non-negative integer (the buffer's add counter)")
+    return add_count
 
 
 @dataclass(frozen=True)
@@ -398,22 +405,21 @@ def read_stream(checkpoints: list[Checkpoint], what: str, num_actions: int) -> S
 
 
 def _checked_header(checkpoint: Checkpoint, what: str) -> tuple[int, ...]:
-    shape, dtype = read_header(checkpoint.files["observation"])
-    if dtype != np.uint8 or len(shape) != 3 or shape[1:] != (atari.SCREEN_SIZE, atari.SCREEN_SIZE):
-        raise OffbenchError(f"dataset {what}: {checkpoint.files['observation']} holds {dtype} of shape {shape}, "
-                            f"expected uint8 frames (n, {atari.SCREEN_SIZE}, {atari.SCREEN_SIZE}) as the pixel protocol makes them")
-    return shape
+    """The shape of a checkpoint's frames, (n, 84, 84) uint8 with n >= 1 as the pixel protocol makes them (else `OffbenchError`)."""
+    path = checkpoint.files["observation"]
+    header = read_header(path)
+    check_array(f"dataset {what}: {path}", "observation", header, ("n", atari.SCREEN_SIZE, atari.SCREEN_SIZE), FIELD_KINDS["observation"])
+    if header.shape[0] == 0:
+        raise OffbenchError(f"dataset {what}: {path} holds no frames (shape {header.shape})")
+    return header.shape
 
 
 def _field(w: Window, field: str, what: str) -> np.ndarray:
+    """A per-row field of a checkpoint, checked to be (n,) of its kind (`FIELD_KINDS`) before it is read; terminals as bool."""
     path = w.checkpoint.files[field]
+    check_array(f"dataset {what}: {path}", field, read_header(path), (w.rows,), FIELD_KINDS[field])
     array = read_array(path)
-    if array.shape != (w.rows,):
-        raise OffbenchError(f"dataset {what}: {path} holds shape {array.shape}, expected ({w.rows},) like its observations")
-    if not np.issubdtype(array.dtype, FIELD_DTYPES[field]):
-        raise OffbenchError(f"dataset {what}: {path} holds {array.dtype}, expected {FIELD_DTYPES[field].__name__} values "
-                            f"(Dopamine: {DOPAMINE_DTYPES[field]})")
-    return array
+    return check_flags(f"dataset {what}: {path}", field, array) if field == "terminal" else array
 
 
 def _continues(windows: list[Window]) -> list[bool]:

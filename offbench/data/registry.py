@@ -16,6 +16,10 @@ The grammar of ids and aliases is `offbench.data.ids`. The sources are the table
                               checkpoints of the DQN Replay Dataset (offbench.data.dqn_replay) in Dopamine's
                               layout or d4rl-atari's cache, e.g. dqn-replay/pong/run1-ckpt50-v0; never downloaded here
 
+A local dataset's load compares its content hash with the one its sidecar (`offbench.json`) recorded when
+it was made, for every family (Minari-format recipes, OGBench recordings over both files, Atari recordings),
+and refuses changed files in one line.
+
 Minari ids take two alias forms, `minari/mujoco/{task}/{kind}-v0` then `minari/atari/{task}/{kind}-v0`
 (`pong-expert` -> minari/atari/pong/expert-v0, read by offbench.data.minari_atari).
 
@@ -44,6 +48,7 @@ import gymnasium as gym
 from offbench import atari
 from offbench.data import atari_recipes, d4rl, dqn_replay, ids, minari_atari, minari_io, ogbench_io, ogbench_recipes
 from offbench.data.catalogue import catalogue
+from offbench.data.checks import read_sidecar
 from offbench.data.dataset import TRANSITION_FIELDS, DatasetMetadata, OfflineDataset
 from offbench.data.ids import LOCAL_OGBENCH
 from offbench.data.recipes import RECIPES, no_policy_note, recipe_available
@@ -341,12 +346,29 @@ def _local_load(name: str, path: Path) -> OfflineDataset:
 
 
 def _load_local_ogbench(name: str, path: Path) -> OfflineDataset:
-    """The single-task dataset `local/<name>` from its recording's files, with the recipe and recording hash in its metadata."""
-    dataset = ogbench_io.load_ogbench(path, f"local/{name}", name.removeprefix(LOCAL_OGBENCH))
-    sidecar_path = path.parent / ogbench_recipes.SIDECAR
-    sidecar = json.loads(sidecar_path.read_text()) if sidecar_path.is_file() else {}
+    """The single-task dataset `local/<name>` from its recording's files (`_recording_rows`), with the recipe and recording hash in its metadata."""
+    dataset_id = f"local/{name}"
+    train, _, sidecar = _recording_rows(dataset_id, path)
+    dataset = ogbench_io.dataset_from_rows(train, path, dataset_id, name.removeprefix(LOCAL_OGBENCH))
     extra = {**dataset.metadata.extra, "recipe": sidecar.get("recipe_config"), "recording_sha256": sidecar.get("sha256")}
     return replace(dataset, metadata=replace(dataset.metadata, extra=extra))
+
+
+def _recording_rows(dataset_id: str, path: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """(training rows, validation rows, sidecar) of the local OGBench recording whose training file is `path`.
+
+    Raises `OffbenchError` when the files' content hash (`ogbench_recipes.recording_hash`, over both files) differs from the
+    one its sidecar recorded when it was made, as a Minari-format or Atari local dataset's load does.
+    """
+    sidecar_path = path.parent / ogbench_recipes.SIDECAR
+    sidecar = read_sidecar(sidecar_path, dataset_id) if sidecar_path.exists() else {}
+    train = ogbench_io.read_npz(path, dataset_id)
+    val = ogbench_io.read_npz(path.with_name(f"{path.stem}-val.npz"), f"{dataset_id}+val")
+    recorded, measured = sidecar.get("sha256"), ogbench_recipes.recording_hash(train, val)
+    if recorded and recorded != measured:
+        raise OffbenchError(f"dataset {dataset_id}: content hash {measured[:12]} differs from the recorded {recorded[:12]}",
+                            f"the files in {path.parent} changed since they were made; remake with `offbench data make {recording_id(dataset_id)} --force`")
+    return train, val, sidecar
 
 
 def _local_how_to_get(name: str) -> str:
@@ -572,7 +594,10 @@ def load_validation(name: str) -> OfflineDataset:
     val_path = path.with_name(f"{path.stem}-val.npz")
     if not val_path.is_file():
         raise OffbenchError(f"the validation split of {dataset_id} is missing: expected {val_path}", _how_to_get(dataset_id))
-    return ogbench_io.load_ogbench(val_path, f"{dataset_id}+val", rest.removeprefix(LOCAL_OGBENCH) if source == "local" else rest)
+    if source == "ogbench":
+        return ogbench_io.load_ogbench(val_path, f"{dataset_id}+val", rest)
+    _, val, _ = _recording_rows(dataset_id, path)  # a local recording's hash covers both files
+    return ogbench_io.dataset_from_rows(val, val_path, f"{dataset_id}+val", rest.removeprefix(LOCAL_OGBENCH))
 
 
 def _how_to_get(dataset_id: str) -> str:
