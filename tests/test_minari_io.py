@@ -80,7 +80,7 @@ def test_episode_field_lengths_are_checked() -> None:
     bad = [{"observations": np.zeros((3, 2)), "actions": np.zeros((2, 1)), "rewards": np.zeros(1),
             "terminations": np.zeros(2, bool), "truncations": np.zeros(2, bool)}]
     spaces = (ObservationSpace((2,)), Box((-1.0,), (1.0,)))
-    with pytest.raises(OffbenchError, match=r"episode 0: field 'rewards' has shape \(1,\) and dtype float64, expected \(2,\)"):
+    with pytest.raises(OffbenchError, match=r"episode 0: field 'rewards' has shape \(1,\) and dtype float64, where the other fields have 2 rows"):
         minari_io.episodes_to_transitions(bad, "local/bad-v0", spaces)
 
 

@@ -179,7 +179,7 @@ def test_absent_goal_conditioned_and_malformed_files_are_one_line_errors(maze_fi
     for broken, message in (
         ({k: v for k, v in raw.items() if k != "terminals"}, "lacks the key 'terminals'"),
         ({**raw, "terminals": np.zeros(12, dtype=bool)}, "field 'terminals' .*the last row must end an episode"),
-        ({**raw, "actions": raw["actions"][:-1]}, r"field 'actions' has shape \(11, 2\) and dtype float32, expected \(12, act_dim\)"),
+        ({**raw, "actions": raw["actions"][:-1]}, r"field 'actions' has shape \(11, 2\) and dtype float32, where the other fields have 12 rows"),
         ({**raw, "observations": nan_row}, "'observations' .* at row 5: value is not finite"),
         ({k: v for k, v in raw.items() if k != "qpos"}, "computed from 'qpos', which the file lacks"),
     ):

@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 import os
 import stat
+from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple, Protocol
 
@@ -63,6 +65,23 @@ def check_array(what: str, name: str, array: Shaped, shape: Shape | list[Shape],
         expected = " or ".join(_describe(s) for s in shapes)
         described = str(kinds) if isinstance(kinds, np.dtype) else KIND_NAMES.get(kinds, kinds)
         raise OffbenchError(f"{what}: field '{name}' has shape {tuple(array.shape)} and dtype {array.dtype}, expected {expected} of {described}")
+
+
+def common_rows(what: str, fields: Mapping[str, Shaped]) -> int:
+    """The number of rows N that `fields` (one row per step each) share: the most common first dimension among them.
+
+    Raises `OffbenchError` naming a field without a rows axis (shape ()) or whose row count is not N, with its shape and dtype,
+    so that one field of a different length is the one named, whichever it is.
+    """
+    scalar = next((name for name, array in fields.items() if len(array.shape) == 0), None)
+    if scalar is not None:
+        raise OffbenchError(f"{what}: field '{scalar}' has shape () and dtype {fields[scalar].dtype}, expected one row per step")
+    n = Counter(array.shape[0] for array in fields.values()).most_common(1)[0][0]
+    odd = next((name for name, array in fields.items() if array.shape[0] != n), None)
+    if odd is not None:
+        raise OffbenchError(f"{what}: field '{odd}' has shape {tuple(fields[odd].shape)} and dtype {fields[odd].dtype}, "
+                            f"where the other fields have {n} rows")
+    return n
 
 
 def is_kind(dtype: np.dtype, kinds: Kinds) -> bool:

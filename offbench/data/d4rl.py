@@ -18,7 +18,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from offbench.data.checks import FLAGS, REAL, Shape, Shaped, check_array, check_flags, column, regular_file
+from offbench.data.checks import FLAGS, REAL, Shape, Shaped, check_array, check_flags, column, common_rows, regular_file
 from offbench.data.dataset import DatasetMetadata, OfflineDataset, episode_starts_from_ends
 from offbench.data.spaces import Box, observation_space_of
 from offbench.errors import OffbenchError
@@ -94,9 +94,9 @@ def check_layout(what: str, fields: Mapping[str, Shaped], action_shape: Shape = 
     column; so does offbench, and for timeouts too. N is at least 2 (s' of a row is the next row), or 1 when the
     file stores `next_observations`. Raises `OffbenchError` naming the field, its shape and its dtype otherwise.
     """
+    n, least = common_rows(what, fields), 1 if "next_observations" in fields else 2
     observations = fields["observations"]
     check_array(what, "observations", observations, ("N", "obs_dim"), REAL)
-    n, least = observations.shape[0], 1 if "next_observations" in fields else 2
     if n < least:
         why = "no rows" if n == 0 else "one row, and s' of a row is the next row"
         raise OffbenchError(f"{what}: field 'observations' has shape {tuple(observations.shape)}: {why}", "a dataset needs at least one transition")

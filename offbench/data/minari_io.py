@@ -19,7 +19,7 @@ import gymnasium as gym
 import numpy as np
 
 from offbench.data import d4rl
-from offbench.data.checks import FLAGS, INTEGER, REAL, check_array, check_flags, read_sidecar, regular_file
+from offbench.data.checks import FLAGS, INTEGER, REAL, check_array, check_flags, common_rows, read_sidecar, regular_file
 from offbench.data.dataset import TRANSITION_FIELDS, DatasetMetadata, OfflineDataset
 from offbench.data.spaces import ActionSpace, ObservationSpace, from_gymnasium, observation_space_from_gymnasium
 from offbench.errors import OffbenchError
@@ -316,8 +316,8 @@ def check_episode(what: str, episode: dict[str, Any], spaces: tuple[ObservationS
     """
     observation_space, action_space = spaces
     fields = {key: np.asarray(episode[key]) for key in ("observations", "actions", "rewards", "terminations", "truncations")}
-    check_array(what, "actions", fields["actions"], ("T", *action_space.shape), REAL)
-    length = fields["actions"].shape[0]
+    length = common_rows(what, {key: fields[key] for key in ("actions", "rewards", "terminations", "truncations")})
+    check_array(what, "actions", fields["actions"], (length, *action_space.shape), REAL)
     check_array(what, "observations", fields["observations"], (length + 1, *observation_space.shape), observation_kinds)
     check_array(what, "rewards", fields["rewards"], (length,), REAL)
     for key in ("terminations", "truncations"):

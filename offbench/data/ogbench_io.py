@@ -54,7 +54,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from offbench.data.checks import FLAGS, INTEGER, REAL, Shaped, any_per_row, check_array, check_flags, npz_headers, regular_file
+from offbench.data.checks import FLAGS, INTEGER, REAL, Shaped, any_per_row, check_array, check_flags, common_rows, npz_headers, regular_file
 from offbench.data.dataset import DatasetMetadata, OfflineDataset, episode_starts_from_ends
 from offbench.data.spaces import from_gymnasium, observation_space_of
 from offbench.errors import OffbenchError
@@ -151,9 +151,9 @@ def check_layout(what: str, fields: Mapping[str, Shaped]) -> None:
     """OGBench's file layout (module docstring), on the arrays' headers: observations (N, dims) or frames (N, H, W, C),
     actions (N, A) (or (N,) for discrete actions), qpos (N, nq), qvel (N, nv), all real numbers; terminals (N,) bool
     or 0/1; button_states (N, B) integers; N >= 1. Raises `OffbenchError` naming the field, its shape and its dtype."""
+    n = common_rows(what, fields)
     observations = fields["observations"]
     check_array(what, "observations", observations, [("N", "dims"), ("N", "height", "width", "channels")], REAL)
-    n = observations.shape[0]
     if n == 0:
         raise OffbenchError(f"{what}: field 'observations' has shape {tuple(observations.shape)}: the file holds no rows")
     expected = {"actions": ([(n, "act_dim"), (n,)], REAL), "terminals": ((n,), FLAGS), "qpos": ((n, "nq"), REAL), "qvel": ((n, "nv"), REAL),
