@@ -138,7 +138,8 @@ def _write_minari_files(root, minari_id, episodes, env_id, ref_min_score, ref_ma
 
 
 # What `minari` raises inside for files it cannot make sense of (its own asserts included): said in one line, never a traceback.
-MINARI_ERRORS = (OSError, KeyError, ValueError, TypeError, AttributeError, AssertionError, NotImplementedError, gym.error.Error)
+MINARI_ERRORS = (OSError, KeyError, ValueError, TypeError, AttributeError, AssertionError, NotImplementedError, ImportError, gym.error.Error)
+DATA_FORMATS = ("hdf5", "arrow")  # Minari's storages (arrow needs pyarrow, minari[arrow])
 # Minari's data/metadata.json: the keys offbench needs and their JSON types (a bool is never a count or a score)
 METADATA_KEYS: dict[str, tuple[type, ...]] = {"data_format": (str,), "total_episodes": (int,), "total_steps": (int,),
                                               "observation_space": (str,), "action_space": (str,)}
@@ -148,7 +149,8 @@ OPTIONAL_METADATA_KEYS: dict[str, tuple[type, ...]] = {"env_spec": (str, type(No
 
 def read_metadata(path: Path, dataset_id: str) -> dict[str, Any]:
     """The JSON object in `<path>/data/metadata.json`, checked before `minari` reads it: a regular file holding an object with
-    `METADATA_KEYS` (and any of `OPTIONAL_METADATA_KEYS`) of their types, non-negative counts, and its data file a regular file.
+    `METADATA_KEYS` (and any of `OPTIONAL_METADATA_KEYS`) of their types, a data format of `DATA_FORMATS`, non-negative counts,
+    and (hdf5) its data file a regular file.
 
     Raises one-line `OffbenchError` naming the key for anything else (`minari` would raise an assertion or KeyError).
     """
@@ -165,6 +167,8 @@ def read_metadata(path: Path, dataset_id: str) -> dict[str, Any]:
             raise OffbenchError(f"{what}: {file} lacks the key '{key}'", "a Minari dataset's metadata (minari >= 0.4) has it")
         if key in meta and (not isinstance(meta[key], types) or isinstance(meta[key], bool) and bool not in types):
             raise OffbenchError(f"{what}: key '{key}' of {file} is {json.dumps(meta[key])[:60]}, expected {' or '.join(_JSON_TYPES[t] for t in types)}")
+    if meta["data_format"] not in DATA_FORMATS:
+        raise OffbenchError(f"{what}: {file} names the data format {meta['data_format']!r}; Minari's are {', '.join(DATA_FORMATS)}")
     if meta["total_episodes"] < 0 or meta["total_steps"] < 0:
         raise OffbenchError(f"{what}: {file} counts {meta['total_episodes']} episodes and {meta['total_steps']} steps; counts are never negative")
     if meta["data_format"] == "hdf5":
