@@ -207,6 +207,27 @@ def test_a_checkpoint_without_its_add_counter_or_with_other_frames_or_dtypes_is_
         registry.load_dataset("dqn-replay/pong/run1-ckpt0-v0")
 
 
+@pytest.mark.parametrize("field, corrupt, message", [
+    ("reward", lambda a: np.stack([a, a], axis=1), r"field 'reward' has shape \(40, 2\) and dtype float32, expected \(40,\)"),
+    ("terminal", lambda a: a[:-1], r"field 'terminal' has shape \(39,\) and dtype uint8, expected \(40,\)"),
+    ("action", lambda a: np.asarray(a[0]), r"field 'action' has shape \(\) and dtype int32, expected \(40,\)"),
+    ("reward", lambda a: a.astype(np.complex64), r"field 'reward' has shape \(40,\) and dtype complex64"),
+    ("action", lambda a: a.astype("S4"), r"field 'action' has shape \(40,\) and dtype \|S4"),
+    ("terminal", lambda a: np.where(a == 1, 2, a).astype(np.uint8), r"field 'terminal' at index \d+ holds 2, expected bool or 0/1"),
+    ("observation", lambda a: a[:0], r"observation_ckpt.1.gz holds no frames \(shape \(0, 84, 84\)\)"),
+    ("observation", lambda a: a.astype(np.float32), r"field 'observation' has shape \(40, 84, 84\) and dtype float32, expected \(n, 84, 84\) of uint8"),
+    ("add_count", lambda a: np.array([int(a)]), r"field 'add_count' has shape \(1,\) and dtype int64, expected \(\) of integers"),
+    ("add_count", lambda a: np.array(-5), r"holds -5, expected one non-negative integer"),
+])
+def test_a_dopamine_field_of_another_shape_or_dtype_is_one_line_naming_it(replay_root, field: str, corrupt, message: str) -> None:
+    _, log = replay_root
+    path = log.folder / ("add_count_ckpt.1.gz" if field == "add_count" else f"$store$_{field}_ckpt.1.gz")
+    save_gz(path, corrupt(dqn_replay.read_array(path)))
+    with pytest.raises(OffbenchError, match=message) as caught:
+        registry.load_dataset("dqn-replay/pong/run1-ckpt1-v0")
+    assert "\n" not in caught.value.line()
+
+
 def test_an_action_outside_the_games_set_is_one_line_naming_its_file_row(replay_root) -> None:
     _, log = replay_root
     action = dqn_replay.read_array(log.folder / "$store$_action_ckpt.1.gz")
