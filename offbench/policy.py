@@ -95,8 +95,11 @@ class StandalonePolicy(nn.Module):
 
 def save_run_policies(store: ResultsStore, algo: str, algorithm: OfflineAlgorithm, normalizer: StateNormalizer,
                       run_ids: list[str], seeds: list[int], step: int) -> None:
-    """Write each seed's `policy.pt` (atomically); nothing when the algorithm defines no `policy_module`."""
+    """Write each seed's `policy.pt` (atomically); nothing when the algorithm defines no `policy_module`. A finished
+    run's policy is never rewritten (a group killed while writing its summaries, then resumed)."""
     for index, (run_id, seed) in enumerate(zip(run_ids, seeds)):
+        if store.is_finished(run_id):
+            continue
         try:
             module = algorithm.policy_module(index)
         except NotImplementedError:
@@ -295,7 +298,7 @@ def export_metadata(loaded: RunPolicy) -> dict[str, Any]:
                    "torch.Generator().manual_seed(last_evaluation.noise_seed)"),
         "last_evaluation": last_evaluation(record, state["noise_dim"]),
         "offbench": offbench.__version__,
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),
         "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
@@ -387,7 +390,7 @@ def evaluate_policy(store: ResultsStore, run_id: str, episodes: int | None = Non
         "return_mean": evaluation.return_mean, "return_std": evaluation.return_std,
         "normalized_score": evaluation.normalized_score, "matches_last_evaluation": matches,
         "video": None if video is None else str(video), "evaluated_at": time.time(),
-        "offbench": offbench.__version__, "torch": torch.__version__,
+        "offbench": offbench.__version__, "torch": str(torch.__version__),
     })
     return evaluation
 

@@ -179,13 +179,7 @@ def pick_device(name: str) -> torch.device:
 
 def build_group(plan: RunPlan, reporter: Reporter, group_id: str | None = None) -> SeedGroup:
     """Load the data, resolve the config and build the seeded networks for a plan."""
-    algorithm_class = get_algorithm(plan.algo)
-    user_file = check_plan(plan)
-    dataset_id = None if user_file else resolve(plan.dataset)
-    # Transforms never change the config (overrides are keyed by alias or base id), so bad --set values
-    # are refused here, before the dataset is loaded or made; the defaults for the dataset's kind of
-    # observations ([observations.<kind>] of the baseline) are applied once it is loaded.
-    resolve_config(plan.algo, algorithm_class, dataset_id, plan.overrides)
+    algorithm_class, user_file, dataset_id = check_before_loading(plan)
     device = pick_device(plan.device)
     loaded = user_file.load() if user_file else load_dataset(dataset_id, on_make=lambda d: _announce_make(reporter, d))
     dataset = transformed(loaded, plan)
@@ -212,6 +206,20 @@ def build_group(plan: RunPlan, reporter: Reporter, group_id: str | None = None) 
         device=device,
         curves=[[] for _ in plan.seeds],
     )
+
+
+def check_before_loading(plan: RunPlan) -> tuple[type[OfflineAlgorithm], user_files.UserFile | None, str | None]:
+    """The plan's flags and `--set` values, checked before its dataset is loaded or made and before the store is touched;
+    returns the algorithm's class, the checked user file (a dataset given by path) or None, and the resolved dataset id
+    (None for a user file). Raises `OffbenchError`."""
+    algorithm_class = get_algorithm(plan.algo)
+    user_file = check_plan(plan)
+    dataset_id = None if user_file else resolve(plan.dataset)
+    # Transforms never change the config (overrides are keyed by alias or base id), so bad --set values
+    # are refused here; the defaults for the dataset's kind of observations ([observations.<kind>] of the
+    # baseline) are applied once it is loaded.
+    resolve_config(plan.algo, algorithm_class, dataset_id, plan.overrides)
+    return algorithm_class, user_file, dataset_id
 
 
 def check_plan(plan: RunPlan) -> user_files.UserFile | None:
@@ -305,6 +313,7 @@ def run(plan: RunPlan, store: ResultsStore, reporter: Reporter | None = None, gr
     `group_id`: the group's id (a sweep gives each job a stable one, offbench.execution); default a new timestamped id.
     """
     reporter = reporter or Reporter()
+    check_before_loading(plan)  # before the store's folder is made
     store.ensure_writable()
     group = build_group(plan, reporter, group_id=group_id)
     reporter.message(budget_line(group))

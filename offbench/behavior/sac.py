@@ -50,7 +50,7 @@ from torch import nn
 
 from offbench.behavior.policy import LOG_STD_MAX, LOG_STD_MIN, SNAPSHOT_FORMAT, TanhGaussianActor, evaluate_policy
 from offbench.errors import OffbenchError
-from offbench.io import atomic_write, write_json
+from offbench.io import atomic_write, json_number, write_json
 
 LOG_2 = math.log(2.0)
 HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
@@ -249,12 +249,12 @@ def env_state(env: gym.Env) -> dict:
     spec = mujoco.mjtState.mjSTATE_INTEGRATION
     state = np.empty(mujoco.mj_stateSize(sim.model, spec))
     mujoco.mj_getState(sim.model, sim.data, state, spec)
-    return {"mujoco": state, "elapsed_steps": _time_limit(env)._elapsed_steps, "np_random": sim.np_random.bit_generator.state}
+    return {"mujoco": torch.from_numpy(state), "elapsed_steps": _time_limit(env)._elapsed_steps, "np_random": sim.np_random.bit_generator.state}
 
 
 def restore_env_state(env: gym.Env, state: dict) -> None:
     sim = env.unwrapped
-    mujoco.mj_setState(sim.model, sim.data, state["mujoco"], mujoco.mjtState.mjSTATE_INTEGRATION)
+    mujoco.mj_setState(sim.model, sim.data, state["mujoco"].numpy(), mujoco.mjtState.mjSTATE_INTEGRATION)
     _time_limit(env)._elapsed_steps = state["elapsed_steps"]
     sim.np_random.bit_generator.state = state["np_random"]
 
@@ -328,7 +328,7 @@ def train(cfg: Config, resume: bool = False) -> dict:
         "config": asdict(cfg),
         "command": command_line(),
         "git_commit": git_commit(),
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),  # TorchVersion: a class the checkpoint's safe reader refuses
         "torch_threads": torch.get_num_threads(),
         "machine": f"{platform.machine()} {platform.system()}, {os.cpu_count()} logical cores",
         "snapshots": [],
@@ -346,7 +346,7 @@ def train(cfg: Config, resume: bool = False) -> dict:
         log = ckpt["log"] | {"config": asdict(cfg)}
         log["resumed_at"].append({"step": ckpt["step"], "git_commit": git_commit(), "command": command_line()})
         first_step, elapsed_before = ckpt["step"] + 1, ckpt["wall_s"]
-        obs, episode_return, episode_length, metrics = ckpt["obs"], ckpt["episode_return"], ckpt["episode_length"], ckpt["metrics"]
+        obs, episode_return, episode_length, metrics = ckpt["obs"].numpy(), ckpt["episode_return"], ckpt["episode_length"], ckpt["metrics"]
     elif (out / "log.json").exists():
         raise OffbenchError(f"{out} already holds a SAC run; continue it with --resume or choose another --out")
     start = time.perf_counter()
@@ -356,7 +356,7 @@ def train(cfg: Config, resume: bool = False) -> dict:
 
     def snapshot(step: int, metrics: dict[str, torch.Tensor]) -> None:
         record = save_snapshot(out / "snapshots" / f"step_{step:07d}.pt", agent, cfg, step)
-        record.update({k: float(v) for k, v in metrics.items()}, wall_s=wall_s())
+        record.update({k: json_number(float(v)) for k, v in metrics.items()}, wall_s=wall_s())  # a diverged loss: null
         log["snapshots"].append(record)
         write_json(out / "log.json", log)
         print(f"step {step:>8d}  eval {record['return_mean']:8.1f} ± {record['return_std']:6.1f}  "
@@ -364,8 +364,8 @@ def train(cfg: Config, resume: bool = False) -> dict:
 
     def checkpoint(step: int) -> None:
         state = {"config": asdict(cfg), "step": step, "wall_s": wall_s(), "agent": agent.state_dict(), "buffer": buffer.state_dict(),
-                 "torch_rng": torch.get_rng_state(), "numpy_rng": rng.bit_generator.state, "env": env_state(env), "obs": obs,
-                 "episode_return": episode_return, "episode_length": episode_length, "metrics": metrics, "log": log}
+                 "torch_rng": torch.get_rng_state(), "numpy_rng": rng.bit_generator.state, "env": env_state(env), "obs": torch.from_numpy(obs),
+                 "episode_return": float(episode_return), "episode_length": episode_length, "metrics": metrics, "log": log}
         atomic_write(out / CHECKPOINT, lambda tmp: torch.save(state, tmp))
 
     if not resume:
@@ -377,10 +377,10 @@ def train(cfg: Config, resume: bool = False) -> dict:
         action = rng.uniform(low, high).astype(np.float32) if step <= cfg.learning_starts else agent.act(obs)
         next_obs, reward, terminated, truncated, _ = env.step(action)
         buffer.add(obs, action, reward, next_obs, terminated)
-        episode_return, episode_length = episode_return + reward, episode_length + 1
+        episode_return, episode_length = episode_return + float(reward), episode_length + 1
         obs = next_obs
         if terminated or truncated:
-            log["train_episodes"].append([step, round(episode_return, 2), episode_length])
+            log["train_episodes"].append([step, round(float(episode_return), 2), episode_length])
             obs, _ = env.reset()
             episode_return, episode_length = 0.0, 0
         if step > cfg.learning_starts:
@@ -398,8 +398,13 @@ def load_checkpoint(out: Path, cfg: Config) -> dict:
     path = out / CHECKPOINT
     if not path.is_file():
         raise OffbenchError(f"no {CHECKPOINT} in {out}: nothing to resume")
-    ckpt = torch.load(path, weights_only=False)
-    saved, wanted = dict(ckpt["config"]), asdict(cfg)
+    try:  # tensors and plain values only: a checkpoint is a file, and a file runs no code
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        saved, wanted = dict(ckpt["config"]), asdict(cfg)
+        if not isinstance(ckpt["step"], int) or not 0 <= ckpt["step"]:
+            raise ValueError(f"step {ckpt['step']!r}")
+    except Exception as error:  # noqa: BLE001  (unreadable, foreign or damaged: all unusable)
+        raise OffbenchError(f"{path} is not a readable SAC checkpoint of this version ({type(error).__name__})", "start the run again") from None
     changed = sorted(k for k in wanted if k != "steps" and saved.get(k) != wanted[k])
     if changed:
         raise OffbenchError(f"{path} was written with other settings: " + ", ".join(f"{k}={saved.get(k)!r} (now {wanted[k]!r})" for k in changed))

@@ -153,10 +153,28 @@ class EpisodeBuffer:
         return {"storage": {name: held(t) for name, t in self.storage.items()}, "episodes": [list(e) for e in self.episodes],
                 "head": self.head, "allocated": self.allocated}
 
+    def _check_state(self, state: dict[str, Any]) -> None:
+        """Raise ValueError unless a stored layout fits this buffer: allocation within capacity, head and every episode's
+        rows inside it, and each field's held steps of this buffer's widths (a checkpoint is untrusted input)."""
+        allocated, head, episodes = state["allocated"], state["head"], state["episodes"]
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (allocated, head)) or not 0 <= head <= allocated <= self.capacity:
+            raise ValueError(f"rollout buffer: head {head!r} and allocation {allocated!r} do not fit a capacity of {self.capacity}")
+        pairs = [tuple(e) for e in episodes if isinstance(e, (list, tuple)) and len(e) == 2 and all(isinstance(v, int) for v in e)]
+        if len(pairs) != len(episodes) or not all(0 <= first and steps >= 1 and first + steps <= allocated for first, steps in pairs):
+            raise ValueError(f"rollout buffer: an episode's rows are outside its {allocated} allocated rows")
+        held = sum(steps for _, steps in pairs)
+        widths = {"observations": (self.obs_dim,), "actions": (self.act_dim,)}
+        if set(state["storage"]) != set(STEP_FIELDS) or not all(
+            isinstance(t, torch.Tensor) and tuple(t.shape) == (held, *widths.get(name, ())) for name, t in state["storage"].items()
+        ):
+            raise ValueError(f"rollout buffer: stored fields are not {held} steps of this buffer's fields and widths")
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore the exact layout (rows, head, allocation), so eviction continues as it would have."""
+        """Restore the exact layout (rows, head, allocation), so eviction continues as it would have; raises ValueError
+        for a layout that does not fit this buffer."""
         if "episodes" not in state:
             raise OffbenchError("this checkpoint's rollout buffer has an older layout", "start the run again")
+        self._check_state(state)
         self.episodes = deque((int(first), int(steps)) for first, steps in state["episodes"])
         self.head, self.used = int(state["head"]), sum(steps for _, steps in self.episodes)
         self.storage = self._allocate(int(state["allocated"]))

@@ -6,8 +6,9 @@ ids of jobs being trained now. Both executors call the same job function (`offbe
 most one job per worker is handed out at a time, so a worker killed mid-job (the pool is then broken)
 costs only the jobs in flight: the pool is rebuilt and they are submitted again, up to `retries` times, and
 each resumes from its checkpoint. Workers write records and the SQLite index directly (same host: WAL and a
-busy timeout take the concurrent writers). A worker whose driver is gone stops itself as if by SIGTERM (its
-runs are marked interrupted, its checkpoint kept), so a killed driver leaves no orphan training on.
+busy timeout take the concurrent writers). A worker whose driver is gone stops its job as if by SIGTERM (its
+runs are marked interrupted, its checkpoint kept) and exits, so a killed driver leaves no orphan training on and
+no idle worker (nor, once the workers are gone, the multiprocessing resource tracker) waiting forever.
 
 **ray**: Ray core tasks (`pip install offbench[ray]`), on a local Ray instance or a running cluster
 (`address`), with `cpus` and `gpus` per job (fractional GPUs: several seed groups share one device) and
@@ -76,13 +77,34 @@ def _worker_init(parent: int, threads: int) -> None:
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
     signal.signal(signal.SIGTERM, stop)
+    threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True).start()
 
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os.kill(os.getpid(), signal.SIGTERM)  # orphaned: record the runs as interrupted, keep the checkpoint, exit
 
-    threading.Thread(target=watch, daemon=True).start()
+_BUSY = threading.Event()  # set while this worker runs a job
+ORPHAN_GRACE_S = 120.0  # how long an orphaned worker's job may take to record its interruption before the worker exits anyway
+
+
+def _exit_when_orphaned(parent: int) -> None:
+    """Once the driver is gone (SIGKILL, a lost terminal), stop the job in flight as SIGTERM does (its runs are marked
+    interrupted, its checkpoint kept), then exit the process: an idle pool worker would otherwise wait on its call
+    queue forever, and hold the multiprocessing resource tracker open with it."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    if _BUSY.is_set():
+        os.kill(os.getpid(), signal.SIGTERM)
+        deadline = time.monotonic() + ORPHAN_GRACE_S
+        while _BUSY.is_set() and time.monotonic() < deadline:
+            time.sleep(0.2)
+    os._exit(0 if not _BUSY.is_set() else 1)
+
+
+def _pool_job(job: Job, root: str) -> JobResult:
+    """`run_job` in a pool worker, marked busy while it runs (see `_exit_when_orphaned`)."""
+    _BUSY.set()
+    try:
+        return run_job(job, root, True)
+    finally:
+        _BUSY.clear()
 
 
 class LocalExecutor(Executor):
@@ -113,7 +135,7 @@ class LocalExecutor(Executor):
                 while queue and len(self.in_flight) < self.workers:
                     job = queue.pop(0)
                     attempts[job.group_id] += 1
-                    self.in_flight[self.pool.submit(run_job, job, root, True)] = job
+                    self.in_flight[self.pool.submit(_pool_job, job, root)] = job
                 done, _ = wait(list(self.in_flight), timeout=TICK_S, return_when=FIRST_COMPLETED)
                 broken = False
                 for future in done:
