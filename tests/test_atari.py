@@ -5,6 +5,7 @@ at evaluation against the dataset's stacks, human-normalised scores, the missing
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import subprocess
 import sys
@@ -484,6 +485,20 @@ def test_minari_atari_is_read_through_minari_and_evaluated_in_its_own_env(empty_
             observation, *_ = env.step(int(dataset.actions[row]))
     finally:
         env.close()
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda meta: {**meta, "total_steps": 10**13}, "its metadata's total_steps 10000000000000 needs"),
+    (lambda meta: {**meta, "total_steps": 30}, "episode 1 ends at step 50, past the dataset's total_steps 30"),
+    (lambda meta: {**meta, "env_spec": None}, "its env None is not an ALE Atari env"),
+])
+def test_minari_atari_metadata_that_does_not_fit_its_episodes_is_one_line(empty_roots: Path, change, message: str) -> None:
+    write_minari_atari(empty_roots / "minari")
+    metadata = empty_roots / "minari" / "atari" / "pong" / "expert-v0" / "data" / "metadata.json"
+    metadata.write_text(json.dumps(change(json.loads(metadata.read_text()))))
+    with pytest.raises(OffbenchError, match=message) as caught:
+        registry.load_dataset("minari/atari/pong/expert-v0")
+    assert "\n" not in caught.value.line()
 
 
 def test_a_missing_atari_extra_is_one_line_with_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -115,7 +115,8 @@ def test_mismatched_lengths_are_reported(tmp_path: Path) -> None:
     with h5py.File(path, "r+") as f:
         del f["actions"]
         f.create_dataset("actions", data=arrays["actions"][:7])
-    with pytest.raises(OffbenchError, match=r"dataset d4rl/hopper-medium-v2: field 'actions' has shape \(7, 2\) and dtype float32, where the other fields have 10 rows"):
+    message = r"dataset d4rl/hopper-medium-v2: field 'actions' has shape \(7, 2\) and dtype float32, where the other fields have 10 rows"
+    with pytest.raises(OffbenchError, match=message):
         d4rl.load_d4rl_file(path, "hopper-medium-v2")
 
 

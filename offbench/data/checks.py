@@ -31,7 +31,7 @@ from offbench.errors import OffbenchError
 REAL = "iuf"  # numpy dtype kinds: signed and unsigned integers, floats
 FLAGS = "biuf"  # bool, or numbers that must be 0 or 1 (`check_flags`)
 INTEGER = "iu"
-KIND_NAMES = {REAL: "real numbers (integer or float)", FLAGS: "bool or 0/1 numbers", INTEGER: "integers", "u": "unsigned integers"}
+KIND_NAMES = {REAL: "real numbers (integer or float)", FLAGS: "bool or 0/1 numbers", INTEGER: "integers"}
 
 Shape = tuple[int | str, ...]
 Kinds = str | np.dtype  # numpy dtype kinds ("iuf"), or one exact dtype (np.dtype(np.uint8))

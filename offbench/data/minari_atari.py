@@ -91,7 +91,11 @@ def _read_rows(dataset: Any, dataset_id: str, action_space: ActionSpace) -> dict
     if dataset.total_episodes == 0:
         raise OffbenchError(f"dataset {dataset_id}: it holds no episodes")
     total = int(dataset.total_steps)
-    frames = np.empty((total, atari.SCREEN_SIZE, atari.SCREEN_SIZE), np.uint8)
+    try:
+        frames = np.empty((total, atari.SCREEN_SIZE, atari.SCREEN_SIZE), np.uint8)
+    except MemoryError:  # the metadata's total_steps is untrusted: a huge one is refused here, a smaller lie where an episode passes it
+        raise OffbenchError(f"dataset {dataset_id}: its metadata's total_steps {total} needs {total * atari.SCREEN_SIZE ** 2 / 1e9:.3g} GB "
+                            "of frames, more than this machine can hold") from None
     parts: dict[str, list[np.ndarray]] = {"actions": [], "rewards": [], "terminals": [], "timeouts": []}
     spaces = (ObservationSpace(SCREEN, "uint8"), action_space)
     starts, offset = [], 0
