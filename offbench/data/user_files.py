@@ -7,6 +7,10 @@ Formats, told apart by what the path is:
     ./my_data.npz             the same flat arrays in a numpy archive
     ./my_minari_dataset/      a Minari dataset folder (the one holding `data/metadata.json`)
 
+Every array is checked against that layout before its data are read (`offbench.data.d4rl.check_layout`), its actions
+against the env's action space: (N, dims) numbers for a box, (N,) integers for discrete actions. Anything else (another
+shape, object, string or complex dtypes, flags that are not 0/1, no transition at all) is one line naming the field.
+
 Rows become transitions as D4RL's `qlearning_dataset` makes them (s' is the next row; a time-out row
 is dropped), unless the file also stores `next_observations`: then every row is a transition, an
 episode ends at its terminal or time-out, and the last row ends one.
