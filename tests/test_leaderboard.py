@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -101,8 +102,12 @@ def test_check_flags_an_injected_regression(reference: tuple[ResultsStore, Path]
     _, board = reference
     store = new_store(tmp_path / "new", {**LEVELS, ("td3bc", HOPPER): LEVELS[("td3bc", HOPPER)] - 20})
     summary = tmp_path / "summary.md"
+    summary.write_text("## an earlier step's summary\n")  # $GITHUB_STEP_SUMMARY is appended to, never replaced
     result = invoke("check", "--results-dir", store.root, "--leaderboard", board, "--reps", 500, "--summary", summary)
-    assert result.exit_code == 1
+    assert result.exit_code == 1 and summary.read_text().startswith("## an earlier step's summary\nScore regression check")
+    os.mkfifo(tmp_path / "fifo")
+    refused = invoke("check", "--results-dir", store.root, "--leaderboard", board, "--reps", 500, "--summary", tmp_path / "fifo")
+    assert isinstance(refused.exception, OffbenchError) and "--summary" in str(refused.exception) and "fifo" in str(refused.exception)
     rows = [line for line in summary.read_text().splitlines() if line.startswith("| td3bc") or line.startswith("| iql")]
     assert [row.split(" | ")[-1] for row in rows] == ["pass |", "pass |", "regressed |", "pass |"]
     regressed = next(c for c in check_runs(load_leaderboard(board), store, reps=500) if c.verdict == "regressed")

@@ -115,7 +115,7 @@ def check(
     seed: SeedOption = 0,
     leaderboard: LeaderboardOption = DEFAULT_LEADERBOARD,
     summary: Annotated[
-        Optional[Path], typer.Option("--summary", help="Also write the table as Markdown (e.g. $GITHUB_STEP_SUMMARY).")
+        Optional[Path], typer.Option("--summary", help="Also append the table as Markdown to this file (e.g. $GITHUB_STEP_SUMMARY).")
     ] = None,
     results: ResultsDirOption = None,
 ) -> None:
@@ -123,12 +123,14 @@ def check(
     regressed, diverged, has other hyperparameters than its reference, or is missing."""
     from offbench.analysis.leaderboard import DEFAULT_MARGIN, check_margin, check_runs, check_table, load_leaderboard, load_protocol
     from offbench.analysis.scores import damaged_warnings
-    from offbench.io import atomic_write
+    from offbench.io import check_output_path
     from offbench.store import ResultsStore
 
     chosen = load_protocol(protocol) if protocol else None
     margin = check_margin("--margin", margin) if margin is not None else (chosen.margin if chosen else DEFAULT_MARGIN)
     reps = _reps(reps)
+    if summary is not None:  # appended, as a GitHub step summary is: what the file holds stays; not a folder, device or fifo
+        summary = check_output_path(summary, "--summary", force=True)
     store = ResultsStore(results_dir(results))
     checks = check_runs(
         load_leaderboard(leaderboard),
@@ -144,7 +146,8 @@ def check(
     _print(table, styles=["bold red" if c.failed else "green" for c in checks])
     _warn(damaged_warnings(store.damaged_runs()))  # runs the index could not read: they may belong to any cell
     if summary is not None:
-        atomic_write(summary, lambda tmp: tmp.write_text(table.markdown()))
+        with open(summary, "a", encoding="utf-8") as markdown:
+            markdown.write(table.markdown() + "\n")
     failed = [c for c in checks if c.failed]
     if failed:
         _err.print(Text(f"{len(failed)} of {len(checks)} cells failed", style="bold red"))
