@@ -217,11 +217,39 @@ def test_member_counts_equal_to_normaliser_widths_load_the_normaliser_by_name(tm
         torch.testing.assert_close(getattr(agent, f"world_{name}")[0], statistics[name])
     assert float(agent.world_output_mean[0, :OBS].mean()) == pytest.approx(5.0, abs=0.3)
     (path,) = (tmp_path / "world_models").glob("*.pt")
-    record = wm.load_world_model(path)
+    record = wm.load_world_model(path, OBS, ACT)
     keep = torch.argsort(record["val_mse"], stable=True)[: OBS + 1]
     for name, param in agent.world.named_parameters():
         assert torch.equal(param, record["members"][name][keep]), name
     assert record["members"]["mean.weight"].shape[0] == OBS + ACT and set(record["normalizer"]) == set(wm.NORMALIZER)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda r: {**r, "members": {**r["members"], "mean.weight": r["members"]["mean.weight"][:, :1]}}, "tensors are not those of"),
+    (lambda r: {**r, "val_mse": r["val_mse"][:1]}, "val_mse is not 4 numbers"),
+    (lambda r: {**r, "seed": r["seed"] + 1}, "its key is not its settings'"),
+    (lambda r: {**r, "settings": {**r["settings"], "unknown": 1}}, "damaged or foreign"),
+    (lambda r: [r], "not an offbench"),
+])  # fmt: skip
+def test_a_damaged_or_foreign_world_model_file_is_one_line(tmp_path, monkeypatch, change, message: str) -> None:
+    monkeypatch.setenv("OFFBENCH_DATA_DIR", str(tmp_path))
+    dataset = noisy_dataset(episodes=2, steps=20)
+    world_stage(dataset)
+    (path,) = (tmp_path / "world_models").glob("*.pt")
+    torch.save(change(wm.load_world_model(path, OBS, ACT)), path)
+    with pytest.raises(OffbenchError, match=message):
+        world_stage(dataset)
+
+
+def test_a_selection_cache_of_another_shape_is_computed_again(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("OFFBENCH_DATA_DIR", str(tmp_path))
+    dataset = noisy_dataset(episodes=2, steps=20)
+    first, _ = world_stage(dataset)
+    (cache,) = (tmp_path / "world_models" / "selections").glob("*.pt")
+    cached = torch.load(cache, weights_only=True)
+    torch.save({**cached, "uncertainty": torch.zeros(3)}, cache)  # would set U(zeta) from three made-up values
+    again, _ = world_stage(dataset)
+    assert float(again.threshold[0]) == float(first.threshold[0])
 
 
 def test_selection_and_zeta_ablations_reuse_the_world_model_file(tmp_path, monkeypatch) -> None:

@@ -74,7 +74,7 @@ def test_a_run_killed_in_the_world_model_stage_resumes_to_the_same_model(tmp_pat
     settings = {**TINY, "world_hidden": 20}
     straight = ResultsStore(tmp_path / "straight")
     run(plan([0], **settings), straight)
-    reference = {path: wm.load_world_model(path) for path in world_files()}
+    reference = {path: wm.load_world_model(path, 11, 3) for path in world_files()}
     newest = max(reference, key=lambda p: p.stat().st_mtime)
     newest.unlink()  # train it again, killed after two epochs
     killed = ResultsStore(tmp_path / "killed")
@@ -88,7 +88,7 @@ def test_a_run_killed_in_the_world_model_stage_resumes_to_the_same_model(tmp_pat
     state = load_checkpoint(killed, group_id)
     assert state["stages_done"] == [] and state["algorithm"]["world_progress"]["0"]["epoch"] == 2
     resumed = resume(group_id, killed)
-    again = wm.load_world_model(newest)
+    again = wm.load_world_model(newest, 11, 3)
     assert again["epochs"] == reference[newest]["epochs"] == 4
     for name, tensor in reference[newest]["members"].items():
         assert torch.equal(tensor, again["members"][name]), name

@@ -318,14 +318,40 @@ def save_world_model(path: Path, trainer: EnsembleTrainer, dataset_sha256: str, 
     return record
 
 
-def load_world_model(path: Path) -> dict[str, Any]:
+def load_world_model(path: Path, obs_dim: int, act_dim: int) -> dict[str, Any]:
+    """A world-model file, read without executing code (`weights_only=True`) and checked before use: its format and
+    version, its cache key against its own settings and file name, and every member tensor, normaliser buffer and
+    validation MSE against the ensemble its settings build for (obs_dim, act_dim). Raises one-line `OffbenchError`."""
+    def unusable(what: str) -> OffbenchError:
+        return OffbenchError(f"world-model file {path} is {what}", "delete it; the next run retrains it")
+
     try:
         record = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # any unpickling failure means the file is unusable
-        raise OffbenchError(f"world-model file {path} is unreadable ({type(error).__name__})", "delete it; the next run retrains it") from None
-    if record.get("format") != WORLD_MODEL_FORMAT or record.get("version") != WORLD_MODEL_VERSION:
-        raise OffbenchError(f"{path} is not an offbench v{WORLD_MODEL_VERSION} world-model file", "delete it; the next run retrains it")
+    except Exception as error:  # noqa: BLE001  (any unpickling failure means the file is unusable)
+        raise unusable(f"unreadable ({type(error).__name__})") from None
+    if not isinstance(record, dict) or record.get("format") != WORLD_MODEL_FORMAT or record.get("version") != WORLD_MODEL_VERSION:
+        raise unusable(f"not an offbench v{WORLD_MODEL_VERSION} world-model file")
+    try:
+        settings = WorldModelSettings(**record["settings"])
+        if record["key"] != path.stem or settings.key(record["dataset_sha256"], record["seed"]) != path.stem:
+            raise ValueError("its key is not its settings' and file name's")
+        _check_shapes(record, settings, obs_dim, act_dim)
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise unusable(f"damaged or foreign ({str(error)[:200]})") from None
     return record
+
+
+def _check_shapes(record: dict[str, Any], settings: WorldModelSettings, obs_dim: int, act_dim: int) -> None:
+    """Raise ValueError unless the record's tensors have the shapes of `Ensemble(settings)` for these dims."""
+    with torch.device("meta"):
+        reference = Ensemble(settings.ensemble_size, obs_dim, act_dim, settings.hidden, settings.blocks, settings.layer_norm)
+    shapes = {name: tuple(t.shape) for name, t in reference.state_dict().items()}
+    stored = {**record["members"], **record["normalizer"]}
+    if set(stored) != set(shapes) or any(not isinstance(t, torch.Tensor) or tuple(t.shape) != shapes[n] for n, t in stored.items()):
+        raise ValueError(f"its tensors are not those of a {settings.ensemble_size}-member ensemble for {obs_dim} + {act_dim} inputs")
+    val_mse = record["val_mse"]
+    if not isinstance(val_mse, torch.Tensor) or tuple(val_mse.shape) != (settings.ensemble_size,) or val_mse.isnan().any():
+        raise ValueError(f"val_mse is not {settings.ensemble_size} numbers")
 
 
 @dataclass
@@ -356,14 +382,14 @@ def select_members(path: Path, data: WorldData, selected: int, device: torch.dev
     validation MSEs match, i.e. for the same trained file). Raises `OffbenchError`
     for an unreadable file or one with fewer members than `selected`.
     """
-    record = load_world_model(path)
+    record = load_world_model(path, data.observations.shape[1], data.actions.shape[1])
     val_mse = record["val_mse"]
     if selected > val_mse.numel():
         raise OffbenchError(f"selected_size {selected} exceeds the {val_mse.numel()} members of world-model file {path}")
     keep = torch.argsort(val_mse, stable=True)[:selected]
     state = {**{name: t[keep] for name, t in record["members"].items()}, **record["normalizer"]}
     cache = path.parent / "selections" / f"{path.stem}.best{selected}.pt"
-    cached = _read_selection_cache(cache)
+    cached = _read_selection_cache(cache, selected, len(data.observations))
     if cached is not None and torch.equal(cached["val_mse"], val_mse[keep]):  # the same trained file (not one retrained since)
         u = cached["uncertainty"]
     else:
@@ -376,13 +402,18 @@ def select_members(path: Path, data: WorldData, selected: int, device: torch.dev
     return Selection(state, val_mse[keep], u)
 
 
-def _read_selection_cache(cache: Path) -> dict[str, torch.Tensor] | None:
-    """The cached uncertainties, or None (computed again) when absent or unreadable: derived data."""
+def _read_selection_cache(cache: Path, selected: int, rows: int) -> dict[str, torch.Tensor] | None:
+    """The cached uncertainties ((rows,) finite, beside (selected,) validation MSEs), or None (computed again) when
+    absent, unreadable or of another shape: derived data, rebuilt rather than trusted."""
     try:
         cached = torch.load(cache, map_location="cpu", weights_only=True)
     except Exception:  # noqa: BLE001  (absent, or any unpickling failure: a damaged cache is rebuilt, never trusted)
         return None
-    return cached if isinstance(cached, dict) and {"uncertainty", "val_mse"} <= cached.keys() else None
+    if not isinstance(cached, dict) or not all(isinstance(cached.get(k), torch.Tensor) for k in ("uncertainty", "val_mse")):
+        return None
+    u, val_mse = cached["uncertainty"], cached["val_mse"]
+    fits = tuple(u.shape) == (rows,) and u.is_floating_point() and bool(torch.isfinite(u).all()) and tuple(val_mse.shape) == (selected,)
+    return cached if fits else None
 
 
 def train_world_model(trainer: EnsembleTrainer, save_every: int, checkpoint: Callable[[], None], message: Callable[[str], None]) -> float:
