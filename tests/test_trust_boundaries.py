@@ -341,3 +341,13 @@ def test_killing_the_sweep_driver_leaves_no_worker_or_resource_tracker(tmp_path:
         os.kill(pid, signal.SIGKILL)  # never leave them to the rest of the suite
     assert not alive, "orphaned sweep processes outlived their driver"
     shutil.rmtree(tmp_path / "r", ignore_errors=True)
+
+
+def test_a_run_that_must_make_its_dataset_refuses_an_unusable_data_folder_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from offbench.data import recipes
+
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("OFFBENCH_DATA_DIR", str(tmp_path / "a-file" / "data"))
+    monkeypatch.setitem(recipes.RECIPES, "random", lambda *_: pytest.fail("the dataset was generated"))
+    with pytest.raises(OffbenchError, match="cannot make a dataset in the data folder"):
+        run(_plan(dataset="local/hopper-random-v5"), ResultsStore(tmp_path / "results"))

@@ -30,7 +30,6 @@ at 1M steps.
 from __future__ import annotations
 
 import gzip
-import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -43,7 +42,7 @@ from offbench.data import dqn_replay
 from offbench.data.checks import read_sidecar
 from offbench.data.dataset import OfflineDataset
 from offbench.errors import OffbenchError
-from offbench.io import atomic_write, replace_folder, staging_folder
+from offbench.io import atomic_write, json_text, replace_folder, staging_folder
 
 SIDECAR = "offbench.json"
 Rows = dict[str, Any]  # "observation": Frames, the other Dopamine fields np.ndarray; "capped_episodes": int, the episodes left out
@@ -216,7 +215,7 @@ def write_recording(folder: Path, rows: Rows, sidecar: dict[str, Any], overwrite
         raise OffbenchError(f"{folder} already exists", "pass --force to make it again")
     staging = staging_folder(folder)
     write_checkpoint(staging / "replay_logs", 0, rows, add_count=len(rows["action"]))
-    atomic_write(staging / SIDECAR, lambda tmp: Path(tmp).write_text(json.dumps(sidecar, indent=2, sort_keys=True)))
+    atomic_write(staging / SIDECAR, lambda tmp: Path(tmp).write_text(json_text(sidecar)))
     replace_folder(staging, folder)
 
 

@@ -23,7 +23,7 @@ from offbench.data.checks import FLAGS, INTEGER, REAL, check_array, check_flags,
 from offbench.data.dataset import TRANSITION_FIELDS, DatasetMetadata, OfflineDataset
 from offbench.data.spaces import ActionSpace, ObservationSpace, from_gymnasium, observation_space_from_gymnasium
 from offbench.errors import OffbenchError
-from offbench.io import ARCHIVE_ERRORS, atomic_write, remove_dead_staging, staging_tag
+from offbench.io import ARCHIVE_ERRORS, atomic_write, json_text, remove_dead_staging, staging_tag
 from offbench.paths import data_dir
 
 OFFBENCH_METADATA = "offbench.json"  # our sidecar beside Minari's data/ folder
@@ -133,7 +133,7 @@ def _write_minari_files(root, minari_id, episodes, env_id, ref_min_score, ref_ma
             )
     finally:
         env.close()
-    (path / OFFBENCH_METADATA).write_text(json.dumps(offbench_metadata, indent=2, sort_keys=True))
+    (path / OFFBENCH_METADATA).write_text(json_text(offbench_metadata))
     return path
 
 

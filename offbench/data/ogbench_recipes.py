@@ -43,7 +43,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import json
 import multiprocessing
 import os
 from collections.abc import Callable, Iterator
@@ -55,7 +54,7 @@ import numpy as np
 
 from offbench.data import ogbench_io
 from offbench.errors import OffbenchError
-from offbench.io import atomic_write, replace_folder, staging_folder
+from offbench.io import atomic_write, json_text, replace_folder, staging_folder
 
 Rows = dict[str, np.ndarray]
 SIDECAR = "offbench.json"
@@ -264,7 +263,7 @@ def write_recording(folder: Path, dataset: str, train: Rows, val: Rows, sidecar:
     staging = staging_folder(folder)
     np.savez_compressed(staging / f"{dataset}.npz", **train)
     np.savez_compressed(staging / f"{dataset}-val.npz", **val)
-    atomic_write(staging / SIDECAR, lambda tmp: Path(tmp).write_text(json.dumps(sidecar, indent=2, sort_keys=True)))
+    atomic_write(staging / SIDECAR, lambda tmp: Path(tmp).write_text(json_text(sidecar)))
     replace_folder(staging, folder)
 
 

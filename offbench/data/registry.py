@@ -36,7 +36,6 @@ place in alias resolution. The grammar (`offbench.data.ids`) and the rest of thi
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
@@ -54,8 +53,8 @@ from offbench.data.ids import LOCAL_OGBENCH
 from offbench.data.recipes import RECIPES, no_policy_note, recipe_available
 from offbench.data.spaces import from_gymnasium, observation_space_from_gymnasium
 from offbench.errors import OffbenchError
-from offbench.io import atomic_write
-from offbench.paths import data_dir
+from offbench.io import atomic_write, json_text
+from offbench.paths import check_data_dir, data_dir
 
 D4RL_DOWNLOAD_URL = "http://rail.eecs.berkeley.edu/datasets/offline_rl/gym_mujoco_v2/"
 D4RL_KINDS = ("random", "medium", "medium-replay", "medium-expert", "expert")
@@ -113,8 +112,10 @@ def make_dataset(
 
     A local OGBench id (`local/ogbench-...`, a recording or one of its single-task variants) makes the
     recording's files and returns the single-task dataset the id names (the default task for a recording).
+    Raises `OffbenchError` before any work when the data folder cannot take it (`offbench.paths.check_data_dir`).
     """
     recipe = makeable_recipe(dataset_id, recipe)
+    check_data_dir(location(dataset_id))  # a data folder that cannot take it: one line before minutes of generation
     if recipe["recipe"] in ogbench_recipes.EPISODE_RECIPES:
         return _make_ogbench_recording(dataset_id, recipe, overwrite, on_steps)
     if recipe["recipe"] in atari_recipes.ATARI_RECIPES:
@@ -223,7 +224,7 @@ def _make_atari_recording(dataset_id: str, recipe: dict[str, Any], overwrite: bo
     del rows  # the frames: reading the recording back holds its one copy
     dataset = atari_recipes.load_local(dataset_id, logs)
     atomic_write(logs.parent / atari_recipes.SIDECAR,
-                 lambda tmp: Path(tmp).write_text(json.dumps({**sidecar, "sha256": dataset.metadata.sha256}, indent=2, sort_keys=True)))
+                 lambda tmp: Path(tmp).write_text(json_text({**sidecar, "sha256": dataset.metadata.sha256})))
     return dataset
 
 
