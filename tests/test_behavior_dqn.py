@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -289,6 +290,40 @@ def test_a_checkpoint_restores_the_replay_the_networks_the_optimiser_and_the_ran
     (tmp_path / "checkpoint.pt").write_bytes(b"garbage")
     with pytest.raises(OffbenchError, match="checkpoint.pt is unreadable"):
         dqn.load_checkpoint(tmp_path, cfg, q2, q_target2, optimizer2, replay2, rng2)
+
+
+def _saved_run(out: Path) -> tuple[dqn.Config, Callable[[], tuple]]:
+    """A checkpoint of 40 frame rows in `out`, and a function that loads it into a fresh replay and networks."""
+    cfg = dqn.Config(env="CartPole-v1", out=str(out), steps=100, **{k: v for k, v in TINY.items() if k != "steps"})
+    rng, replay = np.random.default_rng(5), dqn.FrameReplay(100, (4, 3, 2))
+    for t in range(40):
+        replay.add(rng.integers(0, 255, (4, 3, 2), dtype=np.uint8), t % 2, float(t), None, t == 17, t == 29, t in (0, 18, 30))
+    q = dqn.QNetwork(4, 2, 16)
+    log = {"config": dataclasses.asdict(cfg), "snapshots": [], "episodes": 2, "resumes": []}
+    dqn.save_checkpoint(out, 40, 12, log, q, dqn.QNetwork(4, 2, 16), torch.optim.Adam(q.parameters()), replay, rng)
+
+    def load() -> tuple:
+        q2 = dqn.QNetwork(4, 2, 16)
+        return dqn.load_checkpoint(out, cfg, q2, dqn.QNetwork(4, 2, 16), torch.optim.Adam(q2.parameters()), dqn.FrameReplay(100, (4, 3, 2)),
+                                   np.random.default_rng(0))
+    return cfg, load
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda s, out: {**s, "replay": "../elsewhere"}, "is not a valid replay folder for"),
+    (lambda s, out: {**s, "replay_rows": 10**9}, "replay rows for a replay of 100"),
+    (lambda s, out: {**s, "env_steps": -5}, "a count of -5"),
+    (lambda s, out: {**s, "log": []}, "damaged or foreign"),
+    (lambda s, out: np.save(out / "replay" / s["replay"] / "sampleable.npy", np.array([0, 99])) or s, r"sampleable.npy indexes rows outside \[0, 40\)"),
+    (lambda s, out: np.save(out / "replay" / s["replay"] / "rewards.npy", np.zeros(40, np.float64)) or s, "rewards.npy holds"),
+    (lambda s, out: np.save(out / "replay" / s["replay"] / "frames.npy", np.zeros((40, 3), np.uint8)) or s, "frames.npy holds"),
+])  # fmt: skip
+def test_a_damaged_or_foreign_behaviour_checkpoint_is_one_line(tmp_path: Path, change, message: str) -> None:
+    _, load = _saved_run(tmp_path)
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    torch.save(change(state, tmp_path), tmp_path / "checkpoint.pt")
+    with pytest.raises(OffbenchError, match=message):
+        load()
 
 
 @pytest.mark.parametrize("flags, message", [

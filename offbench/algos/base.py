@@ -215,10 +215,10 @@ class OfflineAlgorithm(nn.Module):
         self.load_state_dict(state["modules"])
         for name, optimizer in self.optimizers.items():
             optimizer.load_state_dict(state["optimizers"][name])
-            _check_optimizer_state(name, optimizer)
+            check_optimizer_state(name, optimizer)
 
 
-def _check_optimizer_state(name: str, optimizer: torch.optim.Optimizer) -> None:
+def check_optimizer_state(name: str, optimizer: torch.optim.Optimizer) -> None:
     """Every per-parameter tensor of a loaded optimiser state (Adam's moments) has its parameter's shape, and every
     step count is a scalar: `Optimizer.load_state_dict` checks only the number of parameters, so a foreign state
     would otherwise fail, or broadcast, at the first update."""

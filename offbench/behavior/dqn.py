@@ -59,7 +59,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import pickle
 import shutil
 import sys
 import time
@@ -74,9 +73,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from offbench import atari, evaluate
+from offbench.algos.base import check_optimizer_state
 from offbench.data.generate import PerEnvPolicy
 from offbench.errors import OffbenchError
 from offbench.io import atomic_write, check_output_path, write_json
+from offbench.paths import safe_name
 
 SNAPSHOT_FORMAT = "offbench-dqn-q-v1"
 LAYERS = ("fc0", "fc1", "last_fc")
@@ -500,30 +501,55 @@ def load_checkpoint(out: Path, cfg: Config, q: nn.Module, q_target: nn.Module, o
         state = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise OffbenchError(f"no checkpoint to resume in {out}", "start without --resume, or give the run's --out") from None
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as error:
+    except Exception as error:  # noqa: BLE001  (truncated, foreign, or an object weights_only refuses: all unusable)
         raise OffbenchError(f"{out / 'checkpoint.pt'} is unreadable ({type(error).__name__})") from None
-    saved = state["log"]["config"]
-    changed = [f"{key} {saved.get(key)!r} -> {value!r}" for key, value in asdict(cfg).items() if key not in RESUMABLE_CHANGES and saved.get(key) != value]
-    if changed:
-        raise OffbenchError(f"the run in {out} was started with other settings: {', '.join(changed)}", "resume with the run's own settings")
-    if state["env_steps"] >= cfg.steps:
-        raise OffbenchError(f"the run in {out} has already taken {state['env_steps']} steps", "resume with a larger --steps")
-    q.load_state_dict(state["q"])
-    q_target.load_state_dict(state["q_target"])
-    optimizer.load_state_dict(state["optimizer"])
-    rng.bit_generator.state = state["rng"]
-    n = state["replay_rows"]
-    for name in replay.arrays():
+    try:
+        saved = state["log"]["config"]
+        changed = [f"{key} {saved.get(key)!r} -> {value!r}" for key, value in asdict(cfg).items()
+                   if key not in RESUMABLE_CHANGES and saved.get(key) != value]
+        if changed:
+            raise OffbenchError(f"the run in {out} was started with other settings: {', '.join(changed)}", "resume with the run's own settings")
+        env_steps, updates = _count(state["env_steps"]), _count(state["updates"])
+        if env_steps >= cfg.steps:
+            raise OffbenchError(f"the run in {out} has already taken {env_steps} steps", "resume with a larger --steps")
+        q.load_state_dict(state["q"])
+        q_target.load_state_dict(state["q_target"])
+        optimizer.load_state_dict(state["optimizer"])
+        check_optimizer_state("q", optimizer)
+        rng.bit_generator.state = state["rng"]
+        _load_replay(out / "replay" / safe_name(f"replay folder for {out / 'checkpoint.pt'}", state["replay"]), replay, _count(state["replay_rows"]))
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as error:
+        raise OffbenchError(f"{out / 'checkpoint.pt'} is damaged or foreign ({type(error).__name__}: {str(error)[:160]})") from None
+    return env_steps, updates, state["log"]
+
+
+def _count(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"a count of {value!r}")
+    return value
+
+
+def _load_replay(folder: Path, replay: TransitionReplay | FrameReplay, n: int) -> None:
+    """Fill `replay` with the `n` rows saved in `folder` (read through memory maps), each array checked first: its
+    shape and dtype those of the replay's own, and the row indices it holds (episode starts, sampleable rows) in [0, n)."""
+    capacity = len(replay.rewards)
+    if n > capacity:
+        raise ValueError(f"{n} replay rows for a replay of {capacity}")
+    for name, own in replay.arrays().items():
         try:
-            values = np.load(out / "replay" / state["replay"] / f"{name}.npy", mmap_mode="r")
+            values = np.load(folder / f"{name}.npy", mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError) as error:
-            raise OffbenchError(f"the replay of the checkpoint in {out} is unreadable ({name}.npy: {type(error).__name__})") from None
+            raise OffbenchError(f"the replay in {folder} is unreadable ({name}.npy: {type(error).__name__})") from None
+        rows = len(values) if name == "sampleable" and values.ndim == 1 else n
+        if values.shape != (rows, *own.shape[1:]) or values.dtype != own.dtype or rows > capacity:
+            raise ValueError(f"{name}.npy holds {values.shape} {values.dtype}, expected ({rows}, ...) {own.dtype}")
+        if name in ("sampleable", "episode_start") and rows and not (0 <= values.min() and values.max() < n):
+            raise ValueError(f"{name}.npy indexes rows outside [0, {n})")
         if name == "sampleable":
-            replay.sampleable[:len(values)], replay.num_sampleable = values, len(values)
+            replay.sampleable[:rows], replay.num_sampleable = values, rows
         else:
             getattr(replay, name)[:n] = values
     replay.size = n
-    return state["env_steps"], state["updates"], state["log"]
 
 
 TRAINER = "offbench/behavior/dqn.py"  # how an export's card starts its "trainer"
