@@ -161,11 +161,25 @@ def load_run_policy(store: ResultsStore, run_id: str) -> RunPolicy:
         raise OffbenchError(f"policy file {path} is unreadable ({type(error).__name__})", "train the run again") from None
     if not isinstance(state, dict) or state.get("format") != POLICY_FORMAT or state.get("version") != POLICY_VERSION:
         raise OffbenchError(f"{path} is not an offbench v{POLICY_VERSION} policy file")
+    _check_belongs(state, record, path)
     return RunPolicy(record, rebuild_policy(state, path), state)
 
 
+def _check_belongs(state: dict[str, Any], record: RunRecord, path: Path) -> None:
+    """The policy file is the run's own: its run id, algorithm, seed, resolved config and spaces are the record's (a
+    file copied from another run, or crafted, would be evaluated and exported under this run's name)."""
+    dataset = record.config.dataset
+    own = {"run_id": record.run_id, "algo": record.config.algo, "seed": record.config.seed, "algo_config": record.config.algo_config,
+           **({} if dataset.observation_space is None else {"observation_space": dataset.observation_space}),
+           **({} if dataset.action_space is None else {"action_space": dataset.action_space})}
+    if differs := [key for key, value in own.items() if state.get(key) != value]:
+        raise OffbenchError(f"policy file {path} is not run {record.run_id}'s: its {differs[0]} differs from the run's record",
+                            "restore the run's own policy.pt, or train the run again")
+
+
 def rebuild_policy(state: dict[str, Any], path: Path) -> StandalonePolicy:
-    """A one-seed algorithm of the recorded config gives the module's shape; the file gives its tensors."""
+    """A one-seed algorithm of the recorded config gives the module's shape; the file gives its tensors, and the
+    normaliser's mean and std (one value per observation dimension). Raises one-line `OffbenchError` when they do not fit."""
     algorithm_class = get_algorithm(state["algo"])
     values = state["algo_config"]
     try:
@@ -173,11 +187,22 @@ def rebuild_policy(state: dict[str, Any], path: Path) -> StandalonePolicy:
         problem = Problem(ObservationSpace(**state["observation_space"]), action_space_from_dict(state["action_space"]))
         module = algorithm_class(config, problem, SeedStreams.for_seeds([state["seed"]])).policy_module(0)
         module.load_state_dict(state["module"])
-    except (TypeError, KeyError, RuntimeError) as error:
+        normalizer = _normalizer(state["normalizer"], problem.observation_space.shape)
+    except (TypeError, KeyError, RuntimeError, ValueError, AttributeError) as error:
         raise OffbenchError(f"policy file {path} does not fit this offbench's {state['algo']} ({type(error).__name__}: {str(error).splitlines()[0]})",
                             "use the offbench version that trained the run") from None
-    normalizer = StateNormalizer(**state["normalizer"]) if state["normalizer"] is not None else StateNormalizer()
     return StandalonePolicy(module.requires_grad_(False), normalizer).eval()
+
+
+def _normalizer(stored: dict[str, torch.Tensor] | None, obs_shape: tuple[int, ...]) -> StateNormalizer:
+    if stored is None:
+        return StateNormalizer()
+    mean, std = stored["mean"], stored["std"]
+    if not all(isinstance(t, torch.Tensor) and t.is_floating_point() and tuple(t.shape) == tuple(obs_shape) for t in (mean, std)):
+        raise ValueError(f"its normaliser is not a float mean and std of shape {tuple(obs_shape)}")
+    if not (torch.isfinite(mean).all() and torch.isfinite(std).all() and (std > 0).all()):
+        raise ValueError("its normaliser's mean and std are not finite with std > 0")
+    return StateNormalizer(mean, std)
 
 
 def last_evaluation(record: RunRecord, noise_dim: int) -> dict[str, Any]:

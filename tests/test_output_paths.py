@@ -232,7 +232,9 @@ def test_eval_of_a_policy_that_returns_nan_is_recorded_as_diverged(finished: tup
     nan_run = "nan-policy-run"
     shutil.copytree(store.run_dir(run_id), store.run_dir(nan_run))
     state = torch.load(store.run_dir(nan_run) / POLICY_FILE, weights_only=True)
-    state["normalizer"]["mean"] = torch.full_like(state["normalizer"]["mean"], float("nan"))  # every observation becomes NaN
+    first = next(iter(state["module"]))
+    state["module"][first] = torch.full_like(state["module"][first], float("nan"))  # every action becomes NaN
+    state["run_id"] = nan_run  # the copy's own policy file
     torch.save(state, store.run_dir(nan_run) / POLICY_FILE)
     code, stdout, err = offbench_cli(monkeypatch, capsys, "eval", nan_run, "--results-dir", store.root)
     assert code == 0, err

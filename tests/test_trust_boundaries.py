@@ -351,3 +351,19 @@ def test_a_run_that_must_make_its_dataset_refuses_an_unusable_data_folder_first(
     monkeypatch.setitem(recipes.RECIPES, "random", lambda *_: pytest.fail("the dataset was generated"))
     with pytest.raises(OffbenchError, match="cannot make a dataset in the data folder"):
         run(_plan(dataset="local/hopper-random-v5"), ResultsStore(tmp_path / "results"))
+
+
+def test_a_policy_file_from_another_run_or_with_code_is_refused(trained: tuple[ResultsStore, str], tmp_path: Path) -> None:
+    from offbench.policy import POLICY_FILE, load_run_policy
+
+    store, group_id = trained
+    mine, other = store.run_dir(f"{group_id}-s0") / POLICY_FILE, store.run_dir(f"{group_id}-s1") / POLICY_FILE
+    shutil.copyfile(other, mine)  # seed 1's policy under seed 0's name
+    with pytest.raises(OffbenchError, match=f"is not run {group_id}-s0's: its run_id differs"):
+        load_run_policy(store, f"{group_id}-s0")
+    payload = _Payload()
+    payload.marker = tmp_path / "CODE-RAN"
+    torch.save({"format": "offbench-policy", "payload": payload}, mine)
+    with pytest.raises(OffbenchError, match="is unreadable"):
+        load_run_policy(store, f"{group_id}-s0")
+    assert not payload.marker.exists()
