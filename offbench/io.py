@@ -141,6 +141,38 @@ def write_json(path: Path, obj: Any) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
+def read_tensors(path: Path, what: str, advice: str) -> Any:
+    """A file of tensors and plain values (`torch.save`: checkpoints, policies, world models, snapshots), on the CPU.
+
+    Such a file is untrusted input (a shared results store, a colleague's archive): it is read with
+    `torch.load(weights_only=True)`, which builds tensors, containers and plain values and refuses every other object,
+    so no code runs from it; what it holds must still be checked by the caller before use. Raises one-line
+    `OffbenchError` ("<what> <path> is ...", then `advice`) when it is missing, not a regular file (a fifo would block
+    the read), truncated, foreign or holds anything else.
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise OffbenchError(f"{what} {path} is {'not a regular file' if path.exists() else 'missing'}", advice)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001  (torch raises many types for a truncated, foreign or code-carrying file)
+        raise OffbenchError(f"{what} {path} is unreadable or holds more than tensors and plain values ({type(error).__name__})", advice) from None
+
+
+def check_optimizer_state(name: str, optimizer: Any) -> None:
+    """Raise ValueError unless every per-parameter tensor of a loaded optimiser state (Adam's moments) has its
+    parameter's shape and every step count is a scalar: `Optimizer.load_state_dict` checks only the number of
+    parameters, so a foreign state would otherwise fail, or broadcast, at the first update."""
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            for key, value in optimizer.state.get(param, {}).items():
+                expected = () if key == "step" else param.shape
+                if hasattr(value, "shape") and value.shape != expected:
+                    raise ValueError(f"optimiser {name}: state {key} of shape {tuple(value.shape)} for a parameter of shape {tuple(param.shape)}")
+
+
 def read_toml(path: Path) -> dict[str, Any]:
     """A TOML file offbench ships or the user wrote; one-line `OffbenchError` when it cannot be read or parsed."""
     try:

@@ -54,7 +54,7 @@ from offbench.data.sampling import StateNormalizer
 from offbench.data.spaces import ObservationSpace, action_space_from_dict
 from offbench.errors import OffbenchError
 from offbench.evaluate import Episodes, episode_seeds, evaluate_episodes
-from offbench.io import ARCHIVE_ERRORS, atomic_write, check_output_path, json_number, json_text, write_json
+from offbench.io import ARCHIVE_ERRORS, atomic_write, check_output_path, json_number, json_text, read_tensors, write_json
 from offbench.seeding import SeedStreams, stream_seed
 from offbench.store import ResultsStore, RunRecord
 
@@ -155,10 +155,7 @@ def load_run_policy(store: ResultsStore, run_id: str) -> RunPolicy:
                                 f"(policy_module){recurrent}", "offbench export and eval take stateless policies only")
         raise OffbenchError(f"run {run_id} has no saved policy ({path} is missing): it finished before offbench kept each run's policy",
                             "train it again; runs finished from now on keep runs/<run_id>/policy.pt")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # any unpickling failure means the file is unusable
-        raise OffbenchError(f"policy file {path} is unreadable ({type(error).__name__})", "train the run again") from None
+    state = read_tensors(path, "policy file", "train the run again")
     if not isinstance(state, dict) or state.get("format") != POLICY_FORMAT or state.get("version") != POLICY_VERSION:
         raise OffbenchError(f"{path} is not an offbench v{POLICY_VERSION} policy file")
     _check_belongs(state, record, path)

@@ -45,7 +45,7 @@ from offbench.data.sampling import (
 )
 from offbench.errors import OffbenchError
 from offbench.evaluate import EvalEnvs, check_env_spaces, evaluate_episodes
-from offbench.io import atomic_write
+from offbench.io import atomic_write, read_tensors
 from offbench.policy import save_run_policies
 from offbench.protocol import BUDGET_KEYS, MAX_SEED, MAX_SEEDS, TrainingProtocol, check_budget, check_integer, seed_list
 from offbench.records import DEFAULT_LAST_K, DatasetRecord, RunConfig, RunSummary
@@ -381,13 +381,9 @@ def load_checkpoint(store: ResultsStore, group_id: str) -> dict[str, Any]:
     Raises one-line `OffbenchError` when it is missing, unreadable, damaged or foreign.
     """
     path = store.checkpoint_path(group_id)
-    if not path.is_file():
+    if not path.exists():
         raise OffbenchError(f"no checkpoint for group {group_id} at {path}", "list groups with `offbench runs --all`")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001  (truncated, not a zip, or an object weights_only refuses: all unusable)
-        raise OffbenchError(f"checkpoint {path} is unreadable or holds more than tensors and plain values ({type(error).__name__})",
-                            CHECKPOINT_ADVICE) from None
+    state = read_tensors(path, "checkpoint", CHECKPOINT_ADVICE)
     check_checkpoint(state, group_id, path)
     return state
 

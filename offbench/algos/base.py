@@ -18,6 +18,7 @@ from offbench.data.dataset import OfflineDataset
 from offbench.data.sampling import Batch, Sampler
 from offbench.data.spaces import ActionSpace, Box, ObservationSpace
 from offbench.errors import OffbenchError
+from offbench.io import check_optimizer_state
 from offbench.seeding import SeedStreams
 
 __all__ = ["AlgorithmConfig", "Batch", "OfflineAlgorithm", "Problem", "StageContext"]
@@ -217,14 +218,3 @@ class OfflineAlgorithm(nn.Module):
             optimizer.load_state_dict(state["optimizers"][name])
             check_optimizer_state(name, optimizer)
 
-
-def check_optimizer_state(name: str, optimizer: torch.optim.Optimizer) -> None:
-    """Every per-parameter tensor of a loaded optimiser state (Adam's moments) has its parameter's shape, and every
-    step count is a scalar: `Optimizer.load_state_dict` checks only the number of parameters, so a foreign state
-    would otherwise fail, or broadcast, at the first update."""
-    for group in optimizer.param_groups:
-        for param in group["params"]:
-            for key, value in optimizer.state.get(param, {}).items():
-                expected = () if key == "step" else param.shape
-                if isinstance(value, torch.Tensor) and value.shape != expected:
-                    raise ValueError(f"optimiser {name}: state {key} of shape {tuple(value.shape)} for a parameter of shape {tuple(param.shape)}")

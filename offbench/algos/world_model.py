@@ -43,7 +43,7 @@ from torch import nn
 from offbench.algos.nets import EnsembleLayerNorm, EnsembleLinear
 from offbench.data.dataset import OfflineDataset
 from offbench.errors import OffbenchError
-from offbench.io import atomic_write
+from offbench.io import atomic_write, read_tensors
 from offbench.paths import data_dir
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 0.25  # spec: soft clamp of the world model's log-std
@@ -325,10 +325,7 @@ def load_world_model(path: Path, obs_dim: int, act_dim: int) -> dict[str, Any]:
     def unusable(what: str) -> OffbenchError:
         return OffbenchError(f"world-model file {path} is {what}", "delete it; the next run retrains it")
 
-    try:
-        record = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001  (any unpickling failure means the file is unusable)
-        raise unusable(f"unreadable ({type(error).__name__})") from None
+    record = read_tensors(path, "world-model file", "delete it; the next run retrains it")
     if not isinstance(record, dict) or record.get("format") != WORLD_MODEL_FORMAT or record.get("version") != WORLD_MODEL_VERSION:
         raise unusable(f"not an offbench v{WORLD_MODEL_VERSION} world-model file")
     try:
@@ -406,8 +403,8 @@ def _read_selection_cache(cache: Path, selected: int, rows: int) -> dict[str, to
     """The cached uncertainties ((rows,) finite, beside (selected,) validation MSEs), or None (computed again) when
     absent, unreadable or of another shape: derived data, rebuilt rather than trusted."""
     try:
-        cached = torch.load(cache, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001  (absent, or any unpickling failure: a damaged cache is rebuilt, never trusted)
+        cached = read_tensors(cache, "selection cache", "")
+    except OffbenchError:  # absent, not a regular file, or unreadable: a damaged cache is rebuilt, never trusted
         return None
     if not isinstance(cached, dict) or not all(isinstance(cached.get(k), torch.Tensor) for k in ("uncertainty", "val_mse")):
         return None

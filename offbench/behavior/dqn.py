@@ -73,10 +73,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from offbench import atari, evaluate
-from offbench.algos.base import check_optimizer_state
 from offbench.data.generate import PerEnvPolicy
 from offbench.errors import OffbenchError
-from offbench.io import atomic_write, check_output_path, write_json
+from offbench.io import atomic_write, check_optimizer_state, check_output_path, read_tensors, write_json
 from offbench.paths import safe_name
 
 SNAPSHOT_FORMAT = "offbench-dqn-q-v1"
@@ -247,12 +246,7 @@ class NoisyGreedyPolicy(PerEnvPolicy):
 
 def load_snapshot(path: str | Path) -> dict[str, Any]:
     """A DQN snapshot; raises `OffbenchError` (one line) for a missing or foreign file."""
-    try:
-        snapshot = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise OffbenchError(f"behaviour policy {path} not found") from None
-    except Exception as error:
-        raise OffbenchError(f"behaviour policy {path} is unreadable ({type(error).__name__})") from None
+    snapshot = read_tensors(path, "behaviour policy", "train it again, or restore the file")
     if not isinstance(snapshot, dict) or snapshot.get("format") != SNAPSHOT_FORMAT:
         raise OffbenchError(f"{path} is not a DQN snapshot ({SNAPSHOT_FORMAT})")
     return snapshot
@@ -497,12 +491,9 @@ def load_checkpoint(out: Path, cfg: Config, q: nn.Module, q_target: nn.Module, o
     checkpoint is cut: the next row starts a new episode, so its last row never gets a successor and is never sampled.
     Raises `OffbenchError` for a missing or unreadable checkpoint, or a config that differs in a key that defines the run.
     """
-    try:
-        state = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise OffbenchError(f"no checkpoint to resume in {out}", "start without --resume, or give the run's --out") from None
-    except Exception as error:  # noqa: BLE001  (truncated, foreign, or an object weights_only refuses: all unusable)
-        raise OffbenchError(f"{out / 'checkpoint.pt'} is unreadable ({type(error).__name__})") from None
+    if not (out / "checkpoint.pt").exists():
+        raise OffbenchError(f"no checkpoint to resume in {out}", "start without --resume, or give the run's --out")
+    state = read_tensors(out / "checkpoint.pt", "behaviour checkpoint", "start the run again")
     try:
         saved = state["log"]["config"]
         changed = [f"{key} {saved.get(key)!r} -> {value!r}" for key, value in asdict(cfg).items()

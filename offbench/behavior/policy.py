@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from offbench.errors import OffbenchError
-from offbench.io import atomic_write, check_output_folder, check_output_path, replace_folder, staging_folder
+from offbench.io import atomic_write, check_output_folder, check_output_path, read_tensors, replace_folder, staging_folder
 
 SNAPSHOT_FORMAT = "offbench-sac-actor-v1"
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # rlkit's TanhGaussianPolicy bounds, as in D4RL's behaviour policies
@@ -56,12 +56,7 @@ Policy = Callable[[np.ndarray], np.ndarray]
 def load_snapshot(path: str | Path) -> dict[str, Any]:
     """Read a snapshot file; raises OffbenchError if it is missing or not an offbench actor."""
     path = Path(path)
-    if not path.is_file():
-        raise OffbenchError(f"behaviour policy {path} is missing", "see datasets/README.md for how to train it")
-    try:
-        snapshot = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for a corrupt or foreign file
-        raise OffbenchError(f"{path} is not a readable policy snapshot ({error})") from error
+    snapshot = read_tensors(path, "behaviour policy", "see datasets/README.md for how to train it")
     if not isinstance(snapshot, dict) or snapshot.get("format") != SNAPSHOT_FORMAT:
         raise OffbenchError(f"{path} is not an {SNAPSHOT_FORMAT} snapshot")
     return snapshot

@@ -50,7 +50,7 @@ from torch import nn
 
 from offbench.behavior.policy import LOG_STD_MAX, LOG_STD_MIN, SNAPSHOT_FORMAT, TanhGaussianActor, evaluate_policy
 from offbench.errors import OffbenchError
-from offbench.io import atomic_write, json_number, write_json
+from offbench.io import atomic_write, json_number, read_tensors, write_json
 
 LOG_2 = math.log(2.0)
 HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
@@ -398,13 +398,13 @@ def load_checkpoint(out: Path, cfg: Config) -> dict:
     path = out / CHECKPOINT
     if not path.is_file():
         raise OffbenchError(f"no {CHECKPOINT} in {out}: nothing to resume")
-    try:  # tensors and plain values only: a checkpoint is a file, and a file runs no code
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = read_tensors(path, "SAC checkpoint", "start the run again")
+    try:
         saved, wanted = dict(ckpt["config"]), asdict(cfg)
         if not isinstance(ckpt["step"], int) or not 0 <= ckpt["step"]:
             raise ValueError(f"step {ckpt['step']!r}")
-    except Exception as error:  # noqa: BLE001  (unreadable, foreign or damaged: all unusable)
-        raise OffbenchError(f"{path} is not a readable SAC checkpoint of this version ({type(error).__name__})", "start the run again") from None
+    except (KeyError, TypeError, ValueError) as error:
+        raise OffbenchError(f"{path} is not a SAC checkpoint of this version ({type(error).__name__}: {str(error)[:100]})", "start the run again") from None
     changed = sorted(k for k in wanted if k != "steps" and saved.get(k) != wanted[k])
     if changed:
         raise OffbenchError(f"{path} was written with other settings: " + ", ".join(f"{k}={saved.get(k)!r} (now {wanted[k]!r})" for k in changed))
