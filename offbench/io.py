@@ -162,15 +162,20 @@ def read_tensors(path: Path, what: str, advice: str) -> Any:
 
 
 def check_optimizer_state(name: str, optimizer: Any) -> None:
-    """Raise ValueError unless every per-parameter tensor of a loaded optimiser state (Adam's moments) has its
-    parameter's shape and every step count is a scalar: `Optimizer.load_state_dict` checks only the number of
-    parameters, so a foreign state would otherwise fail, or broadcast, at the first update."""
+    """Raise ValueError unless every per-parameter tensor of a loaded optimiser state (Adam's moments) is a float
+    tensor of its parameter's shape and every step count a non-negative scalar: `Optimizer.load_state_dict` checks only
+    the number of parameters, so a foreign state would otherwise fail, broadcast or turn complex at the first update."""
     for group in optimizer.param_groups:
         for param in group["params"]:
             for key, value in optimizer.state.get(param, {}).items():
+                if not hasattr(value, "shape"):
+                    continue
                 expected = () if key == "step" else param.shape
-                if hasattr(value, "shape") and value.shape != expected:
-                    raise ValueError(f"optimiser {name}: state {key} of shape {tuple(value.shape)} for a parameter of shape {tuple(param.shape)}")
+                if value.shape != expected or not value.is_floating_point():
+                    raise ValueError(f"optimiser {name}: state {key} of shape {tuple(value.shape)} and dtype {value.dtype} "
+                                     f"for a parameter of shape {tuple(param.shape)}")
+                if key == "step" and not (math.isfinite(float(value)) and float(value) >= 0):  # moments may be NaN: a diverging run
+                    raise ValueError(f"optimiser {name}: step count {float(value)} is not a finite non-negative number")
 
 
 def read_toml(path: Path) -> dict[str, Any]:

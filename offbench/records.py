@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import sys
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -156,6 +157,7 @@ def _known(cls: type, data: Mapping[str, Any]) -> dict[str, Any]:
 
 
 INT64 = 2**63 - 1  # SQLite's INTEGER: the index column every integer field of a record may reach
+FLOAT_MAX = sys.float_info.max
 
 
 def _fits(value: Any, hint: Any) -> bool:
@@ -172,8 +174,8 @@ def _fits(value: Any, hint: Any) -> bool:
         return isinstance(value, bool)
     if hint is int:
         return isinstance(value, int) and not isinstance(value, bool) and abs(value) <= INT64
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if hint is float:  # an int too large for a float (10**400) is no number a table can hold
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) <= FLOAT_MAX and math.isfinite(value)
     if hint is str:
         return isinstance(value, str)
     if origin is list:

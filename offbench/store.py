@@ -33,6 +33,7 @@ import os
 import shutil
 import socket
 import sqlite3
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import closing, contextmanager
@@ -289,7 +290,10 @@ class ResultsStore:
         summary = self._read(run_id, "summary.json") if (run_dir / "summary.json").exists() else None
         curve = self._read(run_id, "curve.json")
         if not isinstance(curve, list) or not all(_is_evaluation(entry) for entry in curve):
-            raise DamagedRecord(run_id, "curve.json is not a list of evaluations (an int step and a number or null as score each)")
+            raise DamagedRecord(run_id, "curve.json is not a list of evaluations (a positive int step, numbers or nulls as scores)")
+        steps = [entry["step"] for entry in curve]
+        if steps != sorted(set(steps)) or (summary is not None and not steps):
+            raise DamagedRecord(run_id, "curve.json's evaluation steps are not increasing" if steps else "curve.json of a finished run is empty")
         provenance = self._read(run_id, "provenance.json")
         if not isinstance(provenance, dict):
             raise DamagedRecord(run_id, "provenance.json is not an object")
@@ -552,18 +556,18 @@ def finite_entry(entry: dict[str, Any]) -> dict[str, Any]:
 
 
 def _is_evaluation(entry: Any) -> bool:
-    """A curve entry as `offbench.train.evaluation_entry` writes it, as far as analysis reads it."""
-    if not isinstance(entry, dict) or not _is_int(entry.get("step")):
+    """A curve entry as `offbench.train.evaluation_entry` writes it: a step in [1, 2**63), and every number in it (scores,
+    returns, per-episode lists, training metrics) a float or null: analysis, `eval` and `export` read them as floats."""
+    if not isinstance(entry, dict) or not isinstance(step := entry.get("step"), int) or isinstance(step, bool) or not 1 <= step < 2**63:
         return False
-    return all(entry.get(key) is None or _is_number(entry[key]) for key in SCORE_KEYS)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2**63
+    values = [v for value in entry.values() for v in (value if isinstance(value, list) else [value])]
+    return all(_is_number(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)) and all(
+        entry.get(key) is None or _is_number(entry[key]) for key in SCORE_KEYS)
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)  # finite: the reader refuses NaN and Infinity
+    """A number a float holds (finite: the reader refuses NaN and Infinity; an int of 400 digits is none)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) <= sys.float_info.max
 
 
 def _refuse_constant(name: str) -> None:

@@ -17,11 +17,13 @@ from __future__ import annotations
 import dataclasses
 import errno
 import math
+import os
 import secrets
 import sqlite3
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -188,11 +190,13 @@ def build_group(plan: RunPlan, reporter: Reporter, group_id: str | None = None) 
     algorithm_class.check_problem(plan.algo, Problem(meta.observation_space, meta.action_space), meta.id)
     config = resolve_config(plan.algo, algorithm_class, dataset_id, plan.overrides, observation_kind(meta.observation_space))
     protocol = _protocol(plan, dataset, config)
-    sampler = make_sampler(dataset, device, config)
-    problem = Problem(sampler.observation_space, meta.action_space)
-    check_env_spaces(protocol.eval_env, protocol.eval_env_kwargs, protocol.eval_wrappers, problem.observation_space, problem.action_space, meta.id)
-    streams = SeedStreams.for_seeds(plan.seeds, device)
-    algorithm = algorithm_class(config, problem, streams).to(device)
+    with _allocating(plan, device):
+        sampler = make_sampler(dataset, device, config)
+        problem = Problem(sampler.observation_space, meta.action_space)
+        check_env_spaces(protocol.eval_env, protocol.eval_env_kwargs, protocol.eval_wrappers, problem.observation_space, problem.action_space, meta.id)
+        check_fits(algorithm_class, config, problem, plan.seeds, device)
+        streams = SeedStreams.for_seeds(plan.seeds, device)
+        algorithm = algorithm_class(config, problem, streams).to(device)
     group_id = group_id or _new_group_id(plan.algo, dataset.metadata.id)
     return SeedGroup(
         group_id=group_id,
@@ -206,6 +210,52 @@ def build_group(plan: RunPlan, reporter: Reporter, group_id: str | None = None) 
         device=device,
         curves=[[] for _ in plan.seeds],
     )
+
+
+def check_fits(algorithm_class: type[OfflineAlgorithm], config: Any, problem: Problem, seeds: list[int], device: torch.device) -> None:
+    """Refuse in one line, before anything is allocated or written, a group whose networks (with their gradients and
+    Adam's two moments: 4x the parameters, counted on the meta device) or whose batch of transitions (S x B x (s, a, r,
+    s', flags)) alone exceed the device's memory: `--set` widths, ensemble or batch sizes, or `--seeds`, that no
+    machine of this kind can hold (a width of 65,536 would otherwise fill the memory while it is initialised)."""
+    with torch.device("meta"):
+        shapes = algorithm_class(config, problem, SeedStreams.for_seeds(seeds, "cpu"))
+    parameters, count = sum(p.numel() * p.element_size() for p in shapes.parameters()), sum(p.numel() for p in shapes.parameters())
+    buffers = sum(b.numel() * b.element_size() for b in shapes.buffers())
+    per_transition = 2 * problem.observation_space.nbytes + 4 * max(1, math.prod(problem.action_space.shape)) + 12
+    available = device_memory(device)
+    for what, needed, fix in (
+        (f"its networks ({count:,} parameters, with gradients and optimiser states)", 4 * parameters + buffers, "smaller networks"),
+        (f"a batch of {config.batch_size:,} transitions x {len(seeds)} seeds", len(seeds) * config.batch_size * per_transition, "a smaller batch_size"),
+    ):
+        if needed > available:
+            raise OffbenchError(f"{algorithm_class.__name__} does not fit on {device}: {what} need {needed / 2**30:,.1f} GiB, more than its "
+                                f"{available / 2**30:,.1f} GiB", f"use {fix} (--set) or fewer seeds per group")
+
+
+def device_memory(device: torch.device) -> int:
+    """Bytes of memory of `device`: the GPU's, or the machine's physical memory for the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+@contextmanager
+def _allocating(plan: RunPlan, device: torch.device) -> Iterator[None]:
+    """An allocation the device refuses while the group is built (networks of `--set` widths, the dataset on the device)
+    is one line, before any record is written."""
+    try:
+        yield
+    except (torch.OutOfMemoryError, RuntimeError) as error:
+        if not out_of_memory(error):
+            raise
+        raise OffbenchError(f"{plan.algo} with this config does not fit on {device}: {str(error).strip().splitlines()[0][:160]}",
+                            "use smaller networks or batches (--set), or fewer seeds per group") from None
+
+
+def out_of_memory(error: BaseException) -> bool:
+    """Whether `error` is an allocation the device refused (torch's CPU allocator or CUDA)."""
+    return isinstance(error, torch.OutOfMemoryError) or (
+        isinstance(error, RuntimeError) and any(text in str(error) for text in ("can't allocate memory", "out of memory")))
 
 
 def check_before_loading(plan: RunPlan) -> tuple[type[OfflineAlgorithm], user_files.UserFile | None, str | None]:
@@ -425,7 +475,7 @@ def check_checkpoint(state: Any, group_id: str, path: Path) -> None:
     times = [state["train_time_s"], state["eval_time_s"], *state["stage_time_s"].values()]
     if not all(isinstance(t, float) and math.isfinite(t) and t >= 0 for t in times) or not all(isinstance(s, str) for s in state["stages_done"]):
         raise damaged("its times or stages are not finite non-negative seconds and stage names")
-    if not all(isinstance(m, torch.Tensor) and tuple(m.shape) == (len(plan.seeds),) for m in state["metrics"].values()):
+    if not all(isinstance(m, torch.Tensor) and tuple(m.shape) == (len(plan.seeds),) and not m.is_complex() for m in state["metrics"].values()):
         raise damaged(f"a training metric is not one value per seed ({len(plan.seeds)})")
 
 
@@ -573,6 +623,12 @@ def _train(group: SeedGroup, store: ResultsStore, reporter: Reporter) -> list[st
         _mark_ended(group, store.mark_failed, f"at step {group.step}: {error.strerror}; {advice}")
         raise OffbenchError(f"cannot write {error.filename or 'the results store'} ({error.strerror}): group {group.group_id} "
                             f"stopped at step {group.step}; its records are as of its last evaluation", f"free space, then {advice}") from None
+    except (torch.OutOfMemoryError, RuntimeError) as error:
+        _mark_ended(group, store.mark_failed, f"at step {group.step}: {type(error).__name__}: {error}; {store.resume_advice(group.group_id)}")
+        if not out_of_memory(error):
+            raise
+        raise OffbenchError(f"{group.plan.algo} ran out of memory on {group.device} at step {group.step} of group {group.group_id} "
+                            f"({str(error).strip().splitlines()[0][:120]})", "use smaller batches or networks (--set), or fewer seeds per group") from None
     except BaseException as error:
         _mark_ended(group, store.mark_failed, f"at step {group.step}: {type(error).__name__}: {error}; {store.resume_advice(group.group_id)}")
         raise

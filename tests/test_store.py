@@ -84,6 +84,7 @@ def test_an_index_of_an_older_schema_is_rebuilt_from_the_run_folders(tmp_path: P
 def test_plain_mappings_are_read_through_the_schema(tmp_path: Path) -> None:
     store = ResultsStore(tmp_path)
     store.start_run("a-s0", config_for("a-s0"), {})
+    store.write_curve("a-s0", [{"step": 10, "normalized_score": 4.0}])  # a finished run has evaluated: an empty curve is damage
     store.finish_run("a-s0", {"final_score": 4.0, "finished_at": 1.0}, {})
     record = store.load("a-s0")
     assert isinstance(record.config, RunConfig) and record.summary.final_score == 4.0 and record.summary.best_score is None

@@ -367,3 +367,51 @@ def test_a_policy_file_from_another_run_or_with_code_is_refused(trained: tuple[R
     with pytest.raises(OffbenchError, match="is unreadable"):
         load_run_policy(store, f"{group_id}-s0")
     assert not payload.marker.exists()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--set", "batch_size=1000000000"], "a batch of 1,000,000,000 transitions x 1 seeds need"),
+    (["--set", "hidden_dims=[65536, 65536]"], "its networks (4,296,"),
+])  # fmt: skip
+def test_a_config_no_device_of_this_kind_can_hold_is_refused_before_it_is_allocated(tmp_path: Path, flags: list[str], message: str) -> None:
+    args = ["run", "--algo", "bc", "--dataset", TINY_ID, "--steps", "20", "--eval-episodes", "1", "--results-dir", str(tmp_path / "r")]
+    result = CliRunner().invoke(app, [*args, *flags])
+    assert isinstance(result.exception, OffbenchError) and message in str(result.exception), result.output
+    assert not (tmp_path / "r" / "runs").exists()
+
+
+def test_running_out_of_memory_while_training_is_one_line_and_recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from offbench.algos.bc import BC
+
+    def refused(*_: object) -> None:
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: you tried to allocate 10")
+
+    monkeypatch.setattr(BC, "update", refused)
+    store = ResultsStore(tmp_path / "results")
+    with pytest.raises(OffbenchError, match="bc ran out of memory on cpu at step 1"):
+        run(_plan(), store)
+    assert all(status.startswith("failed: at step 1: RuntimeError") for status in store.runs(status=None)["status"])
+
+
+def test_an_optimiser_step_count_that_is_not_a_count_is_refused(trained: tuple[ResultsStore, str]) -> None:
+    store, group_id = trained
+    state = _unfinished(store, group_id)
+    name = next(iter(state["algorithm"]["optimizers"]))
+    state["algorithm"]["optimizers"][name]["state"][0]["step"] = torch.tensor(-5.0)
+    torch.save(state, store.checkpoint_path(group_id))
+    with pytest.raises(OffbenchError, match="step count -5.0 is not a finite non-negative number"):
+        resume(group_id, store)
+
+
+@pytest.mark.parametrize("change, damage", [
+    (lambda curve: [{**curve[0], "normalized_scores": [10**400]}, *curve[1:]], "is not a list of evaluations"),
+    (lambda curve: [{**curve[0], "step": -1}, *curve[1:]], "is not a list of evaluations"),
+    (lambda curve: curve[::-1], "steps are not increasing"),
+    (lambda curve: [], "curve.json of a finished run is empty"),
+])  # fmt: skip
+def test_a_curve_analysis_or_eval_cannot_read_as_floats_is_damage(trained: tuple[ResultsStore, str], change, damage: str) -> None:
+    store, group_id = trained
+    path = store.run_dir(f"{group_id}-s0") / "curve.json"
+    path.write_text(json.dumps(change(json.loads(path.read_text()))))
+    evaluated = CliRunner().invoke(app, ["eval", f"{group_id}-s0", "--results-dir", str(store.root)])
+    assert isinstance(evaluated.exception, OffbenchError) and damage in str(evaluated.exception)

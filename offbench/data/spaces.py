@@ -8,6 +8,7 @@ int64 scalars). Spaces serialise to plain dicts for metadata, records and checkp
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -34,6 +35,11 @@ class ObservationSpace:
     @property
     def is_vector(self) -> bool:
         return len(self.shape) == 1 and self.dtype == "float32"
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of one observation."""
+        return math.prod(self.shape) * (1 if self.dtype == "uint8" else 4)
 
     @property
     def is_frames(self) -> bool:
