@@ -53,6 +53,7 @@ Fraction = Annotated[float, Range(0.0, 1.0)]  # discount, tau, mixing weights
 Count = Annotated[int, Range(1)]  # batch sizes, samples, periods
 Widths = Annotated[list[int], Range(1, 2**16)]  # hidden layer widths (16x the widest published network's 4096)
 MAX_INTEGER = 2**31 - 1  # any integer setting: int32, the narrowest integer a tensor size, index or counter of the stack uses
+FLOAT32_MAX = 3.4028234663852886e38  # any number setting: training computes in float32, where a larger one is inf
 
 
 def baseline_file(algo: str) -> dict[str, Any]:
@@ -152,6 +153,8 @@ def _check_value(owner: str, key: str, value: Any, valid: Range | None) -> None:
             raise OffbenchError(f"config key '{key}' for {owner} must be a finite number, got {number!r}")
         if isinstance(number, numbers.Integral) and abs(int(number)) > MAX_INTEGER:
             raise OffbenchError(f"config key '{key}' for {owner} must be at most {MAX_INTEGER:,} in size, got {number!r}"[:200])
+        if abs(float(number)) > FLOAT32_MAX:
+            raise OffbenchError(f"config key '{key}' for {owner} must fit a float32 tensor (at most {FLOAT32_MAX:.3g} in size), got {number!r}")
         if valid is not None and not valid.contains(float(number)):
             raise OffbenchError(f"config key '{key}' for {owner} must be {valid.describe()}, got {value!r}")
 

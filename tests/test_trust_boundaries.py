@@ -205,6 +205,7 @@ def test_bad_seeds_are_refused_before_anything_is_written(tmp_path: Path, seeds:
     (["--set", "hidden_dims=[true]"], "config key 'hidden_dims' for bc expects int, got True"),
     (["--set", "hidden_dims=[2.5]"], "config key 'hidden_dims' for bc expects int, got 2.5"),
     (["--set", "batch_size=99999999999999"], "config key 'batch_size' for bc must be at most 2,147,483,647"),
+    (["--set", "actor_lr=1e300"], "config key 'actor_lr' for bc must fit a float32 tensor"),
 ])  # fmt: skip
 def test_out_of_range_run_flags_are_refused_before_the_store_is_touched(tmp_path: Path, flags: list[str], message: str) -> None:
     args = ["run", "--algo", "bc", "--dataset", TINY_ID, "--steps", "20", "--eval-episodes", "1", "--results-dir", str(tmp_path / "r")]
@@ -228,6 +229,7 @@ def test_out_of_range_sweep_flags_are_refused(tmp_path: Path, flags: list[str], 
     ("margin = inf", "margin must be a finite non-negative number"), ("margin = nan", "margin must be a finite non-negative number"),
     ("margin = -1.0", "margin must be a finite non-negative number"), ("steps = 99999999999999", "steps must be at most"),
     ("eval_episodes = 5000", "eval_episodes must be at most 1,000"), ("seeds = 0", "seeds must be positive"),
+    ("datasets = [1]", "datasets must be a list of distinct names"), ("algos = [[\"bc\"]]", "algos must be a list of distinct names"),
 ])  # fmt: skip
 def test_a_protocol_file_with_an_unusable_number_is_refused(tmp_path: Path, line: str, message: str) -> None:
     from offbench.analysis.leaderboard import load_protocol

@@ -132,7 +132,16 @@ def _check_overrides(path: Path, entries: list[Any]) -> tuple[dict[str, Any], ..
                 raise OffbenchError(f"{path}: overrides entry {n}: {key} has the wrong type ({type(value).__name__})")
             if key in BUDGET_KEYS:
                 check_integer(f"{path}: overrides entry {n}: {key}", value, 1, BUDGET_LIMITS[key])
+        _check_names(path, f"overrides entry {n}: ", entry)
     return tuple(entries)
+
+
+def _check_names(path: Path, where: str, table: dict[str, Any]) -> None:
+    """A protocol's `algos` and `datasets` lists hold names (strings), each once."""
+    for key in ("algos", "datasets"):
+        names = table.get(key, [])
+        if not all(isinstance(name, str) and name for name in names) or len(set(names)) != len(names):
+            raise OffbenchError(f"{path}: {where}{key} must be a list of distinct names, got {names!r}"[:200])
 
 
 def check_margin(name: str, margin: float) -> float:
@@ -158,6 +167,7 @@ def load_protocol(name_or_path: str | Path) -> Protocol:
     for key, value in data.items():
         if not isinstance(value, _PROTOCOL_TYPES[key]) or isinstance(value, bool):
             raise OffbenchError(f"{path}: {key} has the wrong type ({type(value).__name__})")
+    _check_names(path, "", data)
     check_integer(f"{path}: seeds", data["seeds"], 1, MAX_SEEDS)
     check_integer(f"{path}: k", data.get("k", DEFAULT_LAST_K))
     check_budget({key: data[key] for key in BUDGET_KEYS}, where=str(path))
