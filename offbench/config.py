@@ -40,10 +40,14 @@ class Range:
 
     def describe(self) -> str:
         if self.low is not None and self.high is not None:
-            return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}]"
+            return f"in {'(' if self.low_open else '['}{_number(self.low)}, {_number(self.high)}]"
         if self.low is not None:
-            return f"{'>' if self.low_open else '>='} {self.low:g}"
-        return f"<= {self.high:g}"
+            return f"{'>' if self.low_open else '>='} {_number(self.low)}"
+        return f"<= {_number(self.high)}"
+
+
+def _number(value: float) -> str:
+    return f"{int(value):,}" if float(value).is_integer() and abs(value) >= 1e4 else f"{value:g}"
 
 
 LearningRate = Annotated[float, Range(0.0)]  # 0 freezes the network: an ablation, not an error
@@ -52,6 +56,11 @@ Positive = Annotated[float, Range(0.0, low_open=True)]
 Fraction = Annotated[float, Range(0.0, 1.0)]  # discount, tau, mixing weights
 Count = Annotated[int, Range(1)]  # batch sizes, samples, periods
 Widths = Annotated[list[int], Range(1, 2**16)]  # hidden layer widths (16x the widest published network's 4096)
+Width = Annotated[int, Range(1, 2**16)]  # one hidden width, as Widths
+Members = Annotated[int, Range(1, 2**12)]  # ensemble members, critic heads (each a network of its own; the papers use <= 128)
+Depth = Annotated[int, Range(1, 64)]  # blocks or layers of a network
+Samples = Annotated[int, Range(1, 2**16)]  # candidates drawn per state (BCQ's 10 and 100)
+Length = Annotated[int, Range(1, 2**20)]  # sequence lengths and rollouts per collection (steps looped over, or held at once)
 MAX_INTEGER = 2**31 - 1  # any integer setting: int32, the narrowest integer a tensor size, index or counter of the stack uses
 FLOAT32_MAX = 3.4028234663852886e38  # any number setting: training computes in float32, where a larger one is inf
 

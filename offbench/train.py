@@ -217,8 +217,12 @@ def check_fits(algorithm_class: type[OfflineAlgorithm], config: Any, problem: Pr
     Adam's two moments: 4x the parameters, counted on the meta device) or whose batch of transitions (S x B x (s, a, r,
     s', flags)) alone exceed the device's memory: `--set` widths, ensemble or batch sizes, or `--seeds`, that no
     machine of this kind can hold (a width of 65,536 would otherwise fill the memory while it is initialised)."""
-    with torch.device("meta"):
-        shapes = algorithm_class(config, problem, SeedStreams.for_seeds(seeds, "cpu"))
+    try:
+        with torch.device("meta"):
+            shapes = algorithm_class(config, problem, SeedStreams.for_seeds(seeds, "cpu"))
+    except RuntimeError as error:  # a size torch cannot even describe (its storage size overflows)
+        raise OffbenchError(f"{algorithm_class.__name__} does not fit on {device}: {str(error).splitlines()[0][:160]}",
+                            "use smaller networks (--set) or fewer seeds per group") from None
     parameters, count = sum(p.numel() * p.element_size() for p in shapes.parameters()), sum(p.numel() for p in shapes.parameters())
     buffers = sum(b.numel() * b.element_size() for b in shapes.buffers())
     per_transition = 2 * problem.observation_space.nbytes + 4 * max(1, math.prod(problem.action_space.shape)) + 12

@@ -417,3 +417,16 @@ def test_a_curve_analysis_or_eval_cannot_read_as_floats_is_damage(trained: tuple
     path.write_text(json.dumps(change(json.loads(path.read_text()))))
     evaluated = CliRunner().invoke(app, ["eval", f"{group_id}-s0", "--results-dir", str(store.root)])
     assert isinstance(evaluated.exception, OffbenchError) and damage in str(evaluated.exception)
+
+
+@pytest.mark.parametrize("algo, setting, message", [
+    ("neubay", "rollouts=2147483647", "'rollouts' for neubay must be in [1, 1,048,576]"),
+    ("neubay", "tape_length=2147483647", "'tape_length' for neubay must be in [1, 1,048,576]"),
+    ("neubay", "critic_heads=100000", "'critic_heads' for neubay must be in [1, 4096]"),
+    ("neubay", "encoder_dim=2147483647", "'encoder_dim' for neubay must be in [1, 65,536]"),
+    ("bcq", "act_samples=2147483647", "'act_samples' for bcq must be in [1, 65,536]"),
+    ("discrete-bcq", "frame_stack=1000", "'frame_stack' for discrete-bcq must be in [1, 64]"),
+])  # fmt: skip
+def test_sizes_that_would_hang_or_exhaust_the_machine_are_refused(tmp_path: Path, algo: str, setting: str, message: str) -> None:
+    result = CliRunner().invoke(app, ["run", "--algo", algo, "--dataset", TINY_ID, "--set", setting, "--results-dir", str(tmp_path / "r")])
+    assert isinstance(result.exception, OffbenchError) and message in str(result.exception), result.output

@@ -26,7 +26,7 @@ from torch import nn
 
 from offbench.algos.base import AlgorithmConfig, Batch, OfflineAlgorithm, Problem
 from offbench.algos.nets import EnsembleMLP, per_seed_mean, polyak_update, seeded_normal
-from offbench.config import Count, Fraction, LearningRate, NonNegative, Positive, Widths
+from offbench.config import Count, Fraction, LearningRate, NonNegative, Positive, Samples, Widths
 from offbench.seeding import SeedStreams
 
 LOG_STD_MIN, LOG_STD_MAX = -4.0, 15.0  # the encoder's log_std clamp, "for numerical stability"
@@ -42,8 +42,8 @@ class BCQConfig(AlgorithmConfig):
     tau: Fraction = 0.005
     lmbda: Fraction = 0.75  # soft clipped double Q: lmbda * min + (1 - lmbda) * max
     phi: NonNegative = 0.05  # max perturbation, x max_action
-    target_samples: Count = 10  # candidates per next state in the critic target
-    act_samples: Count = 100  # candidates per state when acting
+    target_samples: Samples = 10  # candidates per next state in the critic target
+    act_samples: Samples = 100  # candidates per state when acting
     kl_weight: NonNegative = 0.5
     latent_clip: Positive = 0.5  # z ~ N(0, I) clipped to [-latent_clip, latent_clip] when decoding without an encoder
     hidden_dims: Widths = field(default_factory=lambda: [400, 300])  # perturbation model and critics

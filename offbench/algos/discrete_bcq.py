@@ -34,7 +34,7 @@ from torch import nn
 
 from offbench.algos.base import AlgorithmConfig, Batch, OfflineAlgorithm, Problem
 from offbench.algos.nets import EnsembleMLP, epsilon_greedy, hard_update, per_seed_mean, polyak_update, q_trunk, seeded_normal
-from offbench.config import Count, Fraction, LearningRate, NonNegative, Positive, Widths
+from offbench.config import Count, Depth, Fraction, LearningRate, NonNegative, Positive, Widths
 from offbench.errors import OffbenchError
 from offbench.seeding import SeedStreams
 
@@ -56,7 +56,7 @@ class DiscreteBCQConfig(AlgorithmConfig):
     clip_rewards: bool = False  # rewards clipped to [-1, 1] in the target (learning only; scores are unclipped)
     eval_eps: Fraction = 0.0  # probability of a uniform action when evaluating
     hidden_dims: Widths = field(default_factory=lambda: [256, 256])  # each head's hidden widths
-    frame_stack: Count = 4  # frames per observation (read by the frame-stack sampler)
+    frame_stack: Depth = 4  # frames per observation (read by the frame-stack sampler)
     normalize_states: bool = False
 
     def __post_init__(self) -> None:

@@ -50,7 +50,7 @@ from offbench.algos import world_model as wm
 from offbench.algos.base import AlgorithmConfig, OfflineAlgorithm, Problem, StageContext
 from offbench.algos.nets import EnsembleLayerNorm, EnsembleLinear, polyak_update, seeded_normal
 from offbench.algos.recurrent import LAYER_NORM_EPS, RecurrentEncoder
-from offbench.config import Count, Fraction, LearningRate, NonNegative, Positive, Range, Widths
+from offbench.config import Count, Depth, Fraction, LearningRate, Length, Members, NonNegative, Positive, Range, Width, Widths
 from offbench.data.sampling import Sampler
 from offbench.data.spaces import Box
 from offbench.data.tapes import EpisodeBuffer, Tape
@@ -67,10 +67,10 @@ ROLLOUT_STATS = ("horizon_median", "horizon_q75", "horizon_q90", "horizon_max", 
 @dataclass
 class NeubayConfig(AlgorithmConfig):
     # stage 1: the world model (spec "Stage 1"; offbench.algos.world_model)
-    ensemble_size: Count = 128
-    selected_size: Count = 100  # members kept (and used in rollouts): the reference's collect.ensemble_size
-    world_hidden: Count = 200  # Adroit 400
-    world_blocks: Count = 4
+    ensemble_size: Members = 128
+    selected_size: Members = 100  # members kept (and used in rollouts): the reference's collect.ensemble_size
+    world_hidden: Width = 200  # Adroit 400
+    world_blocks: Depth = 4
     world_layer_norm: bool = True  # false: the paper's no-LayerNorm ablation
     world_lr: LearningRate = 1e-3  # Adroit 3e-4
     world_weight_decay: NonNegative = 5e-5
@@ -85,21 +85,21 @@ class NeubayConfig(AlgorithmConfig):
     unc_quantile: Fraction = 1.0  # zeta
     penalty_coef: NonNegative = 0.0  # ablation: r - c * u / mean u
     # stage 2: rollouts and buffer
-    rollouts: Count = 100  # K trajectories per collection
+    rollouts: Length = 100  # K trajectories per collection
     utd: Positive = 0.05
     buffer_size: Count = 40_000_000  # steps (AntMaze 60M)
     # the recurrent agent
-    encoder_dim: Count = 256
-    lru_hidden: Count = 128
-    lru_layers: Count = 2
+    encoder_dim: Width = 256
+    lru_hidden: Width = 128
+    lru_layers: Depth = 2
     lru_r_min: Fraction = 0.0
     lru_r_max: Fraction = 0.9
     lru_max_phase: Positive = 2 * math.pi
     head_dims: Widths = field(default_factory=lambda: [256, 256])  # Adroit 3 blocks
-    critic_heads: Count = 10
-    target_heads: Count = 2
+    critic_heads: Members = 10
+    target_heads: Members = 2
     batch_size: Count = 1  # tapes per seed and gradient step
-    tape_length: Count = 2048  # Adroit 1024
+    tape_length: Length = 2048  # Adroit 1024
     discount: Fraction = 0.99
     tau: Fraction = 0.005
     encoder_lr: LearningRate = 1e-5  # per task in baselines/neubay.toml
