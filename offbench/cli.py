@@ -276,6 +276,7 @@ def sweep(
         store.ensure_writable()  # before a Ray cluster is joined or started
     engine = make_executor(executor, workers, address, cpus_per_job, gpus_per_job, retries) if not dry_run or executor == "local" else None
     jobs = jobs_of(cells, range(seed_start, seed_start + seeds), group_size, engine.workers if engine else 1, device)
+    _check_cells(jobs)
     if dry_run:
         _print_dry_run(jobs, store, device)
         return
@@ -296,6 +297,18 @@ def _check_seed_range(seeds: int, seed_start: int) -> None:
     """--seeds and --seed-start: seeds seed_start .. seed_start + seeds - 1, each a valid seed (offbench.protocol)."""
     check_integer("--seeds", seeds, 1, MAX_SEEDS)
     check_integer("--seed-start", seed_start, 0, MAX_SEED - seeds + 1)
+
+
+def _check_cells(jobs) -> None:
+    """Each cell's flags and `--set` values (a protocol's `[[overrides]]` included), checked as `offbench run` checks them,
+    before the index is opened or a worker starts."""
+    from offbench.train import check_before_loading
+
+    seen = set()
+    for job in jobs:
+        if job.cell_key not in seen:
+            seen.add(job.cell_key)
+            check_before_loading(job.plan())
 
 
 def _print_dry_run(jobs, store, device: str) -> None:
@@ -453,7 +466,7 @@ def runs_prune(
 
     store = ResultsStore(results_dir(results))
     frame = store.runs(status=None)
-    dead = frame[frame["status"].str.startswith(("interrupted", "failed"))]
+    dead = frame[frame["status"].astype(str).str.startswith(("interrupted", "failed"))]
     if dead.empty:
         out.print(f"nothing to prune in {store.root}")
         return
@@ -607,6 +620,10 @@ def main() -> None:
         app()
     except OffbenchError as error:
         err.print(f"error: {error.line()}", highlight=False, markup=False, soft_wrap=True)
+        sys.exit(2)
+    except MemoryError as error:  # e.g. a data file declaring an array larger than the machine: nothing was written for it
+        err.print(f"error: out of memory ({str(error)[:160] or 'MemoryError'}) — is an input larger than this machine can hold?", highlight=False,
+                  markup=False, soft_wrap=True)
         sys.exit(2)
 
 

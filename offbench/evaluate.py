@@ -64,6 +64,8 @@ def make_env(env_id: str, env_kwargs: dict | None = None, wrappers: Sequence[str
     Raises `OffbenchError` (one line) when Gymnasium cannot build it: unknown id, missing dependency, bad kwargs.
     """
     atari.register_if_atari(env_id)
+    if "render_mode" in (env_kwargs or {}):
+        raise OffbenchError(f"evaluation env {env_id}: its kwargs set render_mode", "the evaluator chooses how (and whether) an env renders")
     try:
         env = gym.make(env_id, **(env_kwargs or {}))
     except (gym.error.Error, ImportError, TypeError, ValueError) as error:

@@ -53,8 +53,9 @@ from offbench.data.dataset import SCORES, episode_scores
 from offbench.data.sampling import StateNormalizer
 from offbench.data.spaces import ObservationSpace, action_space_from_dict
 from offbench.errors import OffbenchError
-from offbench.evaluate import Episodes, episode_seeds, evaluate_episodes
+from offbench.evaluate import Episodes, check_env_spaces, episode_seeds, evaluate_episodes
 from offbench.io import ARCHIVE_ERRORS, atomic_write, check_output_path, json_number, json_text, read_tensors, write_json
+from offbench.protocol import MAX_EVAL_EPISODES, MAX_SEED, check_integer
 from offbench.seeding import SeedStreams, stream_seed
 from offbench.store import ResultsStore, RunRecord
 
@@ -369,10 +370,10 @@ def evaluate_policy(store: ResultsStore, run_id: str, episodes: int | None = Non
     count or seed, a video path `check_video_path` refuses, a run without a usable policy, or a run folder the
     result cannot be written to.
     """
-    if episodes is not None and episodes < 1:
-        raise OffbenchError(f"--episodes must be positive, got {episodes}")
-    if seed is not None and seed < 0:
-        raise OffbenchError(f"--seed must be non-negative, got {seed}")
+    if episodes is not None:
+        check_integer("--episodes", episodes, 1, MAX_EVAL_EPISODES)
+    if seed is not None:
+        check_integer("--seed", seed, 0, MAX_SEED)
     video_file = None
     if video is not None:
         from offbench.video import check_video_path
@@ -384,6 +385,8 @@ def evaluate_policy(store: ResultsStore, run_id: str, episodes: int | None = Non
     episodes = protocol.eval_episodes if episodes is None else episodes
     step = record.curve[-1]["step"]
     _check_writable(store.run_dir(run_id) / EVALUATIONS_DIR)
+    problem = Problem(ObservationSpace(**loaded.state["observation_space"]), action_space_from_dict(loaded.state["action_space"]))
+    check_env_spaces(protocol.eval_env, protocol.eval_env_kwargs, protocol.eval_wrappers, problem.observation_space, problem.action_space, run_id)
     generator = torch.Generator().manual_seed(stream_seed(seed, "eval", step))
     policy, dtype = loaded.policy, loaded.observation_dtype
 

@@ -289,7 +289,7 @@ class ResultsStore:
             raise OffbenchError(f"no run {run_id} in {self.root}", "list runs with `offbench runs`")
         summary = self._read(run_id, "summary.json") if (run_dir / "summary.json").exists() else None
         curve = self._read(run_id, "curve.json")
-        if not isinstance(curve, list) or not all(_is_evaluation(entry) for entry in curve):
+        if not isinstance(curve, list) or not all(is_evaluation(entry) for entry in curve):
             raise DamagedRecord(run_id, "curve.json is not a list of evaluations (a positive int step, numbers or nulls as scores)")
         steps = [entry["step"] for entry in curve]
         if steps != sorted(set(steps)) or (summary is not None and not steps):
@@ -319,7 +319,7 @@ class ResultsStore:
         """{run id: what is damaged} for every run the index lists as damaged (a record that did not parse or could not be
         indexed when the index was rebuilt): analysis names each in its caveats, whatever it selected."""
         frame = self.runs(status=None)
-        damaged = frame[frame["status"].fillna("").str.startswith("damaged: ")]
+        damaged = frame[frame["status"].astype(str).str.startswith("damaged: ")]
         return {row.run_id: row.status.removeprefix("damaged: ") for row in damaged.itertuples()}
 
     def runs(self, status: str | None = "finished") -> pd.DataFrame:
@@ -367,7 +367,12 @@ class ResultsStore:
     # ---- index internals -----------------------------------------------------------------------
 
     def _config(self, run_id: str) -> RunConfig:
-        return _parsed(run_id, "config.json", RunConfig.from_dict, self._read(run_id, "config.json"))
+        config = _parsed(run_id, "config.json", RunConfig.from_dict, self._read(run_id, "config.json"))
+        try:  # the group id names the group's checkpoint and lock files: a plain name, never a path
+            safe_name("group id", config.group_id)
+        except OffbenchError as error:
+            raise DamagedRecord(run_id, f"config.json: {error.line()}"[:200]) from None
+        return config
 
     def _read(self, run_id: str, name: str) -> Any:
         path = self.run_dir(run_id) / name
@@ -555,12 +560,15 @@ def finite_entry(entry: dict[str, Any]) -> dict[str, Any]:
     return {**stored, **dict.fromkeys(SCORE_KEYS), "diverged": True} if lost else stored
 
 
-def _is_evaluation(entry: Any) -> bool:
+def is_evaluation(entry: Any) -> bool:
     """A curve entry as `offbench.train.evaluation_entry` writes it: a step in [1, 2**63), and every number in it (scores,
     returns, per-episode lists, training metrics) a float or null: analysis, `eval` and `export` read them as floats."""
     if not isinstance(entry, dict) or not isinstance(step := entry.get("step"), int) or isinstance(step, bool) or not 1 <= step < 2**63:
         return False
     values = [v for value in entry.values() for v in (value if isinstance(value, list) else [value])]
+    lists = [entry[key] for key in ("returns", "normalized_scores") if key in entry]
+    if not all(isinstance(values, list) and all(v is None or _is_number(v) for v in values) for values in lists):
+        return False
     return all(_is_number(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)) and all(
         entry.get(key) is None or _is_number(entry[key]) for key in SCORE_KEYS)
 

@@ -52,7 +52,7 @@ from offbench.policy import save_run_policies
 from offbench.protocol import BUDGET_KEYS, MAX_SEED, MAX_SEEDS, TrainingProtocol, check_budget, check_integer, seed_list
 from offbench.records import DEFAULT_LAST_K, DatasetRecord, RunConfig, RunSummary
 from offbench.seeding import SeedStreams
-from offbench.store import HEARTBEAT_EVERY_S, ResultsStore
+from offbench.store import HEARTBEAT_EVERY_S, ResultsStore, is_evaluation
 
 CHECKPOINT_VERSION = 2  # 2: named random streams, sampler state, stages
 
@@ -273,6 +273,7 @@ def check_before_loading(plan: RunPlan) -> tuple[type[OfflineAlgorithm], user_fi
     # are refused here; the defaults for the dataset's kind of observations ([observations.<kind>] of the
     # baseline) are applied once it is loaded.
     resolve_config(plan.algo, algorithm_class, dataset_id, plan.overrides)
+    pick_device(plan.device)
     return algorithm_class, user_file, dataset_id
 
 
@@ -332,7 +333,7 @@ def _check_references(meta: DatasetMetadata) -> None:
     if meta.score == "success-rate":
         return
     low, high = meta.ref_min_score, meta.ref_max_score
-    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high) and high > low):
+    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high) and high > low and math.isfinite(high - low)):
         raise OffbenchError(f"dataset {meta.id} has no usable reference returns to normalise scores with (min {low}, max {high})",
                             "use a dataset whose metadata carries finite ref_min_score < ref_max_score")
 
@@ -495,11 +496,8 @@ def _check_curves(curves: list[Any], expected_steps: list[int], seeds: int, dama
     for curve in curves:
         if [entry.get("step") for entry in curve] != expected_steps:
             raise damaged(f"a curve's evaluation steps are not those of its step ({expected_steps[-3:]} at the end)")
-        for entry in curve:
-            for key in ("normalized_score", "return_mean", "return_std"):
-                value = entry.get(key)
-                if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value)):
-                    raise damaged(f"a curve's {key} at step {entry['step']} is not a finite number or null")
+        if not all(map(is_evaluation, curve)):
+            raise damaged("a curve's entry is not an evaluation (numbers or nulls as scores, returns and metrics)")
 
 
 def _restore(group: SeedGroup, state: dict[str, Any], path: Path) -> None:

@@ -40,6 +40,12 @@ def test_short_run_writes_snapshots_and_finite_losses(tmp_path):
     assert sorted(p.name for p in (dest / "replay").iterdir()) == [f"step_{s:07d}.pt" for s in (0, 150, 300) if s < medium]
     export_run(tmp_path / "run", dest, expert_target=-1e9, eval_episodes=1)  # exported again: the target now reached
     assert sorted(p.name for p in dest.iterdir()) == ["expert.json", "expert.pt", "medium.json", "medium.pt", "replay", "replay.json"]
+    (tmp_path / "secret.txt").write_text("not a snapshot")
+    log["snapshots"][0]["path"] = str(tmp_path / "secret.txt")  # a log is untrusted: it may name any file
+    (tmp_path / "run" / "log.json").write_text(json.dumps(log))
+    with pytest.raises(OffbenchError, match="which is not a file inside the run"):
+        export_run(tmp_path / "run", tmp_path / "other", expert_target=1e9, eval_episodes=1)
+    assert not (tmp_path / "other").exists()
 
 
 def test_numpy_policy_matches_torch_actor():

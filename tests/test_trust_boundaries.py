@@ -100,7 +100,7 @@ def test_every_kind_of_checkpoint_this_code_writes_reads_without_the_unpickler(t
     (lambda s: {**s, "plan": {**s["plan"], "unknown": 1}}, "its plan or protocol does not read"),
     (lambda s: {**s, "curves": [s["curves"][0]]}, "its curves are not 2 lists of evaluations"),
     (lambda s: {**s, "curves": [c[:1] for c in s["curves"]]}, "a curve's evaluation steps are not those of its step"),
-    (lambda s: {**s, "curves": [[{**e, "normalized_score": "x"} for e in c] for c in s["curves"]]}, "normalized_score at step 10"),
+    (lambda s: {**s, "curves": [[{**e, "normalized_score": "x"} for e in c] for c in s["curves"]]}, "a curve.s entry is not an evaluation"),
     (lambda s: {**s, "train_time_s": float("nan")}, "times or stages"),
     (lambda s: {**s, "metrics": {"bc_loss": torch.zeros(3)}}, "a training metric is not one value per seed"),
 ])  # fmt: skip
@@ -430,3 +430,83 @@ def test_a_curve_analysis_or_eval_cannot_read_as_floats_is_damage(trained: tuple
 def test_sizes_that_would_hang_or_exhaust_the_machine_are_refused(tmp_path: Path, algo: str, setting: str, message: str) -> None:
     result = CliRunner().invoke(app, ["run", "--algo", algo, "--dataset", TINY_ID, "--set", setting, "--results-dir", str(tmp_path / "r")])
     assert isinstance(result.exception, OffbenchError) and message in str(result.exception), result.output
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: {**c, "protocol": {**c["protocol"], "eval_env": "Nope-v9"}}, "evaluation env Nope-v9 cannot be built"),
+    (lambda c: {**c, "protocol": {**c["protocol"], "eval_env_kwargs": {"render_mode": "human"}}}, "its kwargs set render_mode"),
+    (lambda c: {**c, "group_id": "../../victim"}, "is damaged: config.json: '../../victim' is not a valid group id"),
+])  # fmt: skip
+def test_a_crafted_record_is_one_line_before_eval_runs_an_episode(trained: tuple[ResultsStore, str], change, message: str) -> None:
+    store, group_id = trained
+    path = store.run_dir(f"{group_id}-s0") / "config.json"
+    path.write_text(json.dumps(change(json.loads(path.read_text()))))
+    result = CliRunner().invoke(app, ["eval", f"{group_id}-s0", "--episodes", "1", "--results-dir", str(store.root)])
+    assert isinstance(result.exception, OffbenchError) and message in str(result.exception), result.output
+
+
+def test_eval_bounds_its_episodes_and_seed(trained: tuple[ResultsStore, str]) -> None:
+    store, group_id = trained
+    for flags, message in ((["--episodes", "100000000000"], "--episodes must be at most 1,000"), (["--seed", "-1"], "--seed must be non-negative")):
+        result = CliRunner().invoke(app, ["eval", f"{group_id}-s0", *flags, "--results-dir", str(store.root)])
+        assert isinstance(result.exception, OffbenchError) and message in str(result.exception)
+
+
+def test_prune_and_listing_survive_an_emptied_store(trained: tuple[ResultsStore, str]) -> None:
+    store, group_id = trained
+    assert run_cli("runs", "rm", group_id, "--results-dir", str(store.root)).returncode == 0
+    pruned = run_cli("runs", "prune", "--yes", "--results-dir", str(store.root))
+    assert pruned.returncode == 0 and "nothing to prune" in pruned.stdout, pruned.stderr
+    assert store.damaged_runs() == {}
+
+
+def test_a_checkpoint_curve_with_unreadable_episode_lists_is_refused(trained: tuple[ResultsStore, str]) -> None:
+    store, group_id = trained
+    state = _unfinished(store, group_id)
+    state["curves"][0][0]["normalized_scores"] = "x"
+    torch.save(state, store.checkpoint_path(group_id))
+    with pytest.raises(OffbenchError, match="a curve's entry is not an evaluation"):
+        resume(group_id, store)
+
+
+def test_references_whose_span_overflows_are_refused(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    data = tmp_path / "tiny.npz"
+    timeouts = np.zeros(200, bool)
+    timeouts[99::100] = True
+    np.savez(data, observations=rng.standard_normal((200, 11)).astype(np.float32), actions=rng.uniform(-1, 1, (200, 3)).astype(np.float32),
+             rewards=np.zeros(200, np.float32), terminals=np.zeros(200, bool), timeouts=timeouts)
+    with pytest.raises(OffbenchError, match="no usable reference returns"):
+        run(_plan(dataset=str(data), env="Hopper-v5", ref="-1e308,1e308"), ResultsStore(tmp_path / "results"))
+
+
+def test_a_bad_device_or_sweep_setting_is_refused_before_the_store_is_touched(tmp_path: Path) -> None:
+    with pytest.raises(OffbenchError, match="unknown device"):
+        run(_plan(device="bogus"), ResultsStore(tmp_path / "r"))
+    assert not (tmp_path / "r").exists()
+    swept = CliRunner().invoke(app, ["sweep", "--algos", "bc", "--datasets", TINY_ID, "--set", "batch_size=0", "--dry-run",
+                                     "--results-dir", str(tmp_path / "s")])
+    assert isinstance(swept.exception, OffbenchError) and "'batch_size' for bc must be >= 1" in str(swept.exception)
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda seeds: [{**s, "score": 1e308} for s in seeds], "a numeric score within"),
+    (lambda seeds: [{**s, "score": True} for s in seeds], "a numeric score within"),
+])  # fmt: skip
+def test_a_leaderboard_that_would_defeat_the_gate_is_refused(tmp_path: Path, change, message: str) -> None:
+    from offbench.analysis.leaderboard import load_leaderboard
+
+    store = ResultsStore(tmp_path / "results")
+    for seed in range(3):
+        write_run(store, "td3bc", "local/hopper-medium-v5", seed, [50.0, 60.0])
+    board = tmp_path / "board.json"
+    assert CliRunner().invoke(app, ["leaderboard", "update", "--results-dir", str(store.root), "--leaderboard", str(board)]).exit_code == 0
+    data = json.loads(board.read_text())
+    data["entries"][0]["seeds"] = change(data["entries"][0]["seeds"])
+    board.write_text(json.dumps(data))
+    with pytest.raises(OffbenchError, match=message):
+        load_leaderboard(board)
+    board.write_text("[" * 100000 + "]" * 100000)
+    with pytest.raises(OffbenchError, match="is not a valid leaderboard"):
+        load_leaderboard(board)

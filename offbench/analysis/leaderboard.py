@@ -302,8 +302,8 @@ def load_leaderboard(path: Path, missing_ok: bool = False) -> Leaderboard:
             raise ValueError(f"version {data.get('version')!r} is not supported (this offbench reads {', '.join(map(str, READABLE_VERSIONS))})")
         entries = tuple(_parse_entry(raw) for raw in data["entries"])
         return Leaderboard(entries, int(data["revision"]), data.get("updated_at"))
-    except (ValueError, KeyError, TypeError, AttributeError, OffbenchError) as exc:
-        raise OffbenchError(f"{path} is not a valid leaderboard: {exc}", hint) from None
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError, OffbenchError) as exc:  # RecursionError: nested past the parser
+        raise OffbenchError(f"{path} is not a valid leaderboard: {str(exc)[:200]}", hint) from None
 
 
 def save_leaderboard(board: Leaderboard, path: Path) -> None:
@@ -517,6 +517,9 @@ def _entry_names(entries: Sequence[Entry]) -> list[tuple[str, str]]:
 # ---- internals ---------------------------------------------------------------------------------
 
 
+MAX_SCORE = 1e6  # normalised points (x100): a reference score beyond it would overflow the check's bootstrap into inf or NaN
+
+
 def _parse_entry(raw: Mapping[str, Any]) -> Entry:
     optional = ("algo_config", "evaluation")
     entry = Entry(**{f.name: raw[f.name] for f in fields(Entry) if f.name not in optional}, **{k: raw.get(k) for k in optional})
@@ -528,14 +531,15 @@ def _parse_entry(raw: Mapping[str, Any]) -> Entry:
     for key in ("id", "sha256"):
         if not isinstance(entry.dataset[key], str):
             raise ValueError(f"dataset {key} must be a string")
-    for key in BUDGET_KEYS:
-        if not isinstance(entry.protocol[key], int):
-            raise ValueError(f"protocol {key} must be an integer")
+    check_budget({key: entry.protocol[key] for key in BUDGET_KEYS}, where="protocol")
+    check_integer("protocol k", entry.protocol.get("k", DEFAULT_LAST_K))
     if entry.protocol["statistic"] not in STATISTICS:
         raise ValueError(f"unknown statistic {entry.protocol['statistic']!r}")
     for s in entry.seeds:
-        if not isinstance(s["seed"], int) or not isinstance(s["score"], (int, float)) or not math.isfinite(s["score"]):
-            raise ValueError(f"{entry.algo} on {entry.dataset['id']}: a seed needs an integer seed and a finite numeric score")
+        score = s["score"]
+        if not isinstance(s["seed"], int) or isinstance(score, bool) or not isinstance(score, (int, float)) or not abs(score) <= MAX_SCORE:
+            raise ValueError(f"{entry.algo} on {entry.dataset['id']}: a seed needs an integer seed and a numeric score within "
+                             f"+-{MAX_SCORE:g} points")
     return entry
 
 

@@ -47,6 +47,15 @@ SNAPSHOT_FORMAT = "offbench-sac-actor-v1"
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # rlkit's TanhGaussianPolicy bounds, as in D4RL's behaviour policies
 LAYERS = ("fc0", "fc1", "last_fc", "last_fc_log_std")
 ACTION_DECIMALS = 6  # actions are rounded to 1e-6 before they are cast to float32 (see the module docstring)
+def _inside(run_dir: Path, name: Any) -> Path:
+    """The snapshot file a run's log names, refused unless it is a regular file inside the run's folder (a log is
+    untrusted: `/etc/passwd` or `../x` would otherwise be copied into the export)."""
+    path = (run_dir / str(name)).resolve()
+    if not isinstance(name, str) or not path.is_relative_to(run_dir.resolve()) or not path.is_file():
+        raise OffbenchError(f"{run_dir / 'log.json'} names snapshot {name!r}, which is not a file inside the run", "restore the run's log.json")
+    return path
+
+
 TRAINER = "offbench/behavior/sac.py"  # how an export's card starts its "trainer"
 EXPORT_FILES = [f"{name}.{suffix}" for name in ("expert", "expert-so-far", "medium") for suffix in ("pt", "json")] + ["replay.json"]
 
@@ -156,6 +165,8 @@ def export_run(run_dir: Path, dest: Path, expert_target: float, note: str = "", 
     check_export_folder(dest, force)
     log = json.loads((run_dir / "log.json").read_text())
     records = {r["step"]: r for r in log["snapshots"]}
+    for record in records.values():
+        _inside(run_dir, record["path"])
     best = max(records.values(), key=lambda r: (r["return_mean"], -r["step"]))
     reached = best["return_mean"] >= expert_target
     reference_return = best["return_mean"] if reached else expert_target

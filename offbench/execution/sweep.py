@@ -229,10 +229,10 @@ def _checkpoint_step(store: Any, job: Job) -> int:
 
 
 def _summary_status(store: Any, run_id: str) -> str | None:
-    try:
-        return read_json(store.run_dir(run_id) / "summary.json").get("status")
-    except (OSError, ValueError, AttributeError):
+    if not store.is_finished(run_id):
         return None
+    records, _ = store.load_intact([run_id])  # a damaged record has no status
+    return records[run_id].summary.status if records else None
 
 
 def _one_line(text: str) -> str:
@@ -268,7 +268,10 @@ class FileReporter:
     def stop(self) -> None: ...
 
     def clear(self) -> None:
-        self.path.unlink(missing_ok=True)
+        try:
+            self.path.unlink(missing_ok=True)
+        except OSError:  # something else planted there (a folder): progress is a courtesy
+            pass
 
     def _write(self, step: int, steps_per_s: float) -> None:
         self.written = time.monotonic()
@@ -280,10 +283,17 @@ class FileReporter:
 
 
 def read_progress(root: Path, group_id: str) -> dict[str, Any] | None:
+    """A job's progress file, or None when it is absent or not what `FileReporter` writes (a store is untrusted: a fifo
+    would block the driver, a string rate would break its table)."""
+    path = root / PROGRESS_DIR / f"{group_id}.json"
     try:
-        return read_json(root / PROGRESS_DIR / f"{group_id}.json")
-    except (OSError, ValueError):
+        progress = read_json(path) if path.is_file() else None
+    except (OSError, ValueError, RecursionError):
         return None
+    numbers = ("step", "total", "steps_per_s")
+    if not isinstance(progress, dict) or not all(isinstance(progress.get(k), (int, float)) and not isinstance(progress.get(k), bool) for k in numbers):
+        return None
+    return progress if all(0 <= progress[k] <= 1e15 for k in numbers) else None
 
 
 # ---- cost estimate ----------------------------------------------------------------------------------
@@ -308,19 +318,13 @@ def measured_rates(store: Any, device_type: str) -> dict[str, tuple[float, str]]
         for row in rows.tail(50).itertuples():
             if str(row.device or "").split(":")[0] != device_type:
                 continue
-            summary = _read_summary(store, row.run_id)
-            if summary and summary.get("seed_steps_per_s"):
-                values.append(summary["seed_steps_per_s"])
+            records, _ = store.load_intact([row.run_id])  # a damaged summary (a fifo, a string rate) is left out
+            rate = records[row.run_id].summary.seed_steps_per_s if records else None
+            if rate:
+                values.append(rate)
         if values:
             rates[algo] = (float(np.median(values)), f"median of {len(values)} runs in {store.root} on {device_type}")
     return rates
-
-
-def _read_summary(store: Any, run_id: str) -> dict[str, Any] | None:
-    try:
-        return read_json(store.run_dir(run_id) / "summary.json")
-    except (OSError, ValueError):
-        return None
 
 
 def job_seed_steps(job: Job) -> int:
