@@ -387,6 +387,7 @@ def resume(group_id: str, store: ResultsStore, reporter: Reporter | None = None,
     `OffbenchError` for a missing, damaged or foreign checkpoint (see `load_checkpoint`).
     """
     reporter = reporter or Reporter()
+    read_as = _file_version(store.checkpoint_path(group_id))
     state = load_checkpoint(store, group_id)  # before the lock, which creates the store's folders
     if all(store.is_finished(run_id) for run_id in state["run_ids"]):
         reporter.message(f"group {group_id} is finished: nothing to resume; its {len(state['run_ids'])} runs are in {store.root / 'runs'}")
@@ -395,7 +396,9 @@ def resume(group_id: str, store: ResultsStore, reporter: Reporter | None = None,
         raise OffbenchError(f"checkpoint {store.checkpoint_path(group_id)} holds another plan than the job of group {group_id}",
                             "remove the group (`offbench runs rm GROUP_ID`) or the checkpoint, then run again")
     with store.training(group_id):
-        state = load_checkpoint(store, group_id)  # again under the lock: another process may have trained the group meanwhile
+        # Read again only when another process replaced it meanwhile: a checkpoint can hold gigabytes of rollouts.
+        if _file_version(store.checkpoint_path(group_id)) != read_as:
+            state = load_checkpoint(store, group_id)
         group = build_group(RunPlan(**state["plan"]), reporter, group_id=group_id)
         if group.dataset.metadata.sha256 != state["dataset_sha256"]:
             raise OffbenchError(f"dataset {group.dataset.metadata.id} changed since group {group_id} started (hash differs)", "start a new run")
@@ -405,6 +408,15 @@ def resume(group_id: str, store: ResultsStore, reporter: Reporter | None = None,
         _start_records(group, store, resumed=True)
         reporter.message(f"resuming {group_id} at step {group.step}")
         return _train(group, store, reporter)
+
+
+def _file_version(path: Path) -> tuple[int, int, int] | None:
+    """What changes when a file is replaced (atomic writes rename a new inode over it): inode, size, modification time."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
 def budget_line(group: SeedGroup) -> str:
