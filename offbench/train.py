@@ -47,7 +47,7 @@ from offbench.data.sampling import (
 )
 from offbench.errors import OffbenchError
 from offbench.evaluate import EvalEnvs, check_env_spaces, evaluate_episodes
-from offbench.io import atomic_write, read_tensors
+from offbench.io import atomic_write, json_number, read_tensors
 from offbench.policy import save_run_policies
 from offbench.protocol import BUDGET_KEYS, MAX_SEED, MAX_SEEDS, TrainingProtocol, check_budget, check_integer, seed_list
 from offbench.records import DEFAULT_LAST_K, DatasetRecord, RunConfig, RunSummary
@@ -740,17 +740,13 @@ def evaluation_entry(step: int, returns: np.ndarray, scores: np.ndarray, time_s:
         "normalized_score": float(scores.mean()) if finite else None,
         "return_mean": float(returns.mean()) if finite else None,
         "return_std": float(returns.std()) if finite else None,
-        "returns": [_number(r) for r in returns],
-        "normalized_scores": [_number(v) for v in scores],
+        "returns": [json_number(r) for r in returns],
+        "normalized_scores": [json_number(v) for v in scores],
         **({} if successes is None else {"successes": [bool(v) for v in successes]}),
         "time_s": time_s,
-        **{name: _number(value) for name, value in metrics.items()},
+        **{name: json_number(value) for name, value in metrics.items()},
     }
     return entry if finite else {**entry, "diverged": True}
-
-
-def _number(value: float) -> float | None:
-    return float(value) if np.isfinite(value) else None
 
 
 def _save_checkpoint(store: ResultsStore, group: SeedGroup) -> None:
