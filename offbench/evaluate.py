@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import gymnasium as gym
 import numpy as np
 
-from offbench import atari
+from offbench import atari, robotics
 from offbench.data.spaces import ActionSpace, ObservationSpace, from_gymnasium, observation_space_from_gymnasium
 from offbench.errors import OffbenchError
 
@@ -43,6 +43,7 @@ EVAL_WRAPPERS: dict[str, Callable[[gym.Env], gym.Wrapper]] = {
     "atari-pixels": atari.pixel_wrappers,  # the Atari pixel protocol (DQN Replay data, local Atari recipes)
     "atari-minari": atari.minari_wrappers,  # Minari's Atari datasets: their frames as offbench stores them
     "atari-minari-jpeg": atari.minari_jpeg_wrappers,  # ... when Minari stored them as JPEG (the same round trip first)
+    **robotics.WRAPPERS,  # Gymnasium-Robotics' Dict observations as the D4RL files and Minari's ports store them
 }
 
 
@@ -64,6 +65,7 @@ def make_env(env_id: str, env_kwargs: dict | None = None, wrappers: Sequence[str
     Raises `OffbenchError` (one line) when Gymnasium cannot build it: unknown id, missing dependency, bad kwargs.
     """
     atari.register_if_atari(env_id)
+    robotics.register_if_robotics(env_id)
     if "render_mode" in (env_kwargs or {}):
         raise OffbenchError(f"evaluation env {env_id}: its kwargs set render_mode", "the evaluator chooses how (and whether) an env renders")
     try:
@@ -204,6 +206,7 @@ def evaluate_episodes(
         recurrent = act
         act = lambda observations, episode_start, rewards: recurrent(observations, episode_start)  # noqa: E731
     atari.register_if_atari(env_id)
+    robotics.register_if_robotics(env_id)
     env_kwargs = {**(env_kwargs or {}), **({"render_mode": "rgb_array"} if watch_first else {})}
     env_seeds = np.array(episode_seeds(seeds, episodes)).reshape(len(seeds), episodes)
     returns, successes = [], []

@@ -18,13 +18,14 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from offbench.data import d4rl
+from offbench.data import d4rl, goals
 from offbench.data.checks import FLAGS, INTEGER, REAL, check_array, check_flags, common_rows, read_sidecar, regular_file
 from offbench.data.dataset import TRANSITION_FIELDS, DatasetMetadata, OfflineDataset
 from offbench.data.spaces import ActionSpace, ObservationSpace, from_gymnasium, observation_space_from_gymnasium
 from offbench.errors import OffbenchError
 from offbench.io import ARCHIVE_ERRORS, atomic_write, json_text, remove_dead_staging, staging_tag
 from offbench.paths import data_dir
+from offbench.robotics import ROBOTICS_PREFIXES
 
 OFFBENCH_METADATA = "offbench.json"  # our sidecar beside Minari's data/ folder
 CACHE_VERSION = 1
@@ -206,8 +207,11 @@ def read_episode(dataset: Any, dataset_id: str, index: int) -> dict[str, np.ndar
         raise OffbenchError(f"dataset {dataset_id}: cannot read Minari episode {index} ({type(error).__name__}: {error})".splitlines()[0]) from None
 
 
-def transitions(path: Path, dataset: Any, dataset_id: str, spaces: tuple[ObservationSpace, ActionSpace]) -> dict[str, np.ndarray]:
+def transitions(path: Path, dataset: Any, dataset_id: str, spaces: tuple[ObservationSpace, ActionSpace],
+                flattening: tuple[str, gym.spaces.Dict] | None = None) -> dict[str, np.ndarray]:
     """Flat transition arrays of a Minari dataset of (observation, action) `spaces`, from a cache beside offbench's data when it is current.
+
+    `flattening`: (layout, Dict space) for Dict observations, flattened by `offbench.data.goals.flatten`.
 
     Minari keeps one HDF5 group per episode, so a 1M-step random dataset (45k episodes) takes about a
     minute to read; the flat copy loads in about a second. The cache is keyed by the size and mtime of
@@ -219,7 +223,7 @@ def transitions(path: Path, dataset: Any, dataset_id: str, spaces: tuple[Observa
         cached = _read_cache(cache, key)
         if cached is not None and _cache_fits(cached, spaces):
             return cached
-    arrays = episodes_to_transitions(read_episodes(dataset, dataset_id), dataset_id, spaces)
+    arrays = episodes_to_transitions(read_episodes(dataset, dataset_id), dataset_id, spaces, flattening)
     write_cache(path, dataset_id, arrays)
     return arrays
 
@@ -282,17 +286,23 @@ def _save_npz(path: Path, **arrays: np.ndarray) -> None:
         np.savez(f, **arrays)
 
 
-def episodes_to_transitions(episodes: Sequence[dict[str, Any]], dataset_id: str, spaces: tuple[ObservationSpace, ActionSpace]) -> dict[str, np.ndarray]:
+def episodes_to_transitions(episodes: Sequence[dict[str, Any]], dataset_id: str, spaces: tuple[ObservationSpace, ActionSpace],
+                            flattening: tuple[str, gym.spaces.Dict] | None = None) -> dict[str, np.ndarray]:
     """Flatten episodes of (observation, action) `spaces` to transition arrays. An episode that ends unterminated counts as a time-out.
 
     Each episode's fields are checked before they are used (`check_episode`); raises `OffbenchError` naming the episode and field.
+    `flattening`: (layout, Dict space) when the episodes' observations are Dicts (`offbench.data.goals`).
     """
     if not episodes:
         raise OffbenchError(f"dataset {dataset_id}: it holds no episodes")
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts")}
     starts, offset = [], 0
     for index, episode in enumerate(episodes):
-        fields = check_episode(f"dataset {dataset_id}: episode {index}", episode, spaces)
+        what = f"dataset {dataset_id}: episode {index}"
+        if flattening is not None:
+            rows = len(np.asarray(episode["actions"])) + 1
+            episode = {**episode, "observations": goals.flatten(episode["observations"], flattening[0], rows, flattening[1], what)}
+        fields = check_episode(what, episode, spaces)
         length = fields["actions"].shape[0]
         terminals = fields["terminations"]
         timeouts = fields["truncations"] & ~terminals
@@ -352,25 +362,42 @@ def _reference(dataset_id: str, minari_meta: dict[str, Any], source: str) -> dic
 
 
 def load_minari(path: Path, dataset_id: str, env_id: str | None = None, ref_source: str | None = None, validate: bool = True) -> OfflineDataset:
-    """Load the Minari dataset at `path` (the folder holding `data/`) as an `OfflineDataset` (validated unless `validate` is False)."""
+    """Load the Minari dataset at `path` (the folder holding `data/`) as an `OfflineDataset` (validated unless `validate` is False).
+
+    Dict observations (Minari's D4RL/pointmaze, antmaze and kitchen ports, local maze recordings) are flattened by their
+    family's layout (`offbench.data.goals`) and evaluated through the wrapper of the same name. The evaluation env is the
+    sidecar's (local datasets), else Minari's `eval_env_spec` (id, kwargs, horizon: how the D4RL ports' envs were set up),
+    else its `env_spec`.
+    """
+    what = f"dataset {dataset_id}"
     minari_dataset = open_minari(path, dataset_id)
     minari_meta = dict(minari_dataset.storage.metadata)
-    observation_space = observation_space_from_gymnasium(minari_meta["observation_space"], f"dataset {dataset_id}")
-    action_space = from_gymnasium(minari_meta["action_space"], f"dataset {dataset_id}")
-    arrays = transitions(path, minari_dataset, dataset_id, (observation_space, action_space))
     sidecar_path = path / OFFBENCH_METADATA
     sidecar = read_sidecar(sidecar_path, dataset_id) if sidecar_path.exists() else {}
-    env_spec = minari_meta.get("env_spec")
-    spec_id = json.loads(env_spec)["id"] if isinstance(env_spec, str) else getattr(env_spec, "id", "")
+    flattening, wrappers = None, tuple(sidecar.get("eval_wrappers", ()))
+    raw_space = minari_meta["observation_space"]
+    if isinstance(raw_space, gym.spaces.Dict):
+        layout = goals.layout_of(raw_space, _family(dataset_id), what)
+        flattening, observation_space = (layout, raw_space), goals.flat_space(raw_space, layout)
+        wrappers = wrappers or (layout,)
+        if wrappers != (layout,):
+            raise OffbenchError(f"{what}: its sidecar names the evaluation wrappers {list(wrappers)}, but its observations are the {layout} layout")
+    else:
+        observation_space = observation_space_from_gymnasium(raw_space, what)
+    action_space = from_gymnasium(minari_meta["action_space"], what)
+    arrays = transitions(path, minari_dataset, dataset_id, (observation_space, action_space), flattening)
+    spec_id, spec_kwargs = _evaluation_spec(minari_meta, what)
     metadata = DatasetMetadata(
         id=dataset_id,
         source=dataset_id.split("/")[0],
         env_id=env_id or sidecar.get("env_id") or spec_id,
+        env_kwargs=sidecar.get("env_kwargs", {} if sidecar.get("env_id") else spec_kwargs),
         observation_space=observation_space,
         action_space=action_space,
         **_reference(dataset_id, minari_meta, sidecar.get("ref_source", ref_source or "minari metadata")),
-        eval_wrappers=tuple(sidecar.get("eval_wrappers", ())),
-        extra={"path": str(path), **{k: v for k, v in sidecar.items() if k not in ("env_id", "ref_source", "eval_wrappers")}},
+        eval_wrappers=wrappers,
+        extra={"path": str(path), **({"observation_layout": flattening[0]} if flattening else {}),
+               **{k: v for k, v in sidecar.items() if k not in ("env_id", "env_kwargs", "ref_source", "eval_wrappers")}},
     )
     dataset = OfflineDataset.build(metadata, **arrays, validate=validate)
     recorded = sidecar.get("sha256")
@@ -380,3 +407,33 @@ def load_minari(path: Path, dataset_id: str, env_id: str | None = None, ref_sour
             f"the files in {path} changed since they were made; remake with `offbench data make {dataset_id} --force`",
         )
     return dataset
+
+
+def _family(dataset_id: str) -> str:
+    """`minari/D4RL/antmaze/umaze-v1` -> antmaze; `local/pointmaze-umaze-v3` -> pointmaze: the family a Dict layout is looked up by."""
+    parts = dataset_id.split("/")
+    if len(parts) >= 4 and parts[1] == "D4RL":
+        return parts[2]
+    return parts[-1].split("-")[0]
+
+
+def _evaluation_spec(minari_meta: dict[str, Any], what: str) -> tuple[str, dict[str, Any]]:
+    """(env id, kwargs) of Minari's `eval_env_spec`, else of its `env_spec`; kwargs are kept only for Gymnasium-Robotics' envs (the D4RL
+    ports: their maze map, reset and goal settings), with the spec's episode horizon as `max_episode_steps`."""
+    for key in ("eval_env_spec", "env_spec"):
+        text = minari_meta.get(key)
+        if not isinstance(text, str):
+            continue
+        try:
+            spec = json.loads(text)
+        except ValueError:
+            raise OffbenchError(f"{what}: Minari's {key} is not JSON") from None
+        if not isinstance(spec, dict) or not isinstance(spec.get("id"), str):
+            raise OffbenchError(f"{what}: Minari's {key} names no env id")
+        kwargs = spec.get("kwargs") or {}
+        if not spec["id"].startswith(ROBOTICS_PREFIXES) or not isinstance(kwargs, dict):
+            return spec["id"], {}
+        horizon = spec.get("max_episode_steps")
+        kwargs = {k: v for k, v in kwargs.items() if k != "render_mode"}
+        return spec["id"], {**kwargs, **({"max_episode_steps": horizon} if isinstance(horizon, int) and not isinstance(horizon, bool) else {})}
+    return "", {}

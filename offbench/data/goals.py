@@ -1,0 +1,102 @@
+"""Dict observations of goal-reaching datasets, flattened by one rule per layout.
+
+Minari's ports of D4RL's goal-reaching tasks store Gymnasium-Robotics' Dict observations; offbench's algorithms
+learn from one vector. Each known layout has one rule, named like the evaluation wrapper that applies the same rule
+to the env's observations (`offbench.robotics.WRAPPERS`), so training, evaluation, `offbench eval` and export see
+the same vector:
+
+    goal-observation     Minari's D4RL/pointmaze/* and D4RL/antmaze/* and offbench's local/pointmaze-* recordings:
+                         observation, then desired_goal (pointmaze 4 + 2, antmaze 27 + 2). The achieved goal is left
+                         out: it is the agent's x, y, which pointmaze's observation already holds; antmaze's does not,
+                         and a policy reaches the goal from its position relative to the walls it learns, as in
+                         Minari's and the papers' use (D4RL's antmaze files, read by offbench.data.d4rl, keep x, y)
+    kitchen-observation  Minari's D4RL/kitchen/*: observation only (59: robot and object positions and velocities);
+                         the desired goal is the same for every episode of a dataset and the achieved goal is a subset
+                         of the object positions
+
+A Dict layout outside this table (other keys, nested entries where the rule reads a vector, a family not listed)
+is refused in one line: no Dict observation is flattened by a guess.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from offbench.data.checks import REAL, check_array
+from offbench.data.spaces import ObservationSpace
+from offbench.errors import OffbenchError
+
+
+@dataclass(frozen=True)
+class GoalLayout:
+    keys: tuple[str, ...]  # the Dict entries concatenated, in order
+    entries: frozenset[str]  # the Dict's entries, exactly
+    families: tuple[str, ...]  # the Minari D4RL/<family> datasets (and local recordings) stored this way
+
+
+LAYOUTS: dict[str, GoalLayout] = {
+    "goal-observation": GoalLayout(("observation", "desired_goal"), frozenset({"observation", "achieved_goal", "desired_goal"}),
+                                   ("pointmaze", "antmaze")),
+    "kitchen-observation": GoalLayout(("observation",), frozenset({"observation", "achieved_goal", "desired_goal"}), ("kitchen",)),
+}
+
+
+def family_layout(family: str) -> str | None:
+    """The layout name for a Minari `D4RL/<family>` dataset or a local recording of that family; None when none is known."""
+    return next((name for name, layout in LAYOUTS.items() if family in layout.families), None)
+
+
+def layout_of(space: gym.spaces.Dict, family: str, what: str) -> str:
+    """The layout that flattens `space`, a Dict observation space of a dataset of `family` (`pointmaze`, `antmaze`, `kitchen`).
+
+    Raises `OffbenchError` naming the space when the family has no layout, or its entries are not the layout's, or an entry
+    the rule reads is not a 1-D Box.
+    """
+    described = ", ".join(f"{key}: {_describe(sub)}" for key, sub in space.spaces.items())
+    name = family_layout(family)
+    if name is None:
+        known = "; ".join(f"{n} ({', '.join(v.families)})" for n, v in LAYOUTS.items())
+        raise OffbenchError(f"{what}: a Dict observation ({described}) of a family offbench has no flattening rule for ('{family}')",
+                            f"known Dict layouts: {known}")
+    layout = LAYOUTS[name]
+    if set(space.spaces) != layout.entries or not all(_is_vector(space.spaces[key]) for key in layout.keys):
+        raise OffbenchError(f"{what}: a Dict observation ({described}) is not the {family} layout offbench flattens",
+                            f"{name} expects entries {', '.join(sorted(layout.entries))} with 1-D Box {', '.join(layout.keys)}")
+    return name
+
+
+def flat_space(space: gym.spaces.Dict, layout: str) -> ObservationSpace:
+    """The float32 vector space of `space` flattened by `layout` (its `keys` concatenated)."""
+    return ObservationSpace((sum(int(space.spaces[key].shape[0]) for key in LAYOUTS[layout].keys),), "float32")
+
+
+def flatten(observations: Mapping[str, Any], layout: str, rows: int, space: gym.spaces.Dict, what: str) -> np.ndarray:
+    """(rows, dims) observations from one episode's Dict of arrays, by `layout`; each entry read is checked to be (rows, size)
+    real numbers of its space's size before it is used (raises `OffbenchError` naming the entry otherwise)."""
+    if not isinstance(observations, Mapping):
+        raise OffbenchError(f"{what}: field 'observations' is a {type(observations).__name__}, expected the Dict layout {layout}")
+    parts = []
+    for key in LAYOUTS[layout].keys:
+        if key not in observations:
+            raise OffbenchError(f"{what}: field 'observations' lacks the entry '{key}' of the layout {layout}")
+        array = np.asarray(observations[key])
+        check_array(what, f"observations/{key}", array, (rows, int(space.spaces[key].shape[0])), REAL)
+        parts.append(array.astype(np.float64))
+    return np.concatenate(parts, axis=1)
+
+
+def _is_vector(space: gym.Space) -> bool:
+    return isinstance(space, gym.spaces.Box) and len(space.shape) == 1
+
+
+def _describe(space: gym.Space) -> str:
+    if isinstance(space, gym.spaces.Box):
+        return f"Box{tuple(space.shape)}"
+    if isinstance(space, gym.spaces.Dict):
+        return "Dict(" + ", ".join(space.spaces) + ")"
+    return type(space).__name__
