@@ -103,11 +103,11 @@ def test_flat_cache_is_used_and_invalidated(tmp_path: Path, monkeypatch: pytest.
 
 @pytest.mark.parametrize("observation_space, message", [
     (gym.spaces.Dict({"observation": gym.spaces.Box(-1, 1, (4,)), "desired_goal": gym.spaces.Box(-1, 1, (2,))}),
-     r"only array \(Box\) observations are supported, it has a Dict observation space \(desired_goal, observation\)"),
+     r"a Dict observation \(desired_goal: Box\(2,\), observation: Box\(4,\)\), and offbench has no flattening rule for the family 'tiny'"),
     (gym.spaces.Discrete(5), r"only array \(Box\) observations are supported, it has a Discrete observation space"),
 ])
 def test_an_unsupported_observation_space_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, observation_space, message: str) -> None:
-    """Minari's maze ports store Dict observations (observation and goals): refused before any episode is read."""
+    """A Dict layout of a family without a flattening rule (offbench.data.goals), or another space: refused before any episode is read."""
     import minari
     from minari.data_collector import EpisodeBuffer
 

@@ -61,7 +61,7 @@ def layout_of(space: gym.spaces.Dict, family: str, what: str) -> str:
     name = family_layout(family)
     if name is None:
         known = "; ".join(f"{n} ({', '.join(v.families)})" for n, v in LAYOUTS.items())
-        raise OffbenchError(f"{what}: a Dict observation ({described}) of a family offbench has no flattening rule for ('{family}')",
+        raise OffbenchError(f"{what}: a Dict observation ({described}), and offbench has no flattening rule for the family '{family}'",
                             f"known Dict layouts: {known}")
     layout = LAYOUTS[name]
     if set(space.spaces) != layout.entries or not all(_is_vector(space.spaces[key]) for key in layout.keys):

@@ -25,7 +25,7 @@ from offbench.data.spaces import ActionSpace, ObservationSpace, from_gymnasium, 
 from offbench.errors import OffbenchError
 from offbench.io import ARCHIVE_ERRORS, atomic_write, json_text, remove_dead_staging, staging_tag
 from offbench.paths import data_dir
-from offbench.robotics import ROBOTICS_PREFIXES
+from offbench.robotics import ROBOTICS_PREFIXES, register_if_robotics
 
 OFFBENCH_METADATA = "offbench.json"  # our sidecar beside Minari's data/ folder
 CACHE_VERSION = 1
@@ -113,6 +113,7 @@ def _write_minari_files(root, minari_id, episodes, env_id, ref_min_score, ref_ma
         )
         for i, episode in enumerate(episodes)
     ]
+    register_if_robotics(env_id)
     env = gym.make(env_id)
     try:
         with _datasets_root(root):

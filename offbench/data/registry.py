@@ -44,8 +44,8 @@ from typing import Any
 
 import gymnasium as gym
 
-from offbench import atari
-from offbench.data import atari_recipes, d4rl, dqn_replay, ids, minari_atari, minari_io, ogbench_io, ogbench_recipes
+from offbench import atari, robotics
+from offbench.data import atari_recipes, d4rl, dqn_replay, goals, ids, minari_atari, minari_io, ogbench_io, ogbench_recipes
 from offbench.data.catalogue import catalogue
 from offbench.data.checks import read_sidecar
 from offbench.data.dataset import TRANSITION_FIELDS, DatasetMetadata, OfflineDataset
@@ -56,7 +56,6 @@ from offbench.errors import OffbenchError
 from offbench.io import atomic_write, json_text
 from offbench.paths import check_data_dir, data_dir
 
-D4RL_DOWNLOAD_URL = "http://rail.eecs.berkeley.edu/datasets/offline_rl/gym_mujoco_v2/"
 D4RL_KINDS = ("random", "medium", "medium-replay", "medium-expert", "expert")
 OGBENCH_CACHE = "~/.ogbench/data"  # ogbench.utils.DEFAULT_DATASET_DIR, where OGBench keeps its downloads
 
@@ -123,9 +122,11 @@ def make_dataset(
     episodes = RECIPES[recipe["recipe"]](recipe, on_steps)
     ref_min, ref_max, ref_source = reference_for(recipe)
     eval_wrappers = tuple(recipe.get("eval_wrappers", ()))
-    dataset = _dataset_from_episodes(dataset_id, episodes, recipe["env_id"], ref_min, ref_max, ref_source, eval_wrappers)
+    eval_kwargs = dict(recipe.get("eval_env_kwargs", {}))
+    dataset = _dataset_from_episodes(dataset_id, episodes, recipe["env_id"], ref_min, ref_max, ref_source, eval_wrappers, eval_kwargs)
     sidecar = {
         "env_id": recipe["env_id"],
+        **({"env_kwargs": eval_kwargs} if eval_kwargs else {}),
         "eval_wrappers": list(eval_wrappers),
         "ref_source": ref_source,
         "recipe": recipe["recipe"],
@@ -234,18 +235,27 @@ def _default_singletask(stem: str) -> str:
     return f"{name}-singletask-v{version}"
 
 
-def _dataset_from_episodes(dataset_id, episodes, env_id, ref_min, ref_max, ref_source, eval_wrappers=()) -> OfflineDataset:
+def _dataset_from_episodes(dataset_id, episodes, env_id, ref_min, ref_max, ref_source, eval_wrappers=(), eval_kwargs=None) -> OfflineDataset:
+    """The dataset a recipe's episodes make, as loading its stored Minari files gives it (Dict observations flattened by their layout)."""
+    what = f"dataset {dataset_id}"
+    robotics.register_if_robotics(env_id)
     env = gym.make(env_id)
     try:
-        observation_space = observation_space_from_gymnasium(env.observation_space, f"dataset {dataset_id}")
-        action_space = from_gymnasium(env.action_space, f"dataset {dataset_id}")
+        raw_space, action_space = env.observation_space, from_gymnasium(env.action_space, what)
     finally:
         env.close()
-    arrays = minari_io.episodes_to_transitions(episodes, dataset_id, (observation_space, action_space))
+    flattening = None
+    if isinstance(raw_space, gym.spaces.Dict):
+        layout = goals.layout_of(raw_space, ids.parse(dataset_id).name.split("-")[0], what)
+        flattening, observation_space = (layout, raw_space), goals.flat_space(raw_space, layout)
+    else:
+        observation_space = observation_space_from_gymnasium(raw_space, what)
+    arrays = minari_io.episodes_to_transitions(episodes, dataset_id, (observation_space, action_space), flattening)
     metadata = DatasetMetadata(
         id=dataset_id,
         source="local",
         env_id=env_id,
+        env_kwargs=dict(eval_kwargs or {}),
         observation_space=observation_space,
         action_space=action_space,
         ref_min_score=ref_min,
@@ -291,11 +301,21 @@ def _d4rl_path(name: str) -> Path:
 
 
 def _d4rl_how_to_get(name: str) -> str:
-    return f"download {D4RL_DOWNLOAD_URL}{d4rl.file_name(name)} and put it at {_d4rl_path(name)}"
+    needs = "" if d4rl.family_of(name) in ("locomotion", None) else "; evaluating it needs `pip install 'offbench[robotics]'`"
+    return f"download {d4rl.download_url(name)} and put it at {_d4rl_path(name)}{needs}"
+
+
+D4RL_LISTED = (  # the versions papers use: locomotion v2, antmaze v2, maze2d v1, Adroit v1, kitchen v0
+    *(f"{task}-{kind}-v2" for task in d4rl.EVAL_ENVS for kind in D4RL_KINDS),
+    *(f"antmaze-{kind}-v2" for kind in ("umaze", "umaze-diverse", "medium-play", "medium-diverse", "large-play", "large-diverse")),
+    *(f"maze2d-{maze}{dense}-v1" for maze in ("umaze", "medium", "large") for dense in ("", "-dense")),
+    *(f"{task}-{kind}-v1" for task in ("pen", "door", "hammer", "relocate") for kind in ("human", "cloned", "expert")),
+    *(f"kitchen-{kind}-v0" for kind in ("complete", "partial", "mixed")),
+)
 
 
 def _d4rl_listed() -> list[str]:
-    return [f"d4rl/{task}-{kind}-v2" for task in d4rl.EVAL_ENVS for kind in D4RL_KINDS]
+    return [f"d4rl/{name}" for name in D4RL_LISTED]
 
 
 def _minari_path(name: str) -> Path:
@@ -429,6 +449,7 @@ SOURCES: dict[str, DataSource] = {
             name="d4rl",
             alias_form="d4rl/{alias}-v2",
             location=_d4rl_path,
+            more_alias_forms=("d4rl/{alias}-v1", "d4rl/{alias}-v0"),  # Adroit and maze2d are v1, kitchen v0
             is_present=Path.is_file,
             load=lambda name, path: d4rl.load_d4rl_file(path, name),
             how_to_get=_d4rl_how_to_get,
@@ -442,7 +463,7 @@ SOURCES: dict[str, DataSource] = {
             load=_minari_load,
             how_to_get=_minari_how_to_get,
             listed=lambda: _minari_ids("minari", minari_io.minari_root()),
-            more_alias_forms=("minari/atari/{task}/{kind}-v0",),
+            more_alias_forms=("minari/atari/{task}/{kind}-v0", "minari/D4RL/{task}/{kind}-v2", "minari/D4RL/{task}/{kind}-v1"),
         ),
         DataSource(
             name="local",
@@ -519,14 +540,29 @@ def alias_candidates(alias: str) -> list[str]:
     catalogue's local ids of that alias that the form does not name (`cartpole-dqn` -> `local/cartpole-dqn-v1`,
     whose version is its env's, not v5), in catalogue order."""
     single_task = _ogbench_single_task_candidates(alias)
-    forms = [form for source in SOURCES.values() for form in (source.alias_form, *source.more_alias_forms)]
-    expanded = [candidate for candidate in (ids.expand_alias(form, alias) for form in forms) if candidate]
+    forms = [(form, form == source.alias_form) for source in SOURCES.values() for form in (source.alias_form, *source.more_alias_forms)]
+    expanded = [candidate for candidate, primary in ((ids.expand_alias(form, alias), primary) for form, primary in forms)
+                if candidate and (primary or _named_by_its_family(candidate))]
     # an OGBench name's goal-conditioned id reads the same file as its single-task one but has no rewards
     candidates = [*single_task, *(c for c in expanded if not (single_task and c.startswith("ogbench/")))]
     for candidate in catalogue():
         if candidate not in candidates and ids.parse(candidate).alias in (alias, f"{alias}-singletask"):
             candidates.append(candidate)
     return candidates
+
+
+MINARI_D4RL_TASKS = ("pointmaze", "antmaze", "pen", "door", "hammer", "relocate", "kitchen")  # Minari's D4RL/<task>/<kind> ports
+
+
+def _named_by_its_family(candidate: str) -> bool:
+    """Whether a further alias form's id is one its family has: a D4RL antmaze/maze2d/Adroit/kitchen name at one of its versions
+    (`d4rl/pen-human-v1`), or a Minari D4RL port of one of `MINARI_D4RL_TASKS` (`minari/D4RL/pen/human-v2`)."""
+    source, _, name = candidate.partition("/")
+    if source == "d4rl":
+        return d4rl.family_of(name) not in (None, "locomotion")
+    if name.startswith("D4RL/"):
+        return name.split("/")[1] in MINARI_D4RL_TASKS
+    return True
 
 
 def _ogbench_single_task_candidates(alias: str) -> list[str]:
@@ -554,6 +590,8 @@ def resolve(name: str) -> str:
             return candidate
     for candidate in candidates:
         # absent, but its files are known: loading says how to get them
+        if candidate.startswith("d4rl/") and d4rl.family_of(candidate.removeprefix("d4rl/")) is not None:
+            return candidate
         if candidate.startswith("dqn-replay/") and dqn_replay.is_replay_name(candidate.removeprefix("dqn-replay/")):
             return candidate
     tried = ", ".join(candidates) if candidates else "no candidates"
