@@ -18,6 +18,9 @@ dataset's table from `datasets/catalogue.toml`. Behaviour policies are snapshot 
     noisy-dqn           a DQN behaviour policy with discrete BCQ's per-episode noise (sfujim/BCQ main.py
                         --generate_buffer): low_noise_p of the episodes act with eval_eps, the rest take a
                         uniform action with probability rand_action_p - eval_eps (offbench.behavior.dqn)
+    pointmaze-planner   a PointMaze env driven by a value-iteration planner and a PD waypoint controller with
+                        action noise, goals redrawn when reached (Minari's D4RL/pointmaze and D4RL's maze2d
+                        recipe; offbench.data.maze_recipes); episodes carry the env's Dict observations
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from offbench.behavior.dqn import load_snapshot as load_dqn_snapshot
 from offbench.behavior.policy import TanhGaussianActor, load_snapshot
 from offbench.data.catalogue import catalogue
 from offbench.data.generate import Policy, collect_episodes, uniform_random_policy
+from offbench.data.maze_recipes import pointmaze_recipe
 from offbench.errors import OffbenchError
 from offbench.paths import resource_dir
 
@@ -121,11 +125,12 @@ RECIPES: dict[str, Recipe] = {
     "snapshot-sequence": snapshot_sequence_recipe,
     "union": union_recipe,
     "noisy-dqn": noisy_dqn_recipe,
+    "pointmaze-planner": pointmaze_recipe,
 }
 
 
 def recipe_available(entry: dict[str, Any]) -> bool:
-    """Whether every behaviour-policy file the recipe needs is present (random, Atari random and OGBench recipes need none)."""
+    """Whether every behaviour-policy file the recipe needs is present (random, Atari random, OGBench and PointMaze recipes need none)."""
     try:
         return not missing_policies(entry)
     except OffbenchError:
@@ -138,7 +143,7 @@ def missing_policies(entry: dict[str, Any]) -> list[str]:
     Raises `OffbenchError` for an unknown recipe or a union part missing from the catalogue.
     """
     kind = entry.get("recipe")
-    if kind in ("random", "atari-random") or str(kind).startswith("ogbench-"):  # OGBench recipes use the oracles of the ogbench package
+    if kind in ("random", "atari-random", "pointmaze-planner") or str(kind).startswith("ogbench-"):  # OGBench: the wheel's oracles; pointmaze: a planner
         return []
     if kind in ("policy", "noisy-dqn", "atari-dqn"):
         return [] if (policies_dir() / entry["policy"]).is_file() else [entry["policy"]]
