@@ -278,7 +278,7 @@ def sweep(
     jobs = jobs_of(cells, range(seed_start, seed_start + seeds), group_size, engine.workers if engine else 1, device)
     _check_cells(jobs)
     if dry_run:
-        _print_dry_run(jobs, store, device)
+        _print_dry_run(jobs, store, device, loaded)
         return
     outcome = run_sweep(jobs, store, engine, print_line=lambda text: err.print(text, highlight=False, soft_wrap=True),
                         live=err if err.is_terminal else None)
@@ -311,13 +311,16 @@ def _check_cells(jobs) -> None:
             check_before_loading(job.plan())
 
 
-def _print_dry_run(jobs, store, device: str) -> None:
+def _print_dry_run(jobs, store, device: str, protocol=None) -> None:
+    """The jobs, each with its budget (steps, evaluations x episodes), the statistic its protocol scores it with
+    (the analysis default, last-10 mean, without one), its state and estimated cost."""
     from offbench.execution.sweep import job_seed_steps, job_state, measured_rates
-    from offbench.train import pick_device
+    from offbench.records import DEFAULT_LAST_K
+    from offbench.train import pick_device, plan_budget
 
     device_type = pick_device(device).type
     rates = measured_rates(store, device_type)
-    table = Table("job", "group id", "seeds", "steps", "state", "est. hours")
+    table = Table("job", "group id", "seeds", "steps", "eval", "statistic", "state", "est. hours")
     total, unmeasured, sources = 0.0, 0, {}
     for job in jobs:
         state = job_state(store, job)
@@ -330,7 +333,10 @@ def _print_dry_run(jobs, store, device: str) -> None:
             shown = f"{hours:.2f}"
         else:
             unmeasured, shown = unmeasured + 1, "?"
-        table.add_row(job.label(), job.group_id, str(len(job.seeds)), f"{seed_steps // len(job.seeds):,}", state, shown)
+        budget = plan_budget(job.plan())
+        statistic = protocol.cell_statistic(job.algo, job.dataset).label if protocol else f"last-{DEFAULT_LAST_K} mean"
+        table.add_row(job.label(), job.group_id, str(len(job.seeds)), f"{seed_steps // len(job.seeds):,}",
+                      f"every {budget['eval_every']:,} x {budget['eval_episodes']}", statistic, state, shown)
     out.print(table)
     for algo, line in sources.items():
         out.print(f"{algo}: {line}", highlight=False)
@@ -379,8 +385,9 @@ def _print_run_summaries(store, run_ids: list[str]) -> None:
             continue
         scored.append(summary.last_k_score)
         averaged = min(summary.last_k, summary.evaluations or summary.last_k)
+        success = "" if summary.final_success_rate is None or name == SCORE_NAMES["success-rate"] else f", success {summary.final_success_rate:.0f}%"
         out.print(f"{run_id}: {name} {summary.last_k_score:.1f} ({_averaged_over(averaged, summary.last_k)}; "
-                  f"final {summary.final_score:.1f}, return {summary.final_return:.1f}) after {summary.steps} steps, "
+                  f"final {summary.final_score:.1f}, return {summary.final_return:.1f}{success}) after {summary.steps} steps, "
                   f"{summary.seed_steps_per_s:.0f} seed-steps/s")
     dataset_id = store.load(run_ids[0]).config.dataset.id
     summary = store.load(run_ids[0]).summary

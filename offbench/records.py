@@ -110,6 +110,7 @@ class RunSummary:
     finished_at: float | None = None
     diverged_at_step: int | None = None  # the first evaluation with a non-finite return; no score is kept then
     status: str = "finished"  # or "diverged"
+    final_success_rate: float | None = None  # x100: the final evaluation's share of episodes ending in success, where the env reports it
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -35,7 +35,7 @@ import torch
 from offbench import logs, provenance
 from offbench.algos import get_algorithm
 from offbench.algos.base import OfflineAlgorithm, Problem, StageContext
-from offbench.config import observation_kind, protocol_defaults, resolve_config
+from offbench.config import dataset_transforms, observation_kind, protocol_defaults, resolve_config
 from offbench.data import DatasetMetadata, OfflineDataset, corruption, load_dataset, resolve, transforms, user_files
 from offbench.data.dataset import episode_scores
 from offbench.data.registry import recorded_hash_mismatch
@@ -184,7 +184,7 @@ def build_group(plan: RunPlan, reporter: Reporter, group_id: str | None = None) 
     algorithm_class, user_file, dataset_id = check_before_loading(plan)
     device = pick_device(plan.device)
     loaded = user_file.load() if user_file else load_dataset(dataset_id, on_make=lambda d: _announce_make(reporter, d))
-    dataset = transformed(loaded, plan)
+    dataset = baseline_transforms(transformed(loaded, plan), plan.algo, dataset_id)
     meta = dataset.metadata
     _check_references(meta)
     algorithm_class.check_problem(plan.algo, Problem(meta.observation_space, meta.action_space), meta.id)
@@ -273,6 +273,7 @@ def check_before_loading(plan: RunPlan) -> tuple[type[OfflineAlgorithm], user_fi
     # are refused here; the defaults for the dataset's kind of observations ([observations.<kind>] of the
     # baseline) are applied once it is loaded.
     resolve_config(plan.algo, algorithm_class, dataset_id, plan.overrides)
+    dataset_transforms(plan.algo, dataset_id)
     pick_device(plan.device)
     return algorithm_class, user_file, dataset_id
 
@@ -312,6 +313,14 @@ def transformed(dataset: OfflineDataset, plan: RunPlan) -> OfflineDataset:
     if plan.corrupt is not None:
         dataset = corruption.corrupt(dataset, plan.corrupt, plan.data_seed)
     return dataset
+
+
+def baseline_transforms(dataset: OfflineDataset, algo: str, dataset_id: str | None) -> OfflineDataset:
+    """The transforms baselines/<algo>.toml asks for on this dataset (`offbench.config.dataset_transforms`), after the
+    plan's: AntMaze's `reward_shift = -1.0` gives rewards r - 1 and the id `+reward-1`, recorded in the run record's
+    dataset (id and transforms) as --subset/--corrupt are. A user's file (`dataset_id` None) gets none."""
+    shift = dataset_transforms(algo, dataset_id).get("reward_shift", 0.0)
+    return transforms.shift_rewards(dataset, shift) if shift else dataset
 
 
 def _announce_make(reporter: Reporter, dataset_id: str) -> Callable[[int], None] | None:
@@ -782,6 +791,7 @@ def _finish_records(group: SeedGroup, store: ResultsStore) -> None:
             steps_per_s=steps_per_s,
             seed_steps_per_s=steps_per_s * len(group.run_ids),
             finished_at=time.time(),
+            final_success_rate=100.0 * float(np.mean(curve[-1]["successes"])) if curve[-1].get("successes") else None,
         )
         store.finish_run(run_id, summary, {**store.load(run_id).provenance, **info, "wall_time_s": wall, "steps_per_s": steps_per_s})
 
