@@ -561,15 +561,18 @@ def eval_(
 @data_app.command("list")
 def data_list() -> None:
     """Known datasets: present on this machine, makeable here, or needing a file."""
+    from rich.markup import escape
+
     from offbench.data.registry import list_datasets
 
     table = Table("dataset", "state", "location / how to get it")
     for status in list_datasets():
-        table.add_row(status.id, status.state, status.location if status.state == "present" else status.note)
+        table.add_row(status.id, status.state, escape(status.location if status.state == "present" else status.note))
     out.print(table)
-    out.print("Listed once their files are in place (offbench downloads none): dqn-replay/<game>/run<r>-ckpt<N>[-<M>]-v0 (the DQN "
-              "Replay Dataset, e.g. dqn-replay/pong/run1-ckpt50-v0), minari/<namespace>/<name>-v<k> (e.g. minari/atari/pong/expert-v0); "
-              "loading an absent one says where its files go.")
+    out.print(escape("Listed once their files are in place (offbench downloads none): dqn-replay/<game>/run<r>-ckpt<N>[-<M>]-v0 (the DQN "
+                     "Replay Dataset, e.g. dqn-replay/pong/run1-ckpt50-v0), minari/<namespace>/<name>-v<k> (e.g. minari/atari/pong/expert-v0, "
+                     "and Minari's D4RL ports minari/D4RL/{pointmaze,antmaze,pen,door,hammer,relocate,kitchen}/<name>-v<k>, evaluated with "
+                     "`pip install 'offbench[robotics]'`); loading an absent one says where its files go."))
 
 
 @data_app.command("info")
