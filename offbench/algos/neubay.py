@@ -29,8 +29,9 @@ at init_alpha on the tasks of `fixed_alpha_tasks` (Hopper: spec "for hopper task
 
 Deviations (baselines/neubay.toml [deviations]): the update budget counts every stored transition
 (real prefix + imagined), as the reference's `data_size`; the GRU alternative and the Markov agent
-ablation are not provided; AntMaze/Adroit specifics (reward shift, goal termination) are not wired, as
-offbench has no such data yet.
+ablation are not provided. AntMaze's reward r - 1 is the data's recorded transform (`reward_shift` in
+baselines/neubay.toml, id `+reward-1`), and the agent reads evaluation rewards shifted alike; termination
+functions are keyed by the data's layout (offbench.termination); AntMaze's goal termination is not wired.
 """
 
 from __future__ import annotations
@@ -238,6 +239,7 @@ class Neubay(OfflineAlgorithm):
         self.history: dict[str, torch.Tensor] | None = None
         self.world_progress: dict[str, Any] = {}
         self.eval_state: dict[str, Any] | None = None
+        self.reward_shift = 0.0  # the data's reward shift, set by `prepare` from the dataset's recorded transforms
         self.tune_alpha = c.tune_alpha  # and not on a task of fixed_alpha_tasks: set by `prepare`, which knows the env
 
     @classmethod
@@ -394,7 +396,7 @@ class Neubay(OfflineAlgorithm):
             raw = sample * self.world_output_std[s] + self.world_output_mean[s]
             next_state, reward = raw[:, :-1], raw[:, -1]  # the model's reward: what the agent observes (reference LearnedContEnv.step)
             penalty = c.penalty_coef * u / self.mean_uncertainty[s]  # subtracted in the TD target only
-            terminated = termination_fn(self.env_id)(state, action, next_state)
+            terminated = termination_fn(self.env_id, self.problem.observation_dim)(state, action, next_state)
             out_of_time = time_step + 1 >= self.time_limit
             too_uncertain = u > self.threshold[s]
             imagined.append({"observations": state, "actions": action, "rewards": reward, "penalties": penalty, "terminals": terminated,
@@ -457,7 +459,10 @@ class Neubay(OfflineAlgorithm):
         self.time_limit = int(context.env_kwargs.get("max_episode_steps") or gym.spec(context.env_id).max_episode_steps or 0)
         if self.time_limit <= 0:
             raise OffbenchError(f"NEUBAY needs the episode time limit of {context.env_id}, which names none", "evaluate in an env with a TimeLimit")
-        termination_fn(context.env_id)  # refuse an env without a termination function before any training
+        termination_fn(context.env_id, self.problem.observation_dim)  # refuse an env or layout without one before any training
+        # The data's reward shift (AntMaze's r - 1, a recorded transform: offbench.data.transforms.shift_rewards): the agent
+        # reads evaluation rewards shifted alike, as the reference's wrapped env; scores stay the env's own returns.
+        self.reward_shift = sum(t.get("reward_shift", 0.0) for t in context.dataset.metadata.extra.get("transforms", []))
         self.tune_alpha = self.config.tune_alpha and task_name(context.env_id) not in self.config.fixed_alpha_tasks
         self.total_steps.fill_(context.steps)
 
@@ -571,7 +576,7 @@ class Neubay(OfflineAlgorithm):
         A = self.problem.action_dim
         if self.eval_state is None or self.eval_state["previous"].shape[1] != N or bool(episode_start.all()):
             self.eval_state = {"previous": torch.zeros(S, N, A + 1, device=observations.device), "states": None}
-        rewards = torch.zeros(S, N, device=observations.device) if rewards is None else rewards.to(observations.dtype)
+        rewards = torch.zeros(S, N, device=observations.device) if rewards is None else rewards.to(observations.dtype) + self.reward_shift
         previous = torch.cat([self.eval_state["previous"][..., :A], rewards.unsqueeze(-1)], -1) * (~episode_start).unsqueeze(-1)
         states = self.eval_state["states"]
         if states is not None:
