@@ -168,10 +168,31 @@ def _check_value(owner: str, key: str, value: Any, valid: Range | None) -> None:
             raise OffbenchError(f"config key '{key}' for {owner} must be {valid.describe()}, got {value!r}")
 
 
+# Keys of a [datasets] row that ask for a transform of the data rather than set a config field: applied by the
+# trainer as a recorded transform (`offbench.train.baseline_transforms`: the dataset id gains its suffix), never
+# silently, and never part of the resolved config.
+TRANSFORM_KEYS = ("reward_shift",)  # AntMaze's r - 1 (IQL, DriftQL, NEUBAY): offbench.data.transforms.shift_rewards
+
+
+def dataset_transforms(algo: str, dataset_id: str | None) -> dict[str, Any]:
+    """The transform keys (`TRANSFORM_KEYS`) baselines/<algo>.toml sets for `dataset_id`'s [datasets] row (keyed as
+    `baseline_values` keys them); {} for a user's file. `reward_shift` is checked to be a finite number (one line)."""
+    if dataset_id is None:
+        return {}
+    per_dataset = baseline_file(algo).get("datasets", {})
+    rows = {**per_dataset.get(dataset_key(dataset_id), {}), **per_dataset.get(ids.parse(dataset_id).base, {})}
+    found = {key: rows[key] for key in TRANSFORM_KEYS if key in rows}
+    shift = found.get("reward_shift", 0.0)
+    if isinstance(shift, bool) or not isinstance(shift, (int, float)) or not math.isfinite(shift):
+        raise OffbenchError(f"baselines/{algo}.toml: reward_shift of {dataset_key(dataset_id)} must be a finite number, got {shift!r}"[:200])
+    return found
+
+
 def baseline_values(algo: str, dataset_id: str | None, kind: str | None = None) -> dict[str, Any]:
     """What baselines/<algo>.toml sets for `dataset_id`: its [config], then [observations.<kind>] when `kind`
     is given, then the dataset's [datasets] overrides (keyed by alias, then by canonical id; transforms are
-    ignored). A user's file (`dataset_id` None) gets no [datasets] overrides. Raises `OffbenchError` without a TOML."""
+    ignored), less the transform keys (`dataset_transforms`). A user's file (`dataset_id` None) gets no [datasets]
+    overrides. Raises `OffbenchError` without a TOML."""
     spec = baseline_file(algo)
     per_dataset = spec.get("datasets", {})
     if unknown_kinds := sorted(set(spec.get("observations", {})) - set(OBSERVATION_KINDS)):
@@ -179,11 +200,8 @@ def baseline_values(algo: str, dataset_id: str | None, kind: str | None = None) 
     defaults = {**spec.get("config", {}), **(spec.get("observations", {}).get(kind, {}) if kind else {})}
     if dataset_id is None:
         return defaults
-    return {
-        **defaults,
-        **per_dataset.get(dataset_key(dataset_id), {}),
-        **per_dataset.get(ids.parse(dataset_id).base, {}),
-    }
+    rows = {**per_dataset.get(dataset_key(dataset_id), {}), **per_dataset.get(ids.parse(dataset_id).base, {})}
+    return {**defaults, **{key: value for key, value in rows.items() if key not in TRANSFORM_KEYS}}
 
 
 def protocol_defaults(algo: str) -> dict[str, Any]:

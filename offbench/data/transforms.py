@@ -81,3 +81,26 @@ def derived_metadata(dataset: OfflineDataset, suffix: str, record: dict) -> Data
     """Metadata of a transformed dataset: the id gains `suffix`, the transform and parent hash are recorded."""
     extra = {**dataset.metadata.extra, "transforms": [*dataset.metadata.extra.get("transforms", []), record], "parent_sha256": dataset.metadata.sha256}
     return dataclasses.replace(dataset.metadata, id=dataset.metadata.id + suffix, extra=extra)
+
+
+def shift_rewards(dataset: OfflineDataset, shift: float) -> OfflineDataset:
+    """Every reward plus `shift` (float32), all else as stored: AntMaze's r - 1 of IQL, DriftQL and NEUBAY (`shift` -1),
+    applied where a baseline config asks for it (`reward_shift` in a [datasets] row, `offbench.config.dataset_transforms`).
+
+    Id suffix `+reward<shift>` (`+reward-1`, `+reward0.5`); the record keeps the shift. A shift of 0 or one that is
+    not a finite number is refused (one line): a transform that changes nothing would still split the runs' cells.
+    """
+    if isinstance(shift, bool) or not isinstance(shift, (int, float)) or not np.isfinite(shift) or shift == 0:
+        raise OffbenchError(f"reward_shift must be a finite non-zero number, got {shift!r}"[:200], "AntMaze's papers train on r - 1: reward_shift = -1.0")
+    metadata = derived_metadata(dataset, f"+reward{float(shift):g}", {"reward_shift": float(shift)})
+    return OfflineDataset.build(
+        metadata,
+        observations=dataset.observations,
+        actions=dataset.actions,
+        rewards=(dataset.rewards.astype(np.float64) + float(shift)).astype(np.float32),
+        next_observations=dataset.next_observations,
+        terminals=dataset.terminals,
+        timeouts=dataset.timeouts,
+        episode_starts=dataset.episode_starts,
+        extras=dict(dataset.extras),
+    )
