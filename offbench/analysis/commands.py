@@ -67,6 +67,7 @@ leaderboard_app = typer.Typer(help="Frozen reference scores that `offbench check
 
 
 def report(
+    protocol: ProtocolOption = None,
     algos: AlgosOption = None,
     datasets: DatasetsOption = None,
     statistic: StatisticOption = None,
@@ -80,25 +81,35 @@ def report(
     force: Annotated[bool, typer.Option("--force", help="Write into an output directory that holds files other than an earlier report.")] = False,
     results: ResultsDirOption = None,
 ) -> None:
-    """Tables (Markdown, LaTeX, CSV), figures and report.md from the finished runs in the store."""
+    """Tables (Markdown, LaTeX, CSV), figures and report.md from the finished runs in the store; with --protocol, its
+    algorithms and datasets, each cell's runs under its budget and scored with its statistic (the tables say which)."""
+    from offbench.analysis.leaderboard import load_protocol
     from offbench.analysis.report import build_report
     from offbench.analysis.stats import PAPER_REPS
     from offbench.store import ResultsStore
 
     if paper and reps is not None:
         raise OffbenchError("--paper sets --reps to 50000", "pass one of them")
+    chosen = load_protocol(protocol) if protocol else None
+    algo_names, dataset_ids = _names(algos), _names(datasets)
+    if chosen is not None:
+        if statistic is not None or k is not None or steps is not None:
+            raise OffbenchError("a protocol fixes the statistic and budget", "drop --statistic/--k/--steps")
+        algo_names, dataset_ids = chosen.select(algo_names, dataset_ids)
+        dataset_ids = list(dict.fromkeys(d for _, d in chosen.recorded_cells(algo_names, dataset_ids)))
     out_dir = out or Path("reports") / safe_name("report name", name)
     result = build_report(
         ResultsStore(results_dir(results)),
         out_dir,
         name=name,
-        algos=_names(algos),
-        datasets=_names(datasets),
-        statistic=_statistic(statistic, k),
+        algos=algo_names,
+        datasets=dataset_ids,
+        statistic=chosen.statistic if chosen else _statistic(statistic, k),
         where=_where(steps),
         reps=PAPER_REPS if paper else _reps(reps),
         seed=_seed(seed),
         force=force,
+        cells=chosen.scoring if chosen else None,
     )
     _warn(result.warnings)
     _out.print(Text(f"report written to {out_dir / 'report.md'} ({len(result.files)} files)"))
@@ -178,8 +189,9 @@ def update(
         if statistic is not None or k is not None or steps is not None:
             raise OffbenchError("a protocol fixes the statistic and budget", "drop --statistic/--k/--steps")
         algo_names, dataset_ids = chosen.select(_names(algos), _names(datasets))
-        scores = collect_scores(store, algo_names, dataset_ids, chosen.statistic, where=chosen.budget)
-        _warn_missing_cells(chosen, scores.runs[["algo", "dataset_id"]].itertuples(index=False))
+        cells = chosen.recorded_cells(algo_names, dataset_ids)
+        scores = collect_scores(store, algo_names, list(dict.fromkeys(d for _, d in cells)), chosen.statistic, cells=chosen.scoring)
+        _warn_missing_cells(chosen, cells, scores.runs[["algo", "dataset_id"]].itertuples(index=False))
     else:
         where = _where(steps)
         scores = collect_scores(store, _names(algos), _names(datasets), _statistic(statistic, k), where)
@@ -239,16 +251,9 @@ def _warn(warnings: Sequence[str]) -> None:
         _err.print(Text.assemble(("warning: ", "yellow"), warning))
 
 
-def _warn_missing_cells(protocol: Protocol, present: Iterable[tuple[str, str]]) -> None:
+def _warn_missing_cells(protocol: Protocol, cells: Sequence[tuple[str, str]], present: Iterable[tuple[str, str]]) -> None:
     have = set(present)
-    _warn(
-        [
-            f"{algo} on {dataset}: no finished runs under protocol {protocol.name}; not frozen"
-            for algo in protocol.algos
-            for dataset in protocol.datasets
-            if (algo, dataset) not in have
-        ]
-    )
+    _warn([f"{algo} on {dataset}: no finished runs under protocol {protocol.name}; not frozen" for algo, dataset in cells if (algo, dataset) not in have])
 
 
 def _print(table: Table, styles: Sequence[str] | None = None) -> None:

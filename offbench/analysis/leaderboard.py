@@ -53,7 +53,7 @@ from offbench.analysis.scores import (
 from offbench.analysis.stats import DEFAULT_REPS, Interval, difference_of_means, stream_seed
 from offbench.analysis.tables import Table
 from offbench.data.dataset import SCORE_NAMES
-from offbench.data.ids import selects
+from offbench.data.ids import is_id, parse, selects
 from offbench.errors import OffbenchError
 from offbench.io import read_json, read_toml, write_json
 from offbench.paths import resource_dir
@@ -86,17 +86,46 @@ class Protocol:
     margin: float = DEFAULT_MARGIN
     description: str = ""
     # Per-cell overrides, in file order, later ones winning: {"algos": [...], "datasets": [selectors], "set": {key: value},
-    # and any of steps / eval_every / eval_episodes}; a missing algos or datasets matches every one (`cell`).
+    # any of steps / eval_every / eval_episodes, and statistic / k}; a missing algos or datasets matches every one (`cell`).
     overrides: tuple[dict[str, Any], ...] = ()
+
+    def _entries_for(self, algo: str, dataset: str) -> list[dict[str, Any]]:
+        listed = _listed(dataset)  # a recorded id (d4rl/antmaze-umaze-v2+reward-1) is its listed dataset's cell
+        return [entry for entry in self.overrides if algo in entry.get("algos", [algo])
+                and any(selects(d, listed) or d == listed for d in entry.get("datasets", [listed]))]
+
+    def recorded(self, algo: str, dataset: str) -> str:
+        """The id the runs of a cell record: the listed dataset plus the transforms its algorithm's baseline asks
+        for (`d4rl/antmaze-umaze-v2+reward-1` for DriftQL: offbench.config.dataset_transforms), as `offbench run` applies them."""
+        from offbench.config import dataset_transforms
+
+        known = is_id(dataset) and (resource_dir("baselines") / f"{algo}.toml").is_file()  # records of an algorithm without one ask for none
+        shift = dataset_transforms(algo, dataset).get("reward_shift", 0.0) if known else 0.0
+        return f"{dataset}+reward{float(shift):g}" if shift else dataset
+
+    def recorded_cells(self, algos: Sequence[str], datasets: Sequence[str]) -> list[tuple[str, str]]:
+        """(algorithm, recorded dataset id) of every cell of `algos` x `datasets` (`recorded`)."""
+        return [(algo, self.recorded(algo, dataset)) for algo in algos for dataset in datasets]
 
     def cell(self, algo: str, dataset: str) -> tuple[dict[str, int], dict[str, Any]]:
         """The budget and config overrides (`--set`) of one algorithm x dataset cell of this protocol."""
         budget, settings = dict(self.budget), {}
-        for entry in self.overrides:
-            if algo in entry.get("algos", [algo]) and any(selects(d, dataset) or d == dataset for d in entry.get("datasets", [dataset])):
-                budget |= {key: entry[key] for key in BUDGET_KEYS if key in entry}
-                settings |= entry.get("set", {})
+        for entry in self._entries_for(algo, dataset):
+            budget |= {key: entry[key] for key in BUDGET_KEYS if key in entry}
+            settings |= entry.get("set", {})
         return budget, settings
+
+    def cell_statistic(self, algo: str, dataset: str) -> Statistic:
+        """How a run of one cell is scored: the protocol's statistic and k, each replaced by the last override
+        of the cell that sets it (DriftQL's D4RL cells: `final`, the paper's 500K evaluation)."""
+        name, k = self.statistic.name, self.statistic.k
+        for entry in self._entries_for(algo, dataset):
+            name, k = entry.get("statistic", name), entry.get("k", k)
+        return Statistic(name, k)
+
+    def scoring(self, algo: str, dataset: str) -> tuple[dict[str, int], Statistic]:
+        """The budget a cell's runs were trained under and the statistic that scores them (reports, freezing, checks)."""
+        return self.cell(algo, dataset)[0], self.cell_statistic(algo, dataset)
 
     @property
     def budget(self) -> dict[str, int]:
@@ -118,7 +147,8 @@ _PROTOCOL_TYPES = {
     "name": str, "description": str, "algos": list, "datasets": list, "seeds": int, "steps": int,
     "eval_every": int, "eval_episodes": int, "statistic": str, "k": int, "margin": (int, float), "overrides": list,
 }  # fmt: skip
-_OVERRIDE_TYPES = {"algos": list, "datasets": list, "set": dict, "steps": int, "eval_every": int, "eval_episodes": int}
+_OVERRIDE_TYPES = {"algos": list, "datasets": list, "set": dict, "steps": int, "eval_every": int, "eval_episodes": int,
+                   "statistic": str, "k": int}
 
 
 def _check_overrides(path: Path, entries: list[Any]) -> tuple[dict[str, Any], ...]:
@@ -132,8 +162,18 @@ def _check_overrides(path: Path, entries: list[Any]) -> tuple[dict[str, Any], ..
                 raise OffbenchError(f"{path}: overrides entry {n}: {key} has the wrong type ({type(value).__name__})")
             if key in BUDGET_KEYS:
                 check_integer(f"{path}: overrides entry {n}: {key}", value, 1, BUDGET_LIMITS[key])
+        _check_statistic(f"{path}: overrides entry {n}: ", entry)
         _check_names(path, f"overrides entry {n}: ", entry)
     return tuple(entries)
+
+
+def _check_statistic(where: str, table: dict[str, Any]) -> None:
+    """A protocol's (or an override's) `statistic` is one of STATISTICS and its `k` a positive integer: one line each."""
+    if "statistic" in table and table["statistic"] not in STATISTICS:
+        raise OffbenchError(f"{where}statistic {table['statistic']!r} is not one of {', '.join(STATISTICS)}"[:200],
+                            "final: the last evaluation; last-k: the mean of the last k; best: the best evaluation")
+    if "k" in table:
+        check_integer(f"{where}k", table["k"])
 
 
 def _check_names(path: Path, where: str, table: dict[str, Any]) -> None:
@@ -169,7 +209,7 @@ def load_protocol(name_or_path: str | Path) -> Protocol:
             raise OffbenchError(f"{path}: {key} has the wrong type ({type(value).__name__})")
     _check_names(path, "", data)
     check_integer(f"{path}: seeds", data["seeds"], 1, MAX_SEEDS)
-    check_integer(f"{path}: k", data.get("k", DEFAULT_LAST_K))
+    _check_statistic(f"{path}: ", data)
     check_budget({key: data[key] for key in BUDGET_KEYS}, where=str(path))
     return Protocol(
         name=data.get("name", path.stem),
@@ -184,6 +224,15 @@ def load_protocol(name_or_path: str | Path) -> Protocol:
         description=data.get("description", ""),
         overrides=_check_overrides(path, data.get("overrides", [])),
     )
+
+
+def _listed(dataset: str) -> str:
+    """A recorded id's dataset as a protocol lists it: without the baseline's reward shift (`+reward-1`)."""
+    if not is_id(dataset):
+        return dataset
+    parsed = parse(dataset)
+    kept = [t for t in parsed.transforms if not t.startswith("reward")]
+    return "".join([parsed.base, *(f"+{t}" for t in kept)])
 
 
 # ---- the leaderboard file ----------------------------------------------------------------------
@@ -335,7 +384,7 @@ def freeze_entries(scores: ScoreSet, protocol_name: str | None = None, now: str 
         records = [scores.records[r] for r in runs["run_id"]]
         dataset_info = {k: v for k, v in records[0].config.dataset.to_dict().items() if k != "requested"}
         first = runs.iloc[0]
-        protocol = {key: int(first[key]) for key in BUDGET_KEYS} | scores.statistic.to_dict()
+        protocol = {key: int(first[key]) for key in BUDGET_KEYS} | scores.cell_statistic(algo, dataset).to_dict()
         if protocol_name:
             protocol["name"] = protocol_name
         seeds = [
@@ -374,6 +423,7 @@ class CellCheck:
     verdict: str  # pass | improved | regressed | diverged | other hyperparameters | no new runs | no reference | too few seeds
     note: str = ""  # one line: why it failed, or which new runs were not compared
     score: str = "normalized-return"  # what the scores hold (offbench.data.dataset.SCORES), from the entry's evaluation settings
+    statistic: str = ""  # the label of the statistic that scored both sides (the entry's; a missing cell's, the protocol's)
 
     @property
     def failed(self) -> bool:
@@ -412,7 +462,7 @@ def check_runs(
     """
     margin = check_margin("margin", margin)
     entries = _select_entries(board, protocol, algos, datasets)
-    checks = [] if protocol is None else _missing_references(entries, *protocol.select(algos, datasets))
+    checks = [] if protocol is None else _missing_references(entries, protocol, protocol.recorded_cells(*protocol.select(algos, datasets)))
     labelled = sorted(zip(entries, entry_labels(entries)), key=lambda pair: (pair[0].algo, pair[0].dataset["id"], pair[1]))
     index = finished_or_diverged(store)
     for _, group in itertools.groupby(labelled, key=lambda pair: (pair[0].algo, pair[0].dataset["id"])):
@@ -441,6 +491,7 @@ def check_table(checks: Sequence[CellCheck], margin: float, reps: int) -> Table:
             "New - reference [95% CI]": "–"
             if c.difference is None
             else f"{c.difference.estimate:+.1f} [{c.difference.low:+.1f}, {c.difference.high:+.1f}]",
+            "Statistic": c.statistic or "–",
             "Verdict": c.verdict,
         }
         for c in checks
@@ -455,6 +506,7 @@ def check_table(checks: Sequence[CellCheck], margin: float, reps: int) -> Table:
                 "difference": c.difference.estimate if c.difference else np.nan,
                 "ci_low": c.difference.low if c.difference else np.nan,
                 "ci_high": c.difference.high if c.difference else np.nan,
+                "statistic": c.statistic,
                 "verdict": c.verdict,
             }
             for c in checks
@@ -467,7 +519,7 @@ def check_table(checks: Sequence[CellCheck], margin: float, reps: int) -> Table:
     if any(c.score != "normalized-return" for c in checks):
         caption += " A dataset marked (success rate) is scored by success rate x100, and the margin is in its points."
     notes = tuple(f"{c.algo} on {c.dataset}: {c.note}" for c in checks if c.note)
-    return Table(data, pd.DataFrame(rows), caption, "offbench-check", "llllll", notes)
+    return Table(data, pd.DataFrame(rows), caption, "offbench-check", "lllllll", notes)
 
 
 def entries_table(board: Leaderboard) -> Table:
@@ -567,26 +619,24 @@ def _select_entries(
     if not entries:
         raise OffbenchError("the leaderboard is empty", "freeze references with `offbench leaderboard update`")
     if protocol is not None:
-        wanted_algos, wanted_datasets = protocol.select(algos, datasets)
-        return [
-            e
-            for e in entries
-            if e.algo in wanted_algos
-            and e.dataset["id"] in wanted_datasets
-            and e.budget == protocol.budget
-            and e.statistic.label == protocol.statistic.label
-        ]
+        wanted = set(protocol.recorded_cells(*protocol.select(algos, datasets)))
+        return [e for e in entries if (e.algo, e.dataset["id"]) in wanted and _under(e, *protocol.scoring(e.algo, e.dataset["id"]))]
     wanted_algos = set(select_algos((e.algo for e in entries), algos))
     wanted_datasets = set(select_datasets((e.dataset["id"] for e in entries), datasets))
     return [e for e in entries if e.algo in wanted_algos and e.dataset["id"] in wanted_datasets]
 
 
-def _missing_references(entries: Sequence[Entry], algos: Sequence[str], datasets: Sequence[str]) -> list[CellCheck]:
+def _under(entry: Entry, budget: Mapping[str, int], statistic: Statistic) -> bool:
+    """Whether an entry was frozen under a protocol cell's budget and statistic."""
+    return entry.budget == dict(budget) and entry.statistic.label == statistic.label
+
+
+def _missing_references(entries: Sequence[Entry], protocol: Protocol, cells: Sequence[tuple[str, str]]) -> list[CellCheck]:
     present = {(e.algo, e.dataset["id"]) for e in entries}
     empty = np.array([])
     return [
-        CellCheck(algo, dataset, empty, empty, None, "no reference")
-        for algo, dataset in itertools.product(algos, datasets)
+        CellCheck(algo, dataset, empty, empty, None, "no reference", statistic=protocol.cell_statistic(algo, dataset).label)
+        for algo, dataset in cells
         if (algo, dataset) not in present
     ]
 
@@ -620,7 +670,7 @@ def _check_cell(
         unclaimed = candidates[~np.array(claimed, bool)]
         check = _check_entry(entry, label, same, unclaimed, records, store, required, margin, reps, seed)
         score = (entry.evaluation or {}).get("score", "normalized-return")  # evaluation_settings names a score other than the default
-        checks += [dataclasses.replace(check, score=score)] if check else []
+        checks += [dataclasses.replace(check, score=score, statistic=entry.statistic.label)] if check else []
     if damaged:
         left_out = "; ".join(damaged_warnings(damaged))
         checks = [dataclasses.replace(c, note="; ".join(filter(None, [c.note, left_out]))) for c in checks]

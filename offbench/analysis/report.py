@@ -25,7 +25,7 @@ per-dataset table; they never enter a score, mean, aggregate, profile or curve.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -71,6 +71,7 @@ def build_report(
     reps: int = DEFAULT_REPS,
     seed: int = 0,
     force: bool = False,
+    cells: Callable[[str, str], tuple[Mapping[str, int], Statistic]] | None = None,
 ) -> Report:
     """Compute every table and figure for the selected runs and write them, with report.md, to `out_dir`.
 
@@ -80,7 +81,7 @@ def build_report(
     says so.
     """
     check_report_folder(out_dir, force)
-    scores = collect_scores(store, algos, datasets, statistic, where)
+    scores = collect_scores(store, algos, datasets, statistic, where, cells)
     matrices, aggregated, aggregate_warnings = scores.aggregate_matrices()
     warnings = [*scores.warnings, *_mixed_protocol_warnings(scores), *aggregate_warnings]
 
@@ -92,7 +93,8 @@ def build_report(
         intervals = aggregate_intervals(matrices, reps, seed)
         runs = {algo: matrix.shape[0] for algo, matrix in matrices.items()}
         kinds = set(scores.runs.loc[scores.runs["dataset_id"].isin(aggregated), "score_kind"])
-        aggregate = aggregate_table(intervals, runs, len(aggregated), statistic.label, reps, kinds)
+        labels = {algo: " / ".join(s.label for s in statistics) for algo, statistics in scores.row_statistics().items()}
+        aggregate = aggregate_table(intervals, runs, len(aggregated), {algo: labels[algo] for algo in runs}, reps, kinds)
         poi = pairwise_improvement(matrices, reps, seed)
         improvement = improvement_table(poi, len(aggregated), reps) if len(poi) else None
         figures["aggregate_intervals"] = plots.aggregate_figure(intervals, colors)
@@ -196,7 +198,7 @@ def protocol_markdown(scores: ScoreSet, reps: int, seed: int) -> str:
         "",
         _hyperparameters_markdown(scores),
         "",
-        f"**Statistic.** A run's score is {scores.statistic.description} (`{scores.statistic.label}`); "
+        f"**Statistic.** A run's score is {_statistic_description(scores)}; "
         "scores are normalised as 100 x (return - reference min) / (reference max - reference min)"
         + (", except on goal-reaching datasets scored by success rate (x100: the share of evaluation episodes that end in "
            "success), which the tables mark." if "success-rate" in set(scores.runs["score_kind"]) else "."),
@@ -217,6 +219,15 @@ def protocol_markdown(scores: ScoreSet, reps: int, seed: int) -> str:
     return "\n".join(lines)
 
 
+def _statistic_description(scores: ScoreSet) -> str:
+    """`the normalised score of its final evaluation (`final`)`, or one such clause per row when rows differ."""
+    if not scores.mixed_statistics:
+        statistic = scores.row_statistics()[scores.algos[0]][0] if scores.algos else scores.statistic
+        return f"{statistic.description} (`{statistic.label}`)"
+    return "; ".join(f"for {algo}, {' or '.join(f'{s.description} (`{s.label}`)' for s in statistics)}"
+                     for algo, statistics in scores.row_statistics().items()) + " (the protocol's statistic per algorithm)"
+
+
 def _report_markdown(
     name: str,
     scores: ScoreSet,
@@ -230,7 +241,7 @@ def _report_markdown(
 ) -> str:
     parts = [
         f"{REPORT_TITLE}{name}",
-        f"Statistic: **{scores.statistic.label}**. Every number is recomputed from the run records listed "
+        f"Statistic: **{scores.statistic_label()}**. Every number is recomputed from the run records listed "
         "in [scores.csv](scores.csv).",
         "## Protocol",
         protocol_markdown(scores, reps, seed),

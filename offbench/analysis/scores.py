@@ -22,6 +22,10 @@ Rules that keep a score table honest, applied by `collect_scores`:
 - one run per seed: when a seed was run twice under the same protocol, the latest run is kept and a
   warning says so;
 - a cell with fewer than `MIN_SEEDS` scored seeds gets a warning.
+
+Under a protocol (`collect_scores(..., cells=protocol.scoring)`), each cell keeps only the runs trained under
+its budget and is scored with its own statistic: a protocol's `[[overrides]]` may set both per algorithm
+(DriftQL's D4RL cells are `final` beside the others' `last-10 mean`), and every table says which one a row used.
 """
 
 from __future__ import annotations
@@ -29,8 +33,8 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -114,6 +118,38 @@ class ScoreSet:
     algos: tuple[str, ...]
     datasets: tuple[str, ...]
     warnings: tuple[str, ...]
+    # Each run's statistic where a protocol set it per cell ({run_id: Statistic}); a run not in it: `statistic`
+    run_statistics: Mapping[str, Statistic] = field(default_factory=dict)
+
+    def cell_statistic(self, algo: str, dataset: str) -> Statistic:
+        """The statistic that scored one cell (its runs share it: a cell is one algorithm on one dataset)."""
+        cell = pd.concat([self.cell_runs(algo, dataset), self.cell_diverged(algo, dataset)])
+        return self.run_statistics.get(cell["run_id"].iloc[0], self.statistic) if len(cell) else self.statistic
+
+    def row_statistics(self) -> dict[str, list[Statistic]]:
+        """{row label: the distinct statistics of its cells}, in row order."""
+        found: dict[str, dict[str, Statistic]] = {algo: {} for algo in self.algos}
+        for algo in self.algos:
+            for dataset in self.datasets:
+                if self.has_cell(algo, dataset) or len(self.cell_diverged(algo, dataset)):
+                    statistic = self.cell_statistic(algo, dataset)
+                    found[algo].setdefault(statistic.label, statistic)
+        return {algo: list(statistics.values()) or [self.statistic] for algo, statistics in found.items()}
+
+    @property
+    def mixed_statistics(self) -> bool:
+        """Whether the rows are scored by more than one statistic (a protocol's per-algorithm override)."""
+        return len({s.label for statistics in self.row_statistics().values() for s in statistics}) > 1
+
+    def statistic_label(self) -> str:
+        """`last-10 mean`, or per row when they differ: `final (driftql); last-10 mean (td3bc, bc)`."""
+        if not self.mixed_statistics:
+            return self.row_statistics()[self.algos[0]][0].label if self.algos else self.statistic.label
+        rows: dict[str, list[str]] = {}
+        for algo, statistics in self.row_statistics().items():
+            for statistic in statistics:
+                rows.setdefault(statistic.label, []).append(algo)
+        return "; ".join(f"{label} ({', '.join(algos)})" for label, algos in rows.items())
 
     def cell_runs(self, algo: str, dataset: str) -> pd.DataFrame:
         """The scored runs of one cell, sorted by seed."""
@@ -185,12 +221,15 @@ def collect_scores(
     datasets: Sequence[str] | None = None,
     statistic: Statistic = DEFAULT_STATISTIC,
     where: Mapping[str, Any] | None = None,
+    cells: Callable[[str, str], tuple[Mapping[str, int], Statistic]] | None = None,
 ) -> ScoreSet:
     """Score the finished runs of the chosen algorithms and datasets (all when None); keep diverged runs apart.
 
     `algos` are algorithm names (every configuration of each is selected); `datasets` entries are
     selectors (`select_datasets`): ids, short names or globs of either. `where` keeps only runs whose
-    index columns equal the given values (e.g. `{"steps": 1000}`).
+    index columns equal the given values (e.g. `{"steps": 1000}`). `cells(algo, dataset) -> (budget,
+    statistic)` (a protocol's `scoring`) keeps only each cell's runs under its budget and scores them with
+    its statistic instead of `statistic`.
     Raises OffbenchError when no run matches, when a cell mixes protocols, or when a finished run has
     no evaluations.
     """
@@ -202,6 +241,13 @@ def collect_scores(
     index = index[index["algo"].isin(algo_names) & index["dataset_id"].isin(dataset_ids)]
     for column, value in (where or {}).items():
         index = index[index[column] == value]
+    per_run: dict[str, Statistic] = {}
+    if cells is not None:
+        scoring = {cell: cells(*cell) for cell in dict.fromkeys(zip(index["algo"], index["dataset_id"]))}
+        under = [all(getattr(row, key) == value for key, value in scoring[(row.algo, row.dataset_id)][0].items())
+                 for row in index.itertuples()]
+        index = index[np.array(under, bool)]
+        per_run = {row.run_id: scoring[(row.algo, row.dataset_id)][1] for row in index.itertuples()}
     if index.empty:
         condition = ", ".join(f"{k}={v}" for k, v in (where or {}).items())
         raise OffbenchError(f"no finished runs match the selection{' with ' + condition if condition else ''}")
@@ -212,10 +258,11 @@ def collect_scores(
     warnings = [*damaged_warnings(damaged), *warnings]
     ensure_one_protocol_per_cell(index)
     index, rerun_warnings = latest_run_per_seed(index)
-    runs, diverged = score_runs(index, records, statistic, store)
+    runs, diverged = score_runs(index, records, statistic, store, per_run)
     present = set(index["algo"])
     kept = set(index["dataset_id"])
-    warnings += rerun_warnings + few_seed_warnings(runs) + short_curve_warnings(runs, records, statistic) + diverged_warnings(runs, diverged, records)
+    warnings += (rerun_warnings + few_seed_warnings(runs) + short_curve_warnings(runs, records, statistic, per_run)
+                 + diverged_warnings(runs, diverged, records))
     return ScoreSet(
         statistic,
         index,
@@ -225,6 +272,7 @@ def collect_scores(
         tuple(a for a in labels if a in present),
         tuple(d for d in dataset_ids if d in kept),
         tuple(warnings),
+        per_run,
     )
 
 
@@ -312,9 +360,11 @@ def latest_run_per_seed(index: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
 
 
 def score_runs(
-    index: pd.DataFrame, records: Mapping[str, RunRecord], statistic: Statistic, store: ResultsStore
+    index: pd.DataFrame, records: Mapping[str, RunRecord], statistic: Statistic, store: ResultsStore,
+    per_run: Mapping[str, Statistic] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Split the `index` rows into scored runs (with a `score` column) and diverged runs (no score).
+    """Split the `index` rows into scored runs (with a `score` column) and diverged runs (no score); a run in
+    `per_run` is scored with its statistic there, any other with `statistic`.
 
     Raises OffbenchError for a finished run without evaluations.
     """
@@ -325,7 +375,7 @@ def score_runs(
         curve = [entry["normalized_score"] for entry in records[run_id].curve]
         if not curve:
             raise OffbenchError(f"run {run_id} is finished but has no evaluations", f"inspect {store.run_dir(run_id)}")
-        scores.append(statistic.of(curve))
+        scores.append((per_run or {}).get(run_id, statistic).of(curve))
     return scored.assign(score=scores).reset_index(drop=True), index[diverged].reset_index(drop=True)
 
 
@@ -352,12 +402,14 @@ def few_seed_warnings(runs: pd.DataFrame) -> list[str]:
     ]
 
 
-def short_curve_warnings(runs: pd.DataFrame, records: Mapping[str, RunRecord], statistic: Statistic) -> list[str]:
+def short_curve_warnings(runs: pd.DataFrame, records: Mapping[str, RunRecord], default: Statistic,
+                         per_run: Mapping[str, Statistic] | None = None) -> list[str]:
     """For last-k: one warning per cell whose runs have fewer than k evaluations (their score is the mean of all of them)."""
-    if statistic.name != "last-k":
-        return []
     warnings = []
     for (algo, dataset), cell in runs.groupby(["algo", "dataset_id"], sort=False):
+        statistic = (per_run or {}).get(cell["run_id"].iloc[0], default)
+        if statistic.name != "last-k":
+            continue
         evaluations = min(len(records[run_id].curve) for run_id in cell["run_id"])  # one protocol per cell: one count
         if evaluations < statistic.k:
             warnings.append(f"{algo} on {dataset}: its runs have {evaluations} evaluation{'s' * (evaluations != 1)}, fewer than "

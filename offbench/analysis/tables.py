@@ -5,7 +5,7 @@ Every table carries a caption that states its statistic and how its intervals we
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,7 +86,7 @@ def per_dataset_data(scores: ScoreSet, reps: int, seed: int) -> pd.DataFrame:
                     "dataset": dataset,
                     "algo": algo,
                     "hyperparameters": first["hyperparameters"],
-                    "statistic": scores.statistic.label,
+                    "statistic": scores.cell_statistic(algo, dataset).label,
                     "seeds": len(values),
                     "diverged": len(diverged),
                     "steps": int(first["steps"]),
@@ -109,17 +109,23 @@ def _summary(values: np.ndarray, reps: int, seed: int) -> dict[str, float]:
 
 
 def per_dataset_table(data: pd.DataFrame, reps: int) -> Table:
-    """Datasets as rows, algorithms as columns; each cell `mean ± std [CI] n=seeds`."""
+    """Datasets as rows, algorithms as columns; each cell `mean ± std [CI] n=seeds`. When the algorithms are scored by
+    different statistics (a protocol's per-algorithm override), each column names its own, `driftql (final)`, or each
+    cell does where one algorithm's datasets differ."""
     algos = list(dict.fromkeys(data["algo"]))
+    per_algo = {algo: list(dict.fromkeys(data.loc[data["algo"] == algo, "statistic"])) for algo in algos}
+    mixed = len(dict.fromkeys(data["statistic"])) > 1
+    headers = {algo: f"{algo} ({per_algo[algo][0]})" if mixed and len(per_algo[algo]) == 1 else algo for algo in algos}
     rows = []
     for dataset, group in data.groupby("dataset", sort=False):
-        cells = {row.algo: _score_cell(row) for row in group.itertuples()}
+        cells = {headers[row.algo]: _score_cell(row) + (f" ({row.statistic})" if mixed and len(per_algo[row.algo]) > 1 else "")
+                 for row in group.itertuples()}
         rows.append(
             {
                 "Dataset": dataset,
                 "Steps": _distinct(f"{s:,}" for s in group["steps"]),
                 "Eval episodes": _distinct(str(e) for e in group["eval_episodes"]),
-                **{algo: cells.get(algo, "–") for algo in algos},
+                **{headers[algo]: cells.get(headers[algo], "–") for algo in algos},
             }
         )
     statistics = ", ".join(dict.fromkeys(data["statistic"]))
@@ -153,18 +159,24 @@ def score_caption(kinds: set[str]) -> str:
     return "Score (x100: the normalised return or the success rate, as the Score column says)"
 
 
-def aggregate_table(intervals: pd.DataFrame, runs: dict[str, int], datasets: int, statistic: str, reps: int,
+def aggregate_table(intervals: pd.DataFrame, runs: dict[str, int], datasets: int, statistic: str | Mapping[str, str], reps: int,
                     kinds: set[str] | None = None) -> Table:
     """Algorithms as rows, aggregate metrics as columns; each cell `estimate [CI]`.
+
+    `statistic`: the label of every row, or {algorithm: label} (a Statistic column when they differ).
 
     `kinds`: the scores of the aggregated datasets (`score_kinds`), named in the caption; a mix is pooled
     as the per-dataset numbers are, each x100 with 100 the best, and the caption says so.
     """
-    data = intervals.assign(runs_per_dataset=intervals["algo"].map(runs), datasets=datasets, statistic=statistic)
+    row_statistic = statistic if isinstance(statistic, Mapping) else dict.fromkeys(runs, statistic)
+    statistic = " / ".join(dict.fromkeys(row_statistic.values()))
+    mixed = len(set(row_statistic.values())) > 1
+    data = intervals.assign(runs_per_dataset=intervals["algo"].map(runs), datasets=datasets, statistic=intervals["algo"].map(row_statistic))
     rows = []
     for algo, group in intervals.groupby("algo", sort=False):
         cells = {row.metric: f"{row.estimate:.1f} [{row.ci_low:.1f}, {row.ci_high:.1f}]" for row in group.itertuples()}
-        rows.append({"Algorithm": algo, "Runs": str(runs[algo]), **{m: cells[m] for m in AGGREGATE_METRICS}})
+        rows.append({"Algorithm": algo, **({"Statistic": row_statistic[algo]} if mixed else {}), "Runs": str(runs[algo]),
+                     **{m: cells[m] for m in AGGREGATE_METRICS}})
     kinds = kinds or {"normalized-return"}
     what = score_caption(kinds) if len(kinds) == 1 else "score (x100: normalised return on some datasets, success rate on others)"
     caption = (
@@ -172,7 +184,9 @@ def aggregate_table(intervals: pd.DataFrame, runs: dict[str, int], datasets: int
         f"[95% stratified-bootstrap CI, rliable, {reps} resamples]. Runs = seeds per dataset. "
         "Optimality gap = mean shortfall below 100; lower is better."
     )
-    return Table(data, pd.DataFrame(rows), caption, "offbench-aggregate", "lr" + "l" * len(AGGREGATE_METRICS))
+    if mixed:
+        caption += " Each row's statistic is its algorithm's (the Statistic column): rows scored differently compare with care."
+    return Table(data, pd.DataFrame(rows), caption, "offbench-aggregate", ("llr" if mixed else "lr") + "l" * len(AGGREGATE_METRICS))
 
 
 def improvement_table(poi: pd.DataFrame, datasets: int, reps: int) -> Table:
