@@ -45,7 +45,7 @@ from typing import Any
 import gymnasium as gym
 
 from offbench import atari, robotics
-from offbench.data import atari_recipes, d4rl, dqn_replay, goals, ids, minari_atari, minari_io, ogbench_io, ogbench_recipes
+from offbench.data import atari_recipes, d4rl, dqn_replay, goals, ids, maze_recipes, minari_atari, minari_io, ogbench_io, ogbench_recipes
 from offbench.data.catalogue import catalogue
 from offbench.data.checks import read_sidecar
 from offbench.data.dataset import TRANSITION_FIELDS, DatasetMetadata, OfflineDataset
@@ -86,17 +86,22 @@ CLASSIC_REFERENCES: dict[str, tuple[float, float, str]] = {
 
 
 def reference_for(recipe: dict[str, Any]) -> tuple[float, float, str]:
-    """(min, max, source) of the reference returns a recipe names: `d4rl:hopper`, `classic:cartpole` or
-    `atari:pong` (random and human returns, `offbench.atari.HUMAN_RANDOM`)."""
+    """(min, max, source) of the reference returns a recipe names: `d4rl:hopper`, `classic:cartpole`,
+    `atari:pong` (random and human returns, `offbench.atari.HUMAN_RANDOM`) or `maze:umaze` (a local maze's random and
+    planner returns, `offbench.data.maze_recipes.MAZE_REFERENCES`)."""
     kind, _, family = recipe["reference"].partition(":")
+    if kind == "maze" and family in maze_recipes.MAZE_REFERENCES:
+        low, high = maze_recipes.MAZE_REFERENCES[family]
+        return low, high, (f"maze:{family}: uniform-random actions (min) and the recipe's planner without noise (max), 100 episodes each in "
+                           "the evaluation env, as Minari measures its ports' (benchmarks/maze_references.py)")
     if kind == "classic" and family in CLASSIC_REFERENCES:
         return CLASSIC_REFERENCES[family]
     if kind == "atari" and family in atari.HUMAN_RANDOM:
         return atari.human_normalized(family)
     if kind != "d4rl" or family not in d4rl.REFERENCE_SCORES:
         raise OffbenchError(f"unknown reference '{recipe['reference']}' in the dataset catalogue",
-                            f"use d4rl:<robot> ({', '.join(d4rl.REFERENCE_SCORES)}), classic:<task> ({', '.join(CLASSIC_REFERENCES)}) "
-                            "or atari:<game>")
+                            f"use d4rl:<robot> ({', '.join(d4rl.REFERENCE_SCORES)}), classic:<task> ({', '.join(CLASSIC_REFERENCES)}), "
+                            f"atari:<game> or maze:<maze> ({', '.join(maze_recipes.MAZE_REFERENCES)})")
     low, high = d4rl.REFERENCE_SCORES[family]
     return low, high, f"d4rl/infos.py {family} (D4RL's random/expert returns of the same robot)"
 
