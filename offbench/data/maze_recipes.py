@@ -37,7 +37,7 @@ a prefix of a longer one (its last episode cut earlier). Observations are the en
 (`observation` (T+1, 4) = x, y, vx, vy; `achieved_goal` and `desired_goal` (T+1, 2)).
 
 Not the same as Minari's or D4RL's files: Gymnasium-Robotics 1.4 PointMaze v3 on MuJoCo 4 (Minari: the same
-env on MuJoCo 2.3-3.x; D4RL: its own maze2d env on mujoco-py), other seeds, seeded generators in place of
+env on the MuJoCo of its time; D4RL: its own maze2d env on mujoco-py), other seeds, seeded generators in place of
 numpy's global one, distances compared as sqrt(dx^2 + dy^2) in Python floats, and D4RL's per-episode horizon,
 which Minari's continuing recording does not apply (it ends episodes only at the goal).
 """
