@@ -206,15 +206,11 @@ def _assert_same(a: list[dict], b: list[dict]) -> None:
 
 def test_tiny_recording_made_by_the_registry_has_the_catalogued_hash(monkeypatch, tmp_path):
     from offbench.data import registry
-    from offbench.errors import OffbenchError
 
     monkeypatch.setenv("OFFBENCH_DATA_DIR", str(tmp_path / "data"))
-    try:
-        registry.reference_for(catalogue()[TINY])
-    except OffbenchError:  # until the registry reads `maze:` references (MAZE_REFERENCES); the hash does not depend on them
-        monkeypatch.setattr(registry, "reference_for", lambda recipe: (*maze_recipes.MAZE_REFERENCES[recipe["reference"][5:]], "maze"))
     made = registry.make_dataset(TINY)
     assert made.metadata.sha256 == catalogue()[TINY]["sha256"]
+    assert (made.metadata.ref_min_score, made.metadata.ref_max_score) == maze_recipes.MAZE_REFERENCES["umaze"]
     episodes = maze_recipes.pointmaze_recipe(entry(), None)
     first = episodes[0]["observations"]
     assert made.observations.shape == (4000, 6) and made.observations.dtype == np.float32
