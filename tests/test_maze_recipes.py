@@ -13,6 +13,7 @@ pytest.importorskip("gymnasium_robotics")
 from offbench.data import maze_recipes, recipes  # noqa: E402
 from offbench.data.catalogue import catalogue  # noqa: E402
 from offbench.data.maze_recipes import MOVES, MazePlanner, WaypointController, reached_goal  # noqa: E402
+from offbench.robotics import register_if_robotics  # noqa: E402
 
 U_MAZE = [[1, 1, 1, 1, 1], [1, 0, 0, 0, 1], [1, 1, 1, 0, 1], [1, 0, 0, 0, 1], [1, 1, 1, 1, 1]]
 ROOM = [[1, 1, 1, 1], [1, 0, 0, 1], [1, 0, 0, 1], [1, 1, 1, 1]]
@@ -70,7 +71,7 @@ def _bfs(wall: np.ndarray, goal: tuple[int, int]) -> dict[tuple[int, int], int]:
 
 
 def _umaze():
-    maze_recipes.require_robotics()
+    register_if_robotics("PointMaze_UMaze-v3")
     return gym.make("PointMaze_UMaze-v3").unwrapped.maze  # cell (r, c) has centre (c - 2, 2 - r)
 
 

@@ -53,6 +53,7 @@ import numpy as np
 
 from offbench.behavior.policy import ACTION_DECIMALS
 from offbench.errors import OffbenchError
+from offbench.robotics import register_if_robotics
 
 Episodes = list[dict[str, Any]]
 Cell = tuple[int, int]
@@ -68,7 +69,6 @@ GOAL_MOVED = 1e-3  # the controller plans again when the desired goal moves fart
 ACTION_NOISE = 0.5  # std of the Gaussian noise added to each action component
 SUCCESS_DISTANCE = 0.45  # the env's goal radius (gymnasium_robotics.envs.maze.maze_v4)
 NOISE_STREAM, OFFSET_STREAM = 0, 1
-INSTALL_HINT = "pip install 'offbench[robotics]' (gymnasium-robotics)"
 
 # Reference returns (min = a uniform-random policy, max = the planner's controller without noise), each the
 # mean over 100 episodes of the evaluation env (the catalogue's `eval_env_kwargs`: one fixed goal cell, the
@@ -84,15 +84,6 @@ MAZE_REFERENCES: dict[str, tuple[float, float]] = {
     "large": (3.30, 555.29),
     "large-dense": (25.8868, 572.7559),
 }
-
-
-def require_robotics() -> None:
-    """Import gymnasium-robotics and register its envs; one-line `OffbenchError` when it is missing."""
-    try:
-        import gymnasium_robotics
-    except ImportError:
-        raise OffbenchError("PointMaze recordings need gymnasium-robotics, which is not installed", INSTALL_HINT) from None
-    gym.register_envs(gymnasium_robotics)
 
 
 # ---- planner ---------------------------------------------------------------------------------------
@@ -205,7 +196,7 @@ def _distance(a: np.ndarray, b: np.ndarray) -> float:
 
 def recording_env(entry: dict[str, Any]) -> Any:
     """The unwrapped PointMaze env of an entry (`env_id` with its `env_kwargs`): no time limit, the recipe keeps its own."""
-    require_robotics()
+    register_if_robotics(entry["env_id"])
     return gym.make(entry["env_id"], **entry.get("env_kwargs", {})).unwrapped
 
 
