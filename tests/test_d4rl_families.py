@@ -309,3 +309,7 @@ def test_one_command_trains_and_scores_a_minari_port(empty_roots: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "minari/D4RL/pointmaze/umaze-v2: normalised score" in result.stdout
     assert ", success 0%)" in result.stdout or ", success 50%)" in result.stdout or ", success 100%)" in result.stdout  # beside the score
+    run_id = result.stdout.split(":")[0].strip()
+    again = run_cli("eval", run_id, "--results-dir", str(empty_roots / "results"))  # the recorded env and flattening wrapper
+    assert again.returncode == 0, again.stderr
+    assert "the same returns as the run's last recorded evaluation (step 20)" in again.stdout
