@@ -47,6 +47,9 @@ EVAL_WRAPPERS: dict[str, Callable[[gym.Env], gym.Wrapper]] = {
 }
 
 
+ENV_ERRORS = (gym.error.Error, ImportError, TypeError, ValueError, AssertionError, IndexError, KeyError)
+
+
 def wrappers_named(names: Sequence[str]) -> list[Callable[[gym.Env], gym.Wrapper]]:
     """The wrapper functions for `names`; an unknown name is one error line."""
     if unknown := [name for name in names if name not in EVAL_WRAPPERS]:
@@ -68,13 +71,14 @@ def make_env(env_id: str, env_kwargs: dict | None = None, wrappers: Sequence[str
     robotics.register_if_robotics(env_id)
     if "render_mode" in (env_kwargs or {}):
         raise OffbenchError(f"evaluation env {env_id}: its kwargs set render_mode", "the evaluator chooses how (and whether) an env renders")
+    wrappers_found = wrappers_named(wrappers)
     try:
         env = gym.make(env_id, **(env_kwargs or {}))
-    except (gym.error.Error, ImportError, TypeError, ValueError) as error:
-        raise OffbenchError(f"evaluation env {env_id} cannot be built: {error}".splitlines()[0],
+        for wrap in wrappers_found:
+            env = wrap(env)
+    except ENV_ERRORS as error:  # what an env raises for settings it cannot take (Gymnasium-Robotics asserts on a bad maze map)
+        raise OffbenchError(f"evaluation env {env_id} cannot be built: {type(error).__name__}: {error}".splitlines()[0],
                             "the dataset's metadata names the env; check its id and kwargs") from None
-    for wrap in wrappers_named(wrappers):
-        env = wrap(env)
     return env
 
 

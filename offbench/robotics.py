@@ -7,7 +7,9 @@ The envs return Dict observations (observation, achieved_goal, desired_goal) whe
 Each layout is one wrapper here (`WRAPPERS`), used by evaluation, `offbench eval` and export alike, and the same
 rule flattens the stored data (`offbench.data.goals`):
 
-    goal-observation  Minari's pointmaze and antmaze ports: observation, then desired_goal
+    goal-observation  Minari's pointmaze ports and local/pointmaze-* recordings: observation, then desired_goal
+    antmaze-observation  Minari's antmaze ports: achieved_goal (the ant's x, y, which its observation leaves out), the
+                      observation, then desired_goal
     kitchen-observation  Minari's kitchen ports: observation only (the goal is fixed per dataset; the achieved goal is
                       part of the object positions already in the observation)
     d4rl-antmaze      D4RL's antmaze files (29 dims): the ant's x, y in D4RL's frame (origin at the reset cell),
@@ -49,13 +51,14 @@ D4RL_ANTMAZE_MAPS: dict[str, list[list[Any]]] = {
               [1, 0, 0, 1, 0, 0, 0, 1, 0, "g", 0, 1], [1] * 12],
 }
 # D4RL's maze2d maps (d4rl/pointmaze/maze_model.py U_MAZE, MEDIUM_MAZE, LARGE_MAZE; '#' wall, 'O' free, 'G' goal).
-# Their episodes start in any free cell, as Gymnasium-Robotics' do when the map names no reset cell.
+# D4RL's episodes start in any free cell or the goal cell; Gymnasium-Robotics' in any free cell at least 0.5 from the goal.
 D4RL_MAZE2D_MAPS: dict[str, list[str]] = {
     "umaze": ["#####", "#GOO#", "###O#", "#OOO#", "#####"],
     "medium": ["########", "#OO##OO#", "#OO#OOO#", "##OOO###", "#OO#OOO#", "#O#OO#O#", "#OOO#OG#", "########"],
     "large": ["############", "#OOOO#OOOOO#", "#O##O#O#O#O#", "#OOOOOO#OOO#", "#O####O###O#", "#OO#O#OOOOO#", "##O#O#O#O###",
               "#OO#OOO#OGO#", "############"],
 }
+D4RL_MAZE2D_BODY_OFFSET = 0.2  # maze_model.py: the particle's body at (1.2, 1.2), walls at (i + 1, j + 1): cell centres at qpos (i, j) - 0.2
 D4RL_KITCHEN_TASKS = {  # d4rl/kitchen/kitchen_envs.py: the task elements of each dataset's env
     "complete": ["microwave", "kettle", "light switch", "slide cabinet"],
     "partial": ["microwave", "kettle", "light switch", "slide cabinet"],
@@ -63,9 +66,13 @@ D4RL_KITCHEN_TASKS = {  # d4rl/kitchen/kitchen_envs.py: the task elements of eac
 }
 SUBSTITUTES = {
     "antmaze": "Gymnasium-Robotics AntMaze_*-v4 with D4RL's evaluation map (reset and goal cells), continuing_task=False (an episode ends "
-               "at the goal, as D4RL's eval env), no goal re-draw; success within 0.45 of the goal (D4RL: 0.5); D4RL's env ran on mujoco-py",
+               "at the goal, as D4RL's eval env), no goal re-draw; start and goal drawn within +-1 of their cells' centres (Gymnasium-"
+               "Robotics' 0.25 cells; AntMaze v4 takes no setting for it), where D4RL's ant starts within +-0.1 of the origin; success "
+               "within 0.45 of the goal (D4RL: 0.5); D4RL's env ran on mujoco-py",
     "maze2d": "Gymnasium-Robotics PointMaze_*-v3 with D4RL's maze2d map and fixed goal, continuing_task=True (reward keeps counting at the "
-              "goal, as D4RL's); success radius 0.45 (D4RL: 0.5); the point's physics are Gymnasium-Robotics', not mujoco-py's",
+              "goal, as D4RL's); success radius 0.45 (D4RL: 0.5); the goal at its cell's centre (D4RL's 0.2 cells off it, qpos = the cell "
+              "index); starts in any free cell at least 0.5 from the goal (D4RL's also in the goal cell, which raises its returns); the "
+              "point's physics are Gymnasium-Robotics', not mujoco-py's",
     "adroit": "Gymnasium-Robotics AdroitHand*-v1 (the DAPG/D4RL hand envs ported to mujoco bindings; same observation and action layout)",
     "kitchen": "Gymnasium-Robotics FrankaKitchen-v1 with the dataset's four tasks (D4RL's kitchen ported to mujoco bindings; the observation "
                "rebuilt as D4RL's joint positions and goal vector)",
@@ -114,12 +121,20 @@ def _flat_box(dims: int) -> gym.spaces.Box:
     return gym.spaces.Box(-np.inf, np.inf, (dims,), np.float64)
 
 
+def _dict_spaces(env: gym.Env) -> dict[str, gym.Space]:
+    """The entries of `env`'s Dict observation space; `OffbenchError` when it has none (a wrapper named for another env)."""
+    if not isinstance(env.observation_space, gym.spaces.Dict):
+        raise OffbenchError(f"evaluation env {env.spec.id if env.spec else env}: its observations are {env.observation_space}, not the Dict "
+                            "observations of Gymnasium-Robotics' goal envs that this evaluation wrapper reads")
+    return dict(env.observation_space.spaces)
+
+
 class GoalObservation(gym.ObservationWrapper):
     """The named entries of a Dict observation, concatenated in order: (sum of their sizes,) float64."""
 
     def __init__(self, env: gym.Env, keys: tuple[str, ...]):
         super().__init__(env)
-        spaces = env.observation_space.spaces
+        spaces = _dict_spaces(env)
         if missing := [key for key in keys if key not in spaces]:
             raise OffbenchError(f"evaluation env {env.spec.id if env.spec else env}: its observation has no '{missing[0]}'")
         self.keys = keys
@@ -135,7 +150,7 @@ class D4RLAntMaze(gym.ObservationWrapper):
 
     def __init__(self, env: gym.Env):
         super().__init__(env)
-        self.observation_space = _flat_box(2 + env.observation_space["observation"].shape[0])
+        self.observation_space = _flat_box(2 + _dict_spaces(env)["observation"].shape[0])
         maze = env.unwrapped.maze
         self.origin = maze.cell_rowcol_to_xy(np.array(_cell_of(env.unwrapped.maze.maze_map, "r")))
 
@@ -148,16 +163,17 @@ def _cell_of(maze_map: list[list[Any]], mark: str) -> tuple[int, int]:
 
 
 class D4RLMaze2d(gym.Wrapper):
-    """D4RL's maze2d frame (d4rl/pointmaze/maze_model.py): observation (x, y, vx, vy) with x along the map's rows and y along its
-    columns, in cells from cell (0, 0); actions (ax, ay) in the same frame. On the row-reversed map Gymnasium-Robotics' y runs
-    along D4RL's rows and x along its columns, centred: D4RL (x, y) = (y, x) / scaling + (rows / 2 - 0.5, columns / 2 - 0.5),
-    a reflection (the point mass has no orientation), and the env's action is (ay, ax)."""
+    """D4RL's maze2d frame (d4rl/pointmaze/maze_model.py): observation (x, y, vx, vy), the point's qpos and qvel, with x along
+    the map's rows and y along its columns in cells; the particle's body sits at (1.2, 1.2) and wall (i, j) at (i + 1, j + 1),
+    so the centre of cell (i, j) is qpos (i - 0.2, j - 0.2). Actions (ax, ay) are in the same frame. On the row-reversed map
+    Gymnasium-Robotics' y runs along D4RL's rows and x along its columns, centred: D4RL (x, y) = (y, x) / scaling + (rows / 2
+    - 0.7, columns / 2 - 0.7), a reflection (the point mass has no orientation), and the env's action is (ay, ax)."""
 
     def __init__(self, env: gym.Env):
         super().__init__(env)
         maze = env.unwrapped.maze
         self.scaling = float(maze.maze_size_scaling)
-        self.offset = np.array([maze.map_length / 2 - 0.5, maze.map_width / 2 - 0.5])
+        self.offset = np.array([maze.map_length / 2 - 0.5, maze.map_width / 2 - 0.5]) - D4RL_MAZE2D_BODY_OFFSET
         self.observation_space = _flat_box(4)
 
     def _observation(self, observation: dict) -> np.ndarray:
@@ -194,6 +210,7 @@ class D4RLKitchen(gym.ObservationWrapper):
 
 WRAPPERS: dict[str, Callable[[gym.Env], gym.Env]] = {
     "goal-observation": lambda env: GoalObservation(env, ("observation", "desired_goal")),
+    "antmaze-observation": lambda env: GoalObservation(env, ("achieved_goal", "observation", "desired_goal")),
     "kitchen-observation": lambda env: GoalObservation(env, ("observation",)),
     "d4rl-antmaze": D4RLAntMaze,
     "d4rl-maze2d": D4RLMaze2d,

@@ -3,6 +3,7 @@ validate and evaluate in their Gymnasium-Robotics envs, and a rollout of each en
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 from conftest import FAST_SETTINGS, run_cli
 
 from offbench import robotics
-from offbench.data import d4rl, registry
+from offbench.data import d4rl, goals, registry
 from offbench.errors import OffbenchError
 from offbench.evaluate import check_env_spaces, evaluate_episodes, make_env
 
@@ -109,7 +110,8 @@ def test_a_file_without_timeouts_gets_d4rls_horizon_rule(empty_roots: Path) -> N
 
 def test_horizon_timeouts_restart_after_a_terminal() -> None:
     terminals = np.array([0, 1, 0, 0, 0, 0, 0], dtype=bool)
-    np.testing.assert_array_equal(np.flatnonzero(d4rl.horizon_timeouts(terminals, 3)), [4])  # steps 0, 1 | 2, 3, 4: the third after the terminal
+    # D4RL's count: 0, 1 (terminal), then 1, 2 (final: row 3), 0, 1, 2 (final: row 6)
+    np.testing.assert_array_equal(np.flatnonzero(d4rl.horizon_timeouts(terminals, 3)), [3, 6])
     np.testing.assert_array_equal(np.flatnonzero(d4rl.horizon_timeouts(np.zeros(7, bool), 3)), [2, 5])
 
 
@@ -177,16 +179,17 @@ def test_antmaze_env_is_d4rls_frame(name: str) -> None:
 
 
 def test_maze2d_env_is_d4rls_frame() -> None:
-    """D4RL's maze2d frame: (x, y) = (row, column) of the map's free cells; pushing +x moves down the rows; reward sparse {0, 1}."""
+    """D4RL's maze2d frame: (x, y) = (row, column) of the map's free cells, cell centres at qpos (row - 0.2, column - 0.2) (the
+    particle's body at 1.2, the walls at cell + 1); pushing +x moves down the rows; reward sparse {0, 1}."""
     observations, rewards, env = rollout("maze2d-large-v1", 40, policy=lambda observation: np.array([1.0, 0.0]))
     free = np.array([[cell != "#" for cell in row] for row in robotics.D4RL_MAZE2D_MAPS["large"]])
-    rows, columns = np.round(observations[:, 0]).astype(int), np.round(observations[:, 1]).astype(int)
+    rows, columns = np.round(observations[:, 0] + 0.2).astype(int), np.round(observations[:, 1] + 0.2).astype(int)
     assert free[rows, columns].all()
     assert observations[-1, 0] > observations[0, 0] and observations[5, 2] > 0  # +x action: row and x velocity grow
     assert abs(observations[-1, 1] - observations[0, 1]) < 0.25  # no motion across the columns
     assert set(np.unique(rewards)) <= {0.0, 1.0}
     goal = env.unwrapped.goal
-    np.testing.assert_allclose(goal[::-1] + env.offset, robotics._cell_of(
+    np.testing.assert_allclose(goal[::-1] + env.offset + 0.2, robotics._cell_of(
         [[{"#": 1, "O": 0, "G": "g"}[c] for c in row] for row in robotics.D4RL_MAZE2D_MAPS["large"]], "g"), atol=0.25 + 1e-9)
 
 
@@ -258,7 +261,7 @@ def record_port(root: Path, minari_id: str, env_id: str, kwargs: dict, episodes:
 
 PORTS = [
     ("D4RL/pointmaze/umaze-v2", "PointMaze_UMaze-v3", {"continuing_task": True, "reset_target": True}, 6, ("goal-observation",)),
-    ("D4RL/antmaze/umaze-v1", "AntMaze_UMaze-v4", {"continuing_task": True, "reset_target": False}, 29, ("goal-observation",)),
+    ("D4RL/antmaze/umaze-v1", "AntMaze_UMaze-v4", {"continuing_task": True, "reset_target": False}, 31, ("antmaze-observation",)),
     ("D4RL/pen/human-v2", "AdroitHandPen-v1", {}, 45, ()),
     ("D4RL/kitchen/complete-v2", "FrankaKitchen-v1", {"tasks_to_complete": ["microwave", "kettle", "light switch", "slide cabinet"]}, 59,
      ("kitchen-observation",)),
@@ -272,13 +275,14 @@ def test_each_minari_port_flattens_by_its_rule_and_evaluates_in_its_env(empty_ro
     dataset = registry.load_dataset(f"minari/{minari_id}")
     meta = dataset.metadata
     assert dataset.observations.shape[1] == dims and (meta.env_id, meta.eval_wrappers) == (env_id, wrappers)
-    if wrappers == ("goal-observation",):  # the rule: observation, then desired_goal
+    if wrappers and wrappers[0] in goals.LAYOUTS:  # the rule: pointmaze observation, desired_goal; antmaze achieved_goal first
         import minari
 
         episode = next(iter(minari.load_dataset(minari_id).iterate_episodes([0])))
-        np.testing.assert_allclose(dataset.observations[0], np.concatenate([episode.observations["observation"][0], episode.observations["desired_goal"][0]]),
-                                   rtol=1e-6)
-        assert meta.env_kwargs["reset_target"] is False  # the port's eval_env_spec, not its recording env
+        keys = {"goal-observation": ("observation", "desired_goal"), "antmaze-observation": ("achieved_goal", "observation", "desired_goal"),
+                "kitchen-observation": ("observation",)}[wrappers[0]]
+        np.testing.assert_allclose(dataset.observations[0], np.concatenate([episode.observations[key][0] for key in keys]), rtol=1e-6)
+        assert "Kitchen" in env_id or meta.env_kwargs["reset_target"] is False  # the port's eval_env_spec, not its recording env
     episodes = evaluate_episodes(lambda o: np.zeros((*o.shape[:2], dataset.actions.shape[1]), np.float32), meta.env_id, [0], 1,
                                  meta.env_kwargs, meta.eval_wrappers)
     assert np.isfinite(episodes.returns).all()
@@ -313,3 +317,29 @@ def test_one_command_trains_and_scores_a_minari_port(empty_roots: Path) -> None:
     again = run_cli("eval", run_id, "--results-dir", str(empty_roots / "results"))  # the recorded env and flattening wrapper
     assert again.returncode == 0, again.stderr
     assert "the same returns as the run's last recorded evaluation (step 20)" in again.stdout
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"max_episode_steps": -1}, r"sets max_episode_steps -1; offbench evaluates 1 to 10,000 steps"),
+    ({"max_episode_steps": 10**9}, r"sets max_episode_steps 1000000000"),
+    ({"kwargs": {"maze_map": [[1] * 100] * 100}}, r"sets maze_map to"),
+    ({"kwargs": {"maze_map": [[1, 1], [1, "x"]]}}, r"sets maze_map to"),
+    ({"kwargs": {"continuing_task": {"nested": True}}}, r"sets continuing_task to"),
+])
+def test_a_ports_evaluation_spec_is_checked_before_use(empty_roots: Path, change: dict, message: str) -> None:
+    """A data file's eval_env_spec reaches gym.make: a horizon that would never end an episode, a huge or foreign maze map, a nested
+    setting are each one line."""
+    record_port(empty_roots / "minari", "D4RL/pointmaze/umaze-v2", "PointMaze_UMaze-v3", {"continuing_task": True, "reset_target": False})
+    metadata_path = empty_roots / "minari" / "D4RL" / "pointmaze" / "umaze-v2" / "data" / "metadata.json"
+    metadata = json.loads(metadata_path.read_text())
+    spec = json.loads(metadata["eval_env_spec"])
+    spec.update({k: v for k, v in change.items() if k != "kwargs"})
+    spec["kwargs"].update(change.get("kwargs", {}))
+    metadata_path.write_text(json.dumps({**metadata, "eval_env_spec": json.dumps(spec)}))
+    with pytest.raises(OffbenchError, match=message):
+        registry.load_dataset("minari/D4RL/pointmaze/umaze-v2")
+
+
+def test_a_wrapper_named_for_a_goal_env_on_another_env_is_one_line() -> None:
+    with pytest.raises(OffbenchError, match=r"evaluation env Hopper-v5: its observations are Box.*not the Dict observations"):
+        make_env("Hopper-v5", {}, ("goal-observation",))

@@ -228,11 +228,12 @@ def qlearning_transitions(raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def horizon_timeouts(terminals: np.ndarray, horizon: int) -> np.ndarray:
     """D4RL's time-outs for a file without them (`qlearning_dataset`: `final_timestep = episode_step == max_episode_steps - 1`):
-    True on every `horizon`-th row of an episode, counting from 0 after each terminal or time-out. (N,) bool."""
+    True where the step count reaches `horizon - 1`. The count restarts at 0 after a time-out (D4RL skips the row) and at 1
+    after a terminal (D4RL resets it to 0, then counts the terminal row's successor), as D4RL counts. (N,) bool."""
     timeouts, step = np.zeros(terminals.shape[0], dtype=bool), 0
     for i, terminal in enumerate(terminals):
         timeouts[i] = step == horizon - 1
-        step = 0 if terminal or timeouts[i] else step + 1
+        step = 0 if timeouts[i] else 1 if terminal else step + 1
     return timeouts
 
 

@@ -5,11 +5,12 @@ learn from one vector. Each known layout has one rule, named like the evaluation
 to the env's observations (`offbench.robotics.WRAPPERS`), so training, evaluation, `offbench eval` and export see
 the same vector:
 
-    goal-observation     Minari's D4RL/pointmaze/* and D4RL/antmaze/* and offbench's local/pointmaze-* recordings:
-                         observation, then desired_goal (pointmaze 4 + 2, antmaze 27 + 2). The achieved goal is left
-                         out: it is the agent's x, y, which pointmaze's observation already holds; antmaze's does not,
-                         and a policy reaches the goal from its position relative to the walls it learns, as in
-                         Minari's and the papers' use (D4RL's antmaze files, read by offbench.data.d4rl, keep x, y)
+    goal-observation     Minari's D4RL/pointmaze/* and offbench's local/pointmaze-* recordings: observation, then
+                         desired_goal (4 + 2); the achieved goal is the point's x, y, already in the observation
+    antmaze-observation  Minari's D4RL/antmaze/*: achieved_goal, observation, then desired_goal (2 + 27 + 2). The ant's
+                         observation leaves out its x, y (Gymnasium-Robotics' AntMaze: the ant's qpos[2:] and qvel), so
+                         the layout needs the achieved goal; put first, the 29 dims are D4RL's antmaze observation
+                         (qpos, qvel) and the vector ends with the goal
     kitchen-observation  Minari's D4RL/kitchen/*: observation only (59: robot and object positions and velocities);
                          the desired goal is the same for every episode of a dataset and the achieved goal is a subset
                          of the object positions
@@ -40,8 +41,9 @@ class GoalLayout:
 
 
 LAYOUTS: dict[str, GoalLayout] = {
-    "goal-observation": GoalLayout(("observation", "desired_goal"), frozenset({"observation", "achieved_goal", "desired_goal"}),
-                                   ("pointmaze", "antmaze")),
+    "goal-observation": GoalLayout(("observation", "desired_goal"), frozenset({"observation", "achieved_goal", "desired_goal"}), ("pointmaze",)),
+    "antmaze-observation": GoalLayout(("achieved_goal", "observation", "desired_goal"), frozenset({"observation", "achieved_goal", "desired_goal"}),
+                                      ("antmaze",)),
     "kitchen-observation": GoalLayout(("observation",), frozenset({"observation", "achieved_goal", "desired_goal"}), ("kitchen",)),
 }
 

@@ -418,9 +418,19 @@ def _family(dataset_id: str) -> str:
     return parts[-1].split("-")[0]
 
 
+MAX_HORIZON = 10_000  # steps of an evaluation episode a port's spec may ask for (D4RL's longest is 1,000)
+MAX_MAZE_CELLS = 64  # rows or columns of a maze map (D4RL's largest: 9 x 12)
+MAZE_CELLS = (0, 1, "g", "r", "c")  # Gymnasium-Robotics' maze map entries: free, wall, goal, reset, either
+
+
 def _evaluation_spec(minari_meta: dict[str, Any], what: str) -> tuple[str, dict[str, Any]]:
     """(env id, kwargs) of Minari's `eval_env_spec`, else of its `env_spec`; kwargs are kept only for Gymnasium-Robotics' envs (the D4RL
-    ports: their maze map, reset and goal settings), with the spec's episode horizon as `max_episode_steps`."""
+    ports: their maze map, reset and goal settings), with the spec's episode horizon as `max_episode_steps`.
+
+    The spec is untrusted: the horizon must be an integer in [1, MAX_HORIZON] (a missing one leaves the env's registered one; -1 would
+    drop the time limit and a continuing maze would never end), a maze map at most MAX_MAZE_CELLS square of `MAZE_CELLS`, tasks a short
+    list of names, any other setting true/false, a number within +-1000 or a short text; raises one-line `OffbenchError` otherwise.
+    """
     for key in ("eval_env_spec", "env_spec"):
         text = minari_meta.get(key)
         if not isinstance(text, str):
@@ -432,9 +442,35 @@ def _evaluation_spec(minari_meta: dict[str, Any], what: str) -> tuple[str, dict[
         if not isinstance(spec, dict) or not isinstance(spec.get("id"), str):
             raise OffbenchError(f"{what}: Minari's {key} names no env id")
         kwargs = spec.get("kwargs") or {}
-        if not spec["id"].startswith(ROBOTICS_PREFIXES) or not isinstance(kwargs, dict):
+        if not spec["id"].startswith(ROBOTICS_PREFIXES):
             return spec["id"], {}
+        if not isinstance(kwargs, dict):
+            raise OffbenchError(f"{what}: the kwargs of Minari's {key} are not an object")
+        kwargs = {name: _checked_setting(what, key, name, value) for name, value in kwargs.items() if name != "render_mode"}
         horizon = spec.get("max_episode_steps")
-        kwargs = {k: v for k, v in kwargs.items() if k != "render_mode"}
-        return spec["id"], {**kwargs, **({"max_episode_steps": horizon} if isinstance(horizon, int) and not isinstance(horizon, bool) else {})}
+        if horizon is None:
+            return spec["id"], kwargs
+        if not isinstance(horizon, int) or isinstance(horizon, bool) or not 1 <= horizon <= MAX_HORIZON:
+            raise OffbenchError(f"{what}: Minari's {key} sets max_episode_steps {json.dumps(horizon)[:40]}; offbench evaluates 1 to {MAX_HORIZON:,} steps")
+        return spec["id"], {**kwargs, "max_episode_steps": horizon}
     return "", {}
+
+
+def _checked_setting(what: str, key: str, name: str, value: Any) -> Any:
+    """One setting of a port's env spec, checked (see `_evaluation_spec`)."""
+    bad = f"{what}: Minari's {key} sets {name} to {json.dumps(value)[:60]}"
+    if name == "maze_map":
+        if not (isinstance(value, list) and 0 < len(value) <= MAX_MAZE_CELLS and all(isinstance(row, list) for row in value)
+                and len({len(row) for row in value}) == 1 and 0 < len(value[0]) <= MAX_MAZE_CELLS
+                and all(cell in MAZE_CELLS and not isinstance(cell, bool) for row in value for cell in row)):
+            raise OffbenchError(bad, f"a maze map is at most {MAX_MAZE_CELLS} x {MAX_MAZE_CELLS} equal rows of 0, 1, 'g', 'r', 'c'")
+        return value
+    if name == "tasks_to_complete":
+        if not (isinstance(value, list) and len(value) <= 16 and all(isinstance(task, str) and len(task) <= 64 for task in value)):
+            raise OffbenchError(bad, "tasks are a short list of task names")
+        return value
+    if isinstance(value, bool) or isinstance(value, str) and len(value) <= 64:
+        return value
+    if isinstance(value, (int, float)) and abs(value) <= 1000:
+        return value
+    raise OffbenchError(bad, "an env setting there is true/false, a number within +-1000 or a short text")
