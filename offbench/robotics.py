@@ -73,7 +73,9 @@ SUBSTITUTES = {
               "goal, as D4RL's); success radius 0.45 (D4RL: 0.5); the goal at its cell's centre (D4RL's 0.2 cells off it, qpos = the cell "
               "index); starts in any free cell at least 0.5 from the goal (D4RL's also in the goal cell, which raises its returns); the "
               "point's physics are Gymnasium-Robotics', not mujoco-py's",
-    "adroit": "Gymnasium-Robotics AdroitHand*-v1 (the DAPG/D4RL hand envs ported to mujoco bindings; same observation and action layout)",
+    "adroit": "Gymnasium-Robotics AdroitHand*-v1 (the DAPG/D4RL hand envs ported to mujoco bindings; same observation and action layout); "
+              "Gymnasium-Robotics notes that door's, hammer's and relocate's rewards changed in its 1.2.1 without a new env version (its PR "
+              "220): returns are those of the pinned 1.4.2",
     "kitchen": "Gymnasium-Robotics FrankaKitchen-v1 with the dataset's four tasks (D4RL's kitchen ported to mujoco bindings; the observation "
                "rebuilt as D4RL's joint positions and goal vector)",
 }

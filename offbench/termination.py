@@ -10,6 +10,8 @@ shared/specs/neubay.md, "Setting and data requirements"; twni2016/neubay offline
     HalfCheetah  never done
     pen          done when the object's height next[26] < 0.075 (Adroit; object position next[24:27])
     door, hammer never done
+    AntMaze      done when ||next[:2] - the maze's mean goal|| < 0.25: umaze (0.75, 8.75), medium (20.75, 20.75),
+                 large (32.75, 24.75), in D4RL's frame (offbench.robotics.D4RLAntMaze gives the evaluation env the same)
 
 Keyed by the data's layout, not the task name alone: the indices above are those of observations that drop
 the x position (D4RL, Gymnasium: Hopper 11 dims, Walker2d and HalfCheetah 17). NeoRL's keep it (12, 18, 18), so
@@ -20,8 +22,8 @@ no layout has is refused in one line rather than read with another layout's indi
 Gymnasium's v5 envs test the unclipped velocities (qvel) where the observation holds them clipped to
 +-10 (Hopper, Walker2d); the functions see observations only, as the reference does.
 Environments are matched by the Gymnasium id's name (`Hopper-v5`, `Hopper-v4` -> hopper; Gymnasium-Robotics'
-`AdroitHandPen-v1` -> pen). Not provided: AntMaze's goal termination (||next xy - the maze's mean goal|| < 0.25),
-which needs the evaluation env's maze; relocate, for which the reference has none.
+`AdroitHandPen-v1` -> pen; `AntMaze_UMaze-v4` -> AntMaze_UMaze). Not provided: AntMaze in Minari's ports' frame
+(31 dims, centred mazes: refused by width) and relocate, for which the reference has none.
 """
 
 from __future__ import annotations
@@ -66,6 +68,20 @@ def pen(observations: torch.Tensor, actions: torch.Tensor, next_observations: to
     return next_observations[..., 26] < 0.075
 
 
+# The reference's AntMaze goals (twni2016/neubay static_fns: the mean of each maze's goals in D4RL's frame, x, y from the
+# reset cell, offbench.robotics.D4RLAntMaze) and its radius
+ANTMAZE_GOALS = {"AntMaze_UMaze": (0.75, 8.75), "AntMaze_Medium": (20.75, 20.75), "AntMaze_Large": (32.75, 24.75)}
+ANTMAZE_GOAL_RADIUS = 0.25
+
+
+def antmaze_goal(goal: tuple[float, float]) -> Termination:
+    """AntMaze (D4RL's 29-dim layout, x, y first): done when the next x, y lies within 0.25 of the maze's goal."""
+    def reached(observations: torch.Tensor, actions: torch.Tensor, next_observations: torch.Tensor) -> torch.Tensor:
+        target = torch.tensor(goal, dtype=next_observations.dtype, device=next_observations.device)
+        return torch.linalg.vector_norm(next_observations[..., :2] - target, dim=-1) < ANTMAZE_GOAL_RADIUS
+    return reached
+
+
 def never(observations: torch.Tensor, actions: torch.Tensor, next_observations: torch.Tensor) -> torch.Tensor:
     return torch.zeros(next_observations.shape[:-1], dtype=torch.bool, device=next_observations.device)
 
@@ -76,6 +92,7 @@ LAYOUTS: dict[tuple[str, int], Termination] = {
     ("Walker2d", 17): walker2d, ("Walker2d", 18): neorl_walker2d,
     ("HalfCheetah", 17): never, ("HalfCheetah", 18): never,
     ("AdroitHandPen", 45): pen, ("AdroitHandDoor", 39): never, ("AdroitHandHammer", 46): never,
+    **{(maze, 29): antmaze_goal(goal) for maze, goal in ANTMAZE_GOALS.items()},  # D4RL's files (Minari's ports: 31 dims, another frame)
 }
 TERMINATIONS = tuple(dict.fromkeys(task for task, _ in LAYOUTS))  # the tasks with a termination function
 

@@ -343,3 +343,16 @@ def test_a_ports_evaluation_spec_is_checked_before_use(empty_roots: Path, change
 def test_a_wrapper_named_for_a_goal_env_on_another_env_is_one_line() -> None:
     with pytest.raises(OffbenchError, match=r"evaluation env Hopper-v5: its observations are Box.*not the Dict observations"):
         make_env("Hopper-v5", {}, ("goal-observation",))
+
+
+def test_neubay_trains_on_a_d4rl_antmaze_file_with_its_reward_shift_and_goal_termination(empty_roots: Path) -> None:
+    """The alias reaches the D4RL file; NEUBAY's [datasets] row shifts the rewards (+reward-1 in the id) and its rollouts end at the
+    maze's goal (offbench.termination, D4RL's frame); the run is scored in the substitute env."""
+    place(empty_roots, "antmaze-umaze-v2", episode_lengths=[300, 300])
+    tiny = {"ensemble_size": 4, "selected_size": 3, "world_hidden": 16, "world_max_epochs": 2, "world_checkpoint_every": 1, "rollouts": 4,
+            "encoder_dim": 16, "lru_hidden": 8, "head_dims": [16, 16], "critic_heads": 4, "tape_length": 48, "utd": 0.2, "buffer_size": 100_000}
+    sets = [arg for key, value in tiny.items() for arg in ("--set", f"{key}={json.dumps(value)}")]
+    result = run_cli("run", "--algo", "neubay", "--dataset", "antmaze-umaze", "--steps", "8", "--eval-every", "8", "--eval-episodes", "1",
+                     "--results-dir", str(empty_roots / "results"), *sets)
+    assert result.returncode == 0, result.stderr
+    assert "d4rl/antmaze-umaze-v2+reward-1: normalised score" in result.stdout and ", success " in result.stdout

@@ -76,3 +76,18 @@ def test_hopper_terminates_on_non_finite_or_huge_states_and_keeps_batch_shape() 
 def test_an_env_without_a_termination_function_is_one_error_line() -> None:
     with pytest.raises(OffbenchError, match="no termination function for env Ant-v5"):
         termination_fn("Ant-v5", 27)
+
+
+@pytest.mark.parametrize(("env_id", "goal"), [("AntMaze_UMaze-v4", (0.75, 8.75)), ("AntMaze_Medium-v4", (20.75, 20.75)),
+                                              ("AntMaze_Large-v4", (32.75, 24.75))])
+def test_antmaze_ends_within_a_quarter_of_the_mazes_goal_in_d4rls_frame(env_id: str, goal: tuple[float, float]) -> None:
+    states = torch.zeros(4, 29)
+    states[:, :2] = torch.tensor(goal) + torch.tensor([[0.0, 0.0], [0.24, 0.0], [0.0, -0.26], [0.18, 0.18]])
+    states[:, 2:] = 5.0  # the rest of the state plays no part
+    assert termination_fn(env_id, 29)(states, torch.zeros(4, 8), states).tolist() == [True, True, False, False]
+
+
+def test_antmaze_in_minaris_frame_is_refused() -> None:
+    """Minari's ports (31 dims: achieved goal, observation, desired goal in Gymnasium-Robotics' centred frame) have no goal here."""
+    with pytest.raises(OffbenchError, match="no termination function for AntMaze_UMaze-v4 observations of 31 values"):
+        termination_fn("AntMaze_UMaze-v4", 31)

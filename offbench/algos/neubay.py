@@ -31,7 +31,7 @@ Deviations (baselines/neubay.toml [deviations]): the update budget counts every 
 (real prefix + imagined), as the reference's `data_size`; the GRU alternative and the Markov agent
 ablation are not provided. AntMaze's reward r - 1 is the data's recorded transform (`reward_shift` in
 baselines/neubay.toml, id `+reward-1`), and the agent reads evaluation rewards shifted alike; termination
-functions are keyed by the data's layout (offbench.termination); AntMaze's goal termination is not wired.
+functions are keyed by the data's layout (offbench.termination), AntMaze's goal termination in D4RL's frame.
 """
 
 from __future__ import annotations
