@@ -78,8 +78,9 @@ def test_a_bad_override_statistic_is_one_line_and_exit_2(tmp_path: Path, bad: st
     path = _protocol(tmp_path, MIXED.replace('statistic = "final"', bad))
     with pytest.raises(OffbenchError, match=message.replace("(", r"\(").replace(")", r"\)")):
         load_protocol(path)
-    result = run_cli("sweep", str(path), "--dry-run", "--results-dir", str(tmp_path / "results"))
-    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+    if bad.startswith('statistic = "median"'):  # the CLI's one line and exit code, once (the loader's message is the same for all)
+        result = run_cli("sweep", str(path), "--dry-run", "--results-dir", str(tmp_path / "results"))
+        assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
     top = _protocol(tmp_path, MIXED.replace('statistic = "last-k"', 'statistic = "median"'))
     with pytest.raises(OffbenchError, match="statistic 'median' is not one of"):
         load_protocol(top)
