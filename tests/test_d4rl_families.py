@@ -106,6 +106,8 @@ def test_a_file_without_timeouts_gets_d4rls_horizon_rule(empty_roots: Path) -> N
     assert len(dataset) == 700 - 3  # rows 299 and 599 dropped, and the file's last row (no successor)
     np.testing.assert_array_equal(dataset.episode_lengths(), [299, 299, 99])
     assert "a time-out every 300 steps" in dataset.metadata.extra["timeouts"]
+    info = registry.describe(dataset)  # what `offbench data info` shows
+    assert info["timeouts_rule"] == dataset.metadata.extra["timeouts"] and info["evaluation"] == robotics.SUBSTITUTES["maze2d"]
 
 
 def test_horizon_timeouts_restart_after_a_terminal() -> None:

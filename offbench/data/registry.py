@@ -673,7 +673,8 @@ def describe(dataset: OfflineDataset) -> dict[str, Any]:
 
     A success-rate dataset (OGBench) adds its task, its recording's episode count, the share of them
     in which the behaviour reaches the task (`behaviour_success`, %) and its reward semantics; a local Atari
-    recording, the episodes its recipe left out at the 27,000-step cap (`episodes_left_out_at_cap`) when recorded.
+    recording, the episodes its recipe left out at the 27,000-step cap (`episodes_left_out_at_cap`) when recorded; a D4RL
+    file, the env that evaluates it (`evaluation`) and, without time-outs in the file, the rule that placed them.
     """
     returns = dataset.episode_returns()
     info: dict[str, Any] = {
@@ -703,6 +704,10 @@ def describe(dataset: OfflineDataset) -> dict[str, Any]:
                     reward_of=extra["reward_of"], ogbench_version=extra["ogbench_version"])
         if extra.get("recording_sha256"):
             info["recording_sha256"] = extra["recording_sha256"]
+    if extra.get("evaluation"):  # a D4RL file: the env that stands in for D4RL's own, and how it differs
+        info["evaluation"] = extra["evaluation"]
+    if extra.get("timeouts"):  # a D4RL file without time-outs: the rule that placed them
+        info["timeouts_rule"] = extra["timeouts"]
     if "episodes_left_out_at_cap" in extra:  # a local Atari recording: episodes the Dopamine layout could not hold
         info["episodes_left_out_at_cap"] = extra["episodes_left_out_at_cap"]
     if dataset.metadata.ref_min_score is not None:
