@@ -19,6 +19,20 @@ from offbench.data.spaces import ObservationSpace
 from offbench.errors import OffbenchError
 
 
+def member_rand(shape: Sequence[int], generator: torch.Generator, target: torch.Tensor) -> torch.Tensor:
+    """U[0, 1) values of `shape` from one member's `generator`, for initialising `target`. On the meta device (a network built
+    only to be sized, offbench.train.check_fits) none are drawn: the generator lives on a real device and would allocate them."""
+    if target.is_meta:
+        return torch.empty(tuple(shape), device="meta")
+    return torch.rand(tuple(shape), generator=generator, device=generator.device)
+
+
+def member_randn(shape: Sequence[int], generator: torch.Generator, target: torch.Tensor) -> torch.Tensor:
+    """N(0, 1) values as `member_rand`."""
+    if target.is_meta:
+        return torch.empty(tuple(shape), device="meta")
+    return torch.randn(tuple(shape), generator=generator, device=generator.device)
+
 class EnsembleLinear(nn.Module):
     """`members` independent linear layers applied with one batched matmul."""
 
@@ -35,7 +49,7 @@ class EnsembleLinear(nn.Module):
         with torch.no_grad():
             for member, generator in enumerate(generators):
                 for tensor in (self.weight[member], self.bias[member]):
-                    values = torch.rand(tensor.shape, generator=generator, device=generator.device)
+                    values = member_rand(tensor.shape, generator, tensor)
                     tensor.copy_(values.mul_(2 * bound).sub_(bound))
 
     def reset_parameters_glorot(self, generators: Sequence[torch.Generator]) -> None:
@@ -43,7 +57,7 @@ class EnsembleLinear(nn.Module):
         bound = math.sqrt(6.0 / (self.weight.shape[1] + self.weight.shape[2]))
         with torch.no_grad():
             for member, generator in enumerate(generators):
-                values = torch.rand(self.weight.shape[1:], generator=generator, device=generator.device)
+                values = member_rand(self.weight.shape[1:], generator, self.weight)
                 self.weight[member].copy_(values.mul_(2 * bound).sub_(bound))
             self.bias.zero_()
 
@@ -149,7 +163,7 @@ class EnsembleConv2d(nn.Module):
         with torch.no_grad():
             for member, generator in enumerate(generators):
                 for tensor in (weights[member], biases[member]):
-                    values = torch.rand(tensor.shape, generator=generator, device=generator.device)
+                    values = member_rand(tensor.shape, generator, tensor)
                     tensor.copy_(values.mul_(2 * bound).sub_(bound))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

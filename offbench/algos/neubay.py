@@ -49,7 +49,7 @@ from torch import nn
 
 from offbench.algos import world_model as wm
 from offbench.algos.base import AlgorithmConfig, OfflineAlgorithm, Problem, StageContext
-from offbench.algos.nets import EnsembleLayerNorm, EnsembleLinear, polyak_update, seeded_normal
+from offbench.algos.nets import EnsembleLayerNorm, EnsembleLinear, member_rand, polyak_update, seeded_normal
 from offbench.algos.recurrent import LAYER_NORM_EPS, RecurrentEncoder
 from offbench.config import Count, Depth, Fraction, LearningRate, Length, Members, NonNegative, Positive, Range, Width, Widths
 from offbench.data.sampling import Sampler
@@ -151,7 +151,7 @@ class Blocks(nn.Module):
             bound = math.sqrt(out_scale / self.out.weight.shape[1])
             with torch.no_grad():
                 for member, g in enumerate(generators):
-                    self.out.weight[member].copy_(torch.rand(self.out.weight.shape[1:], generator=g, device=g.device) * 2 * bound - bound)
+                    self.out.weight[member].copy_(member_rand(self.out.weight.shape[1:], g, self.out.weight) * 2 * bound - bound)
                 self.out.bias.zero_()
 
     def forward(self, x: torch.Tensor, members: slice | None = None) -> torch.Tensor:

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from offbench.algos.nets import EnsembleLayerNorm, EnsembleLinear
+from offbench.algos.nets import EnsembleLayerNorm, EnsembleLinear, member_rand, member_randn
 
 LAYER_NORM_EPS = 1e-5  # equinox.nn.LayerNorm's default (the reference's blocks and LRU layers)
 
@@ -80,10 +80,10 @@ class EnsembleLRU(nn.Module):
         with torch.no_grad():
             for m, g in enumerate(generators):
                 def rand(*shape: int, g: torch.Generator = g) -> torch.Tensor:
-                    return torch.rand(shape, generator=g, device=g.device)
+                    return member_rand(shape, g, self.D)
 
                 def randn(*shape: int, g: torch.Generator = g) -> torch.Tensor:
-                    return torch.randn(shape, generator=g, device=g.device)
+                    return member_randn(shape, g, self.D)
 
                 self.theta_log[m] = torch.log(self.max_phase * rand(n))
                 self.nu_log[m] = torch.log(-0.5 * torch.log(rand(n) * (self.r_max**2 - self.r_min**2) + self.r_min**2))
