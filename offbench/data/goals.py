@@ -29,7 +29,7 @@ import gymnasium as gym
 import numpy as np
 
 from offbench.data.checks import REAL, check_array
-from offbench.data.spaces import ObservationSpace
+from offbench.data.spaces import ObservationSpace, observation_space_from_gymnasium
 from offbench.errors import OffbenchError
 
 
@@ -46,6 +46,24 @@ LAYOUTS: dict[str, GoalLayout] = {
                                       ("antmaze",)),
     "kitchen-observation": GoalLayout(("observation",), frozenset({"observation", "achieved_goal", "desired_goal"}), ("kitchen",)),
 }
+
+
+def observation_layout(space: gym.Space, dataset_id: str, what: str) -> tuple[ObservationSpace, tuple[str, gym.spaces.Dict] | None]:
+    """offbench's observation space for a dataset's Gymnasium observation `space`, and (layout, Dict space) for flattening its
+    Dict observations (`flatten`), None for a Box. The layout is looked up by the dataset's family (`family_of_id`); raises
+    one-line `OffbenchError` for a Dict no layout fits (`layout_of`) or a space offbench cannot hold."""
+    if not isinstance(space, gym.spaces.Dict):
+        return observation_space_from_gymnasium(space, what), None
+    layout = layout_of(space, family_of_id(dataset_id), what)
+    return flat_space(space, layout), (layout, space)
+
+
+def family_of_id(dataset_id: str) -> str:
+    """`minari/D4RL/antmaze/umaze-v1` -> antmaze; `local/pointmaze-umaze-v3` -> pointmaze: the family a Dict layout is looked up by."""
+    parts = dataset_id.split("/")
+    if len(parts) >= 4 and parts[1] == "D4RL":
+        return parts[2]
+    return parts[-1].split("-")[0]
 
 
 def family_layout(family: str) -> str | None:

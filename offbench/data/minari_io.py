@@ -21,7 +21,7 @@ import numpy as np
 from offbench.data import d4rl, goals
 from offbench.data.checks import FLAGS, INTEGER, REAL, check_array, check_flags, common_rows, read_sidecar, regular_file
 from offbench.data.dataset import TRANSITION_FIELDS, DatasetMetadata, OfflineDataset
-from offbench.data.spaces import ActionSpace, ObservationSpace, from_gymnasium, observation_space_from_gymnasium
+from offbench.data.spaces import ActionSpace, ObservationSpace, from_gymnasium
 from offbench.errors import OffbenchError
 from offbench.io import ARCHIVE_ERRORS, atomic_write, json_text, remove_dead_staging, staging_tag
 from offbench.paths import data_dir
@@ -375,16 +375,13 @@ def load_minari(path: Path, dataset_id: str, env_id: str | None = None, ref_sour
     minari_meta = dict(minari_dataset.storage.metadata)
     sidecar_path = path / OFFBENCH_METADATA
     sidecar = read_sidecar(sidecar_path, dataset_id) if sidecar_path.exists() else {}
-    flattening, wrappers = None, tuple(sidecar.get("eval_wrappers", ()))
-    raw_space = minari_meta["observation_space"]
-    if isinstance(raw_space, gym.spaces.Dict):
-        layout = goals.layout_of(raw_space, _family(dataset_id), what)
-        flattening, observation_space = (layout, raw_space), goals.flat_space(raw_space, layout)
+    wrappers = tuple(sidecar.get("eval_wrappers", ()))
+    observation_space, flattening = goals.observation_layout(minari_meta["observation_space"], dataset_id, what)
+    if flattening is not None:
+        layout = flattening[0]
         wrappers = wrappers or (layout,)
         if wrappers != (layout,):
             raise OffbenchError(f"{what}: its sidecar names the evaluation wrappers {list(wrappers)}, but its observations are the {layout} layout")
-    else:
-        observation_space = observation_space_from_gymnasium(raw_space, what)
     action_space = from_gymnasium(minari_meta["action_space"], what)
     arrays = transitions(path, minari_dataset, dataset_id, (observation_space, action_space), flattening)
     spec_id, spec_kwargs = _evaluation_spec(minari_meta, what)
@@ -408,14 +405,6 @@ def load_minari(path: Path, dataset_id: str, env_id: str | None = None, ref_sour
             f"the files in {path} changed since they were made; remake with `offbench data make {dataset_id} --force`",
         )
     return dataset
-
-
-def _family(dataset_id: str) -> str:
-    """`minari/D4RL/antmaze/umaze-v1` -> antmaze; `local/pointmaze-umaze-v3` -> pointmaze: the family a Dict layout is looked up by."""
-    parts = dataset_id.split("/")
-    if len(parts) >= 4 and parts[1] == "D4RL":
-        return parts[2]
-    return parts[-1].split("-")[0]
 
 
 MAX_HORIZON = 10_000  # steps of an evaluation episode a port's spec may ask for (D4RL's longest is 1,000)

@@ -51,7 +51,7 @@ from offbench.data.checks import read_sidecar
 from offbench.data.dataset import TRANSITION_FIELDS, DatasetMetadata, OfflineDataset
 from offbench.data.ids import LOCAL_OGBENCH
 from offbench.data.recipes import RECIPES, no_policy_note, recipe_available
-from offbench.data.spaces import from_gymnasium, observation_space_from_gymnasium
+from offbench.data.spaces import from_gymnasium
 from offbench.errors import OffbenchError
 from offbench.io import atomic_write, json_text
 from offbench.paths import check_data_dir, data_dir
@@ -249,12 +249,7 @@ def _dataset_from_episodes(dataset_id, episodes, env_id, ref_min, ref_max, ref_s
         raw_space, action_space = env.observation_space, from_gymnasium(env.action_space, what)
     finally:
         env.close()
-    flattening = None
-    if isinstance(raw_space, gym.spaces.Dict):
-        layout = goals.layout_of(raw_space, ids.parse(dataset_id).name.split("-")[0], what)
-        flattening, observation_space = (layout, raw_space), goals.flat_space(raw_space, layout)
-    else:
-        observation_space = observation_space_from_gymnasium(raw_space, what)
+    observation_space, flattening = goals.observation_layout(raw_space, dataset_id, what)
     arrays = minari_io.episodes_to_transitions(episodes, dataset_id, (observation_space, action_space), flattening)
     metadata = DatasetMetadata(
         id=dataset_id,
