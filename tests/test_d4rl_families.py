@@ -29,7 +29,7 @@ def write_family_file(path: Path, name: str, episode_lengths: list[int], timeout
     (and timeouts, True on each episode's last row, as D4RL's relabelled files), and for the mazes infos/goal, infos/qpos, infos/qvel."""
     rng = np.random.default_rng(seed)
     family = d4rl.family_of(name)
-    observation_dims, action_dims = d4rl.DIMS[d4rl._longest_prefix(d4rl.DIMS, name) or name.split("-")[0]]
+    observation_dims, action_dims = d4rl.layout_dims(name)
     n = sum(episode_lengths)
     ends = np.cumsum(episode_lengths) - 1
     arrays = {

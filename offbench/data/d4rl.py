@@ -108,6 +108,7 @@ def family_of(name: str) -> str | None:
 
 
 def _longest_prefix(table: dict[str, object], name: str) -> str | None:
+    """The longest key of `table` that is `name` or starts it as whole "-" words (`maze2d-umaze-dense` before `maze2d-umaze`)."""
     return next((key for key in sorted(table, key=len, reverse=True) if name == key or name.startswith(key + "-")), None)
 
 
@@ -121,9 +122,9 @@ def download_url(name: str) -> str:
 
 def reference_scores(name: str) -> tuple[float, float]:
     """D4RL's (min, max) reference return for a dataset name like `hopper-medium-v2`."""
-    for prefix in sorted(REFERENCE_SCORES, key=len, reverse=True):
-        if name == prefix or name.startswith(prefix + "-"):
-            return REFERENCE_SCORES[prefix]
+    prefix = _longest_prefix(REFERENCE_SCORES, name)
+    if prefix is not None:
+        return REFERENCE_SCORES[prefix]
     raise OffbenchError(f"no D4RL reference score for '{name}'", f"known families: {', '.join(REFERENCE_SCORES)}")
 
 
@@ -142,8 +143,10 @@ def file_name(name: str) -> str:
     if family == "adroit" and parts[1] == "0":
         task, kind = parts[0].split("-")
         return f"{_ADROIT_V0_FILES[kind].format(task=task)}.hdf5"
-    if family in ("adroit", "kitchen"):
-        return f"{name}.hdf5" if family == "adroit" else f"{_KITCHEN_FILES[parts[0].removeprefix('kitchen-')]}.hdf5"
+    if family == "adroit":
+        return f"{name}.hdf5"
+    if family == "kitchen":
+        return f"{_KITCHEN_FILES[parts[0].removeprefix('kitchen-')]}.hdf5"
     match = D4RL_NAME.match(name)
     if not match:
         return f"{name}.hdf5"
@@ -279,9 +282,14 @@ def load_d4rl_file(path: Path, name: str) -> OfflineDataset:
     return OfflineDataset.build(metadata, **arrays, extras=None if goal is None else {"goal": goal})
 
 
+def layout_dims(name: str) -> tuple[int, int]:
+    """(observation dims, action dims) of a non-locomotion D4RL dataset `name` (`DIMS`: by family, Adroit by task)."""
+    return DIMS[_longest_prefix(DIMS, name)]
+
+
 def _check_dims(what: str, name: str, raw: dict[str, np.ndarray]) -> None:
-    """The family's (observation, action) dims (`DIMS`), else one line naming both."""
-    observation_dims, action_dims = DIMS[_longest_prefix(DIMS, name) or name.split("-")[0]]
+    """The family's (observation, action) dims (`layout_dims`), else one line naming both."""
+    observation_dims, action_dims = layout_dims(name)
     found = (raw["observations"].shape[1], raw["actions"].shape[1])
     if found != (observation_dims, action_dims):
         raise OffbenchError(f"{what}: observations of {found[0]} dims and actions of {found[1]}, but D4RL's {name} has {observation_dims} and {action_dims}",
