@@ -179,8 +179,7 @@ def dataset_transforms(algo: str, dataset_id: str | None) -> dict[str, Any]:
     `baseline_values` keys them); {} for a user's file. `reward_shift` is checked to be a finite number (one line)."""
     if dataset_id is None:
         return {}
-    per_dataset = baseline_file(algo).get("datasets", {})
-    rows = {**per_dataset.get(dataset_key(dataset_id), {}), **per_dataset.get(ids.parse(dataset_id).base, {})}
+    rows = _dataset_rows(baseline_file(algo), dataset_id)
     found = {key: rows[key] for key in TRANSFORM_KEYS if key in rows}
     shift = found.get("reward_shift", 0.0)
     if isinstance(shift, bool) or not isinstance(shift, (int, float)) or not math.isfinite(shift):
@@ -194,14 +193,18 @@ def baseline_values(algo: str, dataset_id: str | None, kind: str | None = None) 
     ignored), less the transform keys (`dataset_transforms`). A user's file (`dataset_id` None) gets no [datasets]
     overrides. Raises `OffbenchError` without a TOML."""
     spec = baseline_file(algo)
-    per_dataset = spec.get("datasets", {})
     if unknown_kinds := sorted(set(spec.get("observations", {})) - set(OBSERVATION_KINDS)):
         raise OffbenchError(f"baselines/{algo}.toml: unknown table [observations.{unknown_kinds[0]}]", f"kinds: {', '.join(OBSERVATION_KINDS)}")
     defaults = {**spec.get("config", {}), **(spec.get("observations", {}).get(kind, {}) if kind else {})}
     if dataset_id is None:
         return defaults
-    rows = {**per_dataset.get(dataset_key(dataset_id), {}), **per_dataset.get(ids.parse(dataset_id).base, {})}
-    return {**defaults, **{key: value for key, value in rows.items() if key not in TRANSFORM_KEYS}}
+    return {**defaults, **{key: value for key, value in _dataset_rows(spec, dataset_id).items() if key not in TRANSFORM_KEYS}}
+
+
+def _dataset_rows(spec: dict[str, Any], dataset_id: str) -> dict[str, Any]:
+    """A baseline file's [datasets] values for `dataset_id`: its alias's row, then its canonical id's (transforms ignored)."""
+    per_dataset = spec.get("datasets", {})
+    return {**per_dataset.get(dataset_key(dataset_id), {}), **per_dataset.get(ids.parse(dataset_id).base, {})}
 
 
 def protocol_defaults(algo: str) -> dict[str, Any]:
