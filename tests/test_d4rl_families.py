@@ -358,3 +358,15 @@ def test_neubay_trains_on_a_d4rl_antmaze_file_with_its_reward_shift_and_goal_ter
                      "--results-dir", str(empty_roots / "results"), *sets)
     assert result.returncode == 0, result.stderr
     assert "d4rl/antmaze-umaze-v2+reward-1: normalised score" in result.stdout and ", success " in result.stdout
+
+
+def test_maze2d_frame_puts_cell_centres_where_d4rls_qpos_has_them() -> None:
+    """A point at the centre of D4RL cell (row i, column j) reads (i - 0.2, j - 0.2) (maze_model.py: body at 1.2, walls at cell + 1),
+    whatever row of Gymnasium-Robotics' row-reversed map holds that cell; its velocity and action axes swap with the position's."""
+    env_id, kwargs, wrappers = robotics.d4rl_eval_env("maze2d", "maze2d-large-v1")
+    env = make_env(env_id, kwargs, wrappers)
+    maze, rows = env.unwrapped.maze, len(robotics.D4RL_MAZE2D_MAPS["large"])
+    for i, j in [(1, 1), (7, 9), (3, 6)]:
+        x, y = maze.cell_rowcol_to_xy(np.array([rows - 1 - i, j]))
+        np.testing.assert_allclose(env._observation({"observation": np.array([x, y, 0.5, -0.25])}), [i - 0.2, j - 0.2, -0.25, 0.5])
+    env.close()
